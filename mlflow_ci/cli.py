@@ -1,0 +1,232 @@
+"""The command line: a thin click layer over the functions in pipeline.py and demo.py.
+
+Exit codes (PRODUCT.md): 0 passed, 1 gate failed, 2 bad usage or configuration, 3 training failed,
+4 a service failed. They are decided in one place, :func:`main`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from mlflow_ci import __version__
+from mlflow_ci.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_SERVICE, EXIT_USAGE, MlflowCiError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _config_option(f):
+    return click.option(
+        "--config", "config_path", default="mlflow-ci.yml", show_default=True,
+        type=click.Path(dir_okay=False), help="Path to the configuration file.",
+    )(f)
+
+
+def _out_option(f):
+    return click.option(
+        "--out", "out_dir", default=".mlflow-ci", show_default=True,
+        type=click.Path(file_okay=False), help="Folder for report.md, result.json and train state.",
+    )(f)
+
+
+def _baseline_options(f):
+    f = click.option("--baseline", help="Baseline to compare against: a run id, models:/NAME@ALIAS or models:/NAME/VERSION.")(f)
+    f = click.option("--base-branch", help="Base branch of the PR (default: GITHUB_BASE_REF, baseline.branch, then main).")(f)
+    f = click.option("--pr", "pr_number", type=click.IntRange(min=1), help="Pull request number, recorded on the run.")(f)
+    return f
+
+
+def _session(config_path: str):
+    from mlflow_ci.config import load_config
+    from mlflow_ci.pipeline import make_session
+
+    cfg = load_config(config_path)
+    return make_session(cfg, dict(os.environ), Path.cwd(), sys.stdout)
+
+
+def _options(out_dir: str, **values):
+    from mlflow_ci.pipeline import Options
+
+    return Options(out_dir=Path(out_dir), **values)
+
+
+def _verdict_exit(verdict: str) -> int:
+    return EXIT_GATE_FAILED if verdict == "fail" else EXIT_OK
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="mlflow-ci")
+@click.option("--debug", is_flag=True, help="Show a traceback for failures (also MLFLOW_CI_DEBUG=1).")
+def cli(debug: bool) -> None:
+    """Train, compare, gate and promote MLflow models on every pull request.
+
+    Exit codes: 0 passed, 1 gate failed, 2 bad usage or configuration,
+    3 training failed or timed out, 4 a service (MLflow, GitHub) failed after retries.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_out_option
+@_baseline_options
+@click.option("--no-cache", is_flag=True, help="Always train, even if a finished run has the same input fingerprint.")
+def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache):
+    """The PR check: train, compare with the baseline, gate, and write the report.
+
+    Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
+    """
+    from mlflow_ci.pipeline import do_check
+    from mlflow_ci.report import summary_lines
+
+    s = _session(config_path)
+    opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, use_cache=not no_cache)
+    outcome = do_check(s, opts)
+    click.echo("")
+    for line in summary_lines(outcome.result):
+        click.echo(line)
+    click.echo(f"report: {outcome.report_path}")
+    click.echo(f"result: {outcome.result_path}")
+    return _verdict_exit(outcome.verdict)
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_out_option
+@click.option("--pr", "pr_number", type=click.IntRange(min=1), help="Pull request number, recorded on the run.")
+@click.option("--no-cache", is_flag=True, help="Always train, even if a finished run has the same input fingerprint.")
+def train(config_path, out_dir, pr_number, no_cache):
+    """Run the training command inside an MLflow run created by mlflow-ci.
+
+    Reuses a finished run with the same input fingerprint (train.inputs) unless --no-cache.
+    Writes OUT/train.json with the run id for the later stages.
+    """
+    from mlflow_ci.pipeline import do_train
+
+    s = _session(config_path)
+    result = do_train(s, _options(out_dir, pr_number=pr_number, use_cache=not no_cache))
+    how = "reused (same fingerprint)" if result.cached else f"trained in {result.seconds:.1f}s"
+    click.echo(f"run {result.run.run_id}: {how}")
+    return EXIT_OK
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_out_option
+@_baseline_options
+@click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")
+def compare(config_path, out_dir, baseline, base_branch, pr_number, run_id):
+    """Resolve the baseline and show the metric and parameter diff."""
+    from mlflow_ci.pipeline import do_compare
+    from mlflow_ci.report import number, signed
+
+    s = _session(config_path)
+    result = do_compare(s, _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id))
+    click.echo(f"candidate: run {result.candidate.run_id}")
+    click.echo(f"baseline: {result.baseline.description if result.baseline else 'none'}")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
+    for m in result.metrics:
+        click.echo(f"  {m.name}: {number(m.baseline)} -> {number(m.candidate)} {signed(m.delta)} [{m.status}]")
+    for p in result.params:
+        click.echo(f"  param {p.name}: {p.baseline} -> {p.candidate} [{p.status}]")
+    return EXIT_OK
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_out_option
+@_baseline_options
+@click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, exists=True), help="Gate the metrics in a result.json instead of querying MLflow.")
+def gate(config_path, out_dir, baseline, base_branch, pr_number, run_id, from_file):
+    """Evaluate the gate rules; exit 1 when a blocking rule fails."""
+    from mlflow_ci.pipeline import do_compare, do_gate, gate_from_result
+
+    s = _session(config_path)
+    if from_file:
+        result = gate_from_result(s, Path(from_file))
+    else:
+        opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id)
+        result = do_gate(s, do_compare(s, opts))
+    for c in result.checks:
+        mark = {True: "pass", False: "FAIL", None: "skip"}[c.passed]
+        click.echo(f"[{mark}] {c.metric} {c.rule}: {c.message}" + ("" if c.blocking else " (warn only)"))
+    click.echo(f"verdict: {result.verdict.upper()}")
+    return _verdict_exit(result.verdict)
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_out_option
+@_baseline_options
+@click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")
+def report(config_path, out_dir, baseline, base_branch, pr_number, run_id):
+    """Render OUT/report.md and OUT/result.json for a run (exit 0 whatever the verdict)."""
+    from mlflow_ci.pipeline import do_compare, do_gate, do_report
+
+    s = _session(config_path)
+    opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id)
+    comparison = do_compare(s, opts)
+    fp = comparison.candidate.tags.get("mlflow_ci.fingerprint")
+    outcome = do_report(s, opts, comparison, do_gate(s, comparison), cached=False, fingerprint=fp)
+    click.echo(f"verdict: {outcome.verdict.upper()}")
+    click.echo(f"report: {outcome.report_path}")
+    click.echo(f"result: {outcome.result_path}")
+    return EXIT_OK
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+def validate(config_path):
+    """Check the configuration file and exit (0 valid, 2 with every problem listed)."""
+    from mlflow_ci.config import load_config
+
+    cfg = load_config(config_path)
+    rules = sum(1 for r in cfg.gate for k in ("min", "max", "max_drop", "max_drop_pct", "threshold",
+                "min_absolute_change", "min_relative_change") if getattr(r, k) is not None)
+    click.echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")
+    return EXIT_OK
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Where to build the demo (default: a new temp folder).")
+def demo(directory):
+    """The whole story offline: a baseline on main, a PR that regresses and one that improves."""
+    from mlflow_ci.demo import run_demo
+
+    outcome = run_demo(Path(directory) if directory else None, env=dict(os.environ), stream=sys.stdout)
+    return EXIT_OK if outcome.as_designed else EXIT_GATE_FAILED
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and map every outcome to the documented exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MLFLOW_CI_DEBUG") == "1"
+    try:
+        code = cli.main(args=args, prog_name="mlflow-ci", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        code = EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except MlflowCiError as exc:
+        if debug:
+            traceback.print_exc()
+        for line in exc.lines():
+            click.echo(line, err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback unless asked
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: unexpected failure: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", err=True)
+        click.echo("hint: re-run with --debug for a traceback, and report it if it is a bug", err=True)
+        code = EXIT_SERVICE
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

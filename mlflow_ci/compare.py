@@ -1,0 +1,217 @@
+"""Baseline resolution and the metric / parameter diff.
+
+Baseline, first that exists (PRODUCT.md): explicit ``--baseline`` (run id or ``models:/name@alias`` or
+``models:/name/version``) → registry alias (default ``champion``) → latest finished run of the
+experiment at the PR's base commit → latest finished run on the base branch → none.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from mlflow_ci.config import Config
+from mlflow_ci.errors import UsageError
+from mlflow_ci.gate import rule_direction
+from mlflow_ci.gitctx import GitContext
+from mlflow_ci.tracking import TAG_BRANCH, TAG_COMMIT, RunSnapshot
+
+
+class Tracker(Protocol):
+    def get_run(self, run_id: str) -> RunSnapshot | None: ...
+
+    def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None: ...
+
+    def run_for_version(self, model: str, version: str) -> RunSnapshot | None: ...
+
+    def search(self, experiment_id: str, *, tags, exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None: ...
+
+
+@dataclass(frozen=True)
+class Baseline:
+    run: RunSnapshot
+    source: str  # "explicit:<ref>", "alias:champion", "base_commit:<sha>", "base_branch:<name>"
+    description: str
+
+
+@dataclass(frozen=True)
+class MetricDiff:
+    name: str
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    delta_pct: float | None
+    direction: str
+    status: str  # better | worse | same | new | removed | invalid
+
+
+@dataclass(frozen=True)
+class ParamDiff:
+    name: str
+    baseline: str | None
+    candidate: str | None
+    status: str  # changed | added | removed
+
+
+@dataclass(frozen=True)
+class Comparison:
+    candidate: RunSnapshot
+    baseline: Baseline | None
+    metrics: tuple[MetricDiff, ...]
+    params: tuple[ParamDiff, ...]
+    notes: tuple[str, ...] = ()  # why earlier baseline sources were passed over
+
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def resolve_explicit(tracker: Tracker, ref: str) -> Baseline:
+    """``--baseline``: a run id, ``models:/name@alias`` or ``models:/name/version``; must exist."""
+    match = _MODEL_URI.match(ref)
+    if match:
+        name = match.group("name")
+        if match.group("alias"):
+            found = tracker.run_for_alias(name, match.group("alias"))
+            run = found[0] if found else None
+        else:
+            run = tracker.run_for_version(name, match.group("version"))
+        if run is None:
+            raise UsageError(f"--baseline {ref}: no such registered model version (or it has no run)")
+        return Baseline(run, f"explicit:{ref}", f"explicit baseline {ref} (run {run.run_id})")
+    if not re.fullmatch(r"[0-9a-zA-Z_-]{8,64}", ref):
+        raise UsageError(f"--baseline {ref!r}: expected a run id, models:/NAME@ALIAS or models:/NAME/VERSION")
+    run = tracker.get_run(ref)
+    if run is None:
+        raise UsageError(f"--baseline {ref}: no such run in the tracking store")
+    return Baseline(run, f"explicit:{ref}", f"explicit baseline run {ref}")
+
+
+def resolve_baseline(
+    tracker: Tracker,
+    cfg: Config,
+    ctx: GitContext,
+    *,
+    experiment_id: str,
+    candidate_run_id: str,
+    explicit: str | None = None,
+) -> tuple[Baseline | None, tuple[str, ...]]:
+    """Walk the baseline sources in order; return the first found and notes on the ones skipped."""
+    if explicit:
+        return resolve_explicit(tracker, explicit), ()
+    notes: list[str] = []
+    for source in cfg.baseline.sources:
+        found = _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, notes)
+        if found is not None:
+            return found, tuple(notes)
+    notes.append("no baseline found: rules that need one are reported as not evaluated")
+    return None, tuple(notes)
+
+
+def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, notes) -> Baseline | None:
+    skip = ("fail",)
+    if source == "alias":
+        alias = cfg.baseline.alias
+        found = tracker.run_for_alias(cfg.model, alias)
+        if found is None:
+            notes.append(f"models:/{cfg.model}@{alias} does not exist")
+            return None
+        run, version = found
+        if run.run_id == candidate_run_id:
+            notes.append(f"models:/{cfg.model}@{alias} is the candidate run itself")
+            return None
+        return Baseline(run, f"alias:{alias}", f"registered model {cfg.model} version {version} (@{alias})")
+    if source == "base_commit":
+        if not ctx.base_commit:
+            notes.append("base commit unknown (no base branch or no merge-base)")
+            return None
+        run = tracker.search(
+            experiment_id, tags={TAG_COMMIT: ctx.base_commit}, exclude_run_id=candidate_run_id, skip_verdicts=skip
+        )
+        if run is None:
+            notes.append(f"no finished run at base commit {ctx.base_commit[:12]}")
+            return None
+        return Baseline(run, f"base_commit:{ctx.base_commit}", f"latest run at base commit {ctx.base_commit[:12]}")
+    branch = ctx.base_branch
+    if not branch:
+        notes.append("base branch unknown")
+        return None
+    run = tracker.search(experiment_id, tags={TAG_BRANCH: branch}, exclude_run_id=candidate_run_id, skip_verdicts=skip)
+    if run is None:
+        notes.append(f"no finished run on base branch {branch}")
+        return None
+    return Baseline(run, f"base_branch:{branch}", f"latest run on base branch {branch}")
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def diff_metrics(cfg: Config, candidate: dict, baseline: dict | None) -> tuple[MetricDiff, ...]:
+    """One row per metric: gated metrics first, in config order, then the rest alphabetically."""
+    rules = {r.metric: r for r in cfg.gate}
+    names = list(rules)
+    others = sorted((set(candidate) | set(baseline or {})) - set(rules))
+    rows = []
+    for name in names + others:
+        direction = rule_direction(rules.get(name), name)
+        base = (baseline or {}).get(name)
+        rows.append(_metric_row(name, candidate.get(name), base, direction, baseline is not None))
+    return tuple(rows)
+
+
+def _metric_row(name, cand, base, direction, have_baseline) -> MetricDiff:
+    if (cand is not None and not _finite(cand)) or (base is not None and not _finite(base)):
+        return MetricDiff(name, base, cand, None, None, direction, "invalid")
+    if cand is None:
+        return MetricDiff(name, base, None, None, None, direction, "removed" if base is not None else "invalid")
+    if base is None:
+        return MetricDiff(name, None, cand, None, None, direction, "new" if have_baseline else "n/a")
+    delta = cand - base
+    pct = (delta / abs(base) * 100) if base != 0 else None
+    if delta == 0:
+        status = "same"
+    else:
+        status = "better" if (delta > 0) == (direction == "higher") else "worse"
+    return MetricDiff(name, base, cand, delta, pct, direction, status)
+
+
+def diff_params(candidate: dict, baseline: dict | None) -> tuple[ParamDiff, ...]:
+    if baseline is None:
+        return ()
+    rows = []
+    for name in sorted(set(candidate) | set(baseline)):
+        old, new = baseline.get(name), candidate.get(name)
+        if old == new:
+            continue
+        status = "added" if old is None else "removed" if new is None else "changed"
+        rows.append(ParamDiff(name, old, new, status))
+    return tuple(rows)
+
+
+def compare(
+    tracker: Tracker,
+    cfg: Config,
+    ctx: GitContext,
+    candidate: RunSnapshot,
+    *,
+    explicit_baseline: str | None = None,
+) -> Comparison:
+    baseline, notes = resolve_baseline(
+        tracker,
+        cfg,
+        ctx,
+        experiment_id=candidate.experiment_id,
+        candidate_run_id=candidate.run_id,
+        explicit=explicit_baseline,
+    )
+    base_metrics = dict(baseline.run.metrics) if baseline else None
+    base_params = dict(baseline.run.params) if baseline else None
+    return Comparison(
+        candidate=candidate,
+        baseline=baseline,
+        metrics=diff_metrics(cfg, dict(candidate.metrics), base_metrics),
+        params=diff_params(dict(candidate.params), base_params),
+        notes=notes,
+    )

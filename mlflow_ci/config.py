@@ -1,0 +1,464 @@
+"""`mlflow-ci.yml`: loading, validation and the frozen configuration objects.
+
+Validation collects *every* problem before failing. Each problem is one line that names the file,
+the line, the key path and what was expected, e.g.::
+
+    mlflow-ci.yml:9: gate.rmse.max_drop_pct: expected a number >= 0, got -5
+
+The full reference is docs/config.md; tests/test_docs.py keeps it in step with this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow_ci import yamlnodes
+from mlflow_ci.errors import ConfigError
+
+DEFAULT_CONFIG = "mlflow-ci.yml"
+DEFAULT_TIMEOUT = 3600.0
+BASELINE_SOURCES = ("alias", "base_commit", "base_branch")
+RULE_BOUNDS = ("min", "max")
+RULE_BASELINE = ("max_drop", "max_drop_pct")
+RULE_MLFLOW = ("threshold", "min_absolute_change", "min_relative_change")
+RULE_KEYS = (
+    *RULE_BOUNDS,
+    *RULE_BASELINE,
+    *RULE_MLFLOW,
+    "direction",
+    "greater_is_better",
+    "required",
+    "mode",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    command: str
+    workdir: str = "."
+    env: tuple[tuple[str, str], ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    metrics_file: str | None = None
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    alias: str = "champion"
+    branch: str | None = None
+    sources: tuple[str, ...] = BASELINE_SOURCES
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The rules configured for one metric (any subset of the rule keys)."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = None
+    max_drop_pct: float | None = None
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    direction: str | None = None
+    greater_is_better: bool | None = None
+    required: bool = True
+    mode: str = "block"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    template: str | None = None
+    title: str | None = None
+    precision: int = 4
+    ui_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    experiment: str
+    model: str
+    train: TrainConfig
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    gate: tuple[Rule, ...] = ()
+    report: ReportConfig = field(default_factory=ReportConfig)
+    tracking_uri: str | None = None
+    artifact_location: str | None = None
+
+    @property
+    def root(self) -> Path:
+        """The folder holding the config file: relative paths are resolved against it."""
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
+    cfg_path = Path(path or DEFAULT_CONFIG)
+    shown = str(path or DEFAULT_CONFIG)
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{shown}: file not found (create one with 'mlflow-ci init', or pass --config PATH)"],
+            path=shown,
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{shown}: cannot read the file: {exc}"], path=shown) from None
+    return parse_config(text, cfg_path.resolve(), shown=shown)
+
+
+def parse_config(text: str, path: Path, *, shown: str | None = None) -> Config:
+    shown = shown or path.name
+    try:
+        loaded = yamlnodes.load(text)
+    except yamlnodes.YamlSyntaxError as exc:
+        where = f"{shown}:{exc.line}:{exc.column}" if exc.line else shown
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem}"], path=shown) from None
+    checker = _Checker(shown, loaded)
+    config = checker.config(path)
+    if checker.problems:
+        raise ConfigError(checker.problems, path=shown)
+    assert config is not None
+    return config
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Walks the loaded YAML, records problems and builds the dataclasses."""
+
+    def __init__(self, shown: str, loaded: yamlnodes.LoadedYaml) -> None:
+        self.shown = shown
+        self.loaded = loaded
+        self.problems: list[str] = []
+        for dup_path, line in loaded.duplicates:
+            self.problems.append(f"{shown}:{line}: {_dotted(dup_path)}: key appears more than once")
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def problem(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
+        line = self.loaded.line(path, key=key)
+        where = f"{self.shown}:{line}" if line else self.shown
+        self.problems.append(f"{where}: {_dotted(path)}: {message}")
+
+    def mapping(self, value: Any, path: tuple[str | int, ...], allowed: tuple[str, ...]) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a mapping, got {_describe(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+                self.problem(
+                    path + (key,),
+                    f"unknown key{suggestion} (expected one of: {', '.join(allowed)})",
+                    key=True,
+                )
+        return value
+
+    def typed(
+        self,
+        section: dict,
+        path: tuple[str | int, ...],
+        key: str,
+        check: Callable[[Any], bool],
+        expected: str,
+        default: Any = None,
+        *,
+        required: bool = False,
+    ) -> Any:
+        if key not in section or section[key] is None:
+            if required:
+                self.problem(path + (key,), f"required key is missing (expected {expected})")
+            return default
+        value = section[key]
+        if not check(value):
+            self.problem(path + (key,), f"expected {expected}, got {_describe(value)}")
+            return default
+        return value
+
+    def string(self, section: dict, path, key, default=None, *, required=False) -> str | None:
+        return self.typed(
+            section,
+            path,
+            key,
+            lambda v: isinstance(v, str) and v.strip() != "",
+            "a non-empty string",
+            default,
+            required=required,
+        )
+
+    # -- sections ----------------------------------------------------------------------------------
+    def config(self, path: Path) -> Config | None:
+        data = self.loaded.data
+        if data is None:
+            self.problems.append(
+                f"{self.shown}: the file is empty (expected at least 'experiment' and 'train.command')"
+            )
+            return None
+        top_keys = (
+            "experiment",
+            "model",
+            "tracking_uri",
+            "artifact_location",
+            "train",
+            "baseline",
+            "gate",
+            "report",
+        )
+        top = self.mapping(data, (), top_keys)
+        if not isinstance(data, dict):
+            return None
+        experiment = self.string(top, (), "experiment", required=True)
+        model = self.string(top, (), "model", experiment)
+        tracking_uri = self.string(top, (), "tracking_uri")
+        artifact_location = self.string(top, (), "artifact_location")
+        if "train" not in top:
+            self.problem(("train",), "required key is missing (expected a mapping with 'command')")
+        train = self.train(top.get("train"))
+        baseline = self.baseline(top.get("baseline"))
+        gate = self.gate(top.get("gate"))
+        report = self.report(top.get("report"))
+        if self.problems or experiment is None or train is None:
+            return None
+        return Config(
+            path=path,
+            experiment=experiment,
+            model=model or experiment,
+            train=train,
+            baseline=baseline,
+            gate=gate,
+            report=report,
+            tracking_uri=tracking_uri,
+            artifact_location=artifact_location,
+        )
+
+    def train(self, value: Any) -> TrainConfig | None:
+        path = ("train",)
+        section = self.mapping(
+            value, path, ("command", "workdir", "env", "timeout", "metrics_file", "inputs")
+        )
+        command = self.string(section, path, "command", required=isinstance(value, dict))
+        workdir = self.string(section, path, "workdir", ".")
+        metrics_file = self.string(section, path, "metrics_file")
+        env = self.env(section.get("env"), path + ("env",))
+        timeout = self.duration(section.get("timeout"), path + ("timeout",))
+        inputs = self.string_list(section.get("inputs"), path + ("inputs",))
+        if command is None:
+            return None
+        return TrainConfig(
+            command=command,
+            workdir=workdir or ".",
+            env=env,
+            timeout=timeout,
+            metrics_file=metrics_file,
+            inputs=inputs,
+        )
+
+    def env(self, value: Any, path) -> tuple[tuple[str, str], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a mapping of variable names to values, got {_describe(value)}")
+            return ()
+        pairs = []
+        for name, item in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                self.problem(path + (name,), "expected an environment variable name", key=True)
+                continue
+            if isinstance(item, (dict, list)) or item is None:
+                self.problem(path + (name,), f"expected a string or number, got {_describe(item)}")
+                continue
+            text = str(item).lower() if isinstance(item, bool) else str(item)
+            pairs.append((name, text))
+        return tuple(pairs)
+
+    def duration(self, value: Any, path) -> float:
+        if value is None:
+            return DEFAULT_TIMEOUT
+        expected = "a duration in seconds (a number > 0, or a string like '90s', '30m', '2h')"
+        if _is_number(value) and math.isfinite(value) and value > 0:
+            return float(value)
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if match and float(match.group(1)) > 0:
+                return float(match.group(1)) * _UNITS[match.group(2)]
+        self.problem(path, f"expected {expected}, got {_describe(value)}")
+        return DEFAULT_TIMEOUT
+
+    def string_list(self, value: Any, path) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem(path, f"expected a list of strings, got {_describe(value)}")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.problem(path + (i,), f"expected a non-empty string, got {_describe(item)}")
+            else:
+                out.append(item)
+        return tuple(out)
+
+    def baseline(self, value: Any) -> BaselineConfig:
+        path = ("baseline",)
+        section = self.mapping(value, path, ("alias", "branch", "sources"))
+        alias = self.string(section, path, "alias", "champion")
+        if alias and not re.fullmatch(r"[A-Za-z0-9_-]+", alias):
+            self.problem(path + ("alias",), f"expected an alias of letters, digits, '_' or '-', got {alias!r}")
+        branch = self.string(section, path, "branch")
+        sources = self.string_list(section.get("sources"), path + ("sources",)) if "sources" in section else BASELINE_SOURCES
+        for i, source in enumerate(sources):
+            if source not in BASELINE_SOURCES:
+                hint = difflib.get_close_matches(source, BASELINE_SOURCES, n=1)
+                suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+                self.problem(
+                    path + ("sources", i),
+                    f"unknown baseline source {source!r}{suggestion} (expected one of: {', '.join(BASELINE_SOURCES)})",
+                )
+        return BaselineConfig(alias=alias or "champion", branch=branch, sources=tuple(sources))
+
+    def report(self, value: Any) -> ReportConfig:
+        path = ("report",)
+        section = self.mapping(value, path, ("template", "title", "precision", "ui_url"))
+        precision = self.typed(
+            section,
+            path,
+            "precision",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 12,
+            "a whole number from 1 to 12",
+            4,
+        )
+        ui_url = self.typed(
+            section,
+            path,
+            "ui_url",
+            lambda v: isinstance(v, str) and re.match(r"^https?://\S+$", v) is not None,
+            "an http(s) URL of the MLflow UI",
+        )
+        return ReportConfig(
+            template=self.string(section, path, "template"),
+            title=self.string(section, path, "title"),
+            precision=precision,
+            ui_url=ui_url.rstrip("/") if ui_url else None,
+        )
+
+    def gate(self, value: Any) -> tuple[Rule, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.problem(("gate",), f"expected a mapping of metric names to rules, got {_describe(value)}")
+            return ()
+        rules = []
+        for metric, spec in value.items():
+            rule = self.rule(metric, spec, ("gate", metric))
+            if rule is not None:
+                rules.append(rule)
+        return tuple(rules)
+
+    def rule(self, metric: str, spec: Any, path) -> Rule | None:
+        if not isinstance(spec, dict):
+            self.problem(path, f"expected a mapping of rules (e.g. {{min: 0.8}}), got {_describe(spec)}")
+            return None
+        section = self.mapping(spec, path, RULE_KEYS)
+        before = len(self.problems)
+        numbers: dict[str, float] = {}
+        for key in (*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW):
+            if key not in section:
+                continue
+            number = section[key]
+            nonneg = key not in ("min", "max", "threshold")
+            if not _is_number(number) or not math.isfinite(number):
+                self.problem(path + (key,), f"expected a finite number, got {_describe(number)}")
+            elif nonneg and number < 0:
+                self.problem(path + (key,), f"expected a number >= 0, got {number!r}")
+            elif key == "min_relative_change" and number > 1:
+                self.problem(
+                    path + (key,),
+                    f"expected a fraction from 0 to 1 (MLflow's meaning; 0.05 is 5%), got {number!r}",
+                )
+            else:
+                numbers[key] = number
+        direction = self.typed(
+            section, path, "direction", lambda v: v in ("higher", "lower"), "'higher' or 'lower'"
+        )
+        gib = self.typed(section, path, "greater_is_better", lambda v: isinstance(v, bool), "true or false")
+        required = self.typed(section, path, "required", lambda v: isinstance(v, bool), "true or false", True)
+        mode = self.typed(section, path, "mode", lambda v: v in ("block", "warn"), "'block' or 'warn'", "block")
+        if direction is not None and gib is not None and (direction == "higher") != gib:
+            self.problem(
+                path + ("greater_is_better",),
+                f"contradicts direction: {direction} (expected greater_is_better: {str(direction == 'higher').lower()})",
+            )
+        if any(k in numbers for k in RULE_MLFLOW) and gib is None and direction is None:
+            self.problem(
+                path,
+                "MLflow's MetricThreshold vocabulary needs greater_is_better: true|false (or direction: higher|lower)",
+            )
+        if "min" in numbers and "max" in numbers and numbers["min"] > numbers["max"]:
+            self.problem(path + ("min",), f"min ({numbers['min']!r}) is greater than max ({numbers['max']!r})")
+        if not numbers and len(self.problems) == before:
+            self.problem(
+                path,
+                "no rule given (expected at least one of: " + ", ".join((*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW)) + ")",
+            )
+        if len(self.problems) != before:
+            return None
+        return Rule(
+            metric=metric,
+            direction=direction,
+            greater_is_better=gib,
+            required=required,
+            mode=mode,
+            **{k: float(v) for k, v in numbers.items()},
+        )

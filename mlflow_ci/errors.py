@@ -1,0 +1,69 @@
+"""The one exception hierarchy of mlflow-ci and its mapping to exit codes.
+
+Every expected failure is raised as a subclass of :class:`MlflowCiError`; the CLI turns it into a
+one-line message on stderr and the documented exit code (see PRODUCT.md / docs/exit-codes.md).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TRAINING = 3
+EXIT_SERVICE = 4
+
+
+class MlflowCiError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def lines(self) -> list[str]:
+        """The lines printed to stderr for this error."""
+        out = [f"error: {self.message}"]
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return out
+
+
+class UsageError(MlflowCiError):
+    """Bad command-line usage or inconsistent inputs (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(MlflowCiError):
+    """One or more problems in the configuration file (exit 2).
+
+    ``problems`` holds one self-contained line per problem, each naming file, line, key path and what
+    was expected.
+    """
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[str], *, path: str) -> None:
+        self.problems = list(problems)
+        self.path = path
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{path}: {count} configuration {noun}")
+
+    def lines(self) -> list[str]:
+        return [f"error: {p}" for p in self.problems] + [f"{self.message}; nothing was run"]
+
+
+class TrainingError(MlflowCiError):
+    """The training command failed, timed out or produced unusable output (exit 3)."""
+
+    exit_code = EXIT_TRAINING
+
+
+class ServiceError(MlflowCiError):
+    """A service (MLflow tracking server, GitHub API) failed after retries (exit 4)."""
+
+    exit_code = EXIT_SERVICE

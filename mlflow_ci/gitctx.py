@@ -1,0 +1,93 @@
+"""Where the code under test comes from: commit, branch, base branch and commit, PR number.
+
+Values come from, in order: explicit options, the CI environment (GitHub Actions variables passed in
+as a mapping), and the local git repository. Nothing here reads ``os.environ`` itself.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class GitContext:
+    commit: str | None = None
+    branch: str | None = None
+    base_branch: str | None = None
+    base_commit: str | None = None
+    pr_number: int | None = None
+    run_url: str | None = None
+    repo_url: str | None = None
+    repo_root: Path | None = None
+    dirty: bool = False
+
+    def with_overrides(self, **values) -> "GitContext":
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def git(args: list[str], cwd: Path) -> str | None:
+    """Run git and return its stripped stdout, or None when it fails (no repo, no such ref...)."""
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip()
+
+
+def _pr_from_ref(ref: str | None) -> int | None:
+    match = re.fullmatch(r"refs/pull/(\d+)/(?:merge|head)", ref or "")
+    return int(match.group(1)) if match else None
+
+
+def detect(
+    cwd: Path,
+    env: Mapping[str, str],
+    *,
+    default_base_branch: str | None = None,
+) -> GitContext:
+    """Build the context for the working tree at ``cwd``."""
+    root = git(["rev-parse", "--show-toplevel"], cwd)
+    root_path = Path(root) if root else None
+    commit = git(["rev-parse", "HEAD"], cwd) if root else None
+    branch = env.get("GITHUB_HEAD_REF") or None
+    if not branch and root:
+        name = git(["rev-parse", "--abbrev-ref", "HEAD"], cwd)
+        branch = name if name and name != "HEAD" else None
+    if not branch and env.get("GITHUB_REF_NAME") and env.get("GITHUB_REF_TYPE", "branch") == "branch":
+        if not _pr_from_ref(env.get("GITHUB_REF")):
+            branch = env["GITHUB_REF_NAME"]
+    base_branch = env.get("GITHUB_BASE_REF") or default_base_branch or None
+    dirty = bool(git(["status", "--porcelain", "--untracked-files=no"], cwd)) if root else False
+    server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    repo = env.get("GITHUB_REPOSITORY")
+    run_id = env.get("GITHUB_RUN_ID")
+    return GitContext(
+        commit=commit,
+        branch=branch,
+        base_branch=base_branch,
+        base_commit=None,
+        pr_number=_pr_from_ref(env.get("GITHUB_REF")),
+        run_url=f"{server}/{repo}/actions/runs/{run_id}" if repo and run_id else None,
+        repo_url=f"{server}/{repo}" if repo else None,
+        repo_root=root_path,
+        dirty=dirty,
+    )
+
+
+def merge_base(ctx: GitContext, cwd: Path) -> str | None:
+    """The commit the PR branched from: merge-base of HEAD and the base branch (remote first)."""
+    if not ctx.base_branch or not ctx.repo_root:
+        return None
+    for ref in (f"origin/{ctx.base_branch}", ctx.base_branch):
+        found = git(["merge-base", "HEAD", ref], cwd)
+        if found:
+            return found
+    return None

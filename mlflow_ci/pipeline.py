@@ -1,0 +1,166 @@
+"""The commands as plain functions: each takes the config, the environment and a stream, and
+returns a result. The click layer (cli.py) only parses options and maps results to exit codes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, TextIO
+
+from mlflow_ci import compare as cmp
+from mlflow_ci import gitctx, report
+from mlflow_ci.config import Config
+from mlflow_ci.errors import UsageError
+from mlflow_ci.gate import GateResult, evaluate
+from mlflow_ci.tracking import TAG_BASELINE, TAG_VERDICT, MlflowTracker, RunSnapshot, resolve_tracking_uri
+from mlflow_ci.train import TrainResult, train
+
+TRAIN_STATE = "train.json"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line may override."""
+
+    out_dir: Path
+    baseline: str | None = None
+    base_branch: str | None = None
+    pr_number: int | None = None
+    run_id: str | None = None
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Session:
+    """Everything a command needs besides its options, built once."""
+
+    cfg: Config
+    env: Mapping[str, str]
+    cwd: Path
+    stream: TextIO
+    tracking_uri: str
+
+    @functools.cached_property
+    def _tracker(self) -> MlflowTracker:
+        return MlflowTracker(self.tracking_uri)
+
+    def tracker(self) -> MlflowTracker:
+        """One client per command: creating MLflow's store is the slowest part of start-up."""
+        return self._tracker
+
+    def context(self, opts: Options) -> gitctx.GitContext:
+        default_base = self.cfg.baseline.branch or "main"
+        ctx = gitctx.detect(self.cfg.root, self.env, default_base_branch=default_base)
+        ctx = ctx.with_overrides(base_branch=opts.base_branch, pr_number=opts.pr_number)
+        return ctx.with_overrides(base_commit=gitctx.merge_base(ctx, self.cfg.root))
+
+
+def make_session(cfg: Config, env: Mapping[str, str], cwd: Path, stream: TextIO) -> Session:
+    return Session(cfg, env, cwd, stream, resolve_tracking_uri(cfg.tracking_uri, env, cfg.root))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    verdict: str
+    result: dict
+    report_path: Path
+    result_path: Path
+    train: TrainResult | None
+
+
+def do_train(s: Session, opts: Options, *, require_gated: bool = False) -> TrainResult:
+    tracker = s.tracker()
+    ctx = s.context(opts)
+    result = train(
+        s.cfg, tracker, ctx, s.env, out_dir=opts.out_dir, use_cache=opts.use_cache,
+        require_gated=require_gated, stream=s.stream,
+    )
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    (opts.out_dir / TRAIN_STATE).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def candidate_run(s: Session, opts: Options, tracker: MlflowTracker) -> RunSnapshot:
+    """The run named by --run, else the one the last `train` in this out dir produced."""
+    run_id = opts.run_id
+    if not run_id:
+        state = opts.out_dir / TRAIN_STATE
+        try:
+            run_id = json.loads(state.read_text(encoding="utf-8"))["run_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(
+                f"no candidate run: pass --run RUN_ID, or run 'mlflow-ci train' first (it writes {state})"
+            ) from None
+    run = tracker.get_run(run_id)
+    if run is None:
+        raise UsageError(f"run {run_id} does not exist in {s.tracking_uri}")
+    return run
+
+
+def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, run: RunSnapshot | None = None) -> cmp.Comparison:
+    tracker = tracker or s.tracker()
+    run = run or candidate_run(s, opts, tracker)
+    return cmp.compare(tracker, s.cfg, s.context(opts), run, explicit_baseline=opts.baseline)
+
+
+def do_gate(s: Session, comparison: cmp.Comparison) -> GateResult:
+    base = dict(comparison.baseline.run.metrics) if comparison.baseline else None
+    return evaluate(s.cfg.gate, dict(comparison.candidate.metrics), base)
+
+
+def gate_from_result(s: Session, path: Path) -> GateResult:
+    """Re-evaluate the gate on the metrics recorded in a result.json (no tracking store needed)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        candidate = _metrics(data["candidate"]["metrics"])
+        baseline = _metrics(data["baseline"]["metrics"]) if data.get("baseline") else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a usable result.json ({exc.__class__.__name__}: {exc})") from None
+    return evaluate(s.cfg.gate, candidate, baseline)
+
+
+def _metrics(raw) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise TypeError("metrics must be an object")
+    return {str(k): float(v) for k, v in raw.items() if not isinstance(v, bool) and isinstance(v, (int, float, str))}
+
+
+def do_report(
+    s: Session,
+    opts: Options,
+    comparison: cmp.Comparison,
+    gate: GateResult,
+    *,
+    cached: bool,
+    fingerprint: str | None,
+) -> CheckResult:
+    ctx_pr = opts.pr_number or _pr_tag(comparison.candidate)
+    result = report.build_result(
+        s.cfg, comparison, gate, cached=cached, fingerprint=fingerprint,
+        tracking_uri=s.tracking_uri, pr_number=ctx_pr,
+    )
+    markdown = report.render_markdown(s.cfg, result)
+    report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)
+    return CheckResult(gate.verdict, result, report_path, result_path, None)
+
+
+def _pr_tag(run: RunSnapshot) -> int | None:
+    value = run.tags.get("mlflow_ci.pr", "")
+    return int(value) if value.isdigit() else None
+
+
+def do_check(s: Session, opts: Options) -> CheckResult:
+    """train → compare → gate → report; tags the candidate run with the verdict and baseline."""
+    trained = do_train(s, opts, require_gated=True)
+    tracker = s.tracker()
+    comparison = do_compare(s, opts, tracker, trained.run)
+    gate = do_gate(s, comparison)
+    outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint)
+    tags = {TAG_VERDICT: gate.verdict}
+    if comparison.baseline:
+        tags[TAG_BASELINE] = comparison.baseline.run.run_id
+    tracker.set_tags(trained.run.run_id, tags)
+    return CheckResult(outcome.verdict, outcome.result, outcome.report_path, outcome.result_path, trained)

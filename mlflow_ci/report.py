@@ -1,0 +1,216 @@
+"""`report.md` (Jinja2, overridable) and `result.json` (schema 1) from a comparison and a gate.
+
+Everything that can come from a pull request (metric and parameter names and values, branch names,
+run names) is untrusted: the ``md`` filter escapes it so it cannot break a table, inject HTML, hide
+text in a comment, or @-mention people and link issues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow_ci import __version__
+from mlflow_ci.compare import Comparison
+from mlflow_ci.config import Config
+from mlflow_ci.errors import UsageError
+from mlflow_ci.gate import GateResult, fmt
+
+RESULT_SCHEMA = 1
+CELL_LIMIT = 120
+VERDICT_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
+STATUS_ICON = {"better": "🟢", "worse": "🔴", "same": "⚪", "new": "🆕", "removed": "➖", "invalid": "⛔", "n/a": ""}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~<>])")
+
+
+def md(value: Any, limit: int = CELL_LIMIT) -> str:
+    """Escape untrusted text for one Markdown table cell or inline position."""
+    text = "" if value is None else str(value)
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = text.replace("&", "&amp;")
+    text = _MD_SPECIAL.sub(lambda m: {"<": "&lt;", ">": "&gt;"}.get(m.group(1), "\\" + m.group(1)), text)
+    # Zero-width space after '@', '#' digits and '://' defeats mentions, issue links and autolinks.
+    text = text.replace("@", "@&#8203;")
+    text = re.sub(r"(\\#)(?=\d)", r"\1&#8203;", text)
+    return text.replace("://", ":&#8203;//")
+
+
+def code(value: Any, limit: int = CELL_LIMIT) -> str:
+    """Untrusted text shown as inline code (backticks cannot be escaped inside code, so drop them)."""
+    text = re.sub(r"[\x00-\x1f\x7f`]+", " ", "" if value is None else str(value)).strip()
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = text.replace("|", "\\|")
+    return f"`{text}`" if text else ""
+
+
+def signed(value: float | None, precision: int = 4) -> str:
+    if value is None:
+        return ""
+    if not math.isfinite(value):
+        return fmt(value)
+    if value == 0:
+        return "0"
+    return f"{value:+.{precision}g}"
+
+
+def number(value: float | None, precision: int = 4) -> str:
+    if value is None:
+        return "—"
+    if not math.isfinite(value):
+        return fmt(value)
+    if value == int(value) and abs(value) < 1e12:
+        return str(int(value))
+    return f"{value:.{precision}g}" if abs(value) >= 1e-3 else f"{value:.{precision}e}"
+
+
+def sticky_marker(experiment: str) -> str:
+    """The hidden marker that identifies this experiment's comment (hash: no untrusted text)."""
+    digest = hashlib.sha256(experiment.encode()).hexdigest()[:16]
+    return f"<!-- mlflow-ci:report:{digest} -->"
+
+
+def run_url(cfg: Config, tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
+    base = cfg.report.ui_url
+    if not base and re.match(r"^https?://", tracking_uri):
+        base = re.sub(r"//[^/@]*@", "//", tracking_uri).rstrip("/")
+    if not base or not run_id or not experiment_id:
+        return None
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Rendered:
+    markdown: str
+    result: dict
+
+
+def build_result(cfg: Config, comparison: Comparison, gate: GateResult, *, cached: bool, fingerprint: str | None, tracking_uri: str, pr_number: int | None = None) -> dict:
+    cand = comparison.candidate
+    base = comparison.baseline
+    result = {
+        "schema": RESULT_SCHEMA,
+        "verdict": gate.verdict,
+        "experiment": cfg.experiment,
+        "model": cfg.model,
+        "pr": pr_number,
+        "candidate": {
+            "run_id": cand.run_id,
+            "experiment_id": cand.experiment_id,
+            "commit": cand.commit,
+            "branch": cand.branch,
+            "metrics": dict(cand.metrics),
+            "params": dict(cand.params),
+            "cached": cached,
+            "fingerprint": fingerprint,
+            "url": run_url(cfg, tracking_uri, cand.experiment_id, cand.run_id),
+        },
+        "baseline": None,
+        "checks": [c.as_dict() for c in gate.checks],
+        "metrics": [
+            {"name": m.name, "baseline": m.baseline, "candidate": m.candidate, "delta": m.delta,
+             "delta_pct": m.delta_pct, "direction": m.direction, "status": m.status}
+            for m in comparison.metrics
+        ],
+        "params_diff": [
+            {"name": p.name, "baseline": p.baseline, "candidate": p.candidate, "status": p.status}
+            for p in comparison.params
+        ],
+        "notes": list(comparison.notes),
+        "tool": {"name": "mlflow-ci", "version": __version__},
+    }
+    if base is not None:
+        result["baseline"] = {
+            "run_id": base.run.run_id,
+            "source": base.source,
+            "description": base.description,
+            "commit": base.run.commit,
+            "branch": base.run.branch,
+            "metrics": dict(base.run.metrics),
+            "url": run_url(cfg, tracking_uri, base.run.experiment_id, base.run.run_id),
+        }
+    return _clean(result)
+
+
+def _environment(search_path: Path):
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(search_path)),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(md=md, code=code, signed=signed, num=number, fmt=fmt)
+    return env
+
+
+def render_markdown(cfg: Config, result: dict) -> str:
+    import jinja2
+
+    if cfg.report.template:
+        template_path = cfg.resolve(cfg.report.template)
+        if not template_path.is_file():
+            raise UsageError(f"{cfg.path.name}: report.template: file not found: {template_path}")
+        env = _environment(template_path.parent)
+        name = template_path.name
+    else:
+        env = _environment(Path(__file__).parent / "templates")
+        name = "report.md.j2"
+    context = {
+        "r": result,
+        "title": cfg.report.title or f"mlflow-ci · {cfg.experiment}",
+        "precision": cfg.report.precision,
+        "marker": sticky_marker(cfg.experiment),
+        "verdict_icon": VERDICT_ICON,
+        "status_icon": STATUS_ICON,
+    }
+    try:
+        return env.get_template(name).render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UsageError(f"report template {exc.filename or name}:{exc.lineno}: {exc.message}") from None
+    except jinja2.TemplateError as exc:
+        raise UsageError(f"report template {name}: {exc}") from None
+
+
+def write_outputs(out_dir: Path, markdown: str, result: dict) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_path = out_dir / "report.md"
+    result_path = out_dir / "result.json"
+    report_path.write_text(markdown, encoding="utf-8")
+    result_path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return report_path, result_path
+
+
+def summary_lines(result: dict) -> list[str]:
+    """A short human summary for the terminal."""
+    verdict = result["verdict"]
+    lines = [f"verdict: {verdict.upper()} ({result['experiment']})"]
+    base = result.get("baseline")
+    lines.append(f"baseline: {base['description']}" if base else "baseline: none")
+    cand = result["candidate"]
+    lines.append(f"candidate: run {cand['run_id']}" + (" (reused, not retrained)" if cand.get("cached") else ""))
+    for check in result["checks"]:
+        mark = {True: "pass", False: "FAIL", None: "skip"}[check["passed"]]
+        suffix = "" if check["blocking"] else " (warn only)"
+        lines.append(f"  [{mark}] {check['metric']} {check['rule']}: {check['message']}{suffix}")
+    return lines

@@ -1,0 +1,316 @@
+"""The tracking layer: the only module that talks to MLflow.
+
+``mlflow`` is imported lazily, inside :class:`MlflowTracker`, so that ``mlflow-ci --help`` and
+``mlflow-ci validate`` stay instant. Every MLflow failure that means "the service is unreachable or
+broken" becomes a :class:`ServiceError` (exit 4); everything else the caller handles by value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from mlflow_ci.errors import ServiceError, UsageError
+
+TAG_COMMIT = "mlflow.source.git.commit"
+TAG_BRANCH = "mlflow.source.git.branch"
+TAG_REPO_URL = "mlflow.source.git.repoURL"
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
+TAG_RUN_NAME = "mlflow.runName"
+TAG_USER = "mlflow.user"
+TAG_FINGERPRINT = "mlflow_ci.fingerprint"
+TAG_VERDICT = "mlflow_ci.verdict"
+TAG_PR = "mlflow_ci.pr"
+TAG_CI_RUN_URL = "mlflow_ci.ci_run_url"
+TAG_BASE_BRANCH = "mlflow_ci.base_branch"
+TAG_BASELINE = "mlflow_ci.baseline_run_id"
+TAG_VERSION = "mlflow_ci.version"
+
+# How many recent candidates a baseline query looks at: a bounded query, never "list all runs".
+SEARCH_WINDOW = 20
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What mlflow-ci needs to know about one MLflow run."""
+
+    run_id: str
+    experiment_id: str
+    status: str
+    start_time: int | None = None
+    run_name: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def commit(self) -> str | None:
+        return self.tags.get(TAG_COMMIT)
+
+    @property
+    def branch(self) -> str | None:
+        return self.tags.get(TAG_BRANCH)
+
+
+def default_tracking_uri(root: Path) -> str:
+    """MLflow's own default (a SQLite file), anchored at the project root rather than the cwd."""
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(configured: str | None, env: Mapping[str, str], root: Path) -> str:
+    """MLFLOW_TRACKING_URI wins, then the config's tracking_uri, then ``sqlite:///<root>/mlflow.db``.
+
+    Relative SQLite and file paths are made absolute so the training subprocess, which may run in
+    another working directory, writes to the same store.
+    """
+    uri = env.get("MLFLOW_TRACKING_URI") or configured or default_tracking_uri(root)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rel = uri[len("sqlite:///"):]
+        if rel and not rel.startswith(":memory:"):
+            uri = f"sqlite:///{(root / rel).resolve()}"
+    elif "://" not in uri:
+        uri = str((root / uri).resolve())
+    return uri
+
+
+def _is_service_failure(exc: BaseException, remote: bool) -> bool:
+    """True when the store could not be reached or answered with a server-side failure."""
+    import requests
+
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    code = getattr(exc, "error_code", "")
+    if code == "TEMPORARILY_UNAVAILABLE" or "API request to" in str(exc):
+        return True
+    if not remote:
+        import sqlalchemy.exc
+
+        return isinstance(exc, sqlalchemy.exc.OperationalError)
+    return code == "INTERNAL_ERROR"
+
+
+class MlflowTracker:
+    """MLflow client wrapper returning plain snapshots; construct once per command."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        with self._service("connect to the MLflow tracking store"):
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    # -- error mapping -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _service(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (ServiceError, UsageError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if _is_service_failure(exc, self.tracking_uri.startswith(("http://", "https://"))):
+                raise ServiceError(
+                    f"could not {what} at {_redact(self.tracking_uri)}: {_first_line(exc)}",
+                    hint="check that the tracking server is up and MLFLOW_TRACKING_URI / credentials are right, then re-run",
+                ) from exc
+            raise
+
+    @staticmethod
+    def _not_found(exc: BaseException) -> bool:
+        return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
+
+    # -- experiments and runs ----------------------------------------------------------------------
+    def experiment_id(self, name: str, *, create: bool, artifact_location: str | None = None) -> str | None:
+        with self._service(f"look up experiment {name!r}"):
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                if exp.lifecycle_stage == "deleted":
+                    raise UsageError(
+                        f"experiment {name!r} is deleted in {_redact(self.tracking_uri)}",
+                        hint="restore it (mlflow experiments restore) or choose another name",
+                    )
+                return exp.experiment_id
+            if not create:
+                return None
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+
+    def start_run(self, experiment_id: str, *, run_name: str, tags: Mapping[str, str]) -> str:
+        with self._service("create a run"):
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        if not metrics:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+        with self._service("log metrics"):
+            for start in range(0, len(batch), 1000):
+                self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        with self._service("set run tags"):
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        with self._service("upload an artifact"):
+            self.client.log_artifact(run_id, str(path))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        with self._service("finish the run"):
+            self.client.set_terminated(run_id, status=status)
+
+    def get_run(self, run_id: str) -> RunSnapshot | None:
+        with self._service(f"read run {run_id}"):
+            try:
+                run = self.client.get_run(run_id)
+            except Exception as exc:  # noqa: BLE001
+                if self._not_found(exc):
+                    return None
+                raise
+            return _snapshot(run)
+
+    def search(
+        self,
+        experiment_id: str,
+        *,
+        tags: Mapping[str, str],
+        exclude_run_id: str | None = None,
+        skip_verdicts: tuple[str, ...] = (),
+        require_tag: str | None = None,
+    ) -> RunSnapshot | None:
+        """The newest FINISHED run of the experiment whose tags equal ``tags``.
+
+        A bounded query (``SEARCH_WINDOW`` runs, newest first) however large the experiment is.
+        """
+        clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]
+        clauses.append("attributes.status = 'FINISHED'")
+        with self._service("search runs"):
+            runs = self.client.search_runs(
+                [experiment_id],
+                filter_string=" and ".join(clauses),
+                order_by=["attributes.start_time DESC"],
+                max_results=SEARCH_WINDOW,
+            )
+        for run in runs:
+            if run.info.run_id == exclude_run_id:
+                continue
+            if run.data.tags.get(TAG_VERDICT) in skip_verdicts:
+                continue
+            if require_tag and require_tag not in run.data.tags:
+                continue
+            return _snapshot(run)
+        return None
+
+    # -- registry ----------------------------------------------------------------------------------
+    def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
+        """The run behind ``models:/model@alias`` and the version number, or None."""
+        with self._service(f"read registered model {model!r}"):
+            try:
+                version = self.client.get_model_version_by_alias(model, alias)
+            except Exception as exc:  # noqa: BLE001
+                if self._not_found(exc):
+                    return None
+                raise
+        if not version.run_id:
+            return None
+        run = self.get_run(version.run_id)
+        return (run, str(version.version)) if run else None
+
+    def run_for_version(self, model: str, version: str) -> RunSnapshot | None:
+        with self._service(f"read model version {model}/{version}"):
+            try:
+                mv = self.client.get_model_version(model, version)
+            except Exception as exc:  # noqa: BLE001
+                if self._not_found(exc):
+                    return None
+                raise
+        return self.get_run(mv.run_id) if mv.run_id else None
+
+    def register(self, run_id: str, model: str, *, artifact_path: str = "model", tags: Mapping[str, str] | None = None) -> str:
+        """Register the run's logged model as a new version of ``model``; returns the version."""
+        with self._service(f"register a version of {model!r}"):
+            try:
+                self.client.get_registered_model(model)
+            except Exception as exc:  # noqa: BLE001
+                if not self._not_found(exc):
+                    raise
+                self.client.create_registered_model(model)
+            source, model_id = self._model_source(run_id, artifact_path)
+            mv = self.client.create_model_version(
+                model, source, run_id=run_id, tags=dict(tags or {}), model_id=model_id
+            )
+            return str(mv.version)
+
+    def _model_source(self, run_id: str, artifact_path: str) -> tuple[str, str | None]:
+        """Where the run's model named ``artifact_path`` lives, and its LoggedModel id (MLflow 3)."""
+        run = self.client.get_run(run_id)
+        models = self.client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{_quote(run_id)}'",
+            max_results=50,
+        )
+        for logged in models:
+            if logged.name == artifact_path:
+                return logged.artifact_location, logged.model_id
+        return f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", None
+
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        with self._service(f"set alias {alias!r} on {model!r}"):
+            self.client.set_registered_model_alias(model, alias, version)
+
+
+def _quote(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _redact(uri: str) -> str:
+    """Hide credentials embedded in a URI (``https://user:pass@host``)."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        if "@" in rest.split("/", 1)[0]:
+            return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def _snapshot(run) -> RunSnapshot:
+    return RunSnapshot(
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        status=run.info.status,
+        start_time=run.info.start_time,
+        run_name=run.info.run_name,
+        metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
+        tags=dict(run.data.tags),
+    )
+
+
+def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the training subprocess: ours plus ``extra`` (extra wins)."""
+    env = dict(base)
+    env.update(extra)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def mlflow_env_for_run(tracking_uri: str, experiment: str, experiment_id: str, run_id: str) -> dict[str, str]:
+    """Variables that make ``mlflow.start_run()`` and autolog in the child attach to our run."""
+    return {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+        "MLFLOW_EXPERIMENT_ID": experiment_id,
+        "MLFLOW_RUN_ID": run_id,
+    }

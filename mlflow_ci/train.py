@@ -1,0 +1,247 @@
+"""`mlflow-ci train`: run the user's training command inside an MLflow run that mlflow-ci created.
+
+The run is created first; the command then runs with ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``
+and ``MLFLOW_RUN_ID`` set, so ``mlflow.start_run()`` and autolog inside the script attach to it. Its
+output streams live and is kept as the run's ``train.log`` artifact. A script that does not use MLflow
+may write a flat JSON metrics file that mlflow-ci logs for it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, TextIO
+
+from mlflow_ci import __version__
+from mlflow_ci.config import Config
+from mlflow_ci.errors import TrainingError
+from mlflow_ci.fingerprint import fingerprint
+from mlflow_ci.gitctx import GitContext
+from mlflow_ci import tracking as t
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run: t.RunSnapshot
+    cached: bool
+    fingerprint: str | None
+    seconds: float
+    experiment_id: str
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run.run_id,
+            "experiment_id": self.experiment_id,
+            "cached": self.cached,
+            "fingerprint": self.fingerprint,
+            "commit": self.run.commit,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def run_tags(cfg: Config, ctx: GitContext, fp: str | None, env: Mapping[str, str]) -> dict[str, str]:
+    tags = {
+        t.TAG_SOURCE_NAME: cfg.train.command,
+        t.TAG_SOURCE_TYPE: "JOB" if env.get("GITHUB_ACTIONS") == "true" else "LOCAL",
+        t.TAG_VERSION: __version__,
+    }
+    optional = {
+        t.TAG_COMMIT: ctx.commit,
+        t.TAG_BRANCH: ctx.branch,
+        t.TAG_REPO_URL: ctx.repo_url,
+        t.TAG_PR: str(ctx.pr_number) if ctx.pr_number else None,
+        t.TAG_CI_RUN_URL: ctx.run_url,
+        t.TAG_BASE_BRANCH: ctx.base_branch,
+        t.TAG_FINGERPRINT: fp,
+        t.TAG_USER: env.get("GITHUB_ACTOR") or _user(),
+    }
+    tags.update({k: v for k, v in optional.items() if v})
+    return tags
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no passwd entry in some containers
+        return None
+
+
+def run_name(ctx: GitContext) -> str:
+    short = (ctx.commit or "nocommit")[:7]
+    if ctx.pr_number:
+        return f"pr-{ctx.pr_number}@{short}"
+    return f"{ctx.branch or 'detached'}@{short}"
+
+
+def train(
+    cfg: Config,
+    tracker: t.MlflowTracker,
+    ctx: GitContext,
+    env: Mapping[str, str],
+    *,
+    out_dir: Path,
+    use_cache: bool = True,
+    require_gated: bool = False,
+    stream: TextIO,
+) -> TrainResult:
+    """Train (or reuse a run with the same fingerprint) and return the finished run."""
+    started = time.monotonic()
+    experiment_id = tracker.experiment_id(cfg.experiment, create=True, artifact_location=artifact_location(cfg))
+    assert experiment_id is not None
+    fp = fingerprint(cfg, exclude=_store_files(tracker.tracking_uri)) if cfg.train.inputs else None
+    if fp and use_cache:
+        reused = tracker.search(
+            experiment_id,
+            tags={t.TAG_FINGERPRINT: fp},
+            skip_verdicts=("error",),
+            require_tag=t.TAG_VERDICT if require_gated else None,
+        )
+        if reused is not None:
+            return TrainResult(reused, True, fp, time.monotonic() - started, experiment_id)
+
+    run_id = tracker.start_run(experiment_id, run_name=run_name(ctx), tags=run_tags(cfg, ctx, fp, env))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "train.log"
+    workdir = cfg.resolve(cfg.train.workdir)
+    child_env = t.child_environment(
+        env,
+        {**dict(cfg.train.env), **t.mlflow_env_for_run(tracker.tracking_uri, cfg.experiment, experiment_id, run_id)},
+    )
+    try:
+        code, timed_out = _run_command(cfg.train.command, workdir, child_env, cfg.train.timeout, log_path, stream)
+        if timed_out:
+            raise TrainingError(
+                f"training command timed out after {cfg.train.timeout:g}s (train.timeout); run {run_id} marked FAILED",
+                hint=f"raise train.timeout in {cfg.path.name} or make training faster; output is in {log_path}",
+            )
+        if code != 0:
+            raise TrainingError(
+                f"training command exited with code {code}; run {run_id} marked FAILED",
+                hint=f"the command was: {cfg.train.command} (in {workdir}); output is in {log_path}",
+            )
+        if cfg.train.metrics_file:
+            tracker.log_metrics(run_id, read_metrics_file(workdir / cfg.train.metrics_file, cfg.train.metrics_file))
+    except BaseException:
+        _safe(lambda: tracker.log_artifact(run_id, log_path))
+        _safe(lambda: tracker.end_run(run_id, "FAILED"))
+        raise
+    tracker.log_artifact(run_id, log_path)
+    tracker.end_run(run_id, "FINISHED")
+    run = tracker.get_run(run_id)
+    assert run is not None
+    return TrainResult(run, False, fp, time.monotonic() - started, experiment_id)
+
+
+def artifact_location(cfg: Config) -> str | None:
+    """The configured artifact location, a relative path made absolute against the project root."""
+    loc = cfg.artifact_location
+    if loc and "://" not in loc:
+        return cfg.resolve(loc).as_uri()
+    return loc
+
+
+def _safe(action) -> None:
+    try:
+        action()
+    except Exception:  # noqa: BLE001 - best effort while already failing
+        pass
+
+
+def _store_files(uri: str) -> list[Path]:
+    """The local store's own files, never part of a fingerprint even when a glob matches them."""
+    if uri.startswith("sqlite:///"):
+        return [Path(uri[len("sqlite:///"):])]
+    return []
+
+
+def _run_command(
+    command: str,
+    workdir: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    log_path: Path,
+    stream: TextIO,
+) -> tuple[int, bool]:
+    """Run ``command`` in a shell, tee its output to ``stream`` and ``log_path``; enforce ``timeout``."""
+    if not workdir.is_dir():
+        raise TrainingError(f"train.workdir {workdir} does not exist")
+    with log_path.open("w", encoding="utf-8", errors="replace") as log:
+        try:
+            proc = subprocess.Popen(
+                command,
+                shell=True,
+                cwd=workdir,
+                env=dict(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TrainingError(f"cannot start the training command: {exc}") from None
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            _kill_group(proc)
+
+        timer = threading.Timer(timeout, kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for raw in iter(proc.stdout.readline, b""):
+                line = raw.decode("utf-8", errors="replace")
+                stream.write(line)
+                stream.flush()
+                log.write(line)
+            code = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            timer.cancel()
+    return code, timed_out.is_set()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def read_metrics_file(path: Path, shown: str) -> dict[str, float]:
+    """A flat JSON object {name: number}; anything else is a training error naming the key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TrainingError(
+            f"train.metrics_file {shown}: the training command did not write it ({path})"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TrainingError(f"{shown}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise TrainingError(f"{shown}: expected a JSON object {{\"metric\": number}}, got {type(data).__name__}")
+    metrics: dict[str, float] = {}
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TrainingError(f"{shown}: key {key!r}: expected a number, got {json.dumps(value)[:60]}")
+        if not key or len(key) > 250:
+            raise TrainingError(f"{shown}: key {key[:40]!r}: expected a metric name of 1 to 250 characters")
+        metrics[key] = float(value) if math.isfinite(value) else value
+    return metrics

@@ -1,0 +1,86 @@
+"""YAML loading that remembers where every value came from.
+
+PyYAML's composer gives a node tree with line marks; we turn it into plain Python values plus a map
+from key path to line number, so configuration errors can say ``mlflow-ci.yml:12: gate.rmse.max``.
+Duplicate keys, which PyYAML silently accepts, are reported as problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class LoadedYaml:
+    data: Any
+    lines: dict[Path, int] = field(default_factory=dict)
+    key_lines: dict[Path, int] = field(default_factory=dict)
+    duplicates: list[tuple[Path, int]] = field(default_factory=list)
+
+    def line(self, path: Path, *, key: bool = False) -> int | None:
+        """Line (1-based) of the value at ``path``, or of its key with ``key=True``.
+
+        Falls back to the nearest enclosing path that has a line.
+        """
+        table = self.key_lines if key else self.lines
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                return table[probe]
+            if probe in self.lines:
+                return self.lines[probe]
+            probe = probe[:-1]
+        return self.lines.get((), None)
+
+
+class YamlSyntaxError(Exception):
+    def __init__(self, line: int | None, column: int | None, problem: str) -> None:
+        super().__init__(problem)
+        self.line = line
+        self.column = column
+        self.problem = problem
+
+
+def load(text: str) -> LoadedYaml:
+    """Parse ``text`` (one YAML document) into values with line information."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        column = mark.column + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise YamlSyntaxError(line, column, problem) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - PyYAML always marks its errors
+        raise YamlSyntaxError(None, None, str(exc)) from None
+    result = LoadedYaml(data=None)
+    if node is None:
+        return result
+    constructor = yaml.SafeLoader("")
+    result.data = _convert(node, (), result, constructor)
+    return result
+
+
+def _convert(node: yaml.Node, path: Path, out: LoadedYaml, constructor: yaml.SafeLoader) -> Any:
+    out.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        constructor.flatten_mapping(node)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                key = str(key)
+            child = path + (key,)
+            if key in mapping:
+                out.duplicates.append((child, key_node.start_mark.line + 1))
+            out.key_lines[child] = key_node.start_mark.line + 1
+            mapping[key] = _convert(value_node, child, out, constructor)
+        return mapping
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, path + (i,), out, constructor) for i, item in enumerate(node.value)]
+    return constructor.construct_object(node, deep=True)
