@@ -47,13 +47,14 @@ def code(value: Any, limit: int = CELL_LIMIT) -> str:
     text = re.sub(r"[\x00-\x1f\x7f`]+", " ", "" if value is None else str(value)).strip()
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    text = text.replace("|", "\\|")
     return f"`{text}`" if text else ""
 
 
-def signed(value: float | None, precision: int = 4) -> str:
+def signed(value: float | str | None, precision: int = 4) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):  # non-finite numbers arrive as strings from result.json
+        return md(value)
     if not math.isfinite(value):
         return fmt(value)
     if value == 0:
@@ -61,9 +62,11 @@ def signed(value: float | None, precision: int = 4) -> str:
     return f"{value:+.{precision}g}"
 
 
-def number(value: float | None, precision: int = 4) -> str:
+def number(value: float | str | None, precision: int = 4) -> str:
     if value is None:
         return "—"
+    if isinstance(value, str):
+        return md(value)
     if not math.isfinite(value):
         return fmt(value)
     if value == int(value) and abs(value) < 1e12:

@@ -8,6 +8,7 @@ broken" becomes a :class:`ServiceError` (exit 4); everything else the caller han
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,9 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri
         with self._service("connect to the MLflow tracking store"):
             from mlflow.tracking import MlflowClient
+
+            # Alembic's "Creating initial MLflow database tables..." is noise in a CI log.
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 

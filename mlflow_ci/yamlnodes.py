@@ -25,15 +25,14 @@ class LoadedYaml:
     def line(self, path: Path, *, key: bool = False) -> int | None:
         """Line (1-based) of the value at ``path``, or of its key with ``key=True``.
 
-        Falls back to the nearest enclosing path that has a line.
+        A path that does not exist (a missing key) falls back to the key of its nearest ancestor.
         """
-        table = self.key_lines if key else self.lines
         probe = tuple(path)
+        if not key and probe in self.lines:
+            return self.lines[probe]
         while probe:
-            if probe in table:
-                return table[probe]
-            if probe in self.lines:
-                return self.lines[probe]
+            if probe in self.key_lines:
+                return self.key_lines[probe]
             probe = probe[:-1]
         return self.lines.get((), None)
 

@@ -1,0 +1,129 @@
+"""Shared fixtures: real git repositories in temp dirs and real SQLite MLflow stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+# A training script that does not use MLflow: it reads params.json and writes metrics.json.
+METRICS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    params = json.load(open("params.json"))
+    if params.get("sleep"):
+        time.sleep(params["sleep"])
+    if params.get("fail"):
+        print("training blew up", file=sys.stderr)
+        sys.exit(7)
+    print("training with", params)
+    json.dump(params["metrics"], open("metrics.json", "w"))
+    """
+)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The process environment without CI/MLflow variables that would change behaviour."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLFLOW_", "GIT_"))}
+    env.update(GIT_ENV)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra)
+    return env
+
+
+def git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", *args], cwd=repo, env=clean_env(), capture_output=True, text=True, check=True
+    )
+    return proc.stdout.strip()
+
+
+@dataclass
+class Project:
+    """A model repository in a temp dir with its own SQLite MLflow store."""
+
+    root: Path
+    store: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.store}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env(MLFLOW_TRACKING_URI=self.uri, **extra)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    def set_metrics(self, **metrics: float) -> None:
+        params = json.loads((self.root / "params.json").read_text())
+        params["metrics"] = metrics
+        (self.root / "params.json").write_text(json.dumps(params))
+
+    def commit(self, message: str = "change") -> str:
+        git(self.root, "add", "-A")
+        git(self.root, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.root, "rev-parse", "HEAD")
+
+    def branch(self, name: str, start: str = "main") -> None:
+        git(self.root, "checkout", "-q", "-B", name, start)
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "mlflow_ci", *args],
+            cwd=self.root,
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def result(self) -> dict:
+        return json.loads((self.root / ".mlflow-ci" / "result.json").read_text())
+
+
+DEFAULT_CONFIG = """\
+experiment: churn
+model: churn-model
+train:
+  command: python train.py
+  metrics_file: metrics.json
+  inputs: ["*.py", "params.json"]
+gate:
+  accuracy: {min: 0.8, max_drop: 0.02}
+  rmse: {max: 10, direction: lower}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "repo"
+    root.mkdir()
+    proj = Project(root=root, store=tmp_path / "mlflow.db")
+    proj.write("train.py", METRICS_SCRIPT)
+    proj.write("params.json", json.dumps({"metrics": {"accuracy": 0.9, "rmse": 5.0}}))
+    proj.write("mlflow-ci.yml", DEFAULT_CONFIG)
+    proj.write(".gitignore", ".mlflow-ci/\n")
+    git(root, "init", "-q", "-b", "main")
+    proj.commit("initial")
+    return proj

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlflow_ci.config import DEFAULT_TIMEOUT, load_config, parse_config
+from mlflow_ci.errors import ConfigError
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("/repo/mlflow-ci.yml"), shown="mlflow-ci.yml")
+    return info.value.problems
+
+
+def parse(text: str):
+    return parse_config(text, Path("/repo/mlflow-ci.yml"), shown="mlflow-ci.yml")
+
+
+MINIMAL = "experiment: e\ntrain:\n  command: python train.py\n"
+
+
+def test_minimal_config_gets_documented_defaults():
+    cfg = parse(MINIMAL)
+    assert cfg.experiment == "e"
+    assert cfg.model == "e"  # the registered model defaults to the experiment name
+    assert cfg.train.workdir == "."
+    assert cfg.train.timeout == DEFAULT_TIMEOUT
+    assert cfg.train.inputs == ()
+    assert cfg.baseline.alias == "champion"
+    assert cfg.baseline.sources == ("alias", "base_commit", "base_branch")
+    assert cfg.gate == ()
+    assert cfg.report.precision == 4
+    assert cfg.root == Path("/repo")
+
+
+def test_full_config_parses_every_key():
+    cfg = parse(
+        """
+experiment: diabetes-ridge
+model: diabetes
+tracking_uri: sqlite:///store.db
+artifact_location: artifacts
+train:
+  command: python train.py --fast
+  workdir: src
+  env: {SEED: 3, FAST: true, NAME: x}
+  timeout: 30m
+  metrics_file: out/metrics.json
+  inputs: ["*.py", "params.yaml", "data/**"]
+baseline:
+  alias: prod
+  branch: develop
+  sources: [base_branch, alias]
+gate:
+  rmse: {max: 65, max_drop_pct: 5, direction: lower}
+  r2: {min: 0.3}
+  mae: {threshold: 60, greater_is_better: false, mode: warn, required: false}
+report:
+  title: Diabetes
+  precision: 3
+  ui_url: https://mlflow.example.com/
+"""
+    )
+    assert cfg.train.env == (("SEED", "3"), ("FAST", "true"), ("NAME", "x"))
+    assert cfg.train.timeout == 1800
+    assert cfg.train.inputs == ("*.py", "params.yaml", "data/**")
+    assert cfg.baseline.sources == ("base_branch", "alias")
+    rmse, r2, mae = cfg.gate
+    assert (rmse.metric, rmse.max, rmse.max_drop_pct, rmse.direction) == ("rmse", 65.0, 5.0, "lower")
+    assert r2.min == 0.3 and r2.required and r2.mode == "block"
+    assert mae.threshold == 60 and mae.greater_is_better is False and mae.mode == "warn" and not mae.required
+    assert cfg.report.ui_url == "https://mlflow.example.com"
+
+
+@pytest.mark.parametrize(
+    "timeout, seconds", [(90, 90.0), ("90s", 90.0), ("2h", 7200.0), ("1.5m", 90.0), (0.5, 0.5)]
+)
+def test_timeouts(timeout, seconds):
+    assert parse(MINIMAL + f"  timeout: {timeout}\n").train.timeout == seconds
+
+
+def test_every_problem_is_reported_with_file_line_and_key_path():
+    text = """\
+experiment: e
+modle: typo
+train:
+  command: python train.py
+  timeout: soon
+  inputs: [1]
+gate:
+  rmse: {max: abc, max_drop_pct: -5}
+  acc: {min: 0.9, max: 0.8}
+  f1: {threshold: 0.5}
+  auc: 0.9
+  r2: {}
+  mae: {direction: up, min: 1}
+report:
+  precision: 0
+"""
+    assert problems(text) == [
+        "mlflow-ci.yml:2: modle: unknown key; did you mean 'model'? (expected one of: experiment, model, tracking_uri, artifact_location, train, baseline, gate, report)",
+        "mlflow-ci.yml:5: train.timeout: expected a duration in seconds (a number > 0, or a string like '90s', '30m', '2h'), got 'soon'",
+        "mlflow-ci.yml:6: train.inputs[0]: expected a non-empty string, got 1",
+        "mlflow-ci.yml:8: gate.rmse.max: expected a finite number, got 'abc'",
+        "mlflow-ci.yml:8: gate.rmse.max_drop_pct: expected a number >= 0, got -5",
+        "mlflow-ci.yml:9: gate.acc.min: min (0.9) is greater than max (0.8)",
+        "mlflow-ci.yml:10: gate.f1: MLflow's MetricThreshold vocabulary needs greater_is_better: true|false (or direction: higher|lower)",
+        "mlflow-ci.yml:11: gate.auc: expected a mapping of rules (e.g. {min: 0.8}), got 0.9",
+        "mlflow-ci.yml:12: gate.r2: no rule given (expected at least one of: min, max, max_drop, max_drop_pct, threshold, min_absolute_change, min_relative_change)",
+        "mlflow-ci.yml:13: gate.mae.direction: expected 'higher' or 'lower', got 'up'",
+        "mlflow-ci.yml:15: report.precision: expected a whole number from 1 to 12, got 0",
+    ]
+
+
+def test_missing_required_keys():
+    assert problems("model: m\n") == [
+        "mlflow-ci.yml:1: experiment: required key is missing (expected a non-empty string)",
+        "mlflow-ci.yml:1: train: required key is missing (expected a mapping with 'command')",
+    ]
+    assert problems("experiment: e\ntrain:\n  workdir: src\n") == [
+        "mlflow-ci.yml:2: train.command: required key is missing (expected a non-empty string)",
+    ]
+
+
+def test_unknown_rule_key_suggests_the_closest():
+    out = problems(MINIMAL + "gate:\n  acc:\n    mn: 0.9\n")
+    assert out[0].startswith("mlflow-ci.yml:6: gate.acc.mn: unknown key; did you mean 'min'?")
+
+
+def test_contradicting_direction_and_greater_is_better():
+    out = problems(MINIMAL + "gate:\n  loss: {max: 1, direction: lower, greater_is_better: true}\n")
+    assert out == [
+        "mlflow-ci.yml:5: gate.loss.greater_is_better: contradicts direction: lower (expected greater_is_better: false)"
+    ]
+
+
+def test_min_relative_change_is_a_fraction_as_in_mlflow():
+    out = problems(MINIMAL + "gate:\n  acc: {min_relative_change: 5, greater_is_better: true}\n")
+    assert out == [
+        "mlflow-ci.yml:5: gate.acc.min_relative_change: expected a fraction from 0 to 1 (MLflow's meaning; 0.05 is 5%), got 5"
+    ]
+
+
+def test_duplicate_keys_are_errors():
+    out = problems("experiment: a\nexperiment: b\ntrain: {command: x}\n")
+    assert out == ["mlflow-ci.yml:2: experiment: key appears more than once"]
+
+
+def test_yaml_syntax_error_names_line_and_column():
+    out = problems("experiment: e\ntrain: [unclosed\n")
+    assert len(out) == 1 and out[0].startswith("mlflow-ci.yml:3:1: invalid YAML: ")
+
+
+def test_empty_and_non_mapping_files():
+    assert problems("") == [
+        "mlflow-ci.yml: the file is empty (expected at least 'experiment' and 'train.command')"
+    ]
+    assert problems("- a\n- b\n") == ["mlflow-ci.yml:1: (top level): expected a mapping, got a list"]
+
+
+def test_baseline_problems():
+    out = problems(MINIMAL + "baseline:\n  alias: 'bad alias'\n  sources: [alias, base_comit]\n")
+    assert out == [
+        "mlflow-ci.yml:5: baseline.alias: expected an alias of letters, digits, '_' or '-', got 'bad alias'",
+        "mlflow-ci.yml:6: baseline.sources[1]: unknown baseline source 'base_comit'; did you mean 'base_commit'? (expected one of: alias, base_commit, base_branch)",
+    ]
+
+
+def test_env_problems():
+    out = problems(MINIMAL + "  env:\n    GOOD: 1\n    bad-name: x\n    LIST: [1]\n")
+    assert out == [
+        "mlflow-ci.yml:6: train.env.bad-name: expected an environment variable name",
+        "mlflow-ci.yml:7: train.env.LIST: expected a string or number, got a list",
+    ]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yml")
+    assert "file not found (create one with 'mlflow-ci init', or pass --config PATH)" in info.value.problems[0]
