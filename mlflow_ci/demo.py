@@ -36,6 +36,7 @@ class DemoStep:
     title: str
     expected: str
     outcome: CheckResult
+    report: Path  # a copy: every check rewrites .mlflow-ci/report.md
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,9 @@ def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) 
         _edit(repo / "params.yaml", pattern, replacement)
         _git(repo, denv, "commit", "-q", "-am", title)
         outcome = _check(repo, denv, stream)
-        steps.append(DemoStep(branch, title, expected, outcome))
-        shutil.copy(outcome.report_path, root / f"report-{branch.replace('/', '-')}.md")
+        kept = root / f"report-{branch.replace('/', '-')}.md"
+        shutil.copy(outcome.report_path, kept)
+        steps.append(DemoStep(branch, title, expected, outcome, kept))
 
     result = DemoResult(root, denv["MLFLOW_TRACKING_URI"], version, tuple(steps), time.monotonic() - started)
     _print_summary(result, stream)
@@ -144,7 +146,7 @@ def _register_champion(tracking_uri: str, repo: Path, base: CheckResult) -> str:
 def _print_summary(result: DemoResult, stream: TextIO) -> None:
     for step in result.steps:
         _banner(stream, f"report for {step.branch} ({step.title})")
-        stream.write(step.outcome.report_path.read_text(encoding="utf-8"))
+        stream.write(step.report.read_text(encoding="utf-8"))
     _banner(stream, "summary")
     for step in result.steps:
         ok = "as designed" if step.outcome.verdict == step.expected else f"UNEXPECTED (expected {step.expected})"

@@ -123,7 +123,7 @@ def project(tmp_path: Path) -> Project:
     proj.write("train.py", METRICS_SCRIPT)
     proj.write("params.json", json.dumps({"metrics": {"accuracy": 0.9, "rmse": 5.0}}))
     proj.write("mlflow-ci.yml", DEFAULT_CONFIG)
-    proj.write(".gitignore", ".mlflow-ci/\n")
+    proj.write(".gitignore", ".mlflow-ci/\nmetrics.json\n")
     git(root, "init", "-q", "-b", "main")
     proj.commit("initial")
     return proj

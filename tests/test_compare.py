@@ -1,0 +1,104 @@
+"""Baseline resolution in the documented order, on a real git repo and a real SQLite store."""
+
+from __future__ import annotations
+
+import io
+
+from mlflow_ci.compare import _metric_row, diff_params
+from mlflow_ci.config import load_config
+from mlflow_ci.pipeline import Options, do_check, make_session
+from mlflow_ci.tracking import MlflowTracker
+
+from conftest import git
+
+
+def check(project, **opts):
+    cfg = load_config(project.root / "mlflow-ci.yml")
+    s = make_session(cfg, project.env(), project.root, io.StringIO())
+    return do_check(s, Options(out_dir=project.root / ".mlflow-ci", use_cache=False, **opts))
+
+
+def test_resolution_order(project):
+    on_main = check(project)
+    assert on_main.result["baseline"] is None
+    assert "no baseline found" in on_main.result["notes"][-1]
+    base_a = on_main.result["candidate"]["run_id"]
+    commit_a = git(project.root, "rev-parse", "HEAD")
+
+    # main moves on after the PR branched: the PR compares with its base commit, not main's tip
+    project.branch("feature")
+    project.set_metrics(accuracy=0.95, rmse=4.0)
+    project.commit("feature work")
+    project.branch("main", "main")
+    project.set_metrics(accuracy=0.92, rmse=4.5)
+    project.commit("main moves on")
+    main_c = check(project).result["candidate"]["run_id"]
+    git(project.root, "checkout", "-q", "feature")
+
+    pr = check(project)
+    assert pr.result["baseline"]["run_id"] == base_a
+    assert pr.result["baseline"]["source"] == f"base_commit:{commit_a}"
+    assert pr.result["notes"] == ["models:/churn-model@champion does not exist"]
+
+    # a registered champion comes first
+    tracker = MlflowTracker(project.uri)
+    version = tracker.register(main_c, "churn-model")
+    tracker.set_alias("churn-model", "champion", version)
+    pr = check(project)
+    assert pr.result["baseline"]["run_id"] == main_c
+    assert pr.result["baseline"]["source"] == "alias:champion"
+    assert pr.result["baseline"]["description"] == "registered model churn-model version 1 (@champion)"
+
+    # an explicit baseline beats everything
+    pr = check(project, baseline=base_a)
+    assert pr.result["baseline"]["source"] == f"explicit:{base_a}"
+    pr = check(project, baseline="models:/churn-model/1")
+    assert pr.result["baseline"]["run_id"] == main_c
+
+    # the configured sources decide the order: base branch only -> latest run on main
+    text = (project.root / "mlflow-ci.yml").read_text() + "baseline:\n  sources: [base_branch]\n"
+    project.write("mlflow-ci.yml", text)
+    pr = check(project)
+    assert pr.result["baseline"] == {**pr.result["baseline"], "run_id": main_c, "source": "base_branch:main"}
+
+
+def test_base_commit_skips_runs_that_failed_their_gate(project):
+    good = check(project).result["candidate"]["run_id"]
+    project.set_metrics(accuracy=0.1, rmse=50.0)  # uncommitted edit: same commit, failing run
+    assert check(project).verdict == "fail"
+    git(project.root, "checkout", "--", "params.json")
+    project.branch("feature")
+    project.commit("empty change")
+    pr = check(project)
+    assert pr.result["baseline"]["run_id"] == good
+
+
+def test_base_branch_option_and_missing_branch(project):
+    project.branch("feature")
+    project.commit("x")
+    pr = check(project, base_branch="develop")
+    assert pr.result["baseline"] is None
+    assert pr.result["notes"][1:] == [
+        "base commit unknown (no base branch or no merge-base)",
+        "no finished run on base branch develop",
+        "no baseline found: rules that need one are reported as not evaluated",
+    ]
+    skipped = [c for c in pr.result["checks"] if c["passed"] is None]
+    assert [c["rule"] for c in skipped] == ["max_drop"]
+    assert pr.verdict == "pass"
+
+
+def test_metric_rows():
+    assert _metric_row("acc", 0.9, 0.8, "higher", True).status == "better"
+    assert _metric_row("rmse", 0.9, 0.8, "lower", True).status == "worse"
+    row = _metric_row("acc", 0.8, 0.8, "higher", True)
+    assert (row.status, row.delta, row.delta_pct) == ("same", 0.0, 0.0)
+    assert _metric_row("acc", 1.0, 0.0, "higher", True).delta_pct is None
+    assert _metric_row("acc", float("nan"), 0.8, "higher", True).status == "invalid"
+    assert _metric_row("acc", 0.5, None, "higher", False).status == "n/a"
+
+
+def test_param_diff_only_lists_changes():
+    rows = diff_params({"a": "1", "b": "2", "new": "x"}, {"a": "1", "b": "3", "old": "y"})
+    assert [(p.name, p.status) for p in rows] == [("b", "changed"), ("new", "added"), ("old", "removed")]
+    assert diff_params({"a": "1"}, None) == ()

@@ -1,0 +1,45 @@
+"""`mlflow-ci demo` end to end, as a subprocess, exactly as the README runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import clean_env
+
+
+def test_demo_tells_the_whole_story(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow_ci", "demo", "--dir", str(tmp_path)],
+        capture_output=True, text=True, env=clean_env(), timeout=600,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "registered demo-breast-cancer version 1 as @champion" in out
+    assert "pr/fewer-features    verdict FAIL  as designed" in out
+    assert "pr/tune-c            verdict PASS  as designed" in out
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert f"browse it:    mlflow ui --backend-store-uri {store}" in out
+    assert "the demo behaved as designed" in out
+    # both reports are printed and kept
+    regress = (tmp_path / "report-pr-fewer-features.md").read_text()
+    improve = (tmp_path / "report-pr-tune-c.md").read_text()
+    assert regress in out and improve in out
+    assert "## ❌" in regress and "## ✅" in improve
+    assert "registered model demo-breast-cancer version 1 (@&#8203;champion)" in regress
+    result = json.loads((tmp_path / "model-repo" / ".mlflow-ci" / "result.json").read_text())
+    assert result["verdict"] == "pass" and result["baseline"]["source"] == "alias:champion"
+    # the demo never touches the caller's working directory or a default store
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "model-repo").mkdir()
+    (tmp_path / "model-repo" / "keep.txt").write_text("mine")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow_ci", "demo", "--dir", str(tmp_path)],
+        capture_output=True, text=True, env=clean_env(), timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "already exists and is not empty" in proc.stderr
