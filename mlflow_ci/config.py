@@ -26,6 +26,10 @@ BASELINE_SOURCES = ("alias", "base_commit", "base_branch")
 RULE_BOUNDS = ("min", "max")
 RULE_BASELINE = ("max_drop", "max_drop_pct")
 RULE_MLFLOW = ("threshold", "min_absolute_change", "min_relative_change")
+TOP_KEYS = ("experiment", "model", "tracking_uri", "artifact_location", "train", "baseline", "gate", "report")
+TRAIN_KEYS = ("command", "workdir", "env", "timeout", "metrics_file", "inputs")
+BASELINE_KEYS = ("alias", "branch", "sources")
+REPORT_KEYS = ("template", "title", "precision", "ui_url")
 RULE_KEYS = (
     *RULE_BOUNDS,
     *RULE_BASELINE,
@@ -244,17 +248,7 @@ class _Checker:
                 f"{self.shown}: the file is empty (expected at least 'experiment' and 'train.command')"
             )
             return None
-        top_keys = (
-            "experiment",
-            "model",
-            "tracking_uri",
-            "artifact_location",
-            "train",
-            "baseline",
-            "gate",
-            "report",
-        )
-        top = self.mapping(data, (), top_keys)
+        top = self.mapping(data, (), TOP_KEYS)
         if not isinstance(data, dict):
             return None
         experiment = self.string(top, (), "experiment", required=True)
@@ -283,9 +277,7 @@ class _Checker:
 
     def train(self, value: Any) -> TrainConfig | None:
         path = ("train",)
-        section = self.mapping(
-            value, path, ("command", "workdir", "env", "timeout", "metrics_file", "inputs")
-        )
+        section = self.mapping(value, path, TRAIN_KEYS)
         command = self.string(section, path, "command", required=isinstance(value, dict))
         workdir = self.string(section, path, "workdir", ".")
         metrics_file = self.string(section, path, "metrics_file")
@@ -352,7 +344,7 @@ class _Checker:
 
     def baseline(self, value: Any) -> BaselineConfig:
         path = ("baseline",)
-        section = self.mapping(value, path, ("alias", "branch", "sources"))
+        section = self.mapping(value, path, BASELINE_KEYS)
         alias = self.string(section, path, "alias", "champion")
         if alias and not re.fullmatch(r"[A-Za-z0-9_-]+", alias):
             self.problem(path + ("alias",), f"expected an alias of letters, digits, '_' or '-', got {alias!r}")
@@ -370,7 +362,7 @@ class _Checker:
 
     def report(self, value: Any) -> ReportConfig:
         path = ("report",)
-        section = self.mapping(value, path, ("template", "title", "precision", "ui_url"))
+        section = self.mapping(value, path, REPORT_KEYS)
         precision = self.typed(
             section,
             path,
