@@ -74,6 +74,7 @@ class Rule:
     greater_is_better: bool | None = None
     required: bool = True
     mode: str = "block"
+    line: int | None = field(default=None, compare=False)  # where the metric's rules start
 
 
 @dataclass(frozen=True)
@@ -448,6 +449,7 @@ class _Checker:
             return None
         return Rule(
             metric=metric,
+            line=self.loaded.line(path, key=True),
             direction=direction,
             greater_is_better=gib,
             required=required,

@@ -15,7 +15,8 @@ from typing import Mapping
 
 @dataclass(frozen=True)
 class GitContext:
-    commit: str | None = None
+    commit: str | None = None  # HEAD as checked out (for a pull_request run: the merge commit)
+    head_sha: str | None = None  # the PR's head commit, when a GitHub event says
     branch: str | None = None
     base_branch: str | None = None
     base_commit: str | None = None

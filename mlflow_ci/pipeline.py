@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 from mlflow_ci import compare as cmp
-from mlflow_ci import gitctx, report
+from mlflow_ci import ghevent, gitctx, report
 from mlflow_ci.config import Config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import GateResult, evaluate
@@ -51,11 +51,34 @@ class Session:
         """One client per command: creating MLflow's store is the slowest part of start-up."""
         return self._tracker
 
+    @functools.cached_property
+    def event(self) -> ghevent.EventContext:
+        return ghevent.from_env(self.env)
+
     def context(self, opts: Options) -> gitctx.GitContext:
+        """Git facts, refined by the GitHub event (PR head/base) and then by explicit options."""
         default_base = self.cfg.baseline.branch or "main"
         ctx = gitctx.detect(self.cfg.root, self.env, default_base_branch=default_base)
+        ev = self.event
+        if ev.event_name in ghevent.PR_EVENTS:
+            ctx = ctx.with_overrides(
+                branch=ev.head_ref, base_branch=ev.base_ref, pr_number=ev.pr_number,
+                head_sha=ev.head_sha, base_commit=ev.base_sha,
+            )
+        elif ev.event_name == "workflow_dispatch" or ev.event_name == "push":
+            ctx = ctx.with_overrides(head_sha=ev.head_sha)
         ctx = ctx.with_overrides(base_branch=opts.base_branch, pr_number=opts.pr_number)
-        return ctx.with_overrides(base_commit=gitctx.merge_base(ctx, self.cfg.root))
+        if ctx.base_commit is None:
+            ctx = ctx.with_overrides(base_commit=gitctx.merge_base(ctx, self.cfg.root))
+        return ctx
+
+    def config_path(self) -> str:
+        """The config file relative to the repository root (for annotations), else its name."""
+        root = gitctx.git(["rev-parse", "--show-toplevel"], self.cfg.root)
+        try:
+            return self.cfg.path.relative_to(Path(root).resolve()).as_posix() if root else self.cfg.path.name
+        except ValueError:
+            return self.cfg.path.name
 
 
 def make_session(cfg: Config, env: Mapping[str, str], cwd: Path, stream: TextIO) -> Session:
@@ -137,12 +160,14 @@ def do_report(
     cached: bool,
     fingerprint: str | None,
 ) -> CheckResult:
-    ctx_pr = opts.pr_number or _pr_tag(comparison.candidate)
+    ctx = s.context(opts)
+    cand = comparison.candidate
     result = report.build_result(
         s.cfg, comparison, gate, cached=cached, fingerprint=fingerprint,
-        tracking_uri=s.tracking_uri, pr_number=ctx_pr,
+        tracking_uri=s.tracking_uri, pr_number=ctx.pr_number or _pr_tag(cand),
+        head_sha=ctx.head_sha or ctx.commit, ci_run_url=ctx.run_url, config_path=s.config_path(),
     )
-    markdown = report.render_markdown(s.cfg, result)
+    markdown = report.render_markdown(result, s.cfg.report, s.cfg.root)
     report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)
     return CheckResult(gate.verdict, result, report_path, result_path, None)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from mlflow_ci import __version__
 from mlflow_ci.compare import Comparison
-from mlflow_ci.config import Config
+from mlflow_ci.config import Config, ReportConfig
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import GateResult, fmt
 
@@ -105,9 +105,22 @@ class Rendered:
     result: dict
 
 
-def build_result(cfg: Config, comparison: Comparison, gate: GateResult, *, cached: bool, fingerprint: str | None, tracking_uri: str, pr_number: int | None = None) -> dict:
+def build_result(
+    cfg: Config,
+    comparison: Comparison,
+    gate: GateResult,
+    *,
+    cached: bool,
+    fingerprint: str | None,
+    tracking_uri: str,
+    pr_number: int | None = None,
+    head_sha: str | None = None,
+    ci_run_url: str | None = None,
+    config_path: str | None = None,
+) -> dict:
     cand = comparison.candidate
     base = comparison.baseline
+    lines = {rule.metric: rule.line for rule in cfg.gate}
     result = {
         "schema": RESULT_SCHEMA,
         "verdict": gate.verdict,
@@ -126,7 +139,7 @@ def build_result(cfg: Config, comparison: Comparison, gate: GateResult, *, cache
             "url": run_url(cfg, tracking_uri, cand.experiment_id, cand.run_id),
         },
         "baseline": None,
-        "checks": [c.as_dict() for c in gate.checks],
+        "checks": [{**c.as_dict(), "line": lines.get(c.metric)} for c in gate.checks],
         "metrics": [
             {"name": m.name, "baseline": m.baseline, "candidate": m.candidate, "delta": m.delta,
              "delta_pct": m.delta_pct, "direction": m.direction, "status": m.status}
@@ -137,6 +150,9 @@ def build_result(cfg: Config, comparison: Comparison, gate: GateResult, *, cache
             for p in comparison.params
         ],
         "notes": list(comparison.notes),
+        "config_path": config_path or cfg.path.name,
+        "head_sha": head_sha or cand.commit,
+        "ci_run_url": ci_run_url,
         "tool": {"name": "mlflow-ci", "version": __version__},
     }
     if base is not None:
@@ -167,13 +183,14 @@ def _environment(search_path: Path):
     return env
 
 
-def render_markdown(cfg: Config, result: dict) -> str:
+def render_markdown(result: dict, settings: ReportConfig, root: Path) -> str:
+    """Render ``report.md`` from a result dict (ours, or a sanitized untrusted one)."""
     import jinja2
 
-    if cfg.report.template:
-        template_path = cfg.resolve(cfg.report.template)
+    if settings.template:
+        template_path = (root / settings.template).resolve()
         if not template_path.is_file():
-            raise UsageError(f"{cfg.path.name}: report.template: file not found: {template_path}")
+            raise UsageError(f"report.template: file not found: {template_path}")
         env = _environment(template_path.parent)
         name = template_path.name
     else:
@@ -181,9 +198,9 @@ def render_markdown(cfg: Config, result: dict) -> str:
         name = "report.md.j2"
     context = {
         "r": result,
-        "title": cfg.report.title or f"mlflow-ci · {cfg.experiment}",
-        "precision": cfg.report.precision,
-        "marker": sticky_marker(cfg.experiment),
+        "title": settings.title or f"mlflow-ci · {result['experiment']}",
+        "precision": settings.precision,
+        "marker": sticky_marker(result["experiment"]),
         "verdict_icon": VERDICT_ICON,
         "status_icon": STATUS_ICON,
     }

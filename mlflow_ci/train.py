@@ -58,6 +58,7 @@ def run_tags(cfg: Config, ctx: GitContext, fp: str | None, env: Mapping[str, str
         t.TAG_BRANCH: ctx.branch,
         t.TAG_REPO_URL: ctx.repo_url,
         t.TAG_PR: str(ctx.pr_number) if ctx.pr_number else None,
+        t.TAG_HEAD_SHA: ctx.head_sha,
         t.TAG_CI_RUN_URL: ctx.run_url,
         t.TAG_BASE_BRANCH: ctx.base_branch,
         t.TAG_FINGERPRINT: fp,

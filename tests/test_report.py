@@ -72,7 +72,7 @@ def test_code_cannot_be_broken_out_of():
 
 def test_report_matches_golden_file(tmp_path):
     cfg, result = make_result(tmp_path)
-    markdown = render_markdown(cfg, result)
+    markdown = render_markdown(result, cfg.report, cfg.root)
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(markdown, encoding="utf-8")
     assert markdown == GOLDEN.read_text(encoding="utf-8")
@@ -80,7 +80,7 @@ def test_report_matches_golden_file(tmp_path):
 
 def test_report_structure(tmp_path):
     cfg, result = make_result(tmp_path)
-    markdown = render_markdown(cfg, result)
+    markdown = render_markdown(result, cfg.report, cfg.root)
     assert markdown.startswith(sticky_marker("churn"))
     assert "## ❌" in markdown
     # no raw HTML from untrusted text survives; the only tags are our own details/summary/sub
@@ -116,7 +116,7 @@ def test_non_finite_numbers_stay_valid_json(tmp_path):
     cand = RunSnapshot("c" * 32, "1", "FINISHED", metrics={"acc": float("nan")})
     comparison = Comparison(cand, None, diff_metrics(cfg, dict(cand.metrics), None), (), ())
     result = build_result(cfg, comparison, evaluate(cfg.gate, dict(cand.metrics), None), cached=False, fingerprint=None, tracking_uri="x")
-    report_path, result_path = write_outputs(tmp_path / "out", render_markdown(cfg, result), result)
+    report_path, result_path = write_outputs(tmp_path / "out", render_markdown(result, cfg.report, cfg.root), result)
     data = json.loads(result_path.read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
     assert data["candidate"]["metrics"]["acc"] == "nan"
     assert data["verdict"] == "fail" and data["baseline"] is None
@@ -126,14 +126,14 @@ def test_non_finite_numbers_stay_valid_json(tmp_path):
 def test_user_template(tmp_path):
     (tmp_path / "my.md.j2").write_text("{{ marker }}\nVerdict {{ r.verdict }} for {{ r.experiment | md }}\n")
     cfg, result = make_result(tmp_path, template="my.md.j2")
-    assert render_markdown(cfg, result).endswith("Verdict fail for churn\n")
+    assert render_markdown(result, cfg.report, cfg.root).endswith("Verdict fail for churn\n")
 
 
 def test_broken_user_template_is_a_usage_error(tmp_path):
     (tmp_path / "bad.md.j2").write_text("line one\n{% if %}\n")
     cfg, result = make_result(tmp_path, template="bad.md.j2")
     with pytest.raises(UsageError, match=r"report template .*bad.md.j2:2: "):
-        render_markdown(cfg, result)
+        render_markdown(result, cfg.report, cfg.root)
     cfg, result = make_result(tmp_path, template="missing.md.j2")
     with pytest.raises(UsageError, match="report.template: file not found"):
-        render_markdown(cfg, result)
+        render_markdown(result, cfg.report, cfg.root)
