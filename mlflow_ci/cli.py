@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from mlflow_ci import __version__
+from mlflow_ci.config import COMMENT_MODES
 from mlflow_ci.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_SERVICE, EXIT_USAGE, MlflowCiError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -74,12 +75,15 @@ def cli(debug: bool) -> None:
 @_out_option
 @_baseline_options
 @click.option("--no-cache", is_flag=True, help="Always train, even if a finished run has the same input fingerprint.")
-def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache):
-    """The PR check: train, compare with the baseline, gate, and write the report.
+@click.option("--publish/--no-publish", "publish", default=None,
+              help="Publish to GitHub (comment, check run, summary, outputs). Default: only inside GitHub Actions.")
+@click.option("--comment", "comment_mode", type=click.Choice(COMMENT_MODES), help="PR comment mode (default: publish.comment, then always).")
+def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode):
+    """The PR check: train, compare with the baseline, gate, write the report, publish.
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
     """
-    from mlflow_ci.pipeline import do_check
+    from mlflow_ci.pipeline import do_check, publish_check
     from mlflow_ci.report import summary_lines
 
     s = _session(config_path)
@@ -90,7 +94,39 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache):
         click.echo(line)
     click.echo(f"report: {outcome.report_path}")
     click.echo(f"result: {outcome.result_path}")
+    if publish if publish is not None else os.environ.get("GITHUB_ACTIONS") == "true":
+        _echo_published(publish_check(s, opts, outcome, comment_mode=comment_mode))
     return _verdict_exit(outcome.verdict)
+
+
+def _echo_published(result) -> None:
+    click.echo(f"comment: {result.comment_action}" + (f" {result.comment_url}" if result.comment_url else ""))
+    click.echo(f"check: {result.check_kind}" + (f" {result.check_url}" if result.check_url else ""))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--config", "config_path", default="mlflow-ci.yml", show_default=True, type=click.Path(dir_okay=False),
+              help="Configuration file (optional here: report and publish settings are read from it when it exists).")
+@_out_option
+@click.option("--from", "from_file", type=click.Path(dir_okay=False, exists=True),
+              help="Publish an untrusted result.json artifact (fork-safe workflow_run path).")
+@click.option("--comment", "comment_mode", type=click.Choice(COMMENT_MODES), help="PR comment mode (default: publish.comment, then always).")
+def publish(config_path, out_dir, from_file, comment_mode):
+    """Publish a result: sticky PR comment, check run (or commit status), job summary, annotations, outputs.
+
+    Without --from it publishes OUT/result.json of an earlier check (to retry a failed publish).
+    With --from it runs in the privileged workflow_run workflow: the PR and commit come from the
+    event, never from the file, and a file that disagrees with the event is refused (exit 2).
+    Needs GITHUB_TOKEN; GITHUB_API_URL is respected (GitHub Enterprise).
+    """
+    from mlflow_ci.config import load_config
+    from mlflow_ci.pipeline import publish_saved
+
+    cfg = load_config(config_path) if Path(config_path).is_file() else None
+    result = publish_saved(dict(os.environ), sys.stdout, Path(out_dir), cfg, comment_mode=comment_mode,
+                           from_file=Path(from_file) if from_file else None)
+    _echo_published(result)
+    return EXIT_OK
 
 
 @cli.command(context_settings=CONTEXT)

@@ -26,7 +26,11 @@ BASELINE_SOURCES = ("alias", "base_commit", "base_branch")
 RULE_BOUNDS = ("min", "max")
 RULE_BASELINE = ("max_drop", "max_drop_pct")
 RULE_MLFLOW = ("threshold", "min_absolute_change", "min_relative_change")
-TOP_KEYS = ("experiment", "model", "tracking_uri", "artifact_location", "train", "baseline", "gate", "report")
+TOP_KEYS = (
+    "experiment", "model", "tracking_uri", "artifact_location", "train", "baseline", "gate", "report", "publish",
+)
+PUBLISH_KEYS = ("comment", "check_name")
+COMMENT_MODES = ("always", "on-change", "on-failure", "never")
 TRAIN_KEYS = ("command", "workdir", "env", "timeout", "metrics_file", "inputs")
 BASELINE_KEYS = ("alias", "branch", "sources")
 REPORT_KEYS = ("template", "title", "precision", "ui_url")
@@ -86,6 +90,12 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class PublishConfig:
+    comment: str = "always"
+    check_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     experiment: str
@@ -94,6 +104,7 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     gate: tuple[Rule, ...] = ()
     report: ReportConfig = field(default_factory=ReportConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     tracking_uri: str | None = None
     artifact_location: str | None = None
 
@@ -262,6 +273,7 @@ class _Checker:
         baseline = self.baseline(top.get("baseline"))
         gate = self.gate(top.get("gate"))
         report = self.report(top.get("report"))
+        publish = self.publish(top.get("publish"))
         if self.problems or experiment is None or train is None:
             return None
         return Config(
@@ -272,6 +284,7 @@ class _Checker:
             baseline=baseline,
             gate=gate,
             report=report,
+            publish=publish,
             tracking_uri=tracking_uri,
             artifact_location=artifact_location,
         )
@@ -385,6 +398,15 @@ class _Checker:
             precision=precision,
             ui_url=ui_url.rstrip("/") if ui_url else None,
         )
+
+    def publish(self, value: Any) -> PublishConfig:
+        path = ("publish",)
+        section = self.mapping(value, path, PUBLISH_KEYS)
+        comment = self.typed(
+            section, path, "comment", lambda v: v in COMMENT_MODES,
+            "one of: " + ", ".join(COMMENT_MODES), "always",
+        )
+        return PublishConfig(comment=comment, check_name=self.string(section, path, "check_name"))
 
     def gate(self, value: Any) -> tuple[Rule, ...]:
         if value is None:

@@ -189,3 +189,105 @@ def do_check(s: Session, opts: Options) -> CheckResult:
         tags[TAG_BASELINE] = comparison.baseline.run.run_id
     tracker.set_tags(trained.run.run_id, tags)
     return CheckResult(outcome.verdict, outcome.result, outcome.report_path, outcome.result_path, trained)
+
+
+# --------------------------------------------------------------------------------------------------
+# Publishing
+
+
+def github_client(env: Mapping[str, str], event: ghevent.EventContext, stream: TextIO):
+    """A client for the run's repository, or None without a token. Masks the token in Actions."""
+    from mlflow_ci.actions_io import ActionsIO
+    from mlflow_ci.github import GitHubClient
+
+    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+    if not token:
+        return None
+    ActionsIO(env, stream).mask(token)
+    if not event.repository:
+        raise UsageError("GITHUB_REPOSITORY is not set: cannot tell which repository to publish to")
+    return GitHubClient(token=token, repository=event.repository, api_url=event.api_url, log=lambda m: _say(stream, m))
+
+
+def _say(stream: TextIO, message: str) -> None:
+    stream.write(message + "\n")
+    stream.flush()
+
+
+def publish_result(
+    env: Mapping[str, str],
+    stream: TextIO,
+    event: ghevent.EventContext,
+    target,
+    result: dict,
+    markdown: str,
+    *,
+    report_path: Path,
+    comment_mode: str,
+    check_name: str | None,
+    client=None,
+):
+    from mlflow_ci.actions_io import ActionsIO
+    from mlflow_ci.errors import ServiceError
+    from mlflow_ci.publish import Publisher
+
+    client = client if client is not None else github_client(env, event, stream)
+    publisher = Publisher(client, ActionsIO(env, stream), lambda m: _say(stream, m), comment_mode, check_name)
+    try:
+        return publisher.publish(target, result, markdown, report_path=str(report_path))
+    except ServiceError as exc:
+        exc.hint = (
+            f"{exc.hint + '; ' if exc.hint else ''}the report is kept in {report_path} and "
+            f"{report_path.parent / 'result.json'}; retry only the publishing with: mlflow-ci publish --out {report_path.parent}"
+        )
+        raise
+
+
+def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mode: str | None = None):
+    """Publish the result of ``check``/``report`` for this run's PR and commit."""
+    from mlflow_ci.publish import Target
+
+    ctx = s.context(opts)
+    ev = s.event
+    target = Target(
+        repository=ev.repository or "",
+        pr_number=ctx.pr_number,
+        head_sha=ctx.head_sha or ev.sha or ctx.commit,
+        run_url=ev.run_url,
+    )
+    return publish_result(
+        s.env, s.stream, ev, target, outcome.result, outcome.report_path.read_text(encoding="utf-8"),
+        report_path=outcome.report_path, comment_mode=comment_mode or s.cfg.publish.comment,
+        check_name=s.cfg.publish.check_name,
+    )
+
+
+def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, cfg: Config | None, *, comment_mode: str | None, from_file: Path | None):
+    """``mlflow-ci publish``: from the out dir of an earlier check, or from an untrusted artifact."""
+    from mlflow_ci import publish as pub
+    from mlflow_ci.config import ReportConfig
+
+    event = ghevent.from_env(env)
+    settings = cfg.report if cfg else ReportConfig()
+    root = cfg.root if cfg else Path.cwd()
+    if from_file is not None:
+        result = pub.load_artifact(from_file)
+        client = github_client(env, event, stream)
+        target = pub.fork_target(event, result, client)
+    else:
+        path = out_dir / "result.json"
+        try:
+            result = pub.sanitize_result(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: cannot read it ({exc}); run 'mlflow-ci check' first") from None
+        client = github_client(env, event, stream)
+        pr = event.pr_number or result.get("pr")
+        target = pub.Target(event.repository or "", pr, event.head_sha or result.get("head_sha") or event.sha, event.run_url)
+    markdown = report.render_markdown(result, settings, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_path, _ = report.write_outputs(out_dir, markdown, result)
+    return publish_result(
+        env, stream, event, target, result, markdown, report_path=report_path,
+        comment_mode=comment_mode or (cfg.publish.comment if cfg else "always"),
+        check_name=cfg.publish.check_name if cfg else None, client=client,
+    )

@@ -1,0 +1,258 @@
+"""A fake GitHub REST API on 127.0.0.1 that behaves the way GitHub documents it.
+
+Endpoints: issue comments (list/create/update/delete), check runs (create/update), commit statuses,
+pulls (list). Behaviour: Bearer auth (401), per_page capped at 100 with Link pagination, 422 for comment
+bodies over 65,536 characters and for more than 50 annotations per request, 403 for forbidden
+endpoints, and injected faults: any status with headers (rate limits, 5xx) or a dropped connection.
+Every request is logged as (method, path, query).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+FORBIDDEN = {"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest"}
+
+
+@dataclass
+class Fault:
+    route: str  # route name, e.g. "create_comment"; "*" for any
+    status: int = 500
+    headers: dict = field(default_factory=dict)
+    body: dict = field(default_factory=lambda: {"message": "Server Error"})
+    drop: bool = False  # close the connection without answering
+    after: bool = False  # drop only after the request took effect (a lost response)
+
+
+ROUTES = [
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/issues/(?P<pr>\d+)/comments", "list_comments"),
+    ("POST", r"/repos/(?P<repo>[^/]+/[^/]+)/issues/(?P<pr>\d+)/comments", "create_comment"),
+    ("PATCH", r"/repos/(?P<repo>[^/]+/[^/]+)/issues/comments/(?P<id>\d+)", "update_comment"),
+    ("DELETE", r"/repos/(?P<repo>[^/]+/[^/]+)/issues/comments/(?P<id>\d+)", "delete_comment"),
+    ("POST", r"/repos/(?P<repo>[^/]+/[^/]+)/check-runs", "create_check_run"),
+    ("PATCH", r"/repos/(?P<repo>[^/]+/[^/]+)/check-runs/(?P<id>\d+)", "update_check_run"),
+    ("POST", r"/repos/(?P<repo>[^/]+/[^/]+)/statuses/(?P<sha>[0-9a-f]{40})", "create_status"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/pulls", "list_pulls"),
+]
+
+
+class FakeGitHub:
+    def __init__(self, token: str = "ghs_secret_token_value", prefix: str = "") -> None:
+        self.token = token
+        self.prefix = prefix  # e.g. "/api/v3" for GitHub Enterprise
+        self.comments: dict[int, list[dict]] = {}
+        self.check_runs: list[dict] = []
+        self.statuses: list[dict] = []
+        self.pulls: list[dict] = []
+        self.forbidden: set[str] = set()
+        self.faults: list[Fault] = []
+        self.log: list[tuple[str, str, dict]] = []
+        self._next_id = 1000
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _handle(self):
+                fake._dispatch(self)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{self.prefix}"
+
+    def __enter__(self) -> "FakeGitHub":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- helpers for tests -------------------------------------------------------------------------
+    def new_id(self) -> int:
+        with self._lock:
+            self._next_id += 1
+            return self._next_id
+
+    def add_comments(self, pr: int, bodies: list[str], user: str = "someone") -> list[dict]:
+        made = []
+        for body in bodies:
+            cid = self.new_id()
+            made.append({"id": cid, "body": body, "user": {"login": user}, "html_url": f"https://github.test/c/{cid}"})
+        self.comments.setdefault(pr, []).extend(made)
+        return made
+
+    def requests(self) -> list[str]:
+        """The log as 'METHOD route-ish path?page=N' strings, for exact sequence assertions."""
+        out = []
+        for method, path, query in self.log:
+            q = "&".join(f"{k}={v}" for k, v in sorted(query.items()) if k in ("page", "per_page", "head", "state"))
+            out.append(f"{method} {path}" + (f"?{q}" if q else ""))
+        return out
+
+    # -- request handling --------------------------------------------------------------------------
+    def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(h.path)
+        path = parts.path
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        self.log.append((h.command, path, query))
+        if self.prefix:
+            if not path.startswith(self.prefix + "/"):
+                return self._send(h, 404, {"message": "Not Found"})
+            path = path[len(self.prefix):]
+        route, params = self._route(h.command, path)
+        if route is None:
+            return self._send(h, 404, {"message": "Not Found"})
+        if h.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._send(h, 401, {"message": "Bad credentials"})
+        fault = self._take_fault(route)
+        if fault and not fault.after:
+            if fault.drop:
+                return self._drop(h)
+            return self._send(h, fault.status, fault.body, fault.headers)
+        if route in self.forbidden:
+            return self._send(h, 403, FORBIDDEN)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return self._send(h, 400, {"message": "Problems parsing JSON"})
+        status, payload, headers = getattr(self, "_" + route)(params, query, body)
+        if fault and fault.after:
+            return self._drop(h)
+        self._send(h, status, payload, headers)
+
+    def _route(self, method: str, path: str):
+        for m, pattern, name in ROUTES:
+            if m == method:
+                match = re.fullmatch(pattern, path)
+                if match:
+                    return name, match.groupdict()
+        return None, {}
+
+    def _take_fault(self, route: str) -> Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self.faults):
+                if fault.route in (route, "*"):
+                    return self.faults.pop(i)
+        return None
+
+    def _send(self, h, status: int, payload, headers: dict | None = None) -> None:
+        data = b"" if payload is None else json.dumps(payload).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json; charset=utf-8")
+        h.send_header("Content-Length", str(len(data)))
+        h.send_header("x-ratelimit-limit", "5000")
+        for key, value in (headers or {}).items():
+            h.send_header(key, str(value))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _drop(self, h) -> None:
+        h.close_connection = True
+        try:
+            h.connection.shutdown(2)
+        except OSError:
+            pass
+
+    # -- endpoints ---------------------------------------------------------------------------------
+    def _list_comments(self, p, q, body):
+        items = self.comments.get(int(p["pr"]), [])
+        return self._page(items, q, f"/repos/{p['repo']}/issues/{p['pr']}/comments")
+
+    def _list_pulls(self, p, q, body):
+        items = [pr for pr in self.pulls if q.get("state", "open") == pr.get("state", "open")]
+        if "head" in q:
+            items = [pr for pr in items if pr.get("head", {}).get("label") == q["head"]]
+        return self._page(items, q, f"/repos/{p['repo']}/pulls")
+
+    def _page(self, items, q, path):
+        per_page = min(int(q.get("per_page", 30)), 100)
+        page = int(q.get("page", 1))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        last = max((len(items) + per_page - 1) // per_page, 1)
+        links = []
+        base = f"{self.url}{path}?per_page={per_page}"
+        for k in ("state", "head"):
+            if k in q:
+                base += f"&{k}={q[k]}"
+        if page < last:
+            links.append(f'<{base}&page={page + 1}>; rel="next"')
+            links.append(f'<{base}&page={last}>; rel="last"')
+        if page > 1:
+            links.append(f'<{base}&page=1>; rel="first"')
+            links.append(f'<{base}&page={page - 1}>; rel="prev"')
+        return 200, chunk, ({"Link": ", ".join(links)} if links else {})
+
+    def _create_comment(self, p, q, body):
+        text = body.get("body")
+        if not isinstance(text, str) or len(text) > 65536:
+            return 422, {"message": "Validation Failed", "errors": [{"resource": "IssueComment", "code": "unprocessable", "field": "data", "message": "Body is too long (maximum is 65536 characters)"}]}, {}
+        made = self.add_comments(int(p["pr"]), [text], user="github-actions[bot]")[0]
+        return 201, made, {}
+
+    def _find_comment(self, cid: int):
+        for items in self.comments.values():
+            for c in items:
+                if c["id"] == cid:
+                    return items, c
+        return None, None
+
+    def _update_comment(self, p, q, body):
+        items, comment = self._find_comment(int(p["id"]))
+        if comment is None:
+            return 404, {"message": "Not Found"}, {}
+        text = body.get("body")
+        if not isinstance(text, str) or len(text) > 65536:
+            return 422, {"message": "Validation Failed"}, {}
+        comment["body"] = text
+        return 200, comment, {}
+
+    def _delete_comment(self, p, q, body):
+        items, comment = self._find_comment(int(p["id"]))
+        if comment is None:
+            return 404, {"message": "Not Found"}, {}
+        items.remove(comment)
+        return 204, None, {}
+
+    def _create_check_run(self, p, q, body):
+        anns = body.get("output", {}).get("annotations", [])
+        if len(anns) > 50 or not body.get("name") or not body.get("head_sha"):
+            return 422, {"message": "Validation Failed"}, {}
+        cid = self.new_id()
+        run = {**body, "id": cid, "html_url": f"https://github.test/runs/{cid}", "annotations": list(anns)}
+        self.check_runs.append(run)
+        return 201, run, {}
+
+    def _update_check_run(self, p, q, body):
+        run = next((r for r in self.check_runs if r["id"] == int(p["id"])), None)
+        if run is None:
+            return 404, {"message": "Not Found"}, {}
+        anns = body.get("output", {}).get("annotations", [])
+        if len(anns) > 50:
+            return 422, {"message": "Validation Failed"}, {}
+        run["annotations"].extend(anns)
+        return 200, run, {}
+
+    def _create_status(self, p, q, body):
+        if body.get("state") not in ("error", "failure", "pending", "success") or len(body.get("description", "")) > 140:
+            return 422, {"message": "Validation Failed"}, {}
+        status = {**body, "sha": p["sha"], "url": f"https://github.test/status/{len(self.statuses) + 1}"}
+        self.statuses.append(status)
+        return 201, status, {}
