@@ -206,7 +206,25 @@ def github_client(env: Mapping[str, str], event: ghevent.EventContext, stream: T
     ActionsIO(env, stream).mask(token)
     if not event.repository:
         raise UsageError("GITHUB_REPOSITORY is not set: cannot tell which repository to publish to")
-    return GitHubClient(token=token, repository=event.repository, api_url=event.api_url, log=lambda m: _say(stream, m))
+    return GitHubClient(
+        token=token, repository=event.repository, api_url=event.api_url,
+        log=lambda m: _say(stream, m), policy=retry_policy(env),
+    )
+
+
+def retry_policy(env: Mapping[str, str]):
+    """GitHub retry bounds; MLFLOW_CI_GITHUB_MAX_ATTEMPTS and MLFLOW_CI_GITHUB_MAX_WAIT override them."""
+    from mlflow_ci.github import RetryPolicy
+
+    policy = RetryPolicy()
+    try:
+        if env.get("MLFLOW_CI_GITHUB_MAX_ATTEMPTS"):
+            policy.max_attempts = max(int(env["MLFLOW_CI_GITHUB_MAX_ATTEMPTS"]), 1)
+        if env.get("MLFLOW_CI_GITHUB_MAX_WAIT"):
+            policy.max_total_wait = max(float(env["MLFLOW_CI_GITHUB_MAX_WAIT"]), 0.0)
+    except ValueError:
+        raise UsageError("MLFLOW_CI_GITHUB_MAX_ATTEMPTS must be a whole number and MLFLOW_CI_GITHUB_MAX_WAIT a number of seconds") from None
+    return policy
 
 
 def _say(stream: TextIO, message: str) -> None:
