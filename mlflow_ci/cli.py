@@ -238,6 +238,30 @@ def demo(directory):
     return EXIT_OK if outcome.as_designed else EXIT_GATE_FAILED
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False, exists=True),
+              help="The model repository.")
+@click.option("--command", "command", help="Training command (default: python train.py, when it exists).")
+@click.option("--experiment", help="Experiment and registered model name (default: the repository name).")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def init(directory, command, experiment, force):
+    """Write mlflow-ci.yml and the GitHub workflows (PR check, fork-safe comment, deploy).
+
+    Infers the experiment name, default branch, training command and run-cache inputs; never
+    overwrites an existing file without --force.
+    """
+    from mlflow_ci.init import init as run_init
+
+    result = run_init(Path(directory), command=command, experiment=experiment, force=force)
+    root = Path(directory).resolve()
+    for path in result.written:
+        click.echo(f"wrote {path.relative_to(root)}")
+    click.echo(f"experiment {result.experiment!r}, training command {result.command!r}, default branch {result.default_branch!r}")
+    click.echo("next: add gate rules to mlflow-ci.yml, run 'mlflow-ci check', commit, and require the")
+    click.echo(f"check 'mlflow-ci / {result.experiment}' in branch protection (see docs/github-setup.md)")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to the documented exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

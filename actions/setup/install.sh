@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install mlflow-ci (from the action's own checkout, so the version is the ref the user pinned)
+# and, when present, the project's requirements, into the Python on PATH. Uses uv.
+#   MLFLOW_CI_SOURCE        folder holding mlflow-ci's pyproject.toml (the action checkout)
+#   MLFLOW_CI_REQUIREMENTS  requirements file of the model project, relative to the working directory
+set -euo pipefail
+python_bin="$(command -v python || command -v python3)"
+if ! command -v uv >/dev/null 2>&1; then
+  "$python_bin" -m pip install --quiet --disable-pip-version-check uv
+fi
+packages=("$MLFLOW_CI_SOURCE")
+if [ -n "${MLFLOW_CI_REQUIREMENTS:-}" ] && [ -f "$MLFLOW_CI_REQUIREMENTS" ]; then
+  packages+=(-r "$MLFLOW_CI_REQUIREMENTS")
+elif [ -n "${MLFLOW_CI_REQUIREMENTS:-}" ] && [ "$MLFLOW_CI_REQUIREMENTS" != "requirements.txt" ]; then
+  echo "::error title=mlflow-ci setup::requirements file '$MLFLOW_CI_REQUIREMENTS' not found"
+  exit 2
+fi
+uv pip install --quiet --python "$python_bin" --compile-bytecode "${packages[@]}"
+version="$("$python_bin" -m mlflow_ci --version)"
+echo "installed ${version} for ${python_bin}"
+echo "version=${version##* }" >> "$GITHUB_OUTPUT"

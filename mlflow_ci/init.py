@@ -1,0 +1,133 @@
+"""`mlflow-ci init`: write mlflow-ci.yml and the workflows into a model repository.
+
+Infers what it can (experiment name, default branch, training command, fingerprint inputs) and asks
+nothing; never overwrites an existing file without ``--force``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow_ci.config import parse_config
+from mlflow_ci.errors import UsageError
+from mlflow_ci.gitctx import git
+
+WORKFLOWS = Path(__file__).parent / "templates" / "workflows"
+# template file -> where init writes it
+WORKFLOW_TARGETS = {
+    "mlflow-ci-pr.yml": ".github/workflows/mlflow-ci.yml",
+    "mlflow-ci-comment.yml": ".github/workflows/mlflow-ci-comment.yml",
+    "mlflow-ci-deploy.yml": ".github/workflows/mlflow-ci-deploy.yml",
+}
+IGNORED = (".mlflow-ci/", "mlflow.db", "mlruns/", "mlartifacts/")
+TRAIN_SCRIPTS = ("train.py", "src/train.py", "scripts/train.py", "training/train.py")
+
+
+@dataclass(frozen=True)
+class InitResult:
+    written: tuple[Path, ...]
+    experiment: str
+    default_branch: str
+    command: str
+
+
+def slug(name: str) -> str:
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.").lower()
+    return text or "model"
+
+
+def infer_experiment(root: Path) -> str:
+    remote = git(["remote", "get-url", "origin"], root)
+    if remote:
+        name = remote.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        return slug(name.removesuffix(".git"))
+    return slug(root.resolve().name)
+
+
+def infer_default_branch(root: Path) -> str:
+    head = git(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], root)
+    if head and "/" in head:
+        return head.split("/", 1)[1]
+    current = git(["symbolic-ref", "--short", "HEAD"], root)
+    return current or "main"
+
+
+def infer_command(root: Path) -> str | None:
+    for script in TRAIN_SCRIPTS:
+        if (root / script).is_file():
+            return f"python {script}"
+    return None
+
+
+def infer_inputs(root: Path) -> list[str]:
+    inputs = ["**/*.py"]
+    for pattern in ("requirements*.txt", "pyproject.toml", "uv.lock", "poetry.lock", "params.yaml", "params.json"):
+        if any(root.glob(pattern)):
+            inputs.append(pattern)
+    for folder in ("data", "conf", "configs"):
+        if (root / folder).is_dir():
+            inputs.append(f"{folder}/**")
+    return inputs
+
+
+def render_config(experiment: str, command: str, inputs: list[str]) -> str:
+    quoted = ", ".join(f'"{i}"' for i in inputs)
+    return f"""# mlflow-ci configuration: https://github.com/mlflow-ci/mlflow-ci/blob/main/docs/config.md
+experiment: {experiment}
+model: {experiment}
+train:
+  command: {command}
+  # The run cache: a run is reused when none of these files (nor this section) changed.
+  inputs: [{quoted}]
+  timeout: 1h
+  # A script that does not use MLflow can write its metrics here instead:
+  # metrics_file: metrics.json
+baseline:
+  alias: champion
+# Rules per metric (docs/gate.md). Uncomment and adapt:
+gate: {{}}
+#   accuracy: {{min: 0.85, max_drop: 0.01}}
+#   log_loss: {{max: 0.4, max_drop_pct: 10, direction: lower}}
+publish:
+  comment: always
+"""
+
+
+def init(root: Path, *, command: str | None = None, experiment: str | None = None, force: bool = False) -> InitResult:
+    root = root.resolve()
+    if not root.is_dir():
+        raise UsageError(f"init: {root} is not a folder")
+    command = command or infer_command(root)
+    if not command:
+        raise UsageError(
+            f"init: no training script found in {root} (looked for {', '.join(TRAIN_SCRIPTS)})",
+            hint="pass the command that trains your model, e.g. mlflow-ci init --command 'python -m mypkg.train'",
+        )
+    experiment = slug(experiment) if experiment else infer_experiment(root)
+    branch = infer_default_branch(root)
+    files = {root / "mlflow-ci.yml": render_config(experiment, command, infer_inputs(root))}
+    for template, target in WORKFLOW_TARGETS.items():
+        text = (WORKFLOWS / template).read_text(encoding="utf-8").replace("$default-branch", branch)
+        files[root / target] = text
+    existing = [p for p in files if p.exists()]
+    if existing and not force:
+        names = ", ".join(str(p.relative_to(root)) for p in existing)
+        raise UsageError(f"init: {names} already exist; nothing was written", hint="pass --force to overwrite them")
+    parse_config(files[root / "mlflow-ci.yml"], root / "mlflow-ci.yml")  # never write a config we reject
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    _ignore(root)
+    return InitResult(tuple(files), experiment, branch, command)
+
+
+def _ignore(root: Path) -> None:
+    path = root / ".gitignore"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    missing = [entry for entry in IGNORED if entry not in lines]
+    if missing:
+        prefix = "\n" if lines and lines[-1] != "" else ""
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(prefix + "# mlflow-ci\n" + "\n".join(missing) + "\n")
