@@ -96,6 +96,11 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
     click.echo(f"result: {outcome.result_path}")
     if publish if publish is not None else os.environ.get("GITHUB_ACTIONS") == "true":
         _echo_published(publish_check(s, opts, outcome, comment_mode=comment_mode))
+    else:
+        from mlflow_ci.actions_io import ActionsIO
+        from mlflow_ci.publish import step_outputs
+
+        ActionsIO(s.env, sys.stdout).set_outputs(step_outputs(outcome.result, str(outcome.report_path)))
     return _verdict_exit(outcome.verdict)
 
 

@@ -86,12 +86,7 @@ class Publisher:
         outcome = PublishResult(comment_action, comment_url, check_kind, check_url, tuple(self.warnings))
         if self.warnings:
             self.io.add_summary("\n".join(f"> ⚠️ {w}" for w in self.warnings))
-        self.io.set_outputs({
-            "verdict": result["verdict"],
-            "run-id": result["candidate"]["run_id"] or "",
-            "report-path": report_path,
-            "comment-url": comment_url or "",
-        })
+        self.io.set_outputs(step_outputs(result, report_path, comment_url))
         return outcome
 
     def _annotate_log(self, result: dict) -> None:
@@ -202,6 +197,16 @@ class Publisher:
             batch = rest[start : start + ANNOTATIONS_PER_REQUEST]
             self.client.update_check_run(run["id"], {"output": {"title": title, "summary": summary, "annotations": batch}})
         return run.get("html_url")
+
+
+def step_outputs(result: dict, report_path: str, comment_url: str | None = None) -> dict[str, str]:
+    """The action's step outputs (``$GITHUB_OUTPUT``), with or without publishing."""
+    return {
+        "verdict": result["verdict"],
+        "run-id": result["candidate"]["run_id"] or "",
+        "report-path": report_path,
+        "comment-url": comment_url or "",
+    }
 
 
 def status_description(result: dict) -> str:
