@@ -244,6 +244,46 @@ def demo(directory):
 
 
 @cli.command(context_settings=CONTEXT)
+@_config_option
+@_out_option
+@click.option("--commit", help="The merged commit (default: the push event's, then HEAD).")
+@click.option("--pr", "pr_number", type=click.IntRange(min=1), help="The merged PR number, when the event and API cannot tell.")
+@click.option("--run", "run_id", help="Promote this run (it must have passed its gate).")
+@click.option("--no-deploy", is_flag=True, help="Move the alias but do not run deploy.command.")
+def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy):
+    """On merge: register the run that passed the PR gate, move the champion alias, deploy.
+
+    Idempotent: a re-run registers no second version and moves nothing. Exits 1 when no run passed
+    the gate for the merged commit (unless promote.on_missing: retrain), 3 when the deploy hook
+    fails (the aliases are moved back).
+    """
+    from mlflow_ci.pipeline import do_promote
+
+    result = do_promote(_session(config_path), Path(out_dir), commit=commit, pr_number=pr_number, run_id=run_id, deploy=not no_deploy)
+    verb = {"promoted": "promoted", "unchanged": "already champion", "redeployed": "already champion, redeployed"}[result.action]
+    click.echo(f"{result.model} version {result.version} @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
+    if result.previous:
+        click.echo(f"previous champion: version {result.previous.version}")
+    click.echo(f"summary: {result.summary_path}")
+    return EXIT_OK
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_out_option
+@click.option("--to", "to_version", help="Version to make champion (default: the 'previous' alias).")
+@click.option("--reason", help="Why; recorded in the version tags.")
+@click.option("--no-deploy", is_flag=True, help="Move the alias but do not run deploy.command.")
+def rollback(config_path, out_dir, to_version, reason, no_deploy):
+    """Move the champion alias back to the previous version (or --to VERSION), with who and why."""
+    from mlflow_ci.promote import rollback as run_rollback
+
+    result = run_rollback(_session(config_path), to=to_version, reason=reason, out_dir=Path(out_dir), deploy=not no_deploy)
+    click.echo(f"{result.model}@{result.alias}: version {result.from_version} -> {result.to_version}" + (" (deployed)" if result.deployed else ""))
+    return EXIT_OK
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False, exists=True),
               help="The model repository.")
 @click.option("--command", "command", help="Training command (default: python train.py, when it exists).")

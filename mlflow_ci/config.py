@@ -28,8 +28,11 @@ RULE_BASELINE = ("max_drop", "max_drop_pct")
 RULE_MLFLOW = ("threshold", "min_absolute_change", "min_relative_change")
 TOP_KEYS = (
     "experiment", "model", "tracking_uri", "artifact_location", "train", "baseline", "gate", "report", "publish",
+    "promote", "deploy",
 )
 PUBLISH_KEYS = ("comment", "check_name")
+PROMOTE_KEYS = ("alias", "previous_alias", "model_path", "on_missing", "select")
+DEPLOY_KEYS = ("command", "workdir", "env", "timeout")
 COMMENT_MODES = ("always", "on-change", "on-failure", "never")
 TRAIN_KEYS = ("command", "workdir", "env", "timeout", "metrics_file", "inputs")
 BASELINE_KEYS = ("alias", "branch", "sources")
@@ -96,6 +99,24 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class PromoteConfig:
+    alias: str | None = None  # default: baseline.alias
+    previous_alias: str = "previous"
+    model_path: str = "model"
+    on_missing: str = "refuse"  # refuse | retrain
+    select_metric: str | None = None  # fan-out: the candidate that passed with the best value wins
+    select_direction: str | None = None
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    command: str | None = None
+    workdir: str = "."
+    env: tuple[tuple[str, str], ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     experiment: str
@@ -105,6 +126,8 @@ class Config:
     gate: tuple[Rule, ...] = ()
     report: ReportConfig = field(default_factory=ReportConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     tracking_uri: str | None = None
     artifact_location: str | None = None
 
@@ -112,6 +135,10 @@ class Config:
     def root(self) -> Path:
         """The folder holding the config file: relative paths are resolved against it."""
         return self.path.parent
+
+    @property
+    def champion_alias(self) -> str:
+        return self.promote.alias or self.baseline.alias
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
@@ -274,6 +301,8 @@ class _Checker:
         gate = self.gate(top.get("gate"))
         report = self.report(top.get("report"))
         publish = self.publish(top.get("publish"))
+        promote = self.promote(top.get("promote"))
+        deploy = self.deploy(top.get("deploy"))
         if self.problems or experiment is None or train is None:
             return None
         return Config(
@@ -285,6 +314,8 @@ class _Checker:
             gate=gate,
             report=report,
             publish=publish,
+            promote=promote,
+            deploy=deploy,
             tracking_uri=tracking_uri,
             artifact_location=artifact_location,
         )
@@ -359,9 +390,7 @@ class _Checker:
     def baseline(self, value: Any) -> BaselineConfig:
         path = ("baseline",)
         section = self.mapping(value, path, BASELINE_KEYS)
-        alias = self.string(section, path, "alias", "champion")
-        if alias and not re.fullmatch(r"[A-Za-z0-9_-]+", alias):
-            self.problem(path + ("alias",), f"expected an alias of letters, digits, '_' or '-', got {alias!r}")
+        alias = self.alias(section, path, "alias", "champion")
         branch = self.string(section, path, "branch")
         sources = self.string_list(section.get("sources"), path + ("sources",)) if "sources" in section else BASELINE_SOURCES
         for i, source in enumerate(sources):
@@ -407,6 +436,40 @@ class _Checker:
             "one of: " + ", ".join(COMMENT_MODES), "always",
         )
         return PublishConfig(comment=comment, check_name=self.string(section, path, "check_name"))
+
+    def alias(self, section: dict, path, key: str, default: str | None) -> str | None:
+        value = self.string(section, path, key, default)
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            self.problem(path + (key,), f"expected an alias of letters, digits, '_' or '-', got {value!r}")
+        return value
+
+    def promote(self, value: Any) -> PromoteConfig:
+        path = ("promote",)
+        section = self.mapping(value, path, PROMOTE_KEYS)
+        on_missing = self.typed(section, path, "on_missing", lambda v: v in ("refuse", "retrain"), "'refuse' or 'retrain'", "refuse")
+        select = self.mapping(section.get("select"), path + ("select",), ("metric", "direction"))
+        metric = self.string(select, path + ("select",), "metric")
+        direction = self.typed(select, path + ("select",), "direction", lambda v: v in ("higher", "lower"), "'higher' or 'lower'")
+        if select and metric is None and "metric" not in select:
+            self.problem(path + ("select", "metric"), "required key is missing (expected a metric name)")
+        return PromoteConfig(
+            alias=self.alias(section, path, "alias", None),
+            previous_alias=self.alias(section, path, "previous_alias", "previous") or "previous",
+            model_path=self.string(section, path, "model_path", "model") or "model",
+            on_missing=on_missing,
+            select_metric=metric,
+            select_direction=direction,
+        )
+
+    def deploy(self, value: Any) -> DeployConfig:
+        path = ("deploy",)
+        section = self.mapping(value, path, DEPLOY_KEYS)
+        return DeployConfig(
+            command=self.string(section, path, "command"),
+            workdir=self.string(section, path, "workdir", ".") or ".",
+            env=self.env(section.get("env"), path + ("env",)),
+            timeout=self.duration(section.get("timeout"), path + ("timeout",)),
+        )
 
     def gate(self, value: Any) -> tuple[Rule, ...]:
         if value is None:

@@ -67,3 +67,15 @@ class ServiceError(MlflowCiError):
     """A service (MLflow tracking server, GitHub API) failed after retries (exit 4)."""
 
     exit_code = EXIT_SERVICE
+
+
+class NotValidatedError(MlflowCiError):
+    """Promotion refused: no run passed the gate for the merged commit (exit 1, like a failed gate)."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
+class DeployError(MlflowCiError):
+    """The deploy hook failed or timed out; the alias was rolled back (exit 3)."""
+
+    exit_code = EXIT_TRAINING

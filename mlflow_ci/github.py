@@ -216,6 +216,10 @@ class GitHubClient:
     def create_status(self, sha: str, payload: dict) -> dict:
         return self.request("POST", self._repo(f"/statuses/{sha}"), what="set a commit status", body=payload).json()
 
+    def pulls_for_commit(self, sha: str) -> list[dict]:
+        """The pull requests associated with a commit (how promote finds the merged PR of a push)."""
+        return list(self.paginate(self._repo(f"/commits/{sha}/pulls"), what=f"find the PR merged as {sha[:12]}"))
+
     def find_open_pulls(self, head: str) -> list[dict]:
         """Open PRs whose head is ``owner:branch`` (how a fork PR is found from a workflow_run)."""
         return list(self.paginate(self._repo("/pulls"), what=f"find the PR for {head}", params={"state": "open", "head": head}))

@@ -309,3 +309,17 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, cfg: Co
         comment_mode=comment_mode or (cfg.publish.comment if cfg else "always"),
         check_name=cfg.publish.check_name if cfg else None, client=client,
     )
+
+
+def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id=None, deploy=True):
+    """``promote`` with the GitHub API (when a token is there), job summary and step outputs."""
+    from mlflow_ci.actions_io import ActionsIO
+    from mlflow_ci.promote import PromoteOptions, promote
+
+    client = github_client(s.env, s.event, s.stream) if s.event.repository else None
+    opts = PromoteOptions(out_dir=out_dir, commit=commit, pr_number=pr_number, run_id=run_id, deploy=deploy)
+    result = promote(s, opts, client=client)
+    io = ActionsIO(s.env, s.stream)
+    io.add_summary(result.summary_path.read_text(encoding="utf-8"))
+    io.set_outputs({"version": result.version, "model-uri": result.model_uri})
+    return result

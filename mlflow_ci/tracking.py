@@ -95,7 +95,72 @@ def _is_service_failure(exc: BaseException, remote: bool) -> bool:
     return code == "INTERNAL_ERROR"
 
 
-class MlflowTracker:
+@dataclass(frozen=True)
+class VersionInfo:
+    model: str
+    version: str
+    run_id: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _version_info(mv) -> VersionInfo:
+    return VersionInfo(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
+
+
+class RegistryMixin:
+    """Registry operations used by promote and rollback (aliases, not the deprecated stages)."""
+
+    def alias_version(self, model: str, alias: str) -> VersionInfo | None:
+        with self._service(f"read {model}@{alias}"):
+            try:
+                return _version_info(self.client.get_model_version_by_alias(model, alias))
+            except Exception as exc:  # noqa: BLE001
+                if self._not_found(exc):
+                    return None
+                raise
+
+    def version(self, model: str, version: str) -> VersionInfo | None:
+        with self._service(f"read {model} version {version}"):
+            try:
+                return _version_info(self.client.get_model_version(model, version))
+            except Exception as exc:  # noqa: BLE001
+                if self._not_found(exc):
+                    return None
+                raise
+
+    def version_for_run(self, model: str, run_id: str) -> VersionInfo | None:
+        """The (first) version of ``model`` registered from ``run_id``: promote's idempotency key."""
+        with self._service(f"search versions of {model}"):
+            found = self.client.search_model_versions(f"name = '{_quote(model)}' and run_id = '{_quote(run_id)}'")
+        versions = sorted((_version_info(mv) for mv in found), key=lambda v: int(v.version))
+        return versions[0] if versions else None
+
+    def set_version_tags(self, model: str, version: str, tags: Mapping[str, str]) -> None:
+        with self._service(f"tag {model} version {version}"):
+            for key, value in tags.items():
+                self.client.set_model_version_tag(model, version, key, str(value))
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        with self._service(f"delete alias {alias!r} of {model!r}"):
+            try:
+                self.client.delete_registered_model_alias(model, alias)
+            except Exception as exc:  # noqa: BLE001
+                if not self._not_found(exc):
+                    raise
+
+    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
+        """Newest FINISHED runs with these tags (bounded)."""
+        clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]
+        clauses.append("attributes.status = 'FINISHED'")
+        with self._service("search runs"):
+            runs = self.client.search_runs(
+                [experiment_id], filter_string=" and ".join(clauses),
+                order_by=["attributes.start_time DESC"], max_results=limit,
+            )
+        return [_snapshot(run) for run in runs]
+
+
+class MlflowTracker(RegistryMixin):
     """MLflow client wrapper returning plain snapshots; construct once per command."""
 
     def __init__(self, tracking_uri: str) -> None:

@@ -11,10 +11,6 @@ from __future__ import annotations
 import getpass
 import json
 import math
-import os
-import signal
-import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +21,7 @@ from mlflow_ci.config import Config
 from mlflow_ci.errors import TrainingError
 from mlflow_ci.fingerprint import fingerprint
 from mlflow_ci.gitctx import GitContext
+from mlflow_ci.process import run_logged
 from mlflow_ci import tracking as t
 
 
@@ -117,7 +114,7 @@ def train(
         {**dict(cfg.train.env), **t.mlflow_env_for_run(tracker.tracking_uri, cfg.experiment, experiment_id, run_id)},
     )
     try:
-        code, timed_out = _run_command(cfg.train.command, workdir, child_env, cfg.train.timeout, log_path, stream)
+        code, timed_out = run_logged(cfg.train.command, workdir, child_env, cfg.train.timeout, log_path, stream)
         if timed_out:
             raise TrainingError(
                 f"training command timed out after {cfg.train.timeout:g}s (train.timeout); run {run_id} marked FAILED",
@@ -161,67 +158,6 @@ def _store_files(uri: str) -> list[Path]:
     if uri.startswith("sqlite:///"):
         return [Path(uri[len("sqlite:///"):])]
     return []
-
-
-def _run_command(
-    command: str,
-    workdir: Path,
-    env: Mapping[str, str],
-    timeout: float,
-    log_path: Path,
-    stream: TextIO,
-) -> tuple[int, bool]:
-    """Run ``command`` in a shell, tee its output to ``stream`` and ``log_path``; enforce ``timeout``."""
-    if not workdir.is_dir():
-        raise TrainingError(f"train.workdir {workdir} does not exist")
-    with log_path.open("w", encoding="utf-8", errors="replace") as log:
-        try:
-            proc = subprocess.Popen(
-                command,
-                shell=True,
-                cwd=workdir,
-                env=dict(env),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise TrainingError(f"cannot start the training command: {exc}") from None
-        timed_out = threading.Event()
-
-        def kill() -> None:
-            timed_out.set()
-            _kill_group(proc)
-
-        timer = threading.Timer(timeout, kill)
-        timer.daemon = True
-        timer.start()
-        try:
-            assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
-                line = raw.decode("utf-8", errors="replace")
-                stream.write(line)
-                stream.flush()
-                log.write(line)
-            code = proc.wait()
-        except BaseException:
-            _kill_group(proc)
-            raise
-        finally:
-            timer.cancel()
-    return code, timed_out.is_set()
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def read_metrics_file(path: Path, shown: str) -> dict[str, float]:

@@ -38,6 +38,7 @@ ROUTES = [
     ("PATCH", r"/repos/(?P<repo>[^/]+/[^/]+)/check-runs/(?P<id>\d+)", "update_check_run"),
     ("POST", r"/repos/(?P<repo>[^/]+/[^/]+)/statuses/(?P<sha>[0-9a-f]{40})", "create_status"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/pulls", "list_pulls"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<sha>[0-9a-f]{40})/pulls", "commit_pulls"),
 ]
 
 
@@ -181,6 +182,10 @@ class FakeGitHub:
         if "head" in q:
             items = [pr for pr in items if pr.get("head", {}).get("label") == q["head"]]
         return self._page(items, q, f"/repos/{p['repo']}/pulls")
+
+    def _commit_pulls(self, p, q, body):
+        items = [pr for pr in self.pulls if p["sha"] in (pr.get("merge_commit_sha"), pr.get("head", {}).get("sha"))]
+        return self._page(items, q, f"/repos/{p['repo']}/commits/{p['sha']}/pulls")
 
     def _page(self, items, q, path):
         per_page = min(int(q.get("per_page", 30)), 100)

@@ -1,0 +1,328 @@
+"""`mlflow-ci promote` and `mlflow-ci rollback`: the model that reaches production is the exact run
+that was gated on the pull request, not a retrain nobody checked.
+
+Promote, in an order a re-run can always finish:
+1. find the run that passed the gate for the merged PR's head commit (event, merge parents, API);
+2. register it as a version of the model, unless a version from that run exists (idempotency key);
+3. tag the version (PR, commit, verdict, metrics);
+4. keep the current champion under ``previous``, move ``champion`` to the version;
+5. run the deploy hook; on failure put both aliases back and exit 3;
+6. tag the version ``mlflow_ci.deployed`` so a re-run knows the hook already succeeded.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mlflow_ci import gitctx
+from mlflow_ci.errors import DeployError, NotValidatedError, UsageError
+from mlflow_ci.process import run_logged
+from mlflow_ci.tracking import (
+    TAG_COMMIT,
+    TAG_HEAD_SHA,
+    TAG_PR,
+    TAG_VERDICT,
+    RunSnapshot,
+    VersionInfo,
+    child_environment,
+)
+
+TAG_CANDIDATE = "mlflow_ci.candidate"
+PASSING = ("pass", "warn")
+
+
+@dataclass(frozen=True)
+class PromoteOptions:
+    out_dir: Path
+    commit: str | None = None
+    pr_number: int | None = None
+    run_id: str | None = None
+    deploy: bool = True
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    action: str  # promoted | unchanged | redeployed
+    model: str
+    alias: str
+    version: str
+    run: RunSnapshot
+    previous: VersionInfo | None
+    previous_run: RunSnapshot | None
+    deployed: bool
+    found_by: str
+    summary_path: Path
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model}@{self.alias}"
+
+
+def _who(env) -> str:
+    if env.get("GITHUB_ACTOR"):
+        return env["GITHUB_ACTOR"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover
+        return "unknown"
+
+
+def _stamp(clock: Callable[[], float]) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding the validated run
+
+
+def candidate_commits(s, opts: PromoteOptions, client) -> tuple[list[tuple[str, str]], int | None]:
+    """(commit, how we know it) pairs to look for, most specific first, and the PR number if known."""
+    event = s.event
+    head = opts.commit or event.head_sha or gitctx.git(["rev-parse", "HEAD"], s.cfg.root)
+    if not head:
+        raise UsageError("promote: cannot tell which commit was merged (no --commit, no push event, no git repository)")
+    commits: list[tuple[str, str]] = []
+    pr = opts.pr_number
+    if client is not None:
+        for pull in client.pulls_for_commit(head):
+            if pull.get("merged_at") or pull.get("merge_commit_sha") == head:
+                pr = pr or pull.get("number")
+                sha = (pull.get("head") or {}).get("sha")
+                if isinstance(sha, str):
+                    commits.append((sha, f"head of merged PR #{pull.get('number')} (GitHub API)"))
+                break
+    parents = (gitctx.git(["rev-list", "--parents", "-n", "1", head], s.cfg.root) or "").split()
+    if len(parents) >= 3:
+        commits.append((parents[2], f"second parent of merge commit {head[:12]}"))
+    commits.append((head, "the pushed commit"))
+    seen: set[str] = set()
+    return [(c, how) for c, how in commits if not (c in seen or seen.add(c))], pr
+
+
+def find_validated_run(s, tracker, experiment_id: str, opts: PromoteOptions, client) -> tuple[RunSnapshot, str] | None:
+    if opts.run_id:
+        run = tracker.get_run(opts.run_id)
+        if run is None:
+            raise UsageError(f"promote --run {opts.run_id}: no such run")
+        if run.tags.get(TAG_VERDICT) not in PASSING:
+            raise NotValidatedError(f"run {opts.run_id} did not pass the gate (verdict: {run.tags.get(TAG_VERDICT, 'never gated')}); refusing to promote it")
+        return run, f"--run {opts.run_id}"
+    commits, pr = candidate_commits(s, opts, client)
+    for sha, how in commits:
+        for tag in (TAG_HEAD_SHA, TAG_COMMIT):
+            tags = {tag: sha, **({TAG_PR: str(pr)} if pr and tag == TAG_HEAD_SHA else {})}
+            runs = [r for r in tracker.search_runs(experiment_id, tags=tags) if r.tags.get(TAG_VERDICT) in PASSING]
+            if runs:
+                return select_candidate(s.cfg, runs), f"run gated at {sha[:12]} ({how})"
+    return None
+
+
+def select_candidate(cfg, runs: list[RunSnapshot]) -> RunSnapshot:
+    """Among passing runs of one commit (fan-out candidates), the configured best; else the newest."""
+    latest: dict[str, RunSnapshot] = {}
+    for run in runs:  # newest first: keep each candidate's latest run
+        latest.setdefault(run.tags.get(TAG_CANDIDATE, ""), run)
+    pool = list(latest.values())
+    metric = cfg.promote.select_metric
+    if metric and len(pool) > 1:
+        from mlflow_ci.gate import infer_direction
+
+        direction = cfg.promote.select_direction or infer_direction(metric)
+        scored = [r for r in pool if isinstance(r.metrics.get(metric), float)]
+        if scored:
+            return (max if direction == "higher" else min)(scored, key=lambda r: r.metrics[metric])
+    return pool[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Promote
+
+
+def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] = time.time) -> PromoteResult:
+    cfg = s.cfg
+    tracker = s.tracker()
+    alias, prev_alias = cfg.champion_alias, cfg.promote.previous_alias
+    experiment_id = tracker.experiment_id(cfg.experiment, create=False)
+    found = find_validated_run(s, tracker, experiment_id, opts, client) if experiment_id else None
+    if found is None:
+        found = _missing(s, opts)
+    run, found_by = found
+    version = tracker.version_for_run(cfg.model, run.run_id)
+    if version is None:
+        number = tracker.register(run.run_id, cfg.model, artifact_path=cfg.promote.model_path, tags=version_tags(run, s.env, clock))
+        version = tracker.version(cfg.model, number)
+        assert version is not None
+    current = tracker.alias_version(cfg.model, alias)
+    earlier = tracker.alias_version(cfg.model, prev_alias)
+    if current is not None and current.version == version.version:
+        action = "unchanged"
+        previous = earlier
+    else:
+        if current is not None:
+            tracker.set_alias(cfg.model, prev_alias, current.version)
+        tracker.set_alias(cfg.model, alias, version.version)
+        action, previous = "promoted", current
+    deployed = version.tags.get("mlflow_ci.deployed") == "true"
+    if cfg.deploy.command and opts.deploy and (action == "promoted" or not deployed):
+        def restore() -> None:
+            _restore(tracker, cfg.model, alias, prev_alias, current, earlier)
+
+        _deploy_or_restore(s, tracker, version, opts, restore=restore if action == "promoted" else None, clock=clock)
+        deployed = True
+        if action == "unchanged":
+            action = "redeployed"
+    previous_run = tracker.get_run(previous.run_id) if previous and previous.run_id else None
+    result = PromoteResult(action, cfg.model, alias, version.version, run, previous, previous_run, deployed, found_by, opts.out_dir / "promote.md")
+    write_summary(result, s.cfg.gate)
+    return result
+
+
+def _missing(s, opts: PromoteOptions) -> tuple[RunSnapshot, str]:
+    if s.cfg.promote.on_missing != "retrain":
+        raise NotValidatedError(
+            "no run passed the gate for the merged commit: the PR skipped the check, or was merged with a failing gate; refusing to promote",
+            hint="re-run the PR check on that commit, promote a validated run with --run RUN_ID, or set promote.on_missing: retrain",
+        )
+    from mlflow_ci.pipeline import Options, do_check
+
+    outcome = do_check(s, Options(out_dir=opts.out_dir, use_cache=True))
+    if outcome.verdict == "fail":
+        raise NotValidatedError("retrained on the merged commit, and the model failed its gate; refusing to promote")
+    run = outcome.train.run if outcome.train else None
+    assert run is not None
+    fresh = s.tracker().get_run(run.run_id)
+    return fresh or run, "retrained and gated on the merged commit (promote.on_missing: retrain)"
+
+
+def version_tags(run: RunSnapshot, env, clock) -> dict[str, str]:
+    tags = {
+        "mlflow_ci.run_id": run.run_id,
+        "mlflow_ci.commit": run.tags.get(TAG_HEAD_SHA) or run.commit or "",
+        "mlflow_ci.verdict": run.tags.get(TAG_VERDICT, ""),
+        "mlflow_ci.promoted_by": _who(env),
+        "mlflow_ci.promoted_at": _stamp(clock),
+    }
+    if run.tags.get(TAG_PR):
+        tags["mlflow_ci.pr"] = run.tags[TAG_PR]
+    if run.tags.get(TAG_CANDIDATE):
+        tags["mlflow_ci.candidate"] = run.tags[TAG_CANDIDATE]
+    for name, value in sorted(run.metrics.items())[:50]:
+        tags[f"mlflow_ci.metric.{name}"] = repr(value)
+    return tags
+
+
+def _restore(tracker, model: str, alias: str, prev_alias: str, current: VersionInfo | None, earlier: VersionInfo | None) -> None:
+    if current is not None:
+        tracker.set_alias(model, alias, current.version)
+    else:
+        tracker.delete_alias(model, alias)
+    if earlier is not None:
+        tracker.set_alias(model, prev_alias, earlier.version)
+    else:
+        tracker.delete_alias(model, prev_alias)
+
+
+def _deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *, restore, clock) -> None:
+    cfg = s.cfg
+    env = child_environment(s.env, {
+        **dict(cfg.deploy.env),
+        "MODEL_NAME": cfg.model,
+        "MODEL_VERSION": version.version,
+        "MODEL_URI": f"models:/{cfg.model}@{cfg.champion_alias}",
+        "MLFLOW_TRACKING_URI": s.tracking_uri,
+    })
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    log = opts.out_dir / "deploy.log"
+    code, timed_out = run_logged(cfg.deploy.command, cfg.resolve(cfg.deploy.workdir), env, cfg.deploy.timeout, log, s.stream)
+    if code == 0 and not timed_out:
+        tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deployed": "true", "mlflow_ci.deployed_at": _stamp(clock)})
+        return
+    if restore is not None:
+        restore()
+    tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deploy_failed": _stamp(clock)})
+    why = f"timed out after {cfg.deploy.timeout:g}s" if timed_out else f"exited with code {code}"
+    raise DeployError(
+        f"deploy hook {why}; {cfg.model}@{cfg.champion_alias} was moved back",
+        hint=f"the command was: {cfg.deploy.command}; output is in {log}",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Rollback
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    model: str
+    alias: str
+    from_version: str
+    to_version: str
+    deployed: bool
+
+
+def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bool = True, clock: Callable[[], float] = time.time) -> RollbackResult:
+    cfg = s.cfg
+    tracker = s.tracker()
+    alias, prev_alias = cfg.champion_alias, cfg.promote.previous_alias
+    current = tracker.alias_version(cfg.model, alias)
+    if current is None:
+        raise UsageError(f"rollback: {cfg.model}@{alias} does not exist; nothing to roll back")
+    target = tracker.version(cfg.model, to) if to else tracker.alias_version(cfg.model, prev_alias)
+    if target is None:
+        what = f"version {to}" if to else f"{cfg.model}@{prev_alias}"
+        raise UsageError(f"rollback: {what} does not exist; pass --to VERSION")
+    if target.version == current.version:
+        raise UsageError(f"rollback: {cfg.model}@{alias} is already version {current.version}")
+    earlier = tracker.alias_version(cfg.model, prev_alias)
+    who, when = _who(s.env), _stamp(clock)
+    tracker.set_alias(cfg.model, alias, target.version)
+    tracker.set_alias(cfg.model, prev_alias, current.version)
+    tracker.set_version_tags(cfg.model, current.version, {
+        "mlflow_ci.rolled_back_at": when, "mlflow_ci.rolled_back_by": who,
+        "mlflow_ci.rolled_back_reason": reason or "", "mlflow_ci.rolled_back_to": target.version,
+    })
+    tracker.set_version_tags(cfg.model, target.version, {"mlflow_ci.restored_at": when, "mlflow_ci.restored_by": who})
+    deployed = False
+    if cfg.deploy.command and deploy:
+        _deploy_or_restore(
+            s, tracker, target, PromoteOptions(out_dir=out_dir),
+            restore=lambda: _restore(tracker, cfg.model, alias, prev_alias, current, earlier), clock=clock,
+        )
+        deployed = True
+    return RollbackResult(cfg.model, alias, current.version, target.version, deployed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Summary
+
+
+def write_summary(result: PromoteResult, rules) -> None:
+    from mlflow_ci.report import md, number
+
+    lines = [
+        f"## 🚀 mlflow-ci promote: {md(result.model)} version {result.version} is @{md(result.alias)}",
+        "",
+        {"promoted": "Promoted", "unchanged": "Already the champion; nothing moved", "redeployed": "Already the champion; the deploy hook ran again"}[result.action]
+        + f": run `{result.run.run_id}`, found as the {md(result.found_by)}."
+        + (" Deployed." if result.deployed else ""),
+        "",
+    ]
+    names = [r.metric for r in rules] or sorted(result.run.metrics)
+    if result.previous_run is not None or result.run.metrics:
+        prev = result.previous_run.metrics if result.previous_run else {}
+        head = f"previous (v{result.previous.version})" if result.previous else "previous"
+        lines += [f"| Metric | {head} | promoted (v{result.version}) |", "|---|---:|---:|"]
+        for name in names:
+            lines.append(f"| {md(name)} | {number(prev.get(name))} | {number(result.run.metrics.get(name))} |")
+    result.summary_path.parent.mkdir(parents=True, exist_ok=True)
+    result.summary_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (result.summary_path.parent / "promote.json").write_text(json.dumps({
+        "action": result.action, "model": result.model, "alias": result.alias, "version": result.version,
+        "run_id": result.run.run_id, "previous_version": result.previous.version if result.previous else None,
+        "deployed": result.deployed, "found_by": result.found_by, "model_uri": result.model_uri,
+    }, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,176 @@
+"""Merge -> promote -> deploy -> rollback against a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from conftest import clean_env, git
+from mlflow_ci.tracking import MlflowTracker
+
+# Trains a real scikit-learn model and logs it to the run mlflow-ci created.
+MODEL_SCRIPT = """
+import json, mlflow, mlflow.sklearn, sklearn
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+params = json.load(open("params.json"))
+X, y = load_iris(return_X_y=True)
+with mlflow.start_run():
+    model = LogisticRegression(C=params["C"], max_iter=300).fit(X, y)
+    mlflow.log_param("C", params["C"])
+    mlflow.log_metric("accuracy", params.get("accuracy", model.score(X, y)))
+    mlflow.sklearn.log_model(model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+"""
+
+
+@pytest.fixture
+def served(project, mlflow_server):
+    """The project on the shared server, under a fresh experiment and model name."""
+    name = f"iris-{uuid.uuid4().hex[:8]}"
+    project.write("train.py", MODEL_SCRIPT)
+    project.write("params.json", json.dumps({"C": 1.0}))
+    project.write("deploy.sh", 'echo "deploying $MODEL_URI v$MODEL_VERSION ($MODEL_NAME)" >> deployed.txt\nexit "${DEPLOY_EXIT:-0}"\n')
+    project.write("mlflow-ci.yml", f"""\
+experiment: {name}
+model: {name}
+train:
+  command: python train.py
+  inputs: ["*.py", "params.json"]
+gate:
+  accuracy: {{min: 0.8}}
+deploy:
+  command: sh deploy.sh
+""")
+    project.write(".gitignore", ".mlflow-ci/\ndeployed.txt\n")
+    project.commit("model project")
+    project.server_env = clean_env(
+        MLFLOW_TRACKING_URI=mlflow_server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10",
+    )
+    project.name = name
+    return project
+
+
+def cli(project, *args, **env):
+    return project.cli(*args, env={**project.server_env, **env})
+
+
+def merge_pr(project, branch: str, params: dict) -> str:
+    """Open a PR branch, run the check on it, merge it with a merge commit; return the PR head."""
+    project.branch(branch)
+    project.write("params.json", json.dumps(params))
+    head = project.commit(f"change on {branch}")
+    check = cli(project, "check", "--base-branch", "main")
+    assert check.returncode in (0, 1), check.stderr
+    git(project.root, "checkout", "-q", "main")
+    git(project.root, "merge", "-q", "--no-ff", branch, "-m", f"Merge {branch}")
+    return head
+
+
+def champion(project):
+    tracker = MlflowTracker(project.server_env["MLFLOW_TRACKING_URI"])
+    return tracker.alias_version(project.name, "champion"), tracker.alias_version(project.name, "previous"), tracker
+
+
+def test_merge_promote_deploy_idempotent_rollback(served):
+    head1 = merge_pr(served, "pr-1", {"C": 1.0})
+    first = cli(served, "promote")
+    assert first.returncode == 0, first.stderr
+    assert f"{served.name} version 1 @champion: promoted" in first.stdout
+    assert f"second parent of merge commit" in first.stdout
+    current, previous, tracker = champion(served)
+    assert current.version == "1" and previous is None
+    assert current.tags["mlflow_ci.commit"] == head1 and current.tags["mlflow_ci.verdict"] == "pass"
+    assert current.tags["mlflow_ci.deployed"] == "true"
+    assert "mlflow_ci.metric.accuracy" in current.tags
+    assert (served.root / "deployed.txt").read_text() == f"deploying models:/{served.name}@champion v1 ({served.name})\n"
+    summary = (served.root / ".mlflow-ci" / "promote.md").read_text()
+    assert "version 1 is @champion" in summary and "| accuracy |" in summary
+
+    again = cli(served, "promote")
+    assert again.returncode == 0 and "already champion" in again.stdout
+    assert len(tracker.client.search_model_versions(f"name = '{served.name}'")) == 1
+    assert (served.root / "deployed.txt").read_text().count("deploying") == 1  # nothing moved, nothing redeployed
+
+    merge_pr(served, "pr-2", {"C": 0.5})
+    second = cli(served, "promote")
+    assert second.returncode == 0 and "version 2 @champion: promoted" in second.stdout
+    assert "previous champion: version 1" in second.stdout
+    current, previous, _ = champion(served)
+    assert (current.version, previous.version) == ("2", "1")
+
+    back = cli(served, "rollback", "--reason", "latency regression", GITHUB_ACTOR="octocat")
+    assert back.returncode == 0, back.stderr
+    assert f"{served.name}@champion: version 2 -> 1 (deployed)" in back.stdout
+    current, previous, tracker = champion(served)
+    assert (current.version, previous.version) == ("1", "2")
+    demoted = tracker.version(served.name, "2")
+    assert demoted.tags["mlflow_ci.rolled_back_reason"] == "latency regression"
+    assert demoted.tags["mlflow_ci.rolled_back_by"] == "octocat"
+
+
+def test_promote_refuses_without_a_validated_run(served):
+    served.write("params.json", json.dumps({"C": 2.0}))
+    served.commit("pushed straight to main, never checked")
+    proc = cli(served, "promote")
+    assert proc.returncode == 1
+    assert "no run passed the gate for the merged commit" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # a PR whose gate failed is refused too
+    merge_pr(served, "pr-bad", {"C": 1.0, "accuracy": 0.1})
+    assert cli(served, "promote").returncode == 1
+
+
+def test_promote_on_missing_retrain(served):
+    served.write("mlflow-ci.yml", (served.root / "mlflow-ci.yml").read_text() + "promote:\n  on_missing: retrain\n")
+    served.commit("retrain on merge")
+    proc = cli(served, "promote")
+    assert proc.returncode == 0, proc.stderr
+    assert "retrained and gated on the merged commit" in proc.stdout
+
+
+def test_failing_deploy_hook_restores_the_alias(served):
+    merge_pr(served, "pr-1", {"C": 1.0})
+    assert cli(served, "promote").returncode == 0
+    merge_pr(served, "pr-2", {"C": 0.7})
+    failed = cli(served, "promote", DEPLOY_EXIT="9")
+    assert failed.returncode == 3
+    assert f"deploy hook exited with code 9; {served.name}@champion was moved back" in failed.stderr
+    current, previous, tracker = champion(served)
+    assert current.version == "1" and previous is None
+    assert "mlflow_ci.deploy_failed" in tracker.version(served.name, "2").tags
+    # fixed: the re-run promotes the same version 2, no third version
+    fixed = cli(served, "promote")
+    assert fixed.returncode == 0 and "version 2 @champion: promoted" in fixed.stdout
+
+
+def test_server_going_away_mid_promotion(served, mlflow_server):
+    merge_pr(served, "pr-1", {"C": 1.0})
+    config = (served.root / "mlflow-ci.yml").read_text()
+    # the deploy hook takes the whole server down: the alias has moved, "deployed" cannot be recorded
+    served.write("mlflow-ci.yml", config.replace(
+        "command: sh deploy.sh", f"command: sh deploy.sh && kill -9 -{mlflow_server.proc.pid}"))
+    try:
+        proc = cli(served, "promote")
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert "error: could not" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        mlflow_server.stop()
+        mlflow_server.start()
+    served.write("mlflow-ci.yml", config)
+    rerun = cli(served, "promote")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "already champion, redeployed" in rerun.stdout  # it finishes what was left: the deploy
+    current, _, tracker = champion(served)
+    assert current.version == "1" and current.tags["mlflow_ci.deployed"] == "true"
+    assert len(tracker.client.search_model_versions(f"name = '{served.name}'")) == 1
+
+
+def test_rollback_without_previous_is_a_usage_error(served):
+    merge_pr(served, "pr-1", {"C": 1.0})
+    assert cli(served, "promote").returncode == 0
+    proc = cli(served, "rollback")
+    assert proc.returncode == 2 and f"{served.name}@previous does not exist; pass --to VERSION" in proc.stderr
