@@ -78,7 +78,8 @@ def cli(debug: bool) -> None:
 @click.option("--publish/--no-publish", "publish", default=None,
               help="Publish to GitHub (comment, check run, summary, outputs). Default: only inside GitHub Actions.")
 @click.option("--comment", "comment_mode", type=click.Choice(COMMENT_MODES), help="PR comment mode (default: publish.comment, then always).")
-def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode):
+@click.option("--candidate", help="Fan-out: name this candidate (matrix job); 'report --pr N' aggregates them.")
+def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode, candidate):
     """The PR check: train, compare with the baseline, gate, write the report, publish.
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
@@ -87,7 +88,8 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
     from mlflow_ci.report import summary_lines
 
     s = _session(config_path)
-    opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, use_cache=not no_cache)
+    opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number,
+                    use_cache=not no_cache, candidate=candidate)
     outcome = do_check(s, opts)
     click.echo("")
     for line in summary_lines(outcome.result):
@@ -205,16 +207,31 @@ def gate(config_path, out_dir, baseline, base_branch, pr_number, run_id, from_fi
 @_out_option
 @_baseline_options
 @click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")
-def report(config_path, out_dir, baseline, base_branch, pr_number, run_id):
-    """Render OUT/report.md and OUT/result.json for a run (exit 0 whatever the verdict)."""
-    from mlflow_ci.pipeline import do_compare, do_gate, do_report
+@click.option("--publish/--no-publish", "publish", default=None,
+              help="Publish to GitHub. Default: only inside GitHub Actions, and only for --pr leaderboards.")
+def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publish):
+    """Render OUT/report.md and OUT/result.json for a run (exit 0 whatever the verdict).
+
+    With --pr N and no --run: the fan-in leaderboard of every candidate of PR N (check --candidate),
+    gated against the baseline, as one report (and one comment when published).
+    """
+    from mlflow_ci.pipeline import do_compare, do_gate, do_leaderboard, do_report
 
     s = _session(config_path)
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id)
-    comparison = do_compare(s, opts)
-    fp = comparison.candidate.tags.get("mlflow_ci.fingerprint")
-    outcome = do_report(s, opts, comparison, do_gate(s, comparison), cached=False, fingerprint=fp)
-    click.echo(f"verdict: {outcome.verdict.upper()}")
+    if pr_number and not run_id:
+        auto = os.environ.get("GITHUB_ACTIONS") == "true"
+        outcome, published = do_leaderboard(s, opts, pr_number, publish=publish if publish is not None else auto)
+        click.echo(f"{len(outcome.result['leaderboard'])} candidates for PR #{pr_number}; verdict: {outcome.verdict.upper()}")
+        for entry in outcome.result["leaderboard"]:
+            click.echo(f"  {'*' if entry['selected'] else ' '} {entry['candidate'] or 'default'}: {entry['verdict']} (run {entry['run_id']})")
+        if published:
+            _echo_published(published)
+    else:
+        comparison = do_compare(s, opts)
+        fp = comparison.candidate.tags.get("mlflow_ci.fingerprint")
+        outcome = do_report(s, opts, comparison, do_gate(s, comparison), cached=False, fingerprint=fp)
+        click.echo(f"verdict: {outcome.verdict.upper()}")
     click.echo(f"report: {outcome.report_path}")
     click.echo(f"result: {outcome.result_path}")
     return EXIT_OK

@@ -41,10 +41,11 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(cfg: Config, *, exclude: Iterable[Path] = ()) -> str:
+def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | None = None) -> str:
     """The fingerprint of the configured training, as ``sha256:<hex>``."""
     train = cfg.train
     header = {
+        "candidate": candidate,
         "v": FINGERPRINT_VERSION,
         "experiment": cfg.experiment,
         "command": train.command,

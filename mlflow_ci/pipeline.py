@@ -31,6 +31,7 @@ class Options:
     pr_number: int | None = None
     run_id: str | None = None
     use_cache: bool = True
+    candidate: str | None = None  # fan-out: one of several candidates trained for the same PR
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def do_train(s: Session, opts: Options, *, require_gated: bool = False) -> Train
     ctx = s.context(opts)
     result = train(
         s.cfg, tracker, ctx, s.env, out_dir=opts.out_dir, use_cache=opts.use_cache,
-        require_gated=require_gated, stream=s.stream,
+        require_gated=require_gated, stream=s.stream, candidate=opts.candidate,
     )
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     (opts.out_dir / TRAIN_STATE).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
@@ -267,6 +268,10 @@ def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mo
 
     ctx = s.context(opts)
     ev = s.event
+    name = outcome.result["candidate"].get("name")
+    check_name = s.cfg.publish.check_name or f"mlflow-ci / {s.cfg.experiment}"
+    if name:  # a fan-out candidate: its own check run; the PR comment is the leaderboard's
+        comment_mode, check_name = "never", f"{check_name} / {name}"
     target = Target(
         repository=ev.repository or "",
         pr_number=ctx.pr_number,
@@ -276,7 +281,7 @@ def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mo
     return publish_result(
         s.env, s.stream, ev, target, outcome.result, outcome.report_path.read_text(encoding="utf-8"),
         report_path=outcome.report_path, comment_mode=comment_mode or s.cfg.publish.comment,
-        check_name=s.cfg.publish.check_name,
+        check_name=check_name,
     )
 
 
@@ -323,3 +328,26 @@ def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id
     io.add_summary(result.summary_path.read_text(encoding="utf-8"))
     io.set_outputs({"version": result.version, "model-uri": result.model_uri})
     return result
+
+
+def do_leaderboard(s: Session, opts: Options, pr: int, *, publish: bool):
+    """Fan-in: the leaderboard of every candidate of PR ``pr``, written and optionally published."""
+    from mlflow_ci import leaderboard
+
+    board = leaderboard.build(s, pr, opts)
+    result = leaderboard.as_result(board)
+    markdown = leaderboard.render(board, s.cfg)
+    report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)
+    (opts.out_dir / "leaderboard.json").write_text(json.dumps(result["leaderboard"], indent=2) + "\n", encoding="utf-8")
+    outcome = CheckResult(board.verdict, result, report_path, result_path, None)
+    published = None
+    if publish:
+        from mlflow_ci.publish import Target
+
+        ev = s.event
+        target = Target(ev.repository or "", pr, result.get("head_sha") or ev.head_sha, ev.run_url)
+        published = publish_result(
+            s.env, s.stream, ev, target, result, markdown, report_path=report_path,
+            comment_mode=s.cfg.publish.comment, check_name=s.cfg.publish.check_name,
+        )
+    return outcome, published

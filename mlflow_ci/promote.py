@@ -23,6 +23,7 @@ from mlflow_ci import gitctx
 from mlflow_ci.errors import DeployError, NotValidatedError, UsageError
 from mlflow_ci.process import run_logged
 from mlflow_ci.tracking import (
+    TAG_CANDIDATE,
     TAG_COMMIT,
     TAG_HEAD_SHA,
     TAG_PR,
@@ -32,7 +33,6 @@ from mlflow_ci.tracking import (
     child_environment,
 )
 
-TAG_CANDIDATE = "mlflow_ci.candidate"
 PASSING = ("pass", "warn")
 
 

@@ -136,6 +136,7 @@ def build_result(
             "params": dict(cand.params),
             "cached": cached,
             "fingerprint": fingerprint,
+            "name": cand.tags.get("mlflow_ci.candidate"),
             "url": run_url(cfg, tracking_uri, cand.experiment_id, cand.run_id),
         },
         "baseline": None,

@@ -27,6 +27,7 @@ TAG_FINGERPRINT = "mlflow_ci.fingerprint"
 TAG_VERDICT = "mlflow_ci.verdict"
 TAG_PR = "mlflow_ci.pr"
 TAG_HEAD_SHA = "mlflow_ci.head_sha"
+TAG_CANDIDATE = "mlflow_ci.candidate"
 TAG_CI_RUN_URL = "mlflow_ci.ci_run_url"
 TAG_BASE_BRANCH = "mlflow_ci.base_branch"
 TAG_BASELINE = "mlflow_ci.baseline_run_id"
@@ -205,7 +206,16 @@ class MlflowTracker(RegistryMixin):
                 return exp.experiment_id
             if not create:
                 return None
-            return self.client.create_experiment(name, artifact_location=artifact_location)
+            try:
+                return self.client.create_experiment(name, artifact_location=artifact_location)
+            except Exception as exc:  # noqa: BLE001
+                # Parallel jobs (fan-out candidates) race to create it: the loser uses the winner's.
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                existing = self.client.get_experiment_by_name(name)
+                if existing is None:
+                    raise
+                return existing.experiment_id
 
     def start_run(self, experiment_id: str, *, run_name: str, tags: Mapping[str, str]) -> str:
         with self._service("create a run"):
@@ -312,7 +322,11 @@ class MlflowTracker(RegistryMixin):
             except Exception as exc:  # noqa: BLE001
                 if not self._not_found(exc):
                     raise
-                self.client.create_registered_model(model)
+                try:
+                    self.client.create_registered_model(model)
+                except Exception as race:  # noqa: BLE001 - created meanwhile by a parallel job
+                    if getattr(race, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                        raise
             source, model_id = self._model_source(run_id, artifact_path)
             mv = self.client.create_model_version(
                 model, source, run_id=run_id, tags=dict(tags or {}), model_id=model_id

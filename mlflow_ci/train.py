@@ -55,7 +55,7 @@ def run_tags(cfg: Config, ctx: GitContext, fp: str | None, env: Mapping[str, str
         t.TAG_BRANCH: ctx.branch,
         t.TAG_REPO_URL: ctx.repo_url,
         t.TAG_PR: str(ctx.pr_number) if ctx.pr_number else None,
-        t.TAG_HEAD_SHA: ctx.head_sha,
+        t.TAG_HEAD_SHA: ctx.head_sha or ctx.commit,
         t.TAG_CI_RUN_URL: ctx.run_url,
         t.TAG_BASE_BRANCH: ctx.base_branch,
         t.TAG_FINGERPRINT: fp,
@@ -89,12 +89,13 @@ def train(
     use_cache: bool = True,
     require_gated: bool = False,
     stream: TextIO,
+    candidate: str | None = None,
 ) -> TrainResult:
     """Train (or reuse a run with the same fingerprint) and return the finished run."""
     started = time.monotonic()
     experiment_id = tracker.experiment_id(cfg.experiment, create=True, artifact_location=artifact_location(cfg))
     assert experiment_id is not None
-    fp = fingerprint(cfg, exclude=_store_files(tracker.tracking_uri)) if cfg.train.inputs else None
+    fp = fingerprint(cfg, exclude=_store_files(tracker.tracking_uri), candidate=candidate) if cfg.train.inputs else None
     if fp and use_cache:
         reused = tracker.search(
             experiment_id,
@@ -105,13 +106,21 @@ def train(
         if reused is not None:
             return TrainResult(reused, True, fp, time.monotonic() - started, experiment_id)
 
-    run_id = tracker.start_run(experiment_id, run_name=run_name(ctx), tags=run_tags(cfg, ctx, fp, env))
+    tags = run_tags(cfg, ctx, fp, env)
+    if candidate:
+        tags[t.TAG_CANDIDATE] = candidate
+    name = run_name(ctx) + (f"/{candidate}" if candidate else "")
+    run_id = tracker.start_run(experiment_id, run_name=name, tags=tags)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "train.log"
     workdir = cfg.resolve(cfg.train.workdir)
     child_env = t.child_environment(
         env,
-        {**dict(cfg.train.env), **t.mlflow_env_for_run(tracker.tracking_uri, cfg.experiment, experiment_id, run_id)},
+        {
+            **dict(cfg.train.env),
+            **({"MLFLOW_CI_CANDIDATE": candidate} if candidate else {}),
+            **t.mlflow_env_for_run(tracker.tracking_uri, cfg.experiment, experiment_id, run_id),
+        },
     )
     try:
         code, timed_out = run_logged(cfg.train.command, workdir, child_env, cfg.train.timeout, log_path, stream)

@@ -42,6 +42,7 @@ def test_zizmor_offline_has_zero_findings():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No findings to report" in proc.stdout + proc.stderr
+    assert "failed to parse" not in (proc.stdout + proc.stderr).lower()
 
 
 @pytest.mark.parametrize("schema, files", [

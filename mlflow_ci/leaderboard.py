@@ -1,0 +1,140 @@
+"""Fan-in: gather every candidate of a PR (``check --candidate NAME`` in matrix jobs, possibly on
+different runners) from the tracking server and report them as one leaderboard with the gate for each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow_ci.compare import Baseline, resolve_baseline
+from mlflow_ci.gate import GateResult, evaluate, infer_direction
+from mlflow_ci.promote import select_candidate
+from mlflow_ci.report import VERDICT_ICON, code, md, number, sticky_marker
+from mlflow_ci.tracking import TAG_CANDIDATE, TAG_HEAD_SHA, TAG_PR, RunSnapshot
+
+PR_WINDOW = 100  # newest runs of the PR looked at: a bounded query
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    run: RunSnapshot
+    gate: GateResult
+    selected: bool
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    experiment: str
+    pr: int
+    entries: tuple[Entry, ...]
+    baseline: Baseline | None
+    metric: str | None
+    direction: str
+
+    @property
+    def verdict(self) -> str:
+        """pass when at least one candidate passed (promote picks among those), else fail."""
+        if not self.entries:
+            return "fail"
+        return "pass" if any(e.gate.verdict != "fail" for e in self.entries) else "fail"
+
+    @property
+    def selected(self) -> Entry | None:
+        return next((e for e in self.entries if e.selected), None)
+
+
+def build(s, pr: int, opts) -> Leaderboard:
+    cfg = s.cfg
+    tracker = s.tracker()
+    experiment_id = tracker.experiment_id(cfg.experiment, create=False)
+    runs = tracker.search_runs(experiment_id, tags={TAG_PR: str(pr)}, limit=PR_WINDOW) if experiment_id else []
+    head = runs[0].tags.get(TAG_HEAD_SHA) if runs else None
+    latest: dict[str, RunSnapshot] = {}
+    for run in runs:  # newest first; only the PR's latest head commit counts
+        if head and run.tags.get(TAG_HEAD_SHA) != head:
+            continue
+        latest.setdefault(run.tags.get(TAG_CANDIDATE, ""), run)
+    baseline = None
+    if experiment_id:
+        baseline, _ = resolve_baseline(tracker, cfg, s.context(opts), experiment_id=experiment_id, candidate_run_id="")
+    base_metrics = dict(baseline.run.metrics) if baseline else None
+    gated = {name: evaluate(cfg.gate, dict(run.metrics), base_metrics) for name, run in latest.items()}
+    passing = [run for name, run in latest.items() if gated[name].verdict != "fail"]
+    chosen = select_candidate(cfg, passing).run_id if passing else None
+    metric = cfg.promote.select_metric or (cfg.gate[0].metric if cfg.gate else None)
+    direction = cfg.promote.select_direction or (infer_direction(metric) if metric else "higher")
+    entries = [Entry(name, run, gated[name], run.run_id == chosen) for name, run in latest.items()]
+    entries.sort(key=lambda e: _rank_key(e, metric, direction))
+    return Leaderboard(cfg.experiment, pr, tuple(entries), baseline, metric, direction)
+
+
+def _rank_key(entry: Entry, metric: str | None, direction: str):
+    value = entry.run.metrics.get(metric) if metric else None
+    missing = value is None or value != value
+    score = 0.0 if missing else (-value if direction == "higher" else value)
+    return (entry.gate.verdict == "fail", missing, score, entry.name)
+
+
+def render(board: Leaderboard, cfg) -> str:
+    metrics = [r.metric for r in cfg.gate] or sorted({m for e in board.entries for m in e.run.metrics})[:6]
+    seen: list[str] = []
+    for name in metrics:
+        if name not in seen:
+            seen.append(name)
+    icon = VERDICT_ICON[board.verdict]
+    lines = [
+        sticky_marker(board.experiment),
+        f"## {icon} mlflow-ci · {md(board.experiment)}: {len(board.entries)} candidates for PR \\#&#8203;{board.pr}",
+        "",
+    ]
+    if board.selected:
+        lines.append(f"**Best that passed:** {md(board.selected.name or 'default')}"
+                     + (f" (by {md(board.metric)}, {board.direction} is better)" if board.metric else "") + ".")
+    else:
+        lines.append("**No candidate passed its gate.**")
+    lines.append(f"Baseline: {md(board.baseline.description) if board.baseline else 'none found'}.")
+    lines += ["", "| | Candidate | Gate | " + " | ".join(md(m) for m in seen) + " | Run |",
+              "|:-:|---|:-:|" + "---:|" * len(seen) + "---|"]
+    base = board.baseline.run.metrics if board.baseline else {}
+    if board.baseline:
+        lines.append("| | *baseline* | | " + " | ".join(number(base.get(m)) for m in seen) + f" | {code(board.baseline.run.run_id[:12])} |")
+    for rank, entry in enumerate(board.entries, start=1):
+        mark = "🏆" if entry.selected else str(rank)
+        gate = {"pass": "✅", "warn": "⚠️", "fail": "❌"}[entry.gate.verdict]
+        cells = " | ".join(number(entry.run.metrics.get(m)) for m in seen)
+        lines.append(f"| {mark} | {md(entry.name or 'default')} | {gate} | {cells} | {code(entry.run.run_id[:12])} |")
+    failures = [(e, c) for e in board.entries for c in e.gate.failed]
+    if failures:
+        lines += ["", "<details><summary>Failed rules</summary>", ""]
+        for entry, check in failures:
+            lines.append(f"- {md(entry.name or 'default')}: {md(check.metric)} {check.rule}: {md(check.message, 300)}")
+        lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def as_result(board: Leaderboard) -> dict:
+    """A result.json-shaped dict (for publish) plus the leaderboard itself."""
+    selected = board.selected
+    checks = []
+    for entry in board.entries:
+        for check in entry.gate.checks:
+            checks.append({**check.as_dict(), "metric": f"{entry.name or 'default'}/{check.metric}", "line": None})
+    return {
+        "schema": 1,
+        "verdict": board.verdict,
+        "experiment": board.experiment,
+        "pr": board.pr,
+        "candidate": {"run_id": selected.run.run_id if selected else "", "name": selected.name if selected else None,
+                      "metrics": dict(selected.run.metrics) if selected else {}, "params": {}, "cached": False},
+        "baseline": None if board.baseline is None else {
+            "run_id": board.baseline.run.run_id, "source": board.baseline.source,
+            "description": board.baseline.description, "metrics": dict(board.baseline.run.metrics)},
+        "checks": checks,
+        "leaderboard": [
+            {"candidate": e.name, "run_id": e.run.run_id, "verdict": e.gate.verdict, "selected": e.selected,
+             "metrics": dict(e.run.metrics)}
+            for e in board.entries
+        ],
+        "head_sha": board.entries[0].run.tags.get(TAG_HEAD_SHA) if board.entries else None,
+    }

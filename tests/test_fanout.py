@@ -1,0 +1,84 @@
+"""Fan-out / fan-in: three candidates trained concurrently against a real tracking server,
+aggregated into one leaderboard comment, and promote picking the best that passed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from conftest import git
+from fakegithub import FakeGitHub
+from test_github import TOKEN
+from test_promote import served  # noqa: F401 - the fixture
+from test_publish import EVENTS
+
+FANOUT_SCRIPT = """
+import json, os, mlflow, mlflow.sklearn, sklearn
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+name = os.environ["MLFLOW_CI_CANDIDATE"]
+spec = json.load(open("params.json"))["candidates"][name]
+X, y = load_iris(return_X_y=True)
+with mlflow.start_run():
+    model = LogisticRegression(C=spec["C"], max_iter=300).fit(X, y)
+    mlflow.log_param("C", spec["C"])
+    mlflow.log_metric("accuracy", spec["accuracy"])
+    mlflow.sklearn.log_model(model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+"""
+
+CANDIDATES = {"weak": {"C": 0.01, "accuracy": 0.5}, "good": {"C": 1.0, "accuracy": 0.93}, "best": {"C": 10.0, "accuracy": 0.97}}
+
+
+def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path):  # noqa: F811
+    served.write("train.py", FANOUT_SCRIPT)
+    served.write("params.json", json.dumps({"candidates": CANDIDATES}))
+    config = (served.root / "mlflow-ci.yml").read_text() + "promote:\n  select: {metric: accuracy, direction: higher}\n"
+    served.write("mlflow-ci.yml", config)
+    served.commit("fan-out project")
+    served.branch("pr-7")
+    head = served.commit("candidates")
+
+    started = time.monotonic()
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "mlflow_ci", "check", "--candidate", name, "--pr", "7", "--out", f".mlflow-ci/{name}",
+             "--base-branch", "main"],
+            cwd=served.root, env=served.server_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for name in CANDIDATES
+    }
+    codes = {name: proc.wait(timeout=600) for name, proc in procs.items()}
+    parallel_seconds = time.monotonic() - started
+    assert codes == {"weak": 1, "good": 0, "best": 0}, {n: p.stderr.read() for n, p in procs.items()}
+
+    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
+    payload["pull_request"]["number"] = 7
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(payload))
+    with FakeGitHub(TOKEN) as gh:
+        env = {**served.server_env, "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request",
+               "GITHUB_EVENT_PATH": str(event), "GITHUB_REPOSITORY": "octo/models", "GITHUB_API_URL": gh.url,
+               "GITHUB_TOKEN": TOKEN}
+        started = time.monotonic()
+        agg = served.cli("report", "--pr", "7", env=env)
+        aggregate_seconds = time.monotonic() - started
+        assert agg.returncode == 0, agg.stderr
+        assert "3 candidates for PR #7; verdict: PASS" in agg.stdout
+        assert len(gh.comments[7]) == 1
+        body = gh.comments[7][0]["body"]
+        assert "3 candidates for PR" in body and "🏆 | best | ✅" in body and "| weak | ❌" in body
+        assert gh.check_runs[0]["conclusion"] == "success"
+    board = json.loads((served.root / ".mlflow-ci" / "leaderboard.json").read_text())
+    assert [(e["candidate"], e["verdict"], e["selected"]) for e in board] == [
+        ("best", "pass", True), ("good", "pass", False), ("weak", "fail", False)]
+    print(f"\nfan-out: 3 candidates in parallel {parallel_seconds:.1f}s, aggregate report {aggregate_seconds:.1f}s")
+
+    git(served.root, "checkout", "-q", "main")
+    git(served.root, "merge", "-q", "--no-ff", "pr-7", "-m", "Merge PR 7")
+    promoted = served.cli("promote", env=served.server_env)
+    assert promoted.returncode == 0, promoted.stderr
+    best_run = next(e["run_id"] for e in board if e["candidate"] == "best")
+    assert f"(run {best_run}" in promoted.stdout
+    assert head  # the PR head the runs were tagged with
