@@ -20,7 +20,7 @@ from mlflow_ci.report import sticky_marker
 
 from test_github import TOKEN, FakeClock
 
-EVENTS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "github-events"
+EVENTS = Path(__file__).resolve().parent / "fixtures" / "github-events"  # copied from ../shared/fixtures
 SHA = "a" * 40
 REPO = "/repos/octo/models"
 
