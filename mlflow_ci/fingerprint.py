@@ -23,6 +23,9 @@ def matched_files(root: Path, patterns: Iterable[str], *, exclude: Iterable[Path
     excluded = {p.resolve() for p in exclude}
     found: set[Path] = set()
     for pattern in patterns:
+        # "data/**" means every file below data/ (pathlib before 3.13 yields only folders for it)
+        if pattern.rstrip("/").endswith("**"):
+            pattern = pattern.rstrip("/") + "/*"
         for path in root.glob(pattern):
             if not path.is_file():
                 continue

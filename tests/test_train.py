@@ -160,3 +160,38 @@ def test_read_metrics_file(tmp_path: Path):
         read_metrics_file(path, "m.json")
     with pytest.raises(TrainingError, match="did not write it"):
         read_metrics_file(tmp_path / "none.json", "none.json")
+
+
+def test_cache_never_reuses_a_run_whose_inputs_differ(project):
+    """Every kind of change gets a new fingerprint; a README-only change reuses the run."""
+    project.write("data/train.csv", "x,y\n1,2\n")
+    project.write("uv.lock", "version = 1\n")
+    project.write("README.md", "# churn\n")
+    text = (project.root / "mlflow-ci.yml").read_text().replace(
+        'inputs: ["*.py", "params.json"]', 'inputs: ["*.py", "params.json", "data/**", "uv.lock"]')
+    project.write("mlflow-ci.yml", text)
+    base, _ = train(project)
+    seen = {base.fingerprint}
+
+    def changed(description, edit):
+        edit()
+        result, _ = train(project)
+        assert not result.cached, description
+        assert result.fingerprint not in seen, description
+        seen.add(result.fingerprint)
+
+    project.write("README.md", "# churn\n\nOnly docs changed.\n")
+    docs_only, output = train(project)
+    assert docs_only.cached and docs_only.run.run_id == base.run.run_id and output == ""
+
+    changed("a data byte", lambda: project.write("data/train.csv", "x,y\n1,3\n"))
+    changed("a param", lambda: project.set_metrics(accuracy=0.91, rmse=5.0))
+    changed("the lock file", lambda: project.write("uv.lock", "version = 2\n"))
+    changed("an added file matching a glob", lambda: project.write("data/extra.csv", "x\n"))
+    changed("a new script", lambda: project.write("features.py", "X = 1\n"))
+    changed("the training env", lambda: project.write(
+        "mlflow-ci.yml", (project.root / "mlflow-ci.yml").read_text().replace("  metrics_file:", "  env: {SEED: 1}\n  metrics_file:")))
+    changed("the command", lambda: project.write(
+        "mlflow-ci.yml", (project.root / "mlflow-ci.yml").read_text().replace("python train.py", "python -u train.py")))
+    # a rename is a change too, even with identical content
+    changed("a renamed data file", lambda: (project.root / "data" / "extra.csv").rename(project.root / "data" / "more.csv"))
