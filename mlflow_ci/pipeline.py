@@ -15,7 +15,7 @@ from mlflow_ci import ghevent, gitctx, report
 from mlflow_ci.config import Config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import GateResult, evaluate
-from mlflow_ci.tracking import TAG_BASELINE, TAG_VERDICT, MlflowTracker, RunSnapshot, resolve_tracking_uri
+from mlflow_ci.tracking import TAG_BASELINE, TAG_VERDICT, MlflowTracker, RunSnapshot, open_tracker, resolve_tracking_uri
 from mlflow_ci.train import TrainResult, train
 
 TRAIN_STATE = "train.json"
@@ -45,12 +45,20 @@ class Session:
     tracking_uri: str
 
     @functools.cached_property
-    def _tracker(self) -> MlflowTracker:
+    def _tracker(self):
+        return open_tracker(self.tracking_uri, self.env)
+
+    @functools.cached_property
+    def _registry(self) -> MlflowTracker:
         return MlflowTracker(self.tracking_uri)
 
-    def tracker(self) -> MlflowTracker:
-        """One client per command: creating MLflow's store is the slowest part of start-up."""
+    def tracker(self):
+        """One client per command (REST for http(s) servers, MLflow's client otherwise)."""
         return self._tracker
+
+    def registry(self) -> MlflowTracker:
+        """MLflow's own client, for registry writes (promote, rollback)."""
+        return self._registry
 
     @functools.cached_property
     def event(self) -> ghevent.EventContext:

@@ -145,7 +145,7 @@ def select_candidate(cfg, runs: list[RunSnapshot]) -> RunSnapshot:
 
 def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] = time.time) -> PromoteResult:
     cfg = s.cfg
-    tracker = s.tracker()
+    tracker = s.registry()
     alias, prev_alias = cfg.champion_alias, cfg.promote.previous_alias
     experiment_id = tracker.experiment_id(cfg.experiment, create=False)
     found = find_validated_run(s, tracker, experiment_id, opts, client) if experiment_id else None
@@ -195,7 +195,7 @@ def _missing(s, opts: PromoteOptions) -> tuple[RunSnapshot, str]:
         raise NotValidatedError("retrained on the merged commit, and the model failed its gate; refusing to promote")
     run = outcome.train.run if outcome.train else None
     assert run is not None
-    fresh = s.tracker().get_run(run.run_id)
+    fresh = s.registry().get_run(run.run_id)
     return fresh or run, "retrained and gated on the merged commit (promote.on_missing: retrain)"
 
 
@@ -267,7 +267,7 @@ class RollbackResult:
 
 def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bool = True, clock: Callable[[], float] = time.time) -> RollbackResult:
     cfg = s.cfg
-    tracker = s.tracker()
+    tracker = s.registry()
     alias, prev_alias = cfg.champion_alias, cfg.promote.previous_alias
     current = tracker.alias_version(cfg.model, alias)
     if current is None:

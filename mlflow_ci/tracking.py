@@ -382,6 +382,16 @@ def _snapshot(run) -> RunSnapshot:
     )
 
 
+def open_tracker(tracking_uri: str, env: Mapping[str, str]):
+    """The tracker for a URI: MLflow's REST API directly for http(s) servers (no MLflow import,
+    set MLFLOW_CI_REST=false to opt out), MLflow's own client for everything else."""
+    if tracking_uri.startswith(("http://", "https://")) and env.get("MLFLOW_CI_REST", "true").lower() != "false":
+        from mlflow_ci.tracking_rest import RestTracker
+
+        return RestTracker(tracking_uri, env)
+    return MlflowTracker(tracking_uri)
+
+
 def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """The environment for the training subprocess: ours plus ``extra`` (extra wins)."""
     env = dict(base)
