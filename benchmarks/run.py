@@ -1,0 +1,257 @@
+"""mlflow-ci benchmarks: every figure is a ratio or difference against a reference measured in the
+same run, on the same machine (machines are noisy; absolute numbers travel badly).
+
+    python benchmarks/run.py                # all five rows (about 4 minutes)
+    python benchmarks/run.py --quick        # fewer runs and repeats, no setup row (about 1 minute)
+
+1. overhead  `mlflow-ci check` with a trivial training command vs the command alone
+             (local SQLite store, and a local `mlflow server`)        target: difference < 1.5 s
+2. cache     a second `check` with unchanged inputs vs the first (training ~10 s), both stores
+                                                                                target: < 15 %
+3. scale     baseline lookup + compare with 10,000 runs vs 10 runs in the experiment  target: < 1.5
+4. start-up  `mlflow-ci --help` vs `python -c pass`                       target: difference < 0.2 s
+5. setup     fresh virtualenv install of mlflow-ci with uv vs with pip                 (ratio)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BIN = Path(PY).parent
+
+
+def env(**extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLFLOW_"))}
+    base.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="b@example.invalid",
+                GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="b@example.invalid")
+    base["PATH"] = os.pathsep.join([str(BIN), base.get("PATH", "")])
+    base.update(extra)
+    return base
+
+
+def timed(cmd: list[str], cwd: Path, environ: dict[str, str], *, ok=(0,)) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in ok:
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def median(cmd, cwd, environ, repeat: int) -> float:
+    return statistics.median(timed(cmd, cwd, environ) for _ in range(repeat))
+
+
+def project(root: Path, command: str, *, inputs: bool = False) -> Path:
+    root.mkdir(parents=True)
+    (root / "make_metrics.py").write_text(textwrap.dedent("""
+        import json, sys, time
+        time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
+        json.dump({"accuracy": 0.9}, open("metrics.json", "w"))
+    """))
+    config = f"experiment: bench\ntrain:\n  command: {command}\n  metrics_file: metrics.json\n"
+    if inputs:
+        config += '  inputs: ["*.py"]\n'
+    config += "gate:\n  accuracy: {min: 0.5}\n"
+    (root / "mlflow-ci.yml").write_text(config)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "bench"], cwd=root, check=True, env=env())
+    return root
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [PY, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"],
+            cwd=root, env=env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.25)
+        self.stop()
+        raise SystemExit("mlflow server did not start")
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+def bench_overhead(work: Path, repeat: int) -> list[dict]:
+    rows = []
+    proj = project(work / "overhead", "python make_metrics.py")
+    alone = median([PY, "make_metrics.py"], proj, env(), repeat)
+    store = f"sqlite:///{work / 'overhead.db'}"
+    check = ["mlflow-ci", "check", "--no-cache", "--no-publish"]
+    timed(check, proj, env(MLFLOW_TRACKING_URI=store))  # creates the store and experiment
+    local = median(check, proj, env(MLFLOW_TRACKING_URI=store), repeat)
+    rows.append(row("overhead, local SQLite store", local, alone, "difference", local - alone, 1.5, "s"))
+    server = Server(work / "server")
+    try:
+        timed(check, proj, env(MLFLOW_TRACKING_URI=server.uri))
+        remote = median(check, proj, env(MLFLOW_TRACKING_URI=server.uri), repeat)
+    finally:
+        server.stop()
+    rows.append(row("overhead, local mlflow server", remote, alone, "difference", remote - alone, 1.5, "s"))
+    return rows
+
+
+def bench_cache(work: Path, seconds: float) -> list[dict]:
+    rows = []
+    check = ["mlflow-ci", "check", "--no-publish"]
+    server = Server(work / "mlflow-server-cache")
+    try:
+        for label, uri in (("local SQLite", f"sqlite:///{work / 'cache.db'}"), ("mlflow server", server.uri)):
+            proj = project(work / f"cache-{label.split()[-1].lower()}", f"python make_metrics.py {seconds}", inputs=True)
+            environ = env(MLFLOW_TRACKING_URI=uri)
+            first = timed(check, proj, environ)
+            second = timed(check, proj, environ)
+            rows.append(row(f"cache, unchanged inputs, {label} (training {seconds:g} s)", second, first, "ratio",
+                            second / first, 0.15, ""))
+    finally:
+        server.stop()
+    return rows
+
+
+def seed_runs(uri: str, count: int) -> None:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.create_experiment("bench", artifact_location=tempfile.mkdtemp())
+    for i in range(count):
+        run = client.create_run(exp, tags={"mlflow.source.git.branch": "main", "mlflow.source.git.commit": f"{i:040x}",
+                                           "mlflow_ci.verdict": "pass"})
+        client.log_batch(run.info.run_id, metrics=[Metric("accuracy", 0.8 + i * 1e-6, 0, 0)])
+        client.set_terminated(run.info.run_id)
+
+
+def compare_seconds(uri: str, proj: Path, repeat: int) -> float:
+    """Baseline lookup + compare, in process (the MLflow import is excluded: it is the same for both)."""
+    sys.path.insert(0, str(ROOT))
+    from mlflow_ci.compare import compare
+    from mlflow_ci.config import load_config
+    from mlflow_ci.gitctx import GitContext
+    from mlflow_ci.tracking import MlflowTracker
+
+    cfg = load_config(proj / "mlflow-ci.yml")
+    tracker = MlflowTracker(uri)
+    exp = tracker.experiment_id("bench", create=False)
+    candidate = tracker.search(exp, tags={"mlflow.source.git.branch": "main"})
+    ctx = GitContext(commit="f" * 40, branch="feature", base_branch="main", base_commit=f"{5:040x}")
+    compare(tracker, cfg, ctx, candidate)  # warm
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = compare(tracker, cfg, ctx, candidate)
+        times.append(time.perf_counter() - start)
+        assert result.baseline is not None
+    return statistics.median(times)
+
+
+def bench_scale(work: Path, small: int, large: int, repeat: int) -> list[dict]:
+    proj = project(work / "scale", "python make_metrics.py")
+    figures = {}
+    for count in (small, large):
+        uri = f"sqlite:///{work / f'scale-{count}.db'}"
+        seed_runs(uri, count)
+        figures[count] = compare_seconds(uri, proj, repeat)
+    ratio = figures[large] / figures[small]
+    return [row(f"scale, compare with {large:,} vs {small} runs", figures[large], figures[small], "ratio", ratio, 1.5, "")]
+
+
+def bench_startup(repeat: int) -> list[dict]:
+    here = Path.cwd()
+    base = median([PY, "-c", "pass"], here, env(), repeat)
+    helped = median([str(BIN / "mlflow-ci"), "--help"], here, env(), repeat)
+    return [row("start-up, mlflow-ci --help", helped, base, "difference", helped - base, 0.2, "s")]
+
+
+def bench_setup(work: Path) -> list[dict]:
+    uv = shutil.which("uv") or str(BIN / "uv")
+    results = {}
+    for tool in ("pip", "uv"):
+        venv = work / f"venv-{tool}"
+        subprocess.run([PY, "-m", "venv", str(venv)], check=True)
+        python = venv / "bin" / "python"
+        if tool == "pip":
+            cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(ROOT)]
+        else:
+            cmd = [uv, "pip", "install", "-q", "--python", str(python), str(ROOT)]
+        results[tool] = timed(cmd, work, env())
+    return [row("setup, fresh venv: uv vs pip", results["uv"], results["pip"], "ratio", results["uv"] / results["pip"], None, "")]
+
+
+def row(name, ours, reference, kind, value, target, unit) -> dict:
+    ok = None if target is None else value < target
+    return {"benchmark": name, "ours_s": round(ours, 3), "reference_s": round(reference, 3), "kind": kind,
+            "value": round(value, 3), "target": target, "unit": unit, "ok": ok}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| benchmark | ours (s) | reference (s) | figure | target | met |", "|---|---:|---:|---:|---:|:-:|"]
+    for r in rows:
+        figure = f"{r['value']:+.2f} s" if r["kind"] == "difference" else f"{r['value']:.3f}×"
+        target = "" if r["target"] is None else (f"< {r['target']} s" if r["kind"] == "difference" else f"< {r['target']}×")
+        met = {True: "yes", False: "NO", None: ""}[r["ok"]]
+        lines.append(f"| {r['benchmark']} | {r['ours_s']:.2f} | {r['reference_s']:.2f} | {figure} | {target} | {met} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and repeats, no setup row")
+    parser.add_argument("--train-seconds", type=float, default=10.0, help="training time for the cache row")
+    parser.add_argument("--runs", type=int, default=10_000, help="runs in the large experiment of the scale row")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else 5
+    with tempfile.TemporaryDirectory(prefix="mlflow-ci-bench-") as tmp:
+        work = Path(tmp)
+        rows = []
+        rows += bench_overhead(work, repeat)
+        rows += bench_cache(work, 3.0 if args.quick else args.train_seconds)
+        rows += bench_scale(work, 10, 1_000 if args.quick else args.runs, repeat)
+        rows += bench_startup(repeat * 2)
+        if not args.quick:
+            rows += bench_setup(work)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
