@@ -183,13 +183,24 @@ def compare_seconds(uri: str, proj: Path, repeat: int) -> float:
 
 def bench_scale(work: Path, small: int, large: int, repeat: int) -> list[dict]:
     proj = project(work / "scale", "python make_metrics.py")
-    figures = {}
+    in_process, command = {}, {}
     for count in (small, large):
         uri = f"sqlite:///{work / f'scale-{count}.db'}"
         seed_runs(uri, count)
-        figures[count] = compare_seconds(uri, proj, repeat)
-    ratio = figures[large] / figures[small]
-    return [row(f"scale, compare with {large:,} vs {small} runs", figures[large], figures[small], "ratio", ratio, 1.5, "")]
+        in_process[count] = compare_seconds(uri, proj, repeat)
+        run_id = json.loads(subprocess.run(
+            [PY, "-c", f"from mlflow.tracking import MlflowClient; c = MlflowClient({uri!r}); "
+             "e = c.get_experiment_by_name('bench').experiment_id; "
+             "print(__import__('json').dumps(c.search_runs([e], max_results=1)[0].info.run_id))"],
+            capture_output=True, text=True, check=True).stdout)
+        cmd = ["mlflow-ci", "compare", "--run", run_id, "--base-branch", "main"]
+        command[count] = median(cmd, proj, env(MLFLOW_TRACKING_URI=uri), repeat)
+    return [
+        row(f"scale, baseline lookup + compare in process, {large:,} vs {small} runs", in_process[large], in_process[small],
+            "ratio", in_process[large] / in_process[small], 1.5, ""),
+        row(f"scale, `mlflow-ci compare` command, {large:,} vs {small} runs", command[large], command[small],
+            "ratio", command[large] / command[small], 1.5, ""),
+    ]
 
 
 def bench_startup(repeat: int) -> list[dict]:
@@ -226,7 +237,7 @@ def table(rows: list[dict]) -> str:
         figure = f"{r['value']:+.2f} s" if r["kind"] == "difference" else f"{r['value']:.3f}×"
         target = "" if r["target"] is None else (f"< {r['target']} s" if r["kind"] == "difference" else f"< {r['target']}×")
         met = {True: "yes", False: "NO", None: ""}[r["ok"]]
-        lines.append(f"| {r['benchmark']} | {r['ours_s']:.2f} | {r['reference_s']:.2f} | {figure} | {target} | {met} |")
+        lines.append(f"| {r['benchmark']} | {r['ours_s']:.3g} | {r['reference_s']:.3g} | {figure} | {target} | {met} |")
     return "\n".join(lines)
 
 
