@@ -45,6 +45,8 @@ class MetricDiff:
     delta_pct: float | None
     direction: str
     status: str  # better | worse | same | new | removed | invalid
+    ci_low: float | None = None  # paired bootstrap interval of the delta (evaluate: metrics)
+    ci_high: float | None = None
 
 
 @dataclass(frozen=True)

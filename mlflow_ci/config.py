@@ -28,7 +28,7 @@ RULE_BASELINE = ("max_drop", "max_drop_pct")
 RULE_MLFLOW = ("threshold", "min_absolute_change", "min_relative_change")
 TOP_KEYS = (
     "experiment", "model", "tracking_uri", "artifact_location", "train", "baseline", "gate", "report", "publish",
-    "promote", "deploy",
+    "promote", "deploy", "evaluate",
 )
 PUBLISH_KEYS = ("comment", "check_name")
 PROMOTE_KEYS = ("alias", "previous_alias", "model_path", "on_missing", "select")
@@ -45,7 +45,9 @@ RULE_KEYS = (
     "greater_is_better",
     "required",
     "mode",
+    "significance",
 )
+EVALUATE_KEYS = ("data", "target", "task", "metrics", "resamples", "seed", "confidence")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Rule:
     greater_is_better: bool | None = None
     required: bool = True
     mode: str = "block"
+    significance: float | None = None  # with an evaluate: metric, fail only on a significant regression
     line: int | None = field(default=None, compare=False)  # where the metric's rules start
 
 
@@ -117,6 +120,17 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    data: str
+    target: str
+    task: str
+    metrics: tuple[str, ...]
+    resamples: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     experiment: str
@@ -128,6 +142,7 @@ class Config:
     publish: PublishConfig = field(default_factory=PublishConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    evaluate: EvaluateConfig | None = None
     tracking_uri: str | None = None
     artifact_location: str | None = None
 
@@ -303,6 +318,7 @@ class _Checker:
         publish = self.publish(top.get("publish"))
         promote = self.promote(top.get("promote"))
         deploy = self.deploy(top.get("deploy"))
+        evaluate = self.evaluate(top["evaluate"]) if top.get("evaluate") is not None else None
         if self.problems or experiment is None or train is None:
             return None
         return Config(
@@ -316,6 +332,7 @@ class _Checker:
             publish=publish,
             promote=promote,
             deploy=deploy,
+            evaluate=evaluate,
             tracking_uri=tracking_uri,
             artifact_location=artifact_location,
         )
@@ -471,6 +488,30 @@ class _Checker:
             timeout=self.duration(section.get("timeout"), path + ("timeout",)),
         )
 
+    def evaluate(self, value: Any) -> EvaluateConfig | None:
+        from mlflow_ci.evaluation import CLASSIFICATION, DEFAULT_METRICS, REGRESSION
+
+        path = ("evaluate",)
+        section = self.mapping(value, path, EVALUATE_KEYS)
+        data = self.string(section, path, "data", required=True)
+        target = self.string(section, path, "target", required=True)
+        task = self.typed(section, path, "task", lambda v: v in ("classification", "regression"),
+                          "'classification' or 'regression'", None, required=True)
+        known = CLASSIFICATION if task == "classification" else REGRESSION
+        metrics = self.string_list(section.get("metrics"), path + ("metrics",)) or DEFAULT_METRICS.get(task or "", ())
+        for i, name in enumerate(metrics):
+            if task and name not in known:
+                hint = difflib.get_close_matches(name, known, n=1)
+                suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+                self.problem(path + ("metrics", i), f"unknown {task} metric {name!r}{suggestion} (expected one of: {', '.join(known)})")
+        resamples = self.typed(section, path, "resamples", lambda v: isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 100_000,
+                               "a whole number from 100 to 100000", 1000)
+        seed = self.typed(section, path, "seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0", 0)
+        confidence = self.typed(section, path, "confidence", lambda v: _is_number(v) and 0.5 <= v < 1, "a number from 0.5 to below 1 (e.g. 0.95)", 0.95)
+        if not (data and target and task):
+            return None
+        return EvaluateConfig(data, target, task, tuple(metrics), resamples, seed, float(confidence))
+
     def gate(self, value: Any) -> tuple[Rule, ...]:
         if value is None:
             return ()
@@ -513,6 +554,8 @@ class _Checker:
         gib = self.typed(section, path, "greater_is_better", lambda v: isinstance(v, bool), "true or false")
         required = self.typed(section, path, "required", lambda v: isinstance(v, bool), "true or false", True)
         mode = self.typed(section, path, "mode", lambda v: v in ("block", "warn"), "'block' or 'warn'", "block")
+        significance = self.typed(section, path, "significance", lambda v: _is_number(v) and 0 < v < 0.5,
+                                  "a significance level between 0 and 0.5 (e.g. 0.05)")
         if direction is not None and gib is not None and (direction == "higher") != gib:
             self.problem(
                 path + ("greater_is_better",),
@@ -525,7 +568,7 @@ class _Checker:
             )
         if "min" in numbers and "max" in numbers and numbers["min"] > numbers["max"]:
             self.problem(path + ("min",), f"min ({numbers['min']!r}) is greater than max ({numbers['max']!r})")
-        if not numbers and len(self.problems) == before:
+        if not numbers and significance is None and len(self.problems) == before:
             self.problem(
                 path,
                 "no rule given (expected at least one of: " + ", ".join((*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW)) + ")",
@@ -539,5 +582,6 @@ class _Checker:
             greater_is_better=gib,
             required=required,
             mode=mode,
+            significance=float(significance) if significance is not None else None,
             **{k: float(v) for k, v in numbers.items()},
         )

@@ -95,7 +95,7 @@ def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) 
     repo.mkdir(parents=True, exist_ok=True)
     denv = demo_env(env)
     denv["MLFLOW_TRACKING_URI"] = f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    for name in ("train.py", "params.yaml", "mlflow-ci.yml"):
+    for name in ("train.py", "data.py", "params.yaml", "mlflow-ci.yml"):
         shutil.copy(PROJECT / name, repo / name)
     (repo / ".gitignore").write_text(".mlflow-ci/\nmlartifacts/\n", encoding="utf-8")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Context, Decimal, localcontext
 from typing import Mapping
 
@@ -141,15 +141,50 @@ def evaluate(
     rules: tuple[Rule, ...],
     candidate: Mapping[str, float],
     baseline: Mapping[str, float] | None,
+    intervals: Mapping[str, object] | None = None,
 ) -> GateResult:
-    """Evaluate every rule of every metric; ``baseline`` is None when there is no baseline run."""
+    """Evaluate every rule of every metric; ``baseline`` is None when there is no baseline run.
+
+    ``intervals`` (from the paired bootstrap) turn a rule with ``significance: a`` into "fail only when
+    the regression is statistically significant at level a".
+    """
     checks: list[Check] = []
     for rule in rules:
+        interval = (intervals or {}).get(rule.metric) if rule.significance else None
         for name in (*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW):
             limit = getattr(rule, name)
             if limit is not None:
-                checks.append(_check(rule, name, limit, candidate, baseline))
+                check = _check(rule, name, limit, candidate, baseline)
+                if interval is not None and name in RULE_BASELINE and check.passed is not None:
+                    check = _significant(check, rule, interval)
+                checks.append(check)
+        if rule.significance and rule.max_drop is None and rule.max_drop_pct is None:
+            plain = _check(rule, "max_drop", 0.0, candidate, baseline)
+            if interval is not None and plain.passed is not None:
+                plain = _significant(plain, rule, interval)
+            elif plain.passed is not None:
+                plain = replace(plain, passed=None, message=f"no bootstrap interval for {rule.metric} (is it an evaluate: metric?); not evaluated")
+            checks.append(replace(plain, rule="significance", limit=rule.significance))
     return GateResult(tuple(checks))
+
+
+def _significant(check: Check, rule: Rule, interval) -> Check:
+    """Re-decide a drop rule on the one-sided bootstrap bound of the paired difference."""
+    alpha = rule.significance
+    base = check.baseline
+    allowed = check.limit if check.rule in ("max_drop", "significance") else abs(base) * check.limit / 100
+    if check.direction == "higher":
+        bound = interval.one_sided_upper(alpha)  # the best case for the candidate at level alpha
+        significant = bound < -allowed
+    else:
+        bound = interval.one_sided_lower(alpha)
+        significant = bound > allowed
+    d = digits_for(interval.delta, bound, allowed)
+    shown = f"Δ {_fmt(interval.delta, d):s} [{_fmt(interval.low, d)}, {_fmt(interval.high, d)}]"
+    if significant:
+        return replace(check, passed=False, message=f"significant regression beyond {_fmt(allowed, d)} at level {alpha:g}: {shown}")
+    verdict = "no significant regression" if check.passed is False or interval.delta != 0 else "no change"
+    return replace(check, passed=True, message=f"{verdict} beyond {_fmt(allowed, d)} at level {alpha:g}: {shown}")
 
 
 def _check(

@@ -138,9 +138,66 @@ def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, 
     return cmp.compare(tracker, s.cfg, s.context(opts), run, explicit_baseline=opts.baseline)
 
 
-def do_gate(s: Session, comparison: cmp.Comparison) -> GateResult:
+def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None) -> GateResult:
     base = dict(comparison.baseline.run.metrics) if comparison.baseline else None
-    return evaluate(s.cfg.gate, dict(comparison.candidate.metrics), base)
+    return evaluate(s.cfg.gate, dict(comparison.candidate.metrics), base, intervals)
+
+
+def do_evaluate(s: Session, comparison: cmp.Comparison) -> tuple[cmp.Comparison, dict, dict]:
+    """Score candidate and baseline models on the same rows; paired bootstrap intervals.
+
+    Returns the comparison with ``eval.<metric>`` values merged in (and logged to both runs), the
+    intervals by metric name, and a summary for result.json.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    import numpy as np
+
+    from mlflow_ci import evaluation as ev
+
+    ecfg = s.cfg.evaluate
+    assert ecfg is not None
+    X, y = ev.load_dataset(ecfg.data, ecfg.target, s.cfg.root)
+    y = np.asarray(y)
+    registry, tracker = s.registry(), s.tracker()
+    cand, base = comparison.candidate, comparison.baseline
+    with tempfile.TemporaryDirectory(prefix="mlflow-ci-eval-") as tmp:
+        cand_model = registry.load_model(cand.run_id, s.cfg.promote.model_path, Path(tmp) / "candidate")
+        base_model = registry.load_model(base.run.run_id, s.cfg.promote.model_path, Path(tmp) / "baseline") if base else None
+    classes = np.asarray(cand_model.classes_) if ecfg.task == "classification" and hasattr(cand_model, "classes_") else None
+    try:
+        cand_out = ev.model_output(cand_model, X, ecfg.task, classes)
+        if base_model is not None:
+            base_out = ev.model_output(base_model, X, ecfg.task, classes)
+            paired = ev.paired_bootstrap(ecfg.metrics, ecfg.task, y, cand_out, base_out, classes=classes,
+                                         resamples=ecfg.resamples, seed=ecfg.seed, confidence=ecfg.confidence)
+            cand_eval, base_eval = paired.candidate, paired.baseline
+            intervals = {f"eval.{k}": v for k, v in paired.intervals.items()}
+        else:
+            cand_eval = {k: float(ev.build_metric(k, ecfg.task, y, cand_out, classes).value(None)) for k in ecfg.metrics}
+            base_eval, intervals = {}, {}
+    except ValueError as exc:
+        raise UsageError(f"evaluate: {exc}") from None
+    cand_metrics = {f"eval.{k}": v for k, v in cand_eval.items()}
+    base_metrics = {f"eval.{k}": v for k, v in base_eval.items()}
+    tracker.log_metrics(cand.run_id, cand_metrics)
+    if base is not None and base_metrics:
+        tracker.log_metrics(base.run.run_id, base_metrics)
+    cand = replace(cand, metrics={**cand.metrics, **cand_metrics})
+    if base is not None:
+        base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **base_metrics}))
+    rows = []
+    for row in cmp.diff_metrics(s.cfg, dict(cand.metrics), dict(base.run.metrics) if base else None):
+        interval = intervals.get(row.name)
+        rows.append(replace(row, ci_low=interval.low, ci_high=interval.high) if interval is not None else row)
+    note = (f"evaluated {'both models' if base_model is not None else 'the candidate'} on the same {len(y):,} rows of "
+            f"{ecfg.data}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
+                              f"{ecfg.confidence:.0%} intervals" if base_model is not None else ""))
+    summary = {"data": ecfg.data, "rows": int(len(y)), "task": ecfg.task, "metrics": list(ecfg.metrics),
+               "resamples": ecfg.resamples if base_model is not None else 0, "seed": ecfg.seed, "confidence": ecfg.confidence}
+    updated = cmp.Comparison(cand, base, tuple(rows), comparison.params, (*comparison.notes, note))
+    return updated, intervals, summary
 
 
 def gate_from_result(s: Session, path: Path) -> GateResult:
@@ -168,6 +225,7 @@ def do_report(
     *,
     cached: bool,
     fingerprint: str | None,
+    evaluation: dict | None = None,
 ) -> CheckResult:
     ctx = s.context(opts)
     cand = comparison.candidate
@@ -176,6 +234,8 @@ def do_report(
         tracking_uri=s.tracking_uri, pr_number=ctx.pr_number or _pr_tag(cand),
         head_sha=ctx.head_sha or ctx.commit, ci_run_url=ctx.run_url, config_path=s.config_path(),
     )
+    if evaluation is not None:
+        result["evaluation"] = evaluation
     markdown = report.render_markdown(result, s.cfg.report, s.cfg.root)
     report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)
     return CheckResult(gate.verdict, result, report_path, result_path, None)
@@ -191,8 +251,12 @@ def do_check(s: Session, opts: Options) -> CheckResult:
     trained = do_train(s, opts, require_gated=True)
     tracker = s.tracker()
     comparison = do_compare(s, opts, tracker, trained.run)
-    gate = do_gate(s, comparison)
-    outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint)
+    intervals, evaluation = {}, None
+    if s.cfg.evaluate is not None:
+        comparison, intervals, evaluation = do_evaluate(s, comparison)
+    gate = do_gate(s, comparison, intervals)
+    outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,
+                        evaluation=evaluation)
     tags = {TAG_VERDICT: gate.verdict}
     if comparison.baseline:
         tags[TAG_BASELINE] = comparison.baseline.run.run_id

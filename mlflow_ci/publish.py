@@ -395,11 +395,16 @@ def _metric(m: Any, i: int) -> dict:
     m = _dict(m, where)
     _need(m.get("status") in STATUSES, f"{where}.status: unknown status")
     _need(m.get("direction", "higher") in ("higher", "lower"), f"{where}.direction: expected higher or lower")
+    name = _text(m.get("name"), f"{where}.name", 250, optional=False)
+    # intervals (and so the report's charts) only for our own evaluate: metric names
+    charted = bool(re.fullmatch(r"eval\.[a-z0-9_]{1,40}", name or ""))
     return {
-        "name": _text(m.get("name"), f"{where}.name", 250, optional=False),
+        "name": name,
         **{k: _num(m.get(k), f"{where}.{k}") for k in ("baseline", "candidate", "delta", "delta_pct")},
         "direction": m.get("direction", "higher"),
         "status": m["status"],
+        "ci_low": _num(m.get("ci_low"), f"{where}.ci_low") if charted else None,
+        "ci_high": _num(m.get("ci_high"), f"{where}.ci_high") if charted else None,
     }
 
 

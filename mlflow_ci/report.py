@@ -143,7 +143,8 @@ def build_result(
         "checks": [{**c.as_dict(), "line": lines.get(c.metric)} for c in gate.checks],
         "metrics": [
             {"name": m.name, "baseline": m.baseline, "candidate": m.candidate, "delta": m.delta,
-             "delta_pct": m.delta_pct, "direction": m.direction, "status": m.status}
+             "delta_pct": m.delta_pct, "direction": m.direction, "status": m.status,
+             "ci_low": m.ci_low, "ci_high": m.ci_high}
             for m in comparison.metrics
         ],
         "params_diff": [

@@ -149,6 +149,23 @@ class RegistryMixin:
                 if not self._not_found(exc):
                     raise
 
+    def load_model(self, run_id: str, model_path: str, dst: Path):
+        """The run's logged model as a Python object: the scikit-learn flavor when it has one (for
+        ``predict_proba``), else the pyfunc."""
+        import mlflow.artifacts
+
+        with self._service(f"download the model of run {run_id}"):
+            source, _ = self._model_source(run_id, model_path)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri)
+        flavors = (Path(local) / "MLmodel").read_text(encoding="utf-8") if (Path(local) / "MLmodel").is_file() else ""
+        if "\n  sklearn:" in flavors:
+            import mlflow.sklearn
+
+            return mlflow.sklearn.load_model(local)
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(local)
+
     def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
         """Newest FINISHED runs with these tags (bounded)."""
         clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]

@@ -59,6 +59,7 @@ def test_product_commands_exist():
         ("`baseline`", config.BASELINE_KEYS),
         ("`report`", config.REPORT_KEYS),
         ("`gate`", config.RULE_KEYS),
+        ("`evaluate`", config.EVALUATE_KEYS),
     ],
 )
 def test_every_config_key_is_documented(section, keys):

@@ -8,6 +8,7 @@ import mlflow
 import mlflow.sklearn
 import sklearn
 import yaml
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
@@ -15,16 +16,17 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-with open("params.yaml", encoding="utf-8") as handle:
+with open("params.yaml", encoding="utf-8") as handle:  # noqa: SIM115
     params = yaml.safe_load(handle)
 
 X, y = load_breast_cancer(return_X_y=True, as_frame=True)
 features = params.get("features") or list(X.columns)
-X_train, X_test, y_train, y_test = train_test_split(
-    X[features], y, test_size=0.3, random_state=params["seed"], stratify=y
-)
+X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=7, stratify=y)
 
+# The first step keeps the configured features, so the model accepts the full table: mlflow-ci can
+# then score champion and candidate on the very same rows, whatever features each one uses.
 model = make_pipeline(
+    ColumnTransformer([("features", "passthrough", features)]),
     StandardScaler(),
     LogisticRegression(C=params["C"], max_iter=params["max_iter"]),
 )
