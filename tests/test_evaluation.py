@@ -1,0 +1,135 @@
+"""Evaluation metrics equal scikit-learn's; paired bootstrap intervals; the significance gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from mlflow_ci.config import Rule
+from mlflow_ci.errors import UsageError
+from mlflow_ci.evaluation import build_metric, load_dataset, paired_bootstrap
+from mlflow_ci.gate import evaluate
+
+rng = np.random.default_rng(42)
+N = 2000
+Y_BIN = rng.integers(0, 2, N)
+P_BIN = np.clip(Y_BIN * 0.35 + rng.random(N) * 0.65, 0, 1)
+P_BIN[:50] = 0.5  # ties for ROC AUC
+PROBA_BIN = np.column_stack([1 - P_BIN, P_BIN])
+Y_MULTI = rng.integers(0, 3, N)
+RAW = rng.random((N, 3)) + np.eye(3)[Y_MULTI] * 0.8
+PROBA_MULTI = RAW / RAW.sum(axis=1, keepdims=True)
+Y_REG = rng.normal(10, 3, N)
+PRED_REG = Y_REG + rng.normal(0, 1, N)
+
+
+def point(name, task, y, out, classes=None):
+    return build_metric(name, task, y, out, classes).value(None)
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("accuracy", lambda: sk.accuracy_score(Y_BIN, PROBA_BIN.argmax(1))),
+    ("balanced_accuracy", lambda: sk.balanced_accuracy_score(Y_BIN, PROBA_BIN.argmax(1))),
+    ("precision", lambda: sk.precision_score(Y_BIN, PROBA_BIN.argmax(1))),
+    ("recall", lambda: sk.recall_score(Y_BIN, PROBA_BIN.argmax(1))),
+    ("f1", lambda: sk.f1_score(Y_BIN, PROBA_BIN.argmax(1))),
+    ("f1_macro", lambda: sk.f1_score(Y_BIN, PROBA_BIN.argmax(1), average="macro")),
+    ("f1_weighted", lambda: sk.f1_score(Y_BIN, PROBA_BIN.argmax(1), average="weighted")),
+    ("roc_auc", lambda: sk.roc_auc_score(Y_BIN, P_BIN)),
+    ("log_loss", lambda: sk.log_loss(Y_BIN, PROBA_BIN)),
+    ("brier", lambda: sk.brier_score_loss(Y_BIN, P_BIN)),
+])
+def test_binary_metrics_equal_sklearn(name, reference):
+    assert point(name, "classification", Y_BIN, PROBA_BIN, np.array([0, 1])) == pytest.approx(reference(), abs=1e-9)
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("accuracy", lambda p: sk.accuracy_score(Y_MULTI, p.argmax(1))),
+    ("balanced_accuracy", lambda p: sk.balanced_accuracy_score(Y_MULTI, p.argmax(1))),
+    ("f1_macro", lambda p: sk.f1_score(Y_MULTI, p.argmax(1), average="macro")),
+    ("f1_weighted", lambda p: sk.f1_score(Y_MULTI, p.argmax(1), average="weighted")),
+    ("precision_macro", lambda p: sk.precision_score(Y_MULTI, p.argmax(1), average="macro")),
+    ("recall_macro", lambda p: sk.recall_score(Y_MULTI, p.argmax(1), average="macro")),
+    ("log_loss", lambda p: sk.log_loss(Y_MULTI, p)),
+])
+def test_multiclass_metrics_equal_sklearn(name, reference):
+    got = point(name, "classification", Y_MULTI, PROBA_MULTI, np.array([0, 1, 2]))
+    assert got == pytest.approx(reference(PROBA_MULTI), abs=1e-9)
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("mae", lambda: sk.mean_absolute_error(Y_REG, PRED_REG)),
+    ("mse", lambda: sk.mean_squared_error(Y_REG, PRED_REG)),
+    ("rmse", lambda: np.sqrt(sk.mean_squared_error(Y_REG, PRED_REG))),
+    ("r2", lambda: sk.r2_score(Y_REG, PRED_REG)),
+    ("mape", lambda: sk.mean_absolute_percentage_error(Y_REG, PRED_REG)),
+])
+def test_regression_metrics_equal_sklearn(name, reference):
+    assert point(name, "regression", Y_REG, PRED_REG) == pytest.approx(reference(), abs=1e-9)
+
+
+def test_binary_only_metrics_refuse_multiclass_and_unknown_labels():
+    with pytest.raises(ValueError, match="needs a binary target"):
+        point("roc_auc", "classification", Y_MULTI, PROBA_MULTI, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="labels the model was not trained on"):
+        point("accuracy", "classification", Y_MULTI + 5, PROBA_MULTI, np.array([0, 1, 2]))
+
+
+def test_paired_bootstrap_is_reproducible_and_brackets_the_difference():
+    worse = np.clip(P_BIN * 0.7 + 0.15, 0, 1)
+    proba_worse = np.column_stack([1 - worse, worse])
+    a = paired_bootstrap(["accuracy", "roc_auc", "log_loss"], "classification", Y_BIN, proba_worse, PROBA_BIN,
+                         classes=np.array([0, 1]), resamples=300, seed=7)
+    b = paired_bootstrap(["accuracy", "roc_auc", "log_loss"], "classification", Y_BIN, proba_worse, PROBA_BIN,
+                         classes=np.array([0, 1]), resamples=300, seed=7)
+    for name in ("accuracy", "roc_auc", "log_loss"):
+        assert a.intervals[name].low == b.intervals[name].low  # same seed, same interval
+        iv = a.intervals[name]
+        assert iv.low <= iv.delta <= iv.high
+        assert iv.delta == pytest.approx(a.candidate[name] - a.baseline[name])
+    assert a.intervals["log_loss"].low > 0  # flattening the probabilities really hurts log loss
+    same = paired_bootstrap(["accuracy"], "classification", Y_BIN, PROBA_BIN, PROBA_BIN, classes=np.array([0, 1]), resamples=200)
+    assert (same.intervals["accuracy"].low, same.intervals["accuracy"].high) == (0.0, 0.0)
+
+
+def test_significance_gate():
+    rng2 = np.random.default_rng(3)
+    noisy = np.clip(P_BIN + rng2.normal(0, 0.02, N), 0, 1)
+    tiny = paired_bootstrap(["roc_auc"], "classification", Y_BIN, np.column_stack([1 - noisy, noisy]), PROBA_BIN,
+                            classes=np.array([0, 1]), resamples=500)
+    bad = np.clip(P_BIN * 0.3 + rng2.random(N) * 0.7, 0, 1)
+    big = paired_bootstrap(["roc_auc"], "classification", Y_BIN, np.column_stack([1 - bad, bad]), PROBA_BIN,
+                           classes=np.array([0, 1]), resamples=500)
+    rule = Rule("eval.roc_auc", max_drop=0.0, significance=0.05)
+    plain = Rule("eval.roc_auc", max_drop=0.0)
+    for result, expect_fail in ((tiny, False), (big, True)):
+        cand, base = {"eval.roc_auc": result.candidate["roc_auc"]}, {"eval.roc_auc": result.baseline["roc_auc"]}
+        intervals = {"eval.roc_auc": result.intervals["roc_auc"]}
+        check = evaluate((rule,), cand, base, intervals).checks[0]
+        assert check.passed is (not expect_fail), check.message
+        assert check.message.startswith("significant regression beyond 0") is expect_fail
+    # without significance the same tiny noise would have failed a max_drop: 0 rule
+    cand, base = {"eval.roc_auc": tiny.candidate["roc_auc"]}, {"eval.roc_auc": tiny.baseline["roc_auc"]}
+    assert tiny.candidate["roc_auc"] < tiny.baseline["roc_auc"]
+    assert evaluate((plain,), cand, base).checks[0].passed is False
+    alone = Rule("eval.roc_auc", significance=0.05)
+    check = evaluate((alone,), cand, base, {"eval.roc_auc": tiny.intervals["roc_auc"]}).checks[0]
+    assert (check.rule, check.passed) == ("significance", True)
+    check = evaluate((alone,), cand, base, {}).checks[0]
+    assert check.passed is None and "no bootstrap interval" in check.message
+
+
+def test_load_dataset(tmp_path):
+    (tmp_path / "eval.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    X, y = load_dataset("eval.csv", "label", tmp_path)
+    assert list(X.columns) == ["a", "b"] and list(y) == [0, 1]
+    (tmp_path / "evalmod.py").write_text("import pandas as pd\ndef get():\n    return pd.DataFrame({'x': [1], 'label': [1]})\n")
+    X, y = load_dataset("evalmod:get", "label", tmp_path)
+    assert list(X.columns) == ["x"]
+    with pytest.raises(UsageError, match="column 'nope' is not in the evaluation data"):
+        load_dataset("eval.csv", "nope", tmp_path)
+    with pytest.raises(UsageError, match="file not found"):
+        load_dataset("missing.csv", "label", tmp_path)
+    with pytest.raises(UsageError, match="cannot import it"):
+        load_dataset("nomodule:func", "label", tmp_path)
