@@ -47,7 +47,8 @@ RULE_KEYS = (
     "mode",
     "significance",
 )
-EVALUATE_KEYS = ("data", "target", "task", "metrics", "resamples", "seed", "confidence")
+EVALUATE_KEYS = ("data", "target", "task", "metrics", "resamples", "seed", "confidence", "data_checks")
+DATA_CHECK_KEYS = ("max_psi", "max_missing", "fail_on_removed_columns")
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ class EvaluateConfig:
     resamples: int = 1000
     seed: int = 0
     confidence: float = 0.95
+    max_psi: float | None = None
+    max_missing: float | None = None
+    fail_on_removed_columns: bool = False
 
 
 @dataclass(frozen=True)
@@ -508,9 +512,16 @@ class _Checker:
                                "a whole number from 100 to 100000", 1000)
         seed = self.typed(section, path, "seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0", 0)
         confidence = self.typed(section, path, "confidence", lambda v: _is_number(v) and 0.5 <= v < 1, "a number from 0.5 to below 1 (e.g. 0.95)", 0.95)
+        dpath = path + ("data_checks",)
+        checks = self.mapping(section.get("data_checks"), dpath, DATA_CHECK_KEYS)
+        max_psi = self.typed(checks, dpath, "max_psi", lambda v: _is_number(v) and v > 0, "a number > 0 (0.1 small, 0.25 large shift)")
+        max_missing = self.typed(checks, dpath, "max_missing", lambda v: _is_number(v) and 0 <= v <= 1, "a fraction from 0 to 1")
+        removed = self.typed(checks, dpath, "fail_on_removed_columns", lambda v: isinstance(v, bool), "true or false", False)
         if not (data and target and task):
             return None
-        return EvaluateConfig(data, target, task, tuple(metrics), resamples, seed, float(confidence))
+        return EvaluateConfig(data, target, task, tuple(metrics), resamples, seed, float(confidence),
+                              float(max_psi) if max_psi is not None else None,
+                              float(max_missing) if max_missing is not None else None, removed)
 
     def gate(self, value: Any) -> tuple[Rule, ...]:
         if value is None:

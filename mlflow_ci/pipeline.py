@@ -143,6 +143,56 @@ def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = Non
     return evaluate(s.cfg.gate, dict(comparison.candidate.metrics), base, intervals)
 
 
+def _data_checks(s: Session, X, cand: RunSnapshot, base) -> "object":
+    """Profile the evaluation data, keep it with the candidate run, compare with the baseline's."""
+    import tempfile
+
+    from mlflow_ci import datachecks
+
+    current = datachecks.profile(X, None)
+    before = None
+    with tempfile.TemporaryDirectory(prefix="mlflow-ci-profile-") as tmp:
+        if base is not None:
+            text = s.registry().read_artifact_text(base.run.run_id, datachecks.PROFILE_ARTIFACT, Path(tmp))
+            before = json.loads(text) if text else None
+        path = Path(tmp) / "data_profile.json"
+        path.write_text(json.dumps(current), encoding="utf-8")
+        s.tracker().log_artifact(cand.run_id, path, "mlflow_ci")
+    return datachecks.compare_profiles(before, current, X)
+
+
+def _data_gate(s: Session, evaluation: dict) -> list:
+    from mlflow_ci import datachecks
+
+    ecfg = s.cfg.evaluate
+    d = evaluation["data_checks"]
+    report_ = datachecks.DataReport(
+        rows=(d["rows"]["baseline"], d["rows"]["current"]), added=tuple(d["added"]), removed=tuple(d["removed"]),
+        dtype_changes=tuple((c["column"], c["baseline"], c["current"]) for c in d["dtype_changes"]),
+        features=tuple(d["features"]),
+    )
+    return datachecks.checks(report_, max_psi=ecfg.max_psi, max_missing=ecfg.max_missing,
+                             fail_on_removed_columns=ecfg.fail_on_removed_columns)
+
+
+def _confusion(task: str, y, cand_out, base_out, classes) -> dict | None:
+    """Confusion matrices (rows: true class, columns: predicted) for both models."""
+    import numpy as np
+
+    if task != "classification" or classes is None or len(classes) > 10:
+        return None
+    idx = np.searchsorted(classes, y)
+
+    def matrix(out):
+        pred = out.argmax(axis=1)
+        counts = np.zeros((len(classes), len(classes)), dtype=int)
+        np.add.at(counts, (idx, pred), 1)
+        return counts.tolist()
+
+    return {"classes": [str(c) for c in classes], "candidate": matrix(cand_out),
+            "baseline": matrix(base_out) if base_out is not None else None}
+
+
 def do_evaluate(s: Session, comparison: cmp.Comparison) -> tuple[cmp.Comparison, dict, dict]:
     """Score candidate and baseline models on the same rows; paired bootstrap intervals.
 
@@ -191,11 +241,14 @@ def do_evaluate(s: Session, comparison: cmp.Comparison) -> tuple[cmp.Comparison,
     for row in cmp.diff_metrics(s.cfg, dict(cand.metrics), dict(base.run.metrics) if base else None):
         interval = intervals.get(row.name)
         rows.append(replace(row, ci_low=interval.low, ci_high=interval.high) if interval is not None else row)
+    summary_data = _data_checks(s, X, cand, base)
+    summary_confusion = _confusion(ecfg.task, y, cand_out, base_out if base_model is not None else None, classes)
     note = (f"evaluated {'both models' if base_model is not None else 'the candidate'} on the same {len(y):,} rows of "
             f"{ecfg.data}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
                               f"{ecfg.confidence:.0%} intervals" if base_model is not None else ""))
     summary = {"data": ecfg.data, "rows": int(len(y)), "task": ecfg.task, "metrics": list(ecfg.metrics),
-               "resamples": ecfg.resamples if base_model is not None else 0, "seed": ecfg.seed, "confidence": ecfg.confidence}
+               "resamples": ecfg.resamples if base_model is not None else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,
+               "data_checks": summary_data.as_dict(), "confusion": summary_confusion}
     updated = cmp.Comparison(cand, base, tuple(rows), comparison.params, (*comparison.notes, note))
     return updated, intervals, summary
 
@@ -255,6 +308,8 @@ def do_check(s: Session, opts: Options) -> CheckResult:
     if s.cfg.evaluate is not None:
         comparison, intervals, evaluation = do_evaluate(s, comparison)
     gate = do_gate(s, comparison, intervals)
+    if evaluation is not None:
+        gate = GateResult(gate.checks + tuple(_data_gate(s, evaluation)))
     outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,
                         evaluation=evaluation)
     tags = {TAG_VERDICT: gate.verdict}

@@ -255,7 +255,8 @@ _RUN_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _URL = re.compile(r"^https?://[^\s()<>\[\]\"'`]{1,500}$")
 _SAFE_PATH = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_./-]{1,200}$")
-RULES = ("min", "max", "max_drop", "max_drop_pct", "threshold", "min_absolute_change", "min_relative_change")
+RULES = ("min", "max", "max_drop", "max_drop_pct", "threshold", "min_absolute_change", "min_relative_change",
+         "significance", "data_columns", "data_psi", "data_missing")
 STATUSES = ("better", "worse", "same", "new", "removed", "invalid", "n/a")
 
 

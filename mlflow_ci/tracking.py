@@ -256,9 +256,20 @@ class MlflowTracker(RegistryMixin):
         with self._service("set run tags"):
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_artifact(self, run_id: str, path: Path) -> None:
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         with self._service("upload an artifact"):
-            self.client.log_artifact(run_id, str(path))
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
+        """The text of a run's artifact, or None when it does not exist."""
+        with self._service(f"download {artifact} of run {run_id}"):
+            try:
+                local = self.client.download_artifacts(run_id, artifact, str(dst))
+            except Exception as exc:  # noqa: BLE001
+                if self._not_found(exc) or isinstance(exc, (OSError, FileNotFoundError)) or "No such file" in str(exc):
+                    return None
+                raise
+        return Path(local).read_text(encoding="utf-8")
 
     def end_run(self, run_id: str, status: str) -> None:
         with self._service("finish the run"):

@@ -160,7 +160,7 @@ class RestTracker:
     def end_run(self, run_id: str, status: str) -> None:
         self._call("POST", "runs/update", "finish the run", body={"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)})
 
-    def log_artifact(self, run_id: str, path: Path) -> None:
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Upload through the server's artifact proxy (``mlflow-artifacts:``); other stores via MLflow."""
         uri = self._artifact_uris.get(run_id) or ""
         if not uri:
@@ -168,12 +168,13 @@ class RestTracker:
             uri = got["run"]["info"].get("artifact_uri", "")
         if uri.startswith("mlflow-artifacts:"):
             rel = uri.split(":", 1)[1].lstrip("/")
-            target = f"{self.base}/api/2.0/mlflow-artifacts/artifacts/{quote(rel)}/{quote(path.name)}"
+            sub = f"{quote(artifact_path.strip('/'))}/" if artifact_path else ""
+            target = f"{self.base}/api/2.0/mlflow-artifacts/artifacts/{quote(rel)}/{sub}{quote(path.name)}"
             self._call("PUT", "", "upload an artifact", data=path.read_bytes(), path=target)
             return
         from mlflow_ci.tracking import MlflowTracker  # direct-to-store artifact URIs need MLflow's clients
 
-        MlflowTracker(self.tracking_uri).log_artifact(run_id, path)
+        MlflowTracker(self.tracking_uri).log_artifact(run_id, path, artifact_path)
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
         try:

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mlflow_ci.datachecks import checks, compare_profiles, profile, psi
+
+
+def frame(shift: float = 0.0, n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "age": rng.normal(40 + shift, 10, n),
+        "city": rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2] if shift == 0 else [0.2, 0.3, 0.5]),
+        "income": np.where(rng.random(n) < (0.3 if shift else 0.0), np.nan, rng.normal(5, 1, n)),
+    })
+
+
+def test_same_distribution_has_small_psi_and_shift_is_caught():
+    base = profile(frame(), None)
+    same = compare_profiles(base, profile(frame(seed=1), None), frame(seed=1))
+    assert all(f["psi"] < 0.05 for f in same.features)
+    shifted_frame = frame(shift=15)
+    shifted = compare_profiles(base, profile(shifted_frame, None), shifted_frame)
+    by_name = {f["name"]: f for f in shifted.features}
+    assert by_name["age"]["psi"] > 0.25 and by_name["city"]["psi"] > 0.25
+    assert by_name["income"]["missing"] > 0.25 and by_name["income"]["baseline_missing"] == 0
+    result = checks(shifted, max_psi=0.25, max_missing=0.1, fail_on_removed_columns=True)
+    failed = {(c.metric, c.rule) for c in result if c.passed is False}
+    assert failed == {("data:age", "data_psi"), ("data:city", "data_psi"), ("data:income", "data_missing")}
+
+
+def test_removed_columns_and_dtype_changes():
+    base = profile(frame(), None)
+    changed = frame().drop(columns=["city"]).assign(age=lambda d: d["age"].round().astype(int))
+    report = compare_profiles(base, profile(changed, None), changed)
+    assert report.removed == ("city",)
+    assert report.dtype_changes == (("age", "float64", "int64"),)
+    column = [c for c in checks(report, max_psi=None, max_missing=None, fail_on_removed_columns=True) if c.rule == "data_columns"]
+    assert column[0].passed is False and "columns removed: city" in column[0].message
+    alone = compare_profiles(None, profile(frame(), None), frame())
+    column = checks(alone, max_psi=0.2, max_missing=None, fail_on_removed_columns=True)
+    assert column[0].passed is None and "no baseline data profile" in column[0].message
+
+
+def test_psi():
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0
+    assert psi([0.9, 0.1], [0.1, 0.9]) > 1
