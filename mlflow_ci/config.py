@@ -47,7 +47,7 @@ RULE_KEYS = (
     "mode",
     "significance",
 )
-EVALUATE_KEYS = ("data", "target", "task", "metrics", "resamples", "seed", "confidence", "data_checks")
+EVALUATE_KEYS = ("data", "target", "task", "metrics", "resamples", "seed", "confidence", "data_checks", "slices", "slice_gate")
 DATA_CHECK_KEYS = ("max_psi", "max_missing", "fail_on_removed_columns")
 
 
@@ -132,6 +132,8 @@ class EvaluateConfig:
     max_psi: float | None = None
     max_missing: float | None = None
     fail_on_removed_columns: bool = False
+    slices: tuple[str, ...] = ()  # categorical columns: metrics per value, with the same diff and gate
+    slice_gate: tuple[Rule, ...] = ()  # rules applied to every slice (metric = the plain metric name)
 
 
 @dataclass(frozen=True)
@@ -504,10 +506,12 @@ class _Checker:
         known = CLASSIFICATION if task == "classification" else REGRESSION
         metrics = self.string_list(section.get("metrics"), path + ("metrics",)) or DEFAULT_METRICS.get(task or "", ())
         for i, name in enumerate(metrics):
+            if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
+                continue  # a user function module:function(y_true, output) -> float
             if task and name not in known:
                 hint = difflib.get_close_matches(name, known, n=1)
                 suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-                self.problem(path + ("metrics", i), f"unknown {task} metric {name!r}{suggestion} (expected one of: {', '.join(known)})")
+                self.problem(path + ("metrics", i), f"unknown {task} metric {name!r}{suggestion} (expected one of: {', '.join(known)}, or module:function)")
         resamples = self.typed(section, path, "resamples", lambda v: isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 100_000,
                                "a whole number from 100 to 100000", 1000)
         seed = self.typed(section, path, "seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0", 0)
@@ -517,11 +521,26 @@ class _Checker:
         max_psi = self.typed(checks, dpath, "max_psi", lambda v: _is_number(v) and v > 0, "a number > 0 (0.1 small, 0.25 large shift)")
         max_missing = self.typed(checks, dpath, "max_missing", lambda v: _is_number(v) and 0 <= v <= 1, "a fraction from 0 to 1")
         removed = self.typed(checks, dpath, "fail_on_removed_columns", lambda v: isinstance(v, bool), "true or false", False)
+        slices = self.string_list(section.get("slices"), path + ("slices",))
+        slice_rules = []
+        gate_spec = section.get("slice_gate")
+        if gate_spec is not None and not isinstance(gate_spec, dict):
+            self.problem(path + ("slice_gate",), f"expected a mapping of metric names to rules, got {_describe(gate_spec)}")
+        for metric, spec in (gate_spec or {}).items() if isinstance(gate_spec, dict) else ():
+            if metric not in metrics:
+                self.problem(path + ("slice_gate", metric), f"not one of evaluate.metrics ({', '.join(metrics)})", key=True)
+                continue
+            rule = self.rule(metric, spec, path + ("slice_gate", metric))
+            if rule is not None:
+                slice_rules.append(rule)
+        if slice_rules and not slices:
+            self.problem(path + ("slice_gate",), "needs evaluate.slices (the columns to slice by)")
         if not (data and target and task):
             return None
         return EvaluateConfig(data, target, task, tuple(metrics), resamples, seed, float(confidence),
                               float(max_psi) if max_psi is not None else None,
-                              float(max_missing) if max_missing is not None else None, removed)
+                              float(max_missing) if max_missing is not None else None, removed,
+                              tuple(slices), tuple(slice_rules))
 
     def gate(self, value: Any) -> tuple[Rule, ...]:
         if value is None:

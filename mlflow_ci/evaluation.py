@@ -167,7 +167,53 @@ def regression_metric(name: str, y: np.ndarray, pred: np.ndarray):
     raise ValueError(f"unknown regression metric {name!r}")
 
 
+class _Callable:
+    """A user metric ``module:function(y_true, output) -> float``; resamples are materialised rows
+    (slower than the built-in metrics, which never copy rows)."""
+
+    def __init__(self, func, y: np.ndarray, output: np.ndarray) -> None:
+        self.func, self.y, self.output = func, y, output
+
+    def value(self, weights: np.ndarray | None) -> float:
+        if weights is None:
+            return float(self.func(self.y, self.output))
+        rows = np.repeat(np.arange(len(self.y)), weights.astype(np.int64))
+        return float(self.func(self.y[rows], self.output[rows]))
+
+
+def metric_label(spec: str) -> str:
+    """``pkg.metrics:weighted_cost`` -> ``weighted_cost``; built-in names unchanged."""
+    return spec.rsplit(":", 1)[-1]
+
+
+_USER_FUNCTIONS: dict[str, Callable] = {}
+
+
+def register_user_metrics(specs: Sequence[str], root) -> None:
+    """Import the ``module:function`` metrics of the config (from the config's folder)."""
+    import importlib
+    import sys
+
+    from mlflow_ci.errors import UsageError
+
+    for spec in specs:
+        if ":" not in spec or spec in _USER_FUNCTIONS:
+            continue
+        module_name, _, func_name = spec.partition(":")
+        sys.path.insert(0, str(root))
+        try:
+            _USER_FUNCTIONS[spec] = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"evaluate.metrics {spec!r}: cannot import it ({exc})") from None
+        finally:
+            sys.path.remove(str(root))
+
+
 def build_metric(name: str, task: str, y: np.ndarray, output: np.ndarray, classes: np.ndarray | None):
+    if ":" in name:
+        if name not in _USER_FUNCTIONS:
+            raise ValueError(f"metric {name} was not registered (register_user_metrics)")
+        return _Callable(_USER_FUNCTIONS[name], y, output)
     if task == "classification":
         return classification_metric(name, y, output, classes)
     return regression_metric(name, y, output)

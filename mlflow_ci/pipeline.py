@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, TextIO
@@ -210,6 +211,7 @@ def do_evaluate(s: Session, comparison: cmp.Comparison) -> tuple[cmp.Comparison,
     assert ecfg is not None
     X, y = ev.load_dataset(ecfg.data, ecfg.target, s.cfg.root)
     y = np.asarray(y)
+    ev.register_user_metrics(ecfg.metrics, s.cfg.root)
     registry, tracker = s.registry(), s.tracker()
     cand, base = comparison.candidate, comparison.baseline
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-eval-") as tmp:
@@ -229,8 +231,22 @@ def do_evaluate(s: Session, comparison: cmp.Comparison) -> tuple[cmp.Comparison,
             base_eval, intervals = {}, {}
     except ValueError as exc:
         raise UsageError(f"evaluate: {exc}") from None
-    cand_metrics = {f"eval.{k}": v for k, v in cand_eval.items()}
-    base_metrics = {f"eval.{k}": v for k, v in base_eval.items()}
+    short = ev.metric_label  # module:function -> function
+    intervals = {f"eval.{short(k[5:])}": v for k, v in intervals.items()}
+    cand_metrics = {f"eval.{short(k)}": v for k, v in cand_eval.items()}
+    base_metrics = {f"eval.{short(k)}": v for k, v in base_eval.items()}
+    slice_rules = []
+    for column in ecfg.slices:
+        sliced = _slices(s, X, y, column, cand_out, base_out if base_model is not None else None, classes)
+        for label, (c_vals, b_vals, ivs) in sliced.items():
+            for metric, value in c_vals.items():
+                name = slice_metric(short(metric), column, label)
+                cand_metrics[name] = value
+                if metric in b_vals:
+                    base_metrics[name] = b_vals[metric]
+                if metric in ivs:
+                    intervals[name] = ivs[metric]
+            slice_rules += [replace(rule, metric=slice_metric(short(rule.metric), column, label)) for rule in ecfg.slice_gate]
     tracker.log_metrics(cand.run_id, cand_metrics)
     if base is not None and base_metrics:
         tracker.log_metrics(base.run.run_id, base_metrics)
@@ -250,7 +266,50 @@ def do_evaluate(s: Session, comparison: cmp.Comparison) -> tuple[cmp.Comparison,
                "resamples": ecfg.resamples if base_model is not None else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,
                "data_checks": summary_data.as_dict(), "confusion": summary_confusion}
     updated = cmp.Comparison(cand, base, tuple(rows), comparison.params, (*comparison.notes, note))
+    summary["slice_rules"] = slice_rules  # popped by do_check: rules, not report data
     return updated, intervals, summary
+
+
+SLICE_LIMIT = 20  # most frequent values per column
+
+
+def slice_metric(metric: str, column: str, value: str) -> str:
+    """``eval.accuracy/region:north``: MLflow metric names allow only [A-Za-z0-9_-. :/]."""
+    def clean(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_\-. ]", "_", text)[:80]
+
+    return f"eval.{metric}/{clean(column)}:{clean(value)}"
+SLICE_MIN_ROWS = 30
+
+
+def _slices(s: Session, X, y, column: str, cand_out, base_out, classes) -> dict:
+    """Per value of ``column``: candidate metrics, baseline metrics, intervals (paired, same rows)."""
+    import numpy as np
+
+    from mlflow_ci import evaluation as ev
+
+    ecfg = s.cfg.evaluate
+    if not hasattr(X, "columns") or column not in X.columns:
+        raise UsageError(f"evaluate.slices: column {column!r} is not in the evaluation data")
+    values = X[column].astype(str).to_numpy()
+    labels, counts = np.unique(values, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:SLICE_LIMIT]
+    out = {}
+    for i in order:
+        if counts[i] < SLICE_MIN_ROWS:
+            continue
+        mask = values == labels[i]
+        try:
+            if base_out is not None:
+                paired = ev.paired_bootstrap(ecfg.metrics, ecfg.task, y[mask], cand_out[mask], base_out[mask], classes=classes,
+                                             resamples=ecfg.resamples, seed=ecfg.seed, confidence=ecfg.confidence)
+                out[str(labels[i])] = (paired.candidate, paired.baseline, paired.intervals)
+            else:
+                out[str(labels[i])] = ({m: float(ev.build_metric(m, ecfg.task, y[mask], cand_out[mask], classes).value(None))
+                                        for m in ecfg.metrics}, {}, {})
+        except ValueError:
+            continue  # e.g. ROC AUC on a slice with one class only
+    return out
 
 
 def gate_from_result(s: Session, path: Path) -> GateResult:
@@ -305,9 +364,14 @@ def do_check(s: Session, opts: Options) -> CheckResult:
     tracker = s.tracker()
     comparison = do_compare(s, opts, tracker, trained.run)
     intervals, evaluation = {}, None
+    slice_rules: list = []
     if s.cfg.evaluate is not None:
         comparison, intervals, evaluation = do_evaluate(s, comparison)
+        slice_rules = evaluation.pop("slice_rules")
     gate = do_gate(s, comparison, intervals)
+    if slice_rules:
+        base = dict(comparison.baseline.run.metrics) if comparison.baseline else None
+        gate = GateResult(gate.checks + evaluate(tuple(slice_rules), dict(comparison.candidate.metrics), base, intervals).checks)
     if evaluation is not None:
         gate = GateResult(gate.checks + tuple(_data_gate(s, evaluation)))
     outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,

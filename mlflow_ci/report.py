@@ -203,6 +203,8 @@ def render_markdown(result: dict, settings: ReportConfig, root: Path) -> str:
         "title": settings.title or f"mlflow-ci · {result['experiment']}",
         "precision": settings.precision,
         "marker": sticky_marker(result["experiment"]),
+        # only our own evaluate: metric names go into Mermaid charts (slice values are data)
+        "chartable": [m["name"] for m in result.get("metrics", []) if re.fullmatch(r"eval\.[a-z0-9_]{1,40}", str(m["name"]))],
         "verdict_icon": VERDICT_ICON,
         "status_icon": STATUS_ICON,
     }

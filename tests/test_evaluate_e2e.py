@@ -1,0 +1,97 @@
+"""`evaluate:` end to end: real models logged by the training script, scored on the same rows,
+slices with their own diff and gate, data checks, and a significant regression failing the check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from mlflow_ci.tracking import MlflowTracker
+
+SCRIPT = """
+import json, mlflow, mlflow.sklearn, numpy as np, pandas as pd, sklearn
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+params = json.load(open("params.json"))
+train = pd.read_csv("train.csv")
+if params["corrupt_region"]:  # a bug that only hurts one segment
+    bad = train["region"] == params["corrupt_region"]
+    train.loc[bad, "label"] = 1 - train.loc[bad, "label"]
+model = make_pipeline(
+    ColumnTransformer([("region", OneHotEncoder(), ["region"]), ("x", "passthrough", ["x1", "x2"])]),
+    LogisticRegression(max_iter=500),
+).fit(train.drop(columns=["label"]), train["label"])
+with mlflow.start_run():
+    mlflow.log_metric("train_rows", len(train))
+    mlflow.sklearn.log_model(model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+"""
+
+
+def make_data(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    region = rng.choice(["north", "south", "east"], n)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    shift = np.select([region == "north", region == "south"], [1.0, -1.0], 0.0)
+    label = (x1 + 0.5 * x2 + shift + rng.normal(0, 0.5, n) > 0).astype(int)
+    return pd.DataFrame({"region": region, "x1": x1, "x2": x2, "label": label})
+
+
+def test_slices_data_checks_and_significance(project):
+    make_data(3000, 0).to_csv(project.root / "train.csv", index=False)
+    make_data(1500, 1).to_csv(project.root / "eval.csv", index=False)
+    project.write("train.py", SCRIPT)
+    project.write("costs.py", "def fnr(y, proba):\n    pred = proba.argmax(axis=1)\n"
+                  "    return float(((pred == 0) & (y == 1)).sum() / max((y == 1).sum(), 1))\n")
+    project.write("params.json", json.dumps({"corrupt_region": None}))
+    project.write("mlflow-ci.yml", """\
+experiment: regions
+train:
+  command: python train.py
+evaluate:
+  data: eval.csv
+  target: label
+  task: classification
+  metrics: [accuracy, roc_auc, log_loss, "costs:fnr"]
+  resamples: 300
+  slices: [region]
+  slice_gate:
+    accuracy: {max_drop: 0.02, significance: 0.05}
+  data_checks: {max_psi: 0.25, fail_on_removed_columns: true}
+gate:
+  eval.accuracy: {max_drop: 0.02, significance: 0.05}
+""")
+    project.commit("regions model")
+    first = project.cli("check")
+    assert first.returncode == 0, first.stdout + first.stderr
+    champion_run = project.result()["candidate"]["run_id"]
+    tracker = MlflowTracker(project.uri)
+    tracker.set_alias("regions", "champion", tracker.register(champion_run, "regions"))
+
+    project.branch("bug")
+    project.write("params.json", json.dumps({"corrupt_region": "south"}))
+    project.commit("corrupt one region")
+    second = project.cli("check")
+    assert second.returncode == 1, second.stdout + second.stderr
+    result = project.result()
+    rows = {m["name"]: m for m in result["metrics"]}
+    south = rows["eval.accuracy/region:south"]
+    assert south["ci_high"] < 0 and south["status"] == "worse"  # the corrupted segment is hit hardest...
+    assert south["delta"] < min(rows["eval.accuracy/region:north"]["delta"], rows["eval.accuracy/region:east"]["delta"])
+    failed = {(c["metric"], c["rule"]) for c in result["checks"] if c["passed"] is False}
+    assert ("eval.accuracy/region:south", "max_drop") in failed  # ...and the slice gate catches it
+    data = result["evaluation"]["data_checks"]
+    assert data["rows"] == {"baseline": 1500, "current": 1500} and not data["removed"]
+    assert all(c["passed"] for c in result["checks"] if c["rule"] == "data_psi")  # same data: no shift
+    report = (project.root / ".mlflow-ci" / "report.md").read_text()
+    assert "eval.accuracy/region:south" in report
+    assert 'title "eval.accuracy: baseline vs candidate"' in report
+    assert "region:south" not in report.split("```mermaid", 1)[1].split("```", 1)[0]  # data never enters a chart
+    # a user metric function gets the same paired interval
+    fnr = rows["eval.fnr"]  # "fnr" reads as lower-is-better
+    assert fnr["ci_low"] <= fnr["delta"] <= fnr["ci_high"] and fnr["direction"] == "lower"
+    # the champion's run got the same-rows evaluation logged too, under the eval. prefix
+    assert "eval.accuracy" in tracker.get_run(champion_run).metrics
