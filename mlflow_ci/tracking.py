@@ -112,22 +112,12 @@ class RegistryMixin:
     """Registry operations used by promote and rollback (aliases, not the deprecated stages)."""
 
     def alias_version(self, model: str, alias: str) -> VersionInfo | None:
-        with self._service(f"read {model}@{alias}"):
-            try:
-                return _version_info(self.client.get_model_version_by_alias(model, alias))
-            except Exception as exc:  # noqa: BLE001
-                if self._not_found(exc):
-                    return None
-                raise
+        found = self._or_none(f"read {model}@{alias}", lambda: self.client.get_model_version_by_alias(model, alias))
+        return _version_info(found) if found else None
 
     def version(self, model: str, version: str) -> VersionInfo | None:
-        with self._service(f"read {model} version {version}"):
-            try:
-                return _version_info(self.client.get_model_version(model, version))
-            except Exception as exc:  # noqa: BLE001
-                if self._not_found(exc):
-                    return None
-                raise
+        found = self._or_none(f"read {model} version {version}", lambda: self.client.get_model_version(model, version))
+        return _version_info(found) if found else None
 
     def version_for_run(self, model: str, run_id: str) -> VersionInfo | None:
         """The (first) version of ``model`` registered from ``run_id``: promote's idempotency key."""
@@ -206,6 +196,16 @@ class MlflowTracker(RegistryMixin):
                 ) from exc
             raise
 
+    def _or_none(self, what: str, call):
+        """``call()``, or None when MLflow answers that the thing does not exist."""
+        with self._service(what):
+            try:
+                return call()
+            except Exception as exc:  # noqa: BLE001
+                if self._not_found(exc):
+                    return None
+                raise
+
     @staticmethod
     def _not_found(exc: BaseException) -> bool:
         return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
@@ -276,14 +276,8 @@ class MlflowTracker(RegistryMixin):
             self.client.set_terminated(run_id, status=status)
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
-        with self._service(f"read run {run_id}"):
-            try:
-                run = self.client.get_run(run_id)
-            except Exception as exc:  # noqa: BLE001
-                if self._not_found(exc):
-                    return None
-                raise
-            return _snapshot(run)
+        run = self._or_none(f"read run {run_id}", lambda: self.client.get_run(run_id))
+        return _snapshot(run) if run else None
 
     def search(
         self,
@@ -320,27 +314,15 @@ class MlflowTracker(RegistryMixin):
     # -- registry ----------------------------------------------------------------------------------
     def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
         """The run behind ``models:/model@alias`` and the version number, or None."""
-        with self._service(f"read registered model {model!r}"):
-            try:
-                version = self.client.get_model_version_by_alias(model, alias)
-            except Exception as exc:  # noqa: BLE001
-                if self._not_found(exc):
-                    return None
-                raise
-        if not version.run_id:
+        version = self._or_none(f"read registered model {model!r}", lambda: self.client.get_model_version_by_alias(model, alias))
+        if version is None or not version.run_id:
             return None
         run = self.get_run(version.run_id)
         return (run, str(version.version)) if run else None
 
     def run_for_version(self, model: str, version: str) -> RunSnapshot | None:
-        with self._service(f"read model version {model}/{version}"):
-            try:
-                mv = self.client.get_model_version(model, version)
-            except Exception as exc:  # noqa: BLE001
-                if self._not_found(exc):
-                    return None
-                raise
-        return self.get_run(mv.run_id) if mv.run_id else None
+        mv = self._or_none(f"read model version {model}/{version}", lambda: self.client.get_model_version(model, version))
+        return self.get_run(mv.run_id) if mv and mv.run_id else None
 
     def register(self, run_id: str, model: str, *, artifact_path: str = "model", tags: Mapping[str, str] | None = None) -> str:
         """Register the run's logged model as a new version of ``model``; returns the version."""

@@ -177,12 +177,8 @@ class RestTracker:
         MlflowTracker(self.tracking_uri).log_artifact(run_id, path, artifact_path)
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
-        try:
-            return _snapshot(self._call("GET", "runs/get", f"read run {run_id}", params={"run_id": run_id})["run"])
-        except MlflowApiError as exc:
-            if self._missing(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
-                return None
-            raise ServiceError(f"could not read run {run_id}: {exc}") from None
+        got = self._get_or_none("runs/get", f"read run {run_id}", {"run_id": run_id})
+        return _snapshot(got["run"]) if got else None
 
     def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
         clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"]
@@ -200,21 +196,22 @@ class RestTracker:
         return None
 
     # -- registry (reads) --------------------------------------------------------------------------
-    def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
+    def _get_or_none(self, endpoint: str, what: str, params: dict) -> dict | None:
+        """A GET whose "does not exist" answer is None rather than an error."""
         try:
-            mv = self._call("GET", "registered-models/alias", f"read {model}@{alias}", params={"name": model, "alias": alias})["model_version"]
+            return self._call("GET", endpoint, what, params=params)
         except MlflowApiError as exc:
             if self._missing(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
                 return None
-            raise ServiceError(f"could not read {model}@{alias}: {exc}") from None
+            raise ServiceError(f"could not {what}: {exc}") from None
+
+    def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
+        got = self._get_or_none("registered-models/alias", f"read {model}@{alias}", {"name": model, "alias": alias})
+        mv = got["model_version"] if got else {}
         run = self.get_run(mv["run_id"]) if mv.get("run_id") else None
         return (run, str(mv["version"])) if run else None
 
     def run_for_version(self, model: str, version: str) -> RunSnapshot | None:
-        try:
-            mv = self._call("GET", "model-versions/get", f"read {model}/{version}", params={"name": model, "version": version})["model_version"]
-        except MlflowApiError as exc:
-            if self._missing(exc) or exc.error_code == "INVALID_PARAMETER_VALUE":
-                return None
-            raise ServiceError(f"could not read {model}/{version}: {exc}") from None
+        got = self._get_or_none("model-versions/get", f"read {model}/{version}", {"name": model, "version": version})
+        mv = got["model_version"] if got else {}
         return self.get_run(mv["run_id"]) if mv.get("run_id") else None
