@@ -65,8 +65,21 @@ class Session:
     def event(self) -> ghevent.EventContext:
         return ghevent.from_env(self.env)
 
+    @functools.cached_property
+    def _contexts(self) -> dict:
+        return {}
+
     def context(self, opts: Options) -> gitctx.GitContext:
-        """Git facts, refined by the GitHub event (PR head/base) and then by explicit options."""
+        """Git facts, refined by the GitHub event (PR head/base) and then by explicit options.
+
+        Computed once per command and options (each costs a few git subprocesses).
+        """
+        key = (opts.base_branch, opts.pr_number)
+        if key not in self._contexts:
+            self._contexts[key] = self._detect_context(opts)
+        return self._contexts[key]
+
+    def _detect_context(self, opts: Options) -> gitctx.GitContext:
         default_base = self.cfg.baseline.branch or "main"
         ctx = gitctx.detect(self.cfg.root, self.env, default_base_branch=default_base)
         ev = self.event
