@@ -495,6 +495,8 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, cfg: Co
     from mlflow_ci.config import ReportConfig
 
     event = ghevent.from_env(env)
+    if not (env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")):
+        raise UsageError("publish needs a GitHub token: set GITHUB_TOKEN (in a workflow: env: GITHUB_TOKEN: ${{ github.token }})")
     settings = cfg.report if cfg else ReportConfig()
     root = cfg.root if cfg else Path.cwd()
     if from_file is not None:

@@ -114,3 +114,10 @@ def test_publish_from_artifact_in_workflow_run(project, gh, tmp_path):
     assert proc.returncode == 2
     assert "does not match the workflow_run event" in proc.stderr
     assert gh.log == []
+
+
+def test_publish_without_a_token_is_a_usage_error(project):
+    assert project.cli("check").returncode == 0
+    proc = project.cli("publish")
+    assert proc.returncode == 2
+    assert "publish needs a GitHub token: set GITHUB_TOKEN" in proc.stderr
