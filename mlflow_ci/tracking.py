@@ -156,17 +156,6 @@ class RegistryMixin:
 
         return mlflow.pyfunc.load_model(local)
 
-    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
-        """Newest FINISHED runs with these tags (bounded)."""
-        clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]
-        clauses.append("attributes.status = 'FINISHED'")
-        with self._service("search runs"):
-            runs = self.client.search_runs(
-                [experiment_id], filter_string=" and ".join(clauses),
-                order_by=["attributes.start_time DESC"], max_results=limit,
-            )
-        return [_snapshot(run) for run in runs]
-
 
 class MlflowTracker(RegistryMixin):
     """MLflow client wrapper returning plain snapshots; construct once per command."""
@@ -279,6 +268,15 @@ class MlflowTracker(RegistryMixin):
         run = self._or_none(f"read run {run_id}", lambda: self.client.get_run(run_id))
         return _snapshot(run) if run else None
 
+    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
+        """Newest FINISHED runs with these tags (bounded)."""
+        with self._service("search runs"):
+            runs = self.client.search_runs(
+                [experiment_id], filter_string=finished_with_tags(tags),
+                order_by=["attributes.start_time DESC"], max_results=limit,
+            )
+        return [_snapshot(run) for run in runs]
+
     def search(
         self,
         experiment_id: str,
@@ -292,24 +290,8 @@ class MlflowTracker(RegistryMixin):
 
         A bounded query (``SEARCH_WINDOW`` runs, newest first) however large the experiment is.
         """
-        clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]
-        clauses.append("attributes.status = 'FINISHED'")
-        with self._service("search runs"):
-            runs = self.client.search_runs(
-                [experiment_id],
-                filter_string=" and ".join(clauses),
-                order_by=["attributes.start_time DESC"],
-                max_results=SEARCH_WINDOW,
-            )
-        for run in runs:
-            if run.info.run_id == exclude_run_id:
-                continue
-            if run.data.tags.get(TAG_VERDICT) in skip_verdicts:
-                continue
-            if require_tag and require_tag not in run.data.tags:
-                continue
-            return _snapshot(run)
-        return None
+        return first_match(self.search_runs(experiment_id, tags=tags), exclude_run_id=exclude_run_id,
+                           skip_verdicts=skip_verdicts, require_tag=require_tag)
 
     # -- registry ----------------------------------------------------------------------------------
     def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
@@ -359,6 +341,23 @@ class MlflowTracker(RegistryMixin):
     def set_alias(self, model: str, alias: str, version: str) -> None:
         with self._service(f"set alias {alias!r} on {model!r}"):
             self.client.set_registered_model_alias(model, alias, version)
+
+
+def finished_with_tags(tags: Mapping[str, str]) -> str:
+    """MLflow search filter: FINISHED runs whose tags equal ``tags``."""
+    clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]
+    return " and ".join([*clauses, "attributes.status = 'FINISHED'"])
+
+
+def first_match(runs, *, exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None:
+    """The first (newest) run that is not excluded, has no skipped verdict and has ``require_tag``."""
+    for run in runs:
+        if run.run_id == exclude_run_id or run.tags.get(TAG_VERDICT) in skip_verdicts:
+            continue
+        if require_tag and require_tag not in run.tags:
+            continue
+        return run
+    return None
 
 
 def _quote(value: str) -> str:

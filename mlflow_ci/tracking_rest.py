@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from urllib.parse import quote
 
 from mlflow_ci.errors import ServiceError, UsageError
-from mlflow_ci.tracking import SEARCH_WINDOW, TAG_VERDICT, RunSnapshot, _first_line, _quote, _redact
+from mlflow_ci.tracking import SEARCH_WINDOW, RunSnapshot, _first_line, _redact, finished_with_tags, first_match
 
 
 class MlflowApiError(Exception):
@@ -181,19 +181,13 @@ class RestTracker:
         return _snapshot(got["run"]) if got else None
 
     def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
-        clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"]
-        body = {"experiment_ids": [experiment_id], "filter": " and ".join(clauses), "max_results": limit,
+        body = {"experiment_ids": [experiment_id], "filter": finished_with_tags(tags), "max_results": limit,
                 "order_by": ["attributes.start_time DESC"]}
         return [_snapshot(run) for run in self._call("POST", "runs/search", "search runs", body=body).get("runs", [])]
 
     def search(self, experiment_id: str, *, tags: Mapping[str, str], exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None:
-        for run in self.search_runs(experiment_id, tags=tags):
-            if run.run_id == exclude_run_id or run.tags.get(TAG_VERDICT) in skip_verdicts:
-                continue
-            if require_tag and require_tag not in run.tags:
-                continue
-            return run
-        return None
+        return first_match(self.search_runs(experiment_id, tags=tags), exclude_run_id=exclude_run_id,
+                           skip_verdicts=skip_verdicts, require_tag=require_tag)
 
     # -- registry (reads) --------------------------------------------------------------------------
     def _get_or_none(self, endpoint: str, what: str, params: dict) -> dict | None:
