@@ -20,11 +20,19 @@ PROFILE_ARTIFACT = "mlflow_ci/data_profile.json"
 EPS = 1e-4
 
 
+def _frame(X):
+    """The evaluation features as a DataFrame with string column names (as profiles store them)."""
+    import pandas as pd
+
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
+    return frame.rename(columns=str)
+
+
 def profile(X, y) -> dict[str, Any]:
     """A JSON-able summary: rows, dtypes, missing rates, quantile bins (numeric) or frequencies."""
     import pandas as pd
 
-    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X)).rename(columns=str)
+    frame = _frame(X)
     columns = {}
     for name in frame.columns:
         series = frame[name]
@@ -37,7 +45,7 @@ def profile(X, y) -> dict[str, Any]:
         elif len(values):
             counts = values.astype(str).value_counts(normalize=True).head(50)
             entry["frequencies"] = {str(k): float(v) for k, v in counts.items()}
-        columns[str(name)] = entry
+        columns[name] = entry
     return {"rows": int(len(frame)), "columns": columns}
 
 
@@ -73,16 +81,14 @@ class DataReport:
 
 def compare_profiles(base: dict | None, current: dict, X) -> DataReport:
     """Current evaluation data against the baseline's profile (None: only what can be said alone)."""
-    import pandas as pd
-
-    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X)).rename(columns=str)
+    frame = _frame(X)
     cur_cols, base_cols = current["columns"], (base or {}).get("columns", {})
     features = []
     for name, entry in cur_cols.items():
         before = base_cols.get(name)
         value = None
         if before and "edges" in before and "edges" in entry:
-            values = frame[name].dropna().to_numpy(dtype=float) if name in frame.columns else frame[int(name)].dropna().to_numpy(dtype=float)
+            values = frame[name].dropna().to_numpy(dtype=float)
             value = psi(before["shares"], _shares(values, before["edges"]))
         elif before and "frequencies" in before and "frequencies" in entry:
             keys = set(before["frequencies"]) | set(entry["frequencies"])

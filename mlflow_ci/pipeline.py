@@ -152,9 +152,21 @@ def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, 
     return cmp.compare(tracker, s.cfg, s.context(opts), run, explicit_baseline=opts.baseline)
 
 
-def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None) -> GateResult:
+def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None, extra_rules: tuple = ()) -> GateResult:
+    """The configured rules (plus ``extra_rules``, e.g. the per-slice ones) on a comparison."""
     base = dict(comparison.baseline.run.metrics) if comparison.baseline else None
-    return evaluate(s.cfg.gate, dict(comparison.candidate.metrics), base, intervals)
+    return evaluate(s.cfg.gate + tuple(extra_rules), dict(comparison.candidate.metrics), base, intervals)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What ``evaluate:`` adds to a check."""
+
+    comparison: cmp.Comparison  # with eval.<metric> values merged in
+    intervals: dict  # metric name -> paired bootstrap interval
+    summary: dict  # result.json's "evaluation"
+    rules: tuple  # the slice_gate rules, one per slice
+    data_checks: tuple  # gate checks from the data checks
 
 
 def _data_checks(s: Session, X, cand: RunSnapshot, base) -> "object":
@@ -175,20 +187,6 @@ def _data_checks(s: Session, X, cand: RunSnapshot, base) -> "object":
     return datachecks.compare_profiles(before, current, X)
 
 
-def _data_gate(s: Session, evaluation: dict) -> list:
-    from mlflow_ci import datachecks
-
-    ecfg = s.cfg.evaluate
-    d = evaluation["data_checks"]
-    report_ = datachecks.DataReport(
-        rows=(d["rows"]["baseline"], d["rows"]["current"]), added=tuple(d["added"]), removed=tuple(d["removed"]),
-        dtype_changes=tuple((c["column"], c["baseline"], c["current"]) for c in d["dtype_changes"]),
-        features=tuple(d["features"]),
-    )
-    return datachecks.checks(report_, max_psi=ecfg.max_psi, max_missing=ecfg.max_missing,
-                             fail_on_removed_columns=ecfg.fail_on_removed_columns)
-
-
 def _confusion(task: str, y, cand_out, base_out, classes) -> dict | None:
     """Confusion matrices (rows: true class, columns: predicted) for both models."""
     import numpy as np
@@ -207,11 +205,10 @@ def _confusion(task: str, y, cand_out, base_out, classes) -> dict | None:
             "baseline": matrix(base_out) if base_out is not None else None}
 
 
-def do_evaluate(s: Session, comparison: cmp.Comparison) -> tuple[cmp.Comparison, dict, dict]:
+def do_evaluate(s: Session, comparison: cmp.Comparison) -> Evaluated:
     """Score candidate and baseline models on the same rows; paired bootstrap intervals.
 
-    Returns the comparison with ``eval.<metric>`` values merged in (and logged to both runs), the
-    intervals by metric name, and a summary for result.json.
+    The ``eval.<metric>`` values are logged to both runs.
     """
     import tempfile
     from dataclasses import replace
@@ -270,17 +267,20 @@ def do_evaluate(s: Session, comparison: cmp.Comparison) -> tuple[cmp.Comparison,
     for row in cmp.diff_metrics(s.cfg, dict(cand.metrics), dict(base.run.metrics) if base else None):
         interval = intervals.get(row.name)
         rows.append(replace(row, ci_low=interval.low, ci_high=interval.high) if interval is not None else row)
-    summary_data = _data_checks(s, X, cand, base)
+    data_report = _data_checks(s, X, cand, base)
     summary_confusion = _confusion(ecfg.task, y, cand_out, base_out if base_model is not None else None, classes)
     note = (f"evaluated {'both models' if base_model is not None else 'the candidate'} on the same {len(y):,} rows of "
             f"{ecfg.data}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
                               f"{ecfg.confidence:.0%} intervals" if base_model is not None else ""))
     summary = {"data": ecfg.data, "rows": int(len(y)), "task": ecfg.task, "metrics": list(ecfg.metrics),
                "resamples": ecfg.resamples if base_model is not None else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,
-               "data_checks": summary_data.as_dict(), "confusion": summary_confusion}
+               "data_checks": data_report.as_dict(), "confusion": summary_confusion}
+    from mlflow_ci import datachecks
+
+    data_gate = datachecks.checks(data_report, max_psi=ecfg.max_psi, max_missing=ecfg.max_missing,
+                                  fail_on_removed_columns=ecfg.fail_on_removed_columns)
     updated = cmp.Comparison(cand, base, tuple(rows), comparison.params, (*comparison.notes, note))
-    summary["slice_rules"] = slice_rules  # popped by do_check: rules, not report data
-    return updated, intervals, summary
+    return Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
 
 
 SLICE_LIMIT = 20  # most frequent values per column
@@ -376,19 +376,15 @@ def do_check(s: Session, opts: Options) -> CheckResult:
     trained = do_train(s, opts, require_gated=True)
     tracker = s.tracker()
     comparison = do_compare(s, opts, tracker, trained.run)
-    intervals, evaluation = {}, None
-    slice_rules: list = []
-    if s.cfg.evaluate is not None:
-        comparison, intervals, evaluation = do_evaluate(s, comparison)
-        slice_rules = evaluation.pop("slice_rules")
-    gate = do_gate(s, comparison, intervals)
-    if slice_rules:
-        base = dict(comparison.baseline.run.metrics) if comparison.baseline else None
-        gate = GateResult(gate.checks + evaluate(tuple(slice_rules), dict(comparison.candidate.metrics), base, intervals).checks)
-    if evaluation is not None:
-        gate = GateResult(gate.checks + tuple(_data_gate(s, evaluation)))
+    evaluated = do_evaluate(s, comparison) if s.cfg.evaluate is not None else None
+    if evaluated is None:
+        gate = do_gate(s, comparison)
+    else:
+        comparison = evaluated.comparison
+        gate = do_gate(s, comparison, evaluated.intervals, evaluated.rules)
+        gate = GateResult(gate.checks + evaluated.data_checks)
     outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,
-                        evaluation=evaluation)
+                        evaluation=evaluated.summary if evaluated else None)
     tags = {TAG_VERDICT: gate.verdict}
     if comparison.baseline:
         tags[TAG_BASELINE] = comparison.baseline.run.run_id

@@ -45,3 +45,12 @@ def test_removed_columns_and_dtype_changes():
 def test_psi():
     assert psi([0.5, 0.5], [0.5, 0.5]) == 0
     assert psi([0.9, 0.1], [0.1, 0.9]) > 1
+
+
+def test_integer_column_names_and_arrays():
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame({0: rng.normal(size=500), 1: rng.normal(size=500)})
+    report = compare_profiles(profile(data, None), profile(data, None), data)
+    assert [f["name"] for f in report.features] == ["0", "1"] and all(f["psi"] == 0 for f in report.features)
+    array = data.to_numpy()
+    assert compare_profiles(profile(array, None), profile(array, None), array).features[0]["psi"] == 0
