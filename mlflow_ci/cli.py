@@ -244,8 +244,9 @@ def validate(config_path):
     from mlflow_ci.config import load_config
 
     cfg = load_config(config_path)
-    rules = sum(1 for r in cfg.gate for k in ("min", "max", "max_drop", "max_drop_pct", "threshold",
-                "min_absolute_change", "min_relative_change") if getattr(r, k) is not None)
+    from mlflow_ci.config import LIMIT_RULES
+
+    rules = sum(1 for r in cfg.gate for k in LIMIT_RULES if getattr(r, k) is not None)
     click.echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")
     return EXIT_OK
 

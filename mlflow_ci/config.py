@@ -37,6 +37,7 @@ COMMENT_MODES = ("always", "on-change", "on-failure", "never")
 TRAIN_KEYS = ("command", "workdir", "env", "timeout", "metrics_file", "inputs")
 BASELINE_KEYS = ("alias", "branch", "sources")
 REPORT_KEYS = ("template", "title", "precision", "ui_url")
+LIMIT_RULES = (*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW)  # the rules that carry a number
 RULE_KEYS = (
     *RULE_BOUNDS,
     *RULE_BASELINE,
@@ -562,7 +563,7 @@ class _Checker:
         section = self.mapping(spec, path, RULE_KEYS)
         before = len(self.problems)
         numbers: dict[str, float] = {}
-        for key in (*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW):
+        for key in LIMIT_RULES:
             if key not in section:
                 continue
             number = section[key]
@@ -601,7 +602,7 @@ class _Checker:
         if not numbers and significance is None and len(self.problems) == before:
             self.problem(
                 path,
-                "no rule given (expected at least one of: " + ", ".join((*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW)) + ")",
+                "no rule given (expected at least one of: " + ", ".join(LIMIT_RULES) + ")",
             )
         if len(self.problems) != before:
             return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from decimal import Context, Decimal, localcontext
 from typing import Mapping
 
-from mlflow_ci.config import RULE_BASELINE, RULE_BOUNDS, RULE_MLFLOW, Rule
+from mlflow_ci.config import LIMIT_RULES, RULE_BASELINE, Rule
 
 # Names that usually mean "lower is better" when a rule does not say (documented in docs/gate.md).
 _LOWER_IS_BETTER = re.compile(
@@ -151,7 +151,7 @@ def evaluate(
     checks: list[Check] = []
     for rule in rules:
         interval = (intervals or {}).get(rule.metric) if rule.significance else None
-        for name in (*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW):
+        for name in LIMIT_RULES:
             limit = getattr(rule, name)
             if limit is not None:
                 check = _check(rule, name, limit, candidate, baseline)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlflow_ci.actions_io import ActionsIO, Annotation, truncate_chars
-from mlflow_ci.config import COMMENT_MODES  # noqa: F401 - re-exported for the CLI
+from mlflow_ci.config import LIMIT_RULES
 from mlflow_ci.errors import UsageError
 from mlflow_ci.ghevent import EventContext
 from mlflow_ci.github import GitHubClient, GitHubPermissionError
@@ -255,8 +255,7 @@ _RUN_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _URL = re.compile(r"^https?://[^\s()<>\[\]\"'`]{1,500}$")
 _SAFE_PATH = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_./-]{1,200}$")
-RULES = ("min", "max", "max_drop", "max_drop_pct", "threshold", "min_absolute_change", "min_relative_change",
-         "significance", "data_columns", "data_psi", "data_missing")
+RULES = (*LIMIT_RULES, "significance", "data_columns", "data_psi", "data_missing")
 STATUSES = ("better", "worse", "same", "new", "removed", "invalid", "n/a")
 
 
