@@ -108,6 +108,26 @@ def _version_info(mv) -> VersionInfo:
     return VersionInfo(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
 
 
+class SearchMixin:
+    """``search`` on top of a client's bounded ``search_runs``."""
+
+    def search(
+        self,
+        experiment_id: str,
+        *,
+        tags: Mapping[str, str],
+        exclude_run_id: str | None = None,
+        skip_verdicts: tuple[str, ...] = (),
+        require_tag: str | None = None,
+    ) -> RunSnapshot | None:
+        """The newest FINISHED run of the experiment whose tags equal ``tags``.
+
+        A bounded query (``SEARCH_WINDOW`` runs, newest first) however large the experiment is.
+        """
+        return first_match(self.search_runs(experiment_id, tags=tags), exclude_run_id=exclude_run_id,
+                           skip_verdicts=skip_verdicts, require_tag=require_tag)
+
+
 class RegistryMixin:
     """Registry operations used by promote and rollback (aliases, not the deprecated stages)."""
 
@@ -157,7 +177,7 @@ class RegistryMixin:
         return mlflow.pyfunc.load_model(local)
 
 
-class MlflowTracker(RegistryMixin):
+class MlflowTracker(SearchMixin, RegistryMixin):
     """MLflow client wrapper returning plain snapshots; construct once per command."""
 
     def __init__(self, tracking_uri: str) -> None:
@@ -277,22 +297,6 @@ class MlflowTracker(RegistryMixin):
             )
         return [_snapshot(run) for run in runs]
 
-    def search(
-        self,
-        experiment_id: str,
-        *,
-        tags: Mapping[str, str],
-        exclude_run_id: str | None = None,
-        skip_verdicts: tuple[str, ...] = (),
-        require_tag: str | None = None,
-    ) -> RunSnapshot | None:
-        """The newest FINISHED run of the experiment whose tags equal ``tags``.
-
-        A bounded query (``SEARCH_WINDOW`` runs, newest first) however large the experiment is.
-        """
-        return first_match(self.search_runs(experiment_id, tags=tags), exclude_run_id=exclude_run_id,
-                           skip_verdicts=skip_verdicts, require_tag=require_tag)
-
     # -- registry ----------------------------------------------------------------------------------
     def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
         """The run behind ``models:/model@alias`` and the version number, or None."""
@@ -392,12 +396,19 @@ def _snapshot(run) -> RunSnapshot:
 
 
 def open_tracker(tracking_uri: str, env: Mapping[str, str]):
-    """The tracker for a URI: MLflow's REST API directly for http(s) servers (no MLflow import,
-    set MLFLOW_CI_REST=false to opt out), MLflow's own client for everything else."""
+    """The tracker for a URI, the cheapest that is exact: MLflow's REST API directly for http(s)
+    servers (``MLFLOW_CI_REST=false`` opts out), ``sqlite3`` directly for a local SQLite store at a
+    known schema revision (``MLFLOW_CI_SQLITE=false`` opts out), MLflow's own client otherwise."""
     if tracking_uri.startswith(("http://", "https://")) and env.get("MLFLOW_CI_REST", "true").lower() != "false":
         from mlflow_ci.tracking_rest import RestTracker
 
         return RestTracker(tracking_uri, env)
+    if tracking_uri.startswith("sqlite:///"):
+        from mlflow_ci.tracking_sqlite import open_sqlite
+
+        fast = open_sqlite(tracking_uri, env)
+        if fast is not None:
+            return fast
     return MlflowTracker(tracking_uri)
 
 

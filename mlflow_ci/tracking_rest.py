@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from urllib.parse import quote
 
 from mlflow_ci.errors import ServiceError, UsageError
-from mlflow_ci.tracking import SEARCH_WINDOW, RunSnapshot, _first_line, _redact, finished_with_tags, first_match
+from mlflow_ci.tracking import SEARCH_WINDOW, RunSnapshot, SearchMixin, _first_line, _redact, finished_with_tags
 
 
 class MlflowApiError(Exception):
@@ -77,7 +77,7 @@ def _snapshot(run: dict) -> RunSnapshot:
     )
 
 
-class RestTracker:
+class RestTracker(SearchMixin):
     """The subset of :class:`mlflow_ci.tracking.MlflowTracker` the PR check needs, over REST."""
 
     def __init__(self, tracking_uri: str, env: Mapping[str, str], *, session=None) -> None:
@@ -184,10 +184,6 @@ class RestTracker:
         body = {"experiment_ids": [experiment_id], "filter": finished_with_tags(tags), "max_results": limit,
                 "order_by": ["attributes.start_time DESC"]}
         return [_snapshot(run) for run in self._call("POST", "runs/search", "search runs", body=body).get("runs", [])]
-
-    def search(self, experiment_id: str, *, tags: Mapping[str, str], exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None:
-        return first_match(self.search_runs(experiment_id, tags=tags), exclude_run_id=exclude_run_id,
-                           skip_verdicts=skip_verdicts, require_tag=require_tag)
 
     # -- registry (reads) --------------------------------------------------------------------------
     def _get_or_none(self, endpoint: str, what: str, params: dict) -> dict | None:
