@@ -11,6 +11,8 @@ from __future__ import annotations
 import getpass
 import json
 import math
+import posixpath
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +171,17 @@ def _store_files(uri: str) -> list[Path]:
     return []
 
 
+METRIC_NAME = re.compile(r"[/\w.\- :]{1,250}")
+
+
+def valid_metric_name(name: str) -> bool:
+    """MLflow's rule for metric names (POSIX): these characters, and the name is its own normal path."""
+    if not METRIC_NAME.fullmatch(name):
+        return False
+    norm = posixpath.normpath(name)
+    return norm == name and norm != "." and not norm.startswith(("..", "/"))
+
+
 def read_metrics_file(path: Path, shown: str) -> dict[str, float]:
     """A flat JSON object {name: number}; anything else is a training error naming the key."""
     try:
@@ -187,7 +200,10 @@ def read_metrics_file(path: Path, shown: str) -> dict[str, float]:
     for key, value in data.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TrainingError(f"{shown}: key {key!r}: expected a number, got {json.dumps(value)[:60]}")
-        if not key or len(key) > 250:
-            raise TrainingError(f"{shown}: key {key[:40]!r}: expected a metric name of 1 to 250 characters")
+        if not valid_metric_name(key):
+            raise TrainingError(
+                f"{shown}: key {key[:40]!r}: expected a metric name of 1 to 250 letters, digits, spaces and _ - . / :"
+                " that is not a path like '..', '/x' or 'a//b' (MLflow's rule)"
+            )
         metrics[key] = float(value) if math.isfinite(value) else value
     return metrics

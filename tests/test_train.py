@@ -162,6 +162,30 @@ def test_read_metrics_file(tmp_path: Path):
         read_metrics_file(tmp_path / "none.json", "none.json")
 
 
+@pytest.mark.parametrize("name, ok", [
+    ("accuracy", True), ("eval/f1 macro", True), ("loss:val-1.5", True), ("é_score", True), ("a" * 250, True),
+    ("", False), ("a" * 251, False), ("acc@1", False), ("a\nb", False), ("..", False), ("../x", False),
+    ("/abs", False), ("a//b", False), ("a/", False), ("./a", False), (".", False),
+])
+def test_metric_names_follow_mlflow_rule(tmp_path: Path, name: str, ok: bool):
+    """The same names MLflow's own validation accepts, so a bad name is a clear exit 3, not a store error."""
+    from mlflow.utils.validation import _validate_metric_name
+
+    try:
+        _validate_metric_name(name)
+        mlflow_ok = len(name) <= 250
+    except Exception:  # noqa: BLE001 - MlflowException
+        mlflow_ok = False
+    assert mlflow_ok == ok
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({name: 1.0}))
+    if ok:
+        assert read_metrics_file(path, "m.json") == {name: 1.0}
+    else:
+        with pytest.raises(TrainingError, match="expected a metric name of 1 to 250"):
+            read_metrics_file(path, "m.json")
+
+
 def test_cache_never_reuses_a_run_whose_inputs_differ(project):
     """Every kind of change gets a new fingerprint; a README-only change reuses the run."""
     project.write("data/train.csv", "x,y\n1,2\n")
