@@ -54,7 +54,7 @@ class Session:
         return MlflowTracker(self.tracking_uri)
 
     def tracker(self):
-        """One client per command (REST for http(s) servers, MLflow's client otherwise)."""
+        """One client per command: REST for http(s) servers, sqlite3 for a local store, else MLflow's."""
         return self._tracker
 
     def registry(self) -> MlflowTracker:
