@@ -31,7 +31,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Iterator, Mapping
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from mlflow_ci.errors import ServiceError, UsageError
 from mlflow_ci.tracking import (
@@ -68,7 +68,7 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 def schema_revision(path: Path) -> str | None:
     """The database's Alembic revision, read without creating the file; None if there is none."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)) as db:
             row = db.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.Error:
         return None

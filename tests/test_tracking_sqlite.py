@@ -216,6 +216,10 @@ def test_when_the_fast_path_applies(store, tmp_path):
     with sqlite3.connect(other) as db:
         db.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
     assert open_sqlite(f"sqlite:///{other}", {}) is None
+    odd = tmp_path / "we#ird %20 dir" / "mlflow.db"
+    odd.parent.mkdir()
+    shutil.copy(path, odd)
+    assert schema_revision(odd) in KNOWN_REVISIONS and open_sqlite(f"sqlite:///{odd}", {}) is not None
     assert sqlite_path("sqlite:///:memory:") is None and sqlite_path("sqlite:////a/b.db") == Path("/a/b.db")
     assert local_dir("/x/y") == Path("/x/y") and local_dir("file:///x/y%20z") == Path("/x/y z")
     assert local_dir("s3://bucket/x") is None and local_dir("mlflow-artifacts:/x") is None
