@@ -80,6 +80,21 @@ def resolve_tracking_uri(configured: str | None, env: Mapping[str, str], root: P
     return uri
 
 
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (options after ``?`` dropped), None for memory or other stores."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    rest = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if not rest or rest.startswith(":memory:"):
+        return None
+    return Path(rest)
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, MLflow's timestamp unit."""
+    return int(time.time() * 1000)
+
+
 def _is_service_failure(exc: BaseException, remote: bool) -> bool:
     """True when the store could not be reached or answered with a server-side failure."""
     import requests
@@ -253,7 +268,7 @@ class MlflowTracker(SearchMixin, RegistryMixin):
             return
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = now_ms()
         batch = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
         with self._service("log metrics"):
             for start in range(0, len(batch), 1000):

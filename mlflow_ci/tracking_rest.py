@@ -10,13 +10,20 @@ Registry writes (promote, rollback) still go through MLflow's own client.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote
 
 from mlflow_ci.errors import ServiceError, UsageError
-from mlflow_ci.tracking import SEARCH_WINDOW, RunSnapshot, SearchMixin, _first_line, _redact, finished_with_tags
+from mlflow_ci.tracking import (
+    SEARCH_WINDOW,
+    RunSnapshot,
+    SearchMixin,
+    _first_line,
+    _redact,
+    finished_with_tags,
+    now_ms,
+)
 
 
 class MlflowApiError(Exception):
@@ -142,14 +149,14 @@ class RestTracker(SearchMixin):
             return self.experiment_id(name, create=False)
 
     def start_run(self, experiment_id: str, *, run_name: str, tags: Mapping[str, str]) -> str:
-        body = {"experiment_id": experiment_id, "run_name": run_name, "start_time": int(time.time() * 1000),
+        body = {"experiment_id": experiment_id, "run_name": run_name, "start_time": now_ms(),
                 "tags": [{"key": k, "value": str(v)} for k, v in {**tags, "mlflow.runName": run_name}.items()]}
         info = self._call("POST", "runs/create", "create a run", body=body)["run"]["info"]
         self._artifact_uris[info["run_id"]] = info.get("artifact_uri", "")
         return info["run_id"]
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
-        now = int(time.time() * 1000)
+        now = now_ms()
         items = [{"key": k, "value": _proto_double(v), "timestamp": now, "step": 0} for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
             self._call("POST", "runs/log-batch", "log metrics", body={"run_id": run_id, "metrics": items[start:start + 1000]})
@@ -158,7 +165,7 @@ class RestTracker(SearchMixin):
         self._call("POST", "runs/log-batch", "set run tags", body={"run_id": run_id, "tags": [{"key": k, "value": str(v)} for k, v in tags.items()]})
 
     def end_run(self, run_id: str, status: str) -> None:
-        self._call("POST", "runs/update", "finish the run", body={"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)})
+        self._call("POST", "runs/update", "finish the run", body={"run_id": run_id, "status": status, "end_time": now_ms()})
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Upload through the server's artifact proxy (``mlflow-artifacts:``); other stores via MLflow."""

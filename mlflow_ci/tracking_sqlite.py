@@ -27,7 +27,6 @@ import contextlib
 import math
 import shutil
 import sqlite3
-import time
 import uuid
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -42,6 +41,8 @@ from mlflow_ci.tracking import (
     RunSnapshot,
     SearchMixin,
     _first_line,
+    now_ms,
+    sqlite_path,
 )
 
 # Alembic heads of MLflow schemas whose run, tag, metric and alias tables this module matches
@@ -53,16 +54,6 @@ DOUBLE_MAX = 1.7976931348623157e308
 DELETED_VERSION_STAGE = "Deleted_Internal"
 TAG_VALUE_INDEX = "mlflow_ci_tags_key_value"
 BUSY_TIMEOUT_MS = 60_000  # how long a write waits for another writer (parallel candidates, the training child)
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for memory databases and URIs with options."""
-    if not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
-        return None
-    rest = tracking_uri[len("sqlite:///"):]
-    if not rest or rest.startswith(":memory:"):
-        return None
-    return Path(rest)
 
 
 def schema_revision(path: Path) -> str | None:
@@ -82,7 +73,7 @@ def open_sqlite(tracking_uri: str, env: Mapping[str, str]) -> "SqliteTracker | N
     if env.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("true", "1") or env.get("MLFLOW_WORKSPACE"):
         return None
     path = sqlite_path(tracking_uri)
-    if path is None or not path.is_file() or schema_revision(path) not in KNOWN_REVISIONS:
+    if path is None or "?" in tracking_uri or not path.is_file() or schema_revision(path) not in KNOWN_REVISIONS:
         return None
     return SqliteTracker(tracking_uri, path)
 
@@ -153,15 +144,15 @@ class SqliteTracker(SearchMixin):
     def _ensure_tag_index(self) -> None:
         """Add the tag-value index once. It is an optimisation: a read-only store, or one another
         writer holds for more than half a second, just stays slower this time."""
-        try:
+        with contextlib.suppress(sqlite3.Error):
             if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
-                                (TAG_VALUE_INDEX,)).fetchone() is None:
-                self._db.execute("PRAGMA busy_timeout = 500")
+                                (TAG_VALUE_INDEX,)).fetchone() is not None:
+                return
+            self._db.execute("PRAGMA busy_timeout = 500")
+            try:
                 self._db.execute(f"CREATE INDEX IF NOT EXISTS {TAG_VALUE_INDEX} ON tags (key, value)")
-        except sqlite3.Error:
-            pass
-        finally:
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def _rows(self, sql: str, args=()) -> list[tuple]:
         return self._db.execute(sql, args).fetchall()
@@ -201,7 +192,7 @@ class SqliteTracker(SearchMixin):
                 "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status,"
                 " start_time, end_time, deleted_time, source_version, lifecycle_stage, artifact_uri, experiment_id)"
                 " VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, NULL, '', 'active', ?, ?)",
-                (run_id, run_name, tags.get(TAG_USER, "unknown"), _now_ms(),
+                (run_id, run_name, tags.get(TAG_USER, "unknown"), now_ms(),
                  f"{location.rstrip('/')}/{run_id}/artifacts", int(experiment_id)),
             )
             db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
@@ -218,7 +209,7 @@ class SqliteTracker(SearchMixin):
     def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
         if not metrics:
             return
-        now = _now_ms()
+        now = now_ms()
         rows = [(key, *stored_metric(value), now, 0) for key, value in metrics.items()]
         with self._write("log metrics") as db:
             self._active_run(db, run_id)
@@ -252,7 +243,7 @@ class SqliteTracker(SearchMixin):
     def end_run(self, run_id: str, status: str) -> None:
         with self._write("finish the run") as db:
             self._active_run(db, run_id)
-            db.execute("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?", (status, _now_ms(), run_id))
+            db.execute("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?", (status, now_ms(), run_id))
 
     def _artifact_dir(self, run_id: str) -> Path | None:
         with self._service(f"read run {run_id}"):
@@ -341,7 +332,3 @@ class SqliteTracker(SearchMixin):
         with self._service(f"read {model}/{version}"):
             run_id = self._version_run(model, int(version))
         return self.get_run(run_id) if run_id else None
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

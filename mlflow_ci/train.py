@@ -166,9 +166,8 @@ def _safe(action) -> None:
 
 def _store_files(uri: str) -> list[Path]:
     """The local store's own files, never part of a fingerprint even when a glob matches them."""
-    if uri.startswith("sqlite:///"):
-        return [Path(uri[len("sqlite:///"):])]
-    return []
+    path = t.sqlite_path(uri)
+    return [path] if path else []
 
 
 METRIC_NAME = re.compile(r"[/\w.\- :]{1,250}")
