@@ -26,8 +26,8 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 
-from mlflow_ci.config import Rule
-from mlflow_ci.evaluation import paired_bootstrap
+from mlflow_ci.config.models import Rule
+from mlflow_ci.evaluate.metrics import paired_bootstrap
 from mlflow_ci.gate import evaluate
 
 METRICS = ("roc_auc", "log_loss")

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from mlflow_ci.evaluation import build_metric, model_output, paired_bootstrap
+from mlflow_ci.evaluate.metrics import build_metric, model_output, paired_bootstrap
 
 # our name -> mlflow.models.evaluate's default-evaluator name
 PAIRS = {"accuracy": "accuracy_score", "f1": "f1_score", "precision": "precision_score",

@@ -162,7 +162,7 @@ def compare_seconds(uri: str, proj: Path, repeat: int) -> float:
     """Baseline lookup + compare, in process, with the client `check` would use for this store."""
     sys.path.insert(0, str(ROOT))
     from mlflow_ci.compare import compare
-    from mlflow_ci.config import load_config
+    from mlflow_ci.config.loader import load_config
     from mlflow_ci.gitctx import GitContext
     from mlflow_ci.tracking import open_tracker
 

@@ -1,4 +1,4 @@
-"""The command line: a thin click layer over the functions in pipeline.py and demo.py.
+"""The command line: a thin click layer over the plain functions in :mod:`mlflow_ci.commands`.
 
 Exit codes (PRODUCT.md): 0 passed, 1 gate failed, 2 bad usage or configuration, 3 training failed,
 4 a service failed. They are decided in one place, :func:`main`.
@@ -42,15 +42,15 @@ def _baseline_options(f):
 
 
 def _session(config_path: str):
-    from mlflow_ci.config import load_config
-    from mlflow_ci.pipeline import make_session
+    from mlflow_ci.commands.session import make_session
+    from mlflow_ci.config.loader import load_config
 
     cfg = load_config(config_path)
     return make_session(cfg, dict(os.environ), Path.cwd(), sys.stdout)
 
 
 def _options(out_dir: str, **values):
-    from mlflow_ci.pipeline import Options
+    from mlflow_ci.commands.session import Options
 
     return Options(out_dir=Path(out_dir), **values)
 
@@ -84,7 +84,8 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
     """
-    from mlflow_ci.pipeline import do_check, publish_check
+    from mlflow_ci.commands.check import do_check
+    from mlflow_ci.commands.publish import publish_check
     from mlflow_ci.report import summary_lines
 
     s = _session(config_path)
@@ -99,8 +100,8 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
     if publish if publish is not None else os.environ.get("GITHUB_ACTIONS") == "true":
         _echo_published(publish_check(s, opts, outcome, comment_mode=comment_mode))
     else:
-        from mlflow_ci.actions_io import ActionsIO
-        from mlflow_ci.publish import step_outputs
+        from mlflow_ci.github.actions import ActionsIO
+        from mlflow_ci.github.publish import step_outputs
 
         ActionsIO(s.env, sys.stdout).set_outputs(step_outputs(outcome.result, str(outcome.report_path)))
     return _verdict_exit(outcome.verdict)
@@ -126,8 +127,8 @@ def publish(config_path, out_dir, from_file, comment_mode):
     event, never from the file, and a file that disagrees with the event is refused (exit 2).
     Needs GITHUB_TOKEN; GITHUB_API_URL is respected (GitHub Enterprise).
     """
-    from mlflow_ci.config import load_config
-    from mlflow_ci.pipeline import publish_saved
+    from mlflow_ci.config.loader import load_config
+    from mlflow_ci.commands.publish import publish_saved
 
     cfg = load_config(config_path) if Path(config_path).is_file() else None
     result = publish_saved(dict(os.environ), sys.stdout, Path(out_dir), cfg, comment_mode=comment_mode,
@@ -147,7 +148,7 @@ def train(config_path, out_dir, pr_number, no_cache):
     Reuses a finished run with the same input fingerprint (train.inputs) unless --no-cache.
     Writes OUT/train.json with the run id for the later stages.
     """
-    from mlflow_ci.pipeline import do_train
+    from mlflow_ci.commands.stages import do_train
 
     s = _session(config_path)
     result = do_train(s, _options(out_dir, pr_number=pr_number, use_cache=not no_cache))
@@ -163,7 +164,7 @@ def train(config_path, out_dir, pr_number, no_cache):
 @click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")
 def compare(config_path, out_dir, baseline, base_branch, pr_number, run_id):
     """Resolve the baseline and show the metric and parameter diff."""
-    from mlflow_ci.pipeline import do_compare
+    from mlflow_ci.commands.stages import do_compare
     from mlflow_ci.report import number, signed
 
     s = _session(config_path)
@@ -187,7 +188,7 @@ def compare(config_path, out_dir, baseline, base_branch, pr_number, run_id):
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, exists=True), help="Gate the metrics in a result.json instead of querying MLflow.")
 def gate(config_path, out_dir, baseline, base_branch, pr_number, run_id, from_file):
     """Evaluate the gate rules; exit 1 when a blocking rule fails."""
-    from mlflow_ci.pipeline import do_compare, do_gate, gate_from_result
+    from mlflow_ci.commands.stages import do_compare, do_gate, gate_from_result
 
     s = _session(config_path)
     if from_file:
@@ -215,16 +216,18 @@ def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publi
     With --pr N and no --run: the fan-in leaderboard of every candidate of PR N (check --candidate),
     gated against the baseline, as one report (and one comment when published).
     """
-    from mlflow_ci.pipeline import do_compare, do_gate, do_leaderboard, do_report
+    from mlflow_ci.commands.leaderboard import do_leaderboard
+    from mlflow_ci.commands.stages import do_compare, do_gate, do_report
 
     s = _session(config_path)
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id)
     if pr_number and not run_id:
         auto = os.environ.get("GITHUB_ACTIONS") == "true"
         outcome, published = do_leaderboard(s, opts, pr_number, publish=publish if publish is not None else auto)
-        click.echo(f"{len(outcome.result['leaderboard'])} candidates for PR #{pr_number}; verdict: {outcome.verdict.upper()}")
-        for entry in outcome.result["leaderboard"]:
-            click.echo(f"  {'*' if entry['selected'] else ' '} {entry['candidate'] or 'default'}: {entry['verdict']} (run {entry['run_id']})")
+        entries = outcome.result.leaderboard or []
+        click.echo(f"{len(entries)} candidates for PR #{pr_number}; verdict: {outcome.verdict.upper()}")
+        for entry in entries:
+            click.echo(f"  {'*' if entry.selected else ' '} {entry.candidate or 'default'}: {entry.verdict} (run {entry.run_id})")
         if published:
             _echo_published(published)
     else:
@@ -241,7 +244,7 @@ def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publi
 @_config_option
 def validate(config_path):
     """Check the configuration file and exit (0 valid, 2 with every problem listed)."""
-    from mlflow_ci.config import load_config
+    from mlflow_ci.config.loader import load_config
 
     cfg = load_config(config_path)
     from mlflow_ci.config import LIMIT_RULES
@@ -255,7 +258,7 @@ def validate(config_path):
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="Where to build the demo (default: a new temp folder).")
 def demo(directory):
     """The whole story offline: a baseline on main, a PR that regresses and one that improves."""
-    from mlflow_ci.demo import run_demo
+    from mlflow_ci.commands.demo import run_demo
 
     outcome = run_demo(Path(directory) if directory else None, env=dict(os.environ), stream=sys.stdout)
     return EXIT_OK if outcome.as_designed else EXIT_GATE_FAILED
@@ -275,7 +278,7 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy):
     the gate for the merged commit (unless promote.on_missing: retrain), 3 when the deploy hook
     fails (the aliases are moved back).
     """
-    from mlflow_ci.pipeline import do_promote
+    from mlflow_ci.commands.promote import do_promote
 
     result = do_promote(_session(config_path), Path(out_dir), commit=commit, pr_number=pr_number, run_id=run_id, deploy=not no_deploy)
     verb = {"promoted": "promoted", "unchanged": "already champion", "redeployed": "already champion, redeployed"}[result.action]
@@ -294,7 +297,7 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy):
 @click.option("--no-deploy", is_flag=True, help="Move the alias but do not run deploy.command.")
 def rollback(config_path, out_dir, to_version, reason, no_deploy):
     """Move the champion alias back to the previous version (or --to VERSION), with who and why."""
-    from mlflow_ci.promote import rollback as run_rollback
+    from mlflow_ci.commands.promote import rollback as run_rollback
 
     result = run_rollback(_session(config_path), to=to_version, reason=reason, out_dir=Path(out_dir), deploy=not no_deploy)
     click.echo(f"{result.model}@{result.alias}: version {result.from_version} -> {result.to_version}" + (" (deployed)" if result.deployed else ""))
@@ -313,7 +316,7 @@ def init(directory, command, experiment, force):
     Infers the experiment name, default branch, training command and run-cache inputs; never
     overwrites an existing file without --force.
     """
-    from mlflow_ci.init import init as run_init
+    from mlflow_ci.commands.init import init as run_init
 
     result = run_init(Path(directory), command=command, experiment=experiment, force=force)
     root = Path(directory).resolve()

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from mlflow_ci.config import Config
+from mlflow_ci.config.models import Config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import rule_direction
 from mlflow_ci.gitctx import GitContext

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from mlflow_ci.config import Config
+from mlflow_ci.config.models import Config
 
 FINGERPRINT_VERSION = "1"
 _ALWAYS_SKIPPED = {".git", ".mlflow-ci", "__pycache__", "mlruns", "mlartifacts", ".venv"}

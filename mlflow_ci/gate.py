@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from decimal import Context, Decimal, localcontext
 from typing import Mapping
 
-from mlflow_ci.config import LIMIT_RULES, RULE_BASELINE, Rule
+from mlflow_ci.config import LIMIT_RULES, RULE_BASELINE
+from mlflow_ci.config.models import Rule
 
 # Names that usually mean "lower is better" when a rule does not say (documented in docs/gate.md).
 _LOWER_IS_BETTER = re.compile(

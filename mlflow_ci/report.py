@@ -8,20 +8,18 @@ text in a comment, or @-mention people and link issues.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow_ci import __version__
 from mlflow_ci.compare import Comparison
-from mlflow_ci.config import Config, ReportConfig
+from mlflow_ci.config.models import Config, ReportConfig
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import GateResult, fmt
+from mlflow_ci.result import CHARTED, Result
 
-RESULT_SCHEMA = 1
 CELL_LIMIT = 120
 VERDICT_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
 STATUS_ICON = {"better": "🟢", "worse": "🔴", "same": "⚪", "new": "🆕", "removed": "➖", "invalid": "⛔", "n/a": ""}
@@ -89,22 +87,6 @@ def run_url(cfg: Config, tracking_uri: str, experiment_id: str | None, run_id: s
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class Rendered:
-    markdown: str
-    result: dict
-
-
 def build_result(
     cfg: Config,
     comparison: Comparison,
@@ -117,12 +99,12 @@ def build_result(
     head_sha: str | None = None,
     ci_run_url: str | None = None,
     config_path: str | None = None,
-) -> dict:
+    evaluation: dict | None = None,
+) -> Result:
     cand = comparison.candidate
     base = comparison.baseline
-    lines = {rule.metric: rule.line for rule in cfg.gate}
     result = {
-        "schema": RESULT_SCHEMA,
+        "schema": 1,
         "verdict": gate.verdict,
         "experiment": cfg.experiment,
         "model": cfg.model,
@@ -140,7 +122,7 @@ def build_result(
             "url": run_url(cfg, tracking_uri, cand.experiment_id, cand.run_id),
         },
         "baseline": None,
-        "checks": [{**c.as_dict(), "line": lines.get(c.metric)} for c in gate.checks],
+        "checks": [{**c.as_dict(), "line": cfg.rule_line(c.metric)} for c in gate.checks],
         "metrics": [
             {"name": m.name, "baseline": m.baseline, "candidate": m.candidate, "delta": m.delta,
              "delta_pct": m.delta_pct, "direction": m.direction, "status": m.status,
@@ -156,6 +138,7 @@ def build_result(
         "head_sha": head_sha or cand.commit,
         "ci_run_url": ci_run_url,
         "tool": {"name": "mlflow-ci", "version": __version__},
+        "evaluation": evaluation,
     }
     if base is not None:
         result["baseline"] = {
@@ -167,7 +150,7 @@ def build_result(
             "metrics": dict(base.run.metrics),
             "url": run_url(cfg, tracking_uri, base.run.experiment_id, base.run.run_id),
         }
-    return _clean(result)
+    return Result.build(result)
 
 
 def _environment(search_path: Path):
@@ -185,8 +168,12 @@ def _environment(search_path: Path):
     return env
 
 
-def render_markdown(result: dict, settings: ReportConfig, root: Path) -> str:
-    """Render ``report.md`` from a result dict (ours, or a sanitized untrusted one)."""
+def render_markdown(result: Result, settings: ReportConfig, root: Path) -> str:
+    """Render ``report.md`` from a result (ours, or a validated untrusted one).
+
+    The template sees result.json as the file holds it (``r``), so templates are written against
+    the documented file, not against our classes.
+    """
     import jinja2
 
     if settings.template:
@@ -199,12 +186,12 @@ def render_markdown(result: dict, settings: ReportConfig, root: Path) -> str:
         env = _environment(Path(__file__).parent / "templates")
         name = "report.md.j2"
     context = {
-        "r": result,
-        "title": settings.title or f"mlflow-ci · {result['experiment']}",
+        "r": result.as_json(),
+        "title": settings.title or f"mlflow-ci · {result.experiment}",
         "precision": settings.precision,
-        "marker": sticky_marker(result["experiment"]),
+        "marker": sticky_marker(result.experiment),
         # only our own evaluate: metric names go into Mermaid charts (slice values are data)
-        "chartable": [m["name"] for m in result.get("metrics", []) if re.fullmatch(r"eval\.[a-z0-9_]{1,40}", str(m["name"]))],
+        "chartable": [m.name for m in result.metrics if CHARTED.fullmatch(m.name)],
         "verdict_icon": VERDICT_ICON,
         "status_icon": STATUS_ICON,
     }
@@ -216,25 +203,24 @@ def render_markdown(result: dict, settings: ReportConfig, root: Path) -> str:
         raise UsageError(f"report template {name}: {exc}") from None
 
 
-def write_outputs(out_dir: Path, markdown: str, result: dict) -> tuple[Path, Path]:
+def write_outputs(out_dir: Path, markdown: str, result: Result) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path = out_dir / "report.md"
     result_path = out_dir / "result.json"
     report_path.write_text(markdown, encoding="utf-8")
-    result_path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    result_path.write_text(result.text(), encoding="utf-8")
     return report_path, result_path
 
 
-def summary_lines(result: dict) -> list[str]:
+def summary_lines(result: Result) -> list[str]:
     """A short human summary for the terminal."""
-    verdict = result["verdict"]
-    lines = [f"verdict: {verdict.upper()} ({result['experiment']})"]
-    base = result.get("baseline")
-    lines.append(f"baseline: {base['description']}" if base else "baseline: none")
-    cand = result["candidate"]
-    lines.append(f"candidate: run {cand['run_id']}" + (" (reused, not retrained)" if cand.get("cached") else ""))
-    for check in result["checks"]:
-        mark = {True: "pass", False: "FAIL", None: "skip"}[check["passed"]]
-        suffix = "" if check["blocking"] else " (warn only)"
-        lines.append(f"  [{mark}] {check['metric']} {check['rule']}: {check['message']}{suffix}")
+    lines = [f"verdict: {result.verdict.upper()} ({result.experiment})"]
+    base = result.baseline
+    lines.append(f"baseline: {base.description}" if base else "baseline: none")
+    cand = result.candidate
+    lines.append(f"candidate: run {cand.run_id}" + (" (reused, not retrained)" if cand.cached else ""))
+    for check in result.checks:
+        mark = {True: "pass", False: "FAIL", None: "skip"}[check.passed]
+        suffix = "" if check.blocking else " (warn only)"
+        lines.append(f"  [{mark}] {check.metric} {check.rule}: {check.message}{suffix}")
     return lines

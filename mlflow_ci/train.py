@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 from mlflow_ci import __version__
-from mlflow_ci.config import Config
+from mlflow_ci.config.models import Config
 from mlflow_ci.errors import TrainingError
 from mlflow_ci.fingerprint import fingerprint
 from mlflow_ci.gitctx import GitContext

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 
-from mlflow_ci.actions_io import SUMMARY_LIMIT, ActionsIO, Annotation, truncate_chars, truncate_utf8
+from mlflow_ci.github.actions import SUMMARY_LIMIT, ActionsIO, Annotation, truncate_chars, truncate_utf8
 
 
 def test_outputs_are_multiline_safe(tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 
 from mlflow_ci.compare import _metric_row, diff_params
-from mlflow_ci.config import load_config
-from mlflow_ci.pipeline import Options, do_check, make_session
+from mlflow_ci.config.loader import load_config
+from mlflow_ci.commands.check import do_check
+from mlflow_ci.commands.session import Options, make_session
 from mlflow_ci.tracking import MlflowTracker
 
 from conftest import git

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_ci.config import DEFAULT_TIMEOUT, load_config, parse_config
+from mlflow_ci.config import DEFAULT_TIMEOUT
+from mlflow_ci.config.loader import load_config, parse_config
 from mlflow_ci.errors import ConfigError
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlflow_ci.datachecks import checks, compare_profiles, profile, psi
+from mlflow_ci.evaluate.datachecks import checks, compare_profiles, profile, psi
 
 
 def frame(shift: float = 0.0, n: int = 2000, seed: int = 0) -> pd.DataFrame:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlflow_ci import config
+from mlflow_ci.config import models
+from mlflow_ci.declared import field_names
 from mlflow_ci.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,12 +55,12 @@ def test_product_commands_exist():
 @pytest.mark.parametrize(
     "section, keys",
     [
-        ("Top level", config.TOP_KEYS),
-        ("`train`", config.TRAIN_KEYS),
-        ("`baseline`", config.BASELINE_KEYS),
-        ("`report`", config.REPORT_KEYS),
-        ("`gate`", config.RULE_KEYS),
-        ("`evaluate`", config.EVALUATE_KEYS),
+        ("Top level", field_names(models.Config)),
+        ("`train`", field_names(models.TrainConfig)),
+        ("`baseline`", field_names(models.BaselineConfig)),
+        ("`report`", field_names(models.ReportConfig)),
+        ("`gate`", field_names(models.Rule)),
+        ("`evaluate`", field_names(models.EvaluateConfig)),
     ],
 )
 def test_every_config_key_is_documented(section, keys):
@@ -71,7 +72,7 @@ def test_every_config_key_is_documented(section, keys):
 
 def test_every_rule_is_in_the_gate_doc():
     text = (ROOT / "docs" / "gate.md").read_text(encoding="utf-8")
-    for key in config.RULE_KEYS:
+    for key in field_names(models.Rule):
         assert f"`{key}" in text, key
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from mlflow_ci.config import Rule
+from mlflow_ci.config.models import Rule
 from mlflow_ci.errors import UsageError
-from mlflow_ci.evaluation import build_metric, load_dataset, paired_bootstrap
+from mlflow_ci.evaluate.metrics import build_metric, load_dataset, paired_bootstrap
 from mlflow_ci.gate import evaluate
 
 rng = np.random.default_rng(42)

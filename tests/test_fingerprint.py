@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlflow_ci.config import parse_config
+from mlflow_ci.config.loader import parse_config
 from mlflow_ci.fingerprint import fingerprint, matched_files
 
 

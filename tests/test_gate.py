@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlflow_ci.config import Rule
+from mlflow_ci.config.models import Rule
 from mlflow_ci.gate import digits_for, evaluate, infer_direction, rule_direction
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mlflow_ci.errors import UsageError
-from mlflow_ci.ghevent import from_env, parse
+from mlflow_ci.github.event import from_env, parse
 
 from test_publish import EVENTS
 

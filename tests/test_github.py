@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fakegithub import Fault, FakeGitHub
-from mlflow_ci.github import GitHubClient, GitHubError, GitHubPermissionError, RetryPolicy
+from mlflow_ci.github.client import GitHubClient, GitHubError, GitHubPermissionError, RetryPolicy
 
 TOKEN = "ghs_secret_token_value"
 

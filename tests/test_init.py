@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_ci.config import load_config
+from mlflow_ci.config.loader import load_config
 from mlflow_ci.errors import UsageError
-from mlflow_ci.init import init
+from mlflow_ci.commands.init import init
 
 from conftest import git
 

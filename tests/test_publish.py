@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from fakegithub import Fault, FakeGitHub
-from mlflow_ci.actions_io import ActionsIO
+from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.errors import UsageError
-from mlflow_ci.ghevent import parse
-from mlflow_ci.github import GitHubClient, GitHubError, RetryPolicy
-from mlflow_ci.publish import Publisher, Target, fit_comment, fork_target, load_artifact, sanitize_result
+from mlflow_ci.github.event import parse
+from mlflow_ci.github.client import GitHubClient, GitHubError, RetryPolicy
+from mlflow_ci.github.publish import Publisher, Target, fit_comment, fork_target
+from mlflow_ci.result import load_untrusted as load_artifact
+from mlflow_ci.result import validate_untrusted as sanitize_result
 from mlflow_ci.report import sticky_marker
 
 from test_github import TOKEN, FakeClock

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_ci.compare import Baseline, Comparison, diff_metrics, diff_params
-from mlflow_ci.config import parse_config
+from mlflow_ci.config.loader import parse_config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import evaluate
 from mlflow_ci.report import build_result, code, md, render_markdown, sticky_marker, write_outputs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import clean_env
 from mlflow_ci.tracking import MlflowTracker
-from mlflow_ci.tracking_rest import RestTracker
+from mlflow_ci.tracking.rest import RestTracker
 
 
 def test_rest_and_mlflow_clients_agree(mlflow_server, tmp_path):

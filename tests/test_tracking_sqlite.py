@@ -15,7 +15,7 @@ import pytest
 from conftest import clean_env
 from mlflow_ci.errors import UsageError
 from mlflow_ci.tracking import MlflowTracker, open_tracker
-from mlflow_ci.tracking_sqlite import (
+from mlflow_ci.tracking.sqlite import (
     KNOWN_REVISIONS,
     TAG_VALUE_INDEX,
     SqliteTracker,

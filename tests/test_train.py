@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_ci.config import load_config
+from mlflow_ci.config.loader import load_config
 from mlflow_ci.errors import TrainingError
-from mlflow_ci.pipeline import Options, do_train, make_session
+from mlflow_ci.commands.session import Options, make_session
+from mlflow_ci.commands.stages import do_train
 from mlflow_ci.tracking import MlflowTracker
 from mlflow_ci.train import read_metrics_file
 
@@ -140,7 +141,7 @@ def test_cache_reuses_identical_inputs_and_only_those(project):
 def test_check_only_reuses_gated_runs(project):
     train(project)  # finished but never gated
     s, _ = session(project)
-    from mlflow_ci.pipeline import do_check
+    from mlflow_ci.commands.check import do_check
 
     outcome = do_check(s, Options(out_dir=project.root / ".mlflow-ci"))
     assert outcome.train.cached is False

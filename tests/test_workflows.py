@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mlflow_ci import __version__
-from mlflow_ci.init import WORKFLOW_TARGETS, WORKFLOWS
+from mlflow_ci.commands.init import WORKFLOW_TARGETS, WORKFLOWS
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

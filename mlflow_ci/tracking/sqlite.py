@@ -33,17 +33,17 @@ from typing import Iterator, Mapping
 from urllib.parse import quote, unquote, urlparse
 
 from mlflow_ci.errors import ServiceError, UsageError
-from mlflow_ci.tracking import (
+from mlflow_ci.tracking.base import (
     SEARCH_WINDOW,
     TAG_RUN_NAME,
     TAG_USER,
-    MlflowTracker,
     RunSnapshot,
     SearchMixin,
-    _first_line,
+    first_line,
     now_ms,
     sqlite_path,
 )
+from mlflow_ci.tracking.mlflow_client import MlflowTracker
 
 # Alembic heads of MLflow schemas whose run, tag, metric and alias tables this module matches
 # (3.17.x). tests/test_tracking_sqlite.py fails when the installed MLflow creates another one.
@@ -125,7 +125,7 @@ class SqliteTracker(SearchMixin):
             yield
         except sqlite3.Error as exc:
             raise ServiceError(
-                f"could not {what} in {self.path}: {_first_line(exc)}",
+                f"could not {what} in {self.path}: {first_line(exc)}",
                 hint="check that the file is writable and no other process holds a lock on it, then re-run",
             ) from None
 

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, TextIO
 
-from mlflow_ci.config import load_config
+from mlflow_ci.config.loader import load_config
 from mlflow_ci.errors import MlflowCiError, UsageError
-from mlflow_ci.pipeline import CheckResult, Options, do_check, make_session
+from mlflow_ci.commands.check import do_check
+from mlflow_ci.commands.session import Options, make_session
+from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.report import summary_lines
 
-PROJECT = Path(__file__).parent / "demo_project"
+PROJECT = Path(__file__).parent.parent / "demo_project"
 REGRESS_BRANCH = "pr/fewer-features"
 IMPROVE_BRANCH = "pr/tune-c"
 
@@ -137,8 +139,8 @@ def _register_champion(tracking_uri: str, repo: Path, base: CheckResult) -> str:
 
     cfg = load_config(repo / "mlflow-ci.yml")
     tracker = MlflowTracker(tracking_uri)
-    run_id = base.result["candidate"]["run_id"]
-    version = tracker.register(run_id, cfg.model, tags={"mlflow_ci.commit": base.result["candidate"]["commit"] or ""})
+    run_id = base.result.candidate.run_id
+    version = tracker.register(run_id, cfg.model, tags={"mlflow_ci.commit": base.result.candidate.commit or ""})
     tracker.set_alias(cfg.model, cfg.baseline.alias, version)
     return version
 

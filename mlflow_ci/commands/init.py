@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow_ci.config import parse_config
+from mlflow_ci.config.loader import parse_config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gitctx import git
 
-WORKFLOWS = Path(__file__).parent / "templates" / "workflows"
+WORKFLOWS = Path(__file__).parent.parent / "templates" / "workflows"
 # template file -> where init writes it
 WORKFLOW_TARGETS = {
     "mlflow-ci-pr.yml": ".github/workflows/mlflow-ci.yml",

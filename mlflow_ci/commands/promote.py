@@ -20,8 +20,14 @@ from pathlib import Path
 from typing import Callable
 
 from mlflow_ci import gitctx
+from mlflow_ci.commands.check import do_check
+from mlflow_ci.commands.publish import github_client
+from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.errors import DeployError, NotValidatedError, UsageError
+from mlflow_ci.gate import infer_direction
+from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.process import run_logged
+from mlflow_ci.report import md, number
 from mlflow_ci.tracking import (
     TAG_CANDIDATE,
     TAG_COMMIT,
@@ -130,8 +136,6 @@ def select_candidate(cfg, runs: list[RunSnapshot]) -> RunSnapshot:
     pool = list(latest.values())
     metric = cfg.promote.select_metric
     if metric and len(pool) > 1:
-        from mlflow_ci.gate import infer_direction
-
         direction = cfg.promote.select_direction or infer_direction(metric)
         scored = [r for r in pool if isinstance(r.metrics.get(metric), float)]
         if scored:
@@ -141,6 +145,17 @@ def select_candidate(cfg, runs: list[RunSnapshot]) -> RunSnapshot:
 
 # --------------------------------------------------------------------------------------------------
 # Promote
+
+
+def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id=None, deploy=True) -> "PromoteResult":
+    """``promote`` with the GitHub API (when a token is there), job summary and step outputs."""
+    client = github_client(s.env, s.event, s.stream) if s.event.repository else None
+    opts = PromoteOptions(out_dir=out_dir, commit=commit, pr_number=pr_number, run_id=run_id, deploy=deploy)
+    result = promote(s, opts, client=client)
+    io = ActionsIO(s.env, s.stream)
+    io.add_summary(result.summary_path.read_text(encoding="utf-8"))
+    io.set_outputs({"version": result.version, "model-uri": result.model_uri})
+    return result
 
 
 def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] = time.time) -> PromoteResult:
@@ -188,8 +203,6 @@ def _missing(s, opts: PromoteOptions) -> tuple[RunSnapshot, str]:
             "no run passed the gate for the merged commit: the PR skipped the check, or was merged with a failing gate; refusing to promote",
             hint="re-run the PR check on that commit, promote a validated run with --run RUN_ID, or set promote.on_missing: retrain",
         )
-    from mlflow_ci.pipeline import Options, do_check
-
     outcome = do_check(s, Options(out_dir=opts.out_dir, use_cache=True))
     if outcome.verdict == "fail":
         raise NotValidatedError("retrained on the merged commit, and the model failed its gate; refusing to promote")
@@ -302,8 +315,6 @@ def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bo
 
 
 def write_summary(result: PromoteResult, rules) -> None:
-    from mlflow_ci.report import md, number
-
     lines = [
         f"## 🚀 mlflow-ci promote: {md(result.model)} version {result.version} is @{md(result.alias)}",
         "",

@@ -15,12 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-CLASSIFICATION = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "f1_weighted",
-                  "precision_macro", "recall_macro", "roc_auc", "log_loss", "brier")
-REGRESSION = ("mae", "mse", "rmse", "r2", "mape")
 LOWER_IS_BETTER = {"log_loss", "brier", "mae", "mse", "rmse", "mape"}
-DEFAULT_METRICS = {"classification": ("accuracy", "f1_macro", "roc_auc", "log_loss"),
-                   "regression": ("rmse", "mae", "r2")}
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,19 @@ different runners) from the tracking server and report them as one leaderboard w
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+from mlflow_ci import report
+from mlflow_ci.commands.publish import publish_result
+from mlflow_ci.commands.session import Options, Session
+from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.compare import Baseline, resolve_baseline
+from mlflow_ci.github.publish import PublishResult, Target
 from mlflow_ci.gate import GateResult, evaluate, infer_direction
-from mlflow_ci.promote import select_candidate
+from mlflow_ci.commands.promote import select_candidate
 from mlflow_ci.report import VERDICT_ICON, code, md, number, sticky_marker
+from mlflow_ci.result import Result
 from mlflow_ci.tracking import TAG_CANDIDATE, TAG_HEAD_SHA, TAG_PR, RunSnapshot
 
 PR_WINDOW = 100  # newest runs of the PR looked at: a bounded query
@@ -113,14 +120,14 @@ def render(board: Leaderboard, cfg) -> str:
     return "\n".join(lines) + "\n"
 
 
-def as_result(board: Leaderboard) -> dict:
-    """A result.json-shaped dict (for publish) plus the leaderboard itself."""
+def as_result(board: Leaderboard) -> Result:
+    """A result (for publish), carrying the leaderboard itself."""
     selected = board.selected
     checks = []
     for entry in board.entries:
         for check in entry.gate.checks:
             checks.append({**check.as_dict(), "metric": f"{entry.name or 'default'}/{check.metric}", "line": None})
-    return {
+    return Result.build({
         "schema": 1,
         "verdict": board.verdict,
         "experiment": board.experiment,
@@ -137,4 +144,24 @@ def as_result(board: Leaderboard) -> dict:
             for e in board.entries
         ],
         "head_sha": board.entries[0].run.tags.get(TAG_HEAD_SHA) if board.entries else None,
-    }
+    })
+
+
+def do_leaderboard(s: Session, opts: Options, pr: int, *, publish: bool) -> tuple[CheckResult, PublishResult | None]:
+    """Fan-in: the leaderboard of every candidate of PR ``pr``, written and optionally published."""
+    board = build(s, pr, opts)
+    result = as_result(board)
+    markdown = render(board, s.cfg)
+    report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)
+    entries = [entry.model_dump(mode="json") for entry in result.leaderboard or ()]
+    (opts.out_dir / "leaderboard.json").write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    outcome = CheckResult(board.verdict, result, report_path, result_path, None)
+    if not publish:
+        return outcome, None
+    ev = s.event
+    target = Target(ev.repository or "", pr, result.head_sha or ev.head_sha, ev.run_url)
+    published = publish_result(
+        s.env, s.stream, ev, target, result, markdown, report_path=report_path,
+        comment_mode=s.cfg.publish.comment, check_name=s.cfg.publish.check_name,
+    )
+    return outcome, published

@@ -15,12 +15,12 @@ from typing import Any, Mapping
 from urllib.parse import quote
 
 from mlflow_ci.errors import ServiceError, UsageError
-from mlflow_ci.tracking import (
+from mlflow_ci.tracking.base import (
     SEARCH_WINDOW,
     RunSnapshot,
     SearchMixin,
-    _first_line,
-    _redact,
+    first_line,
+    redact,
     finished_with_tags,
     now_ms,
 )
@@ -103,7 +103,7 @@ class RestTracker(SearchMixin):
             response = self.session.request(method, url, params=params, json=body, data=data, timeout=self.timeout)
         except requests.RequestException as exc:
             raise ServiceError(
-                f"could not {what} at {_redact(self.tracking_uri)}: {_first_line(exc)}",
+                f"could not {what} at {redact(self.tracking_uri)}: {first_line(exc)}",
                 hint="check that the tracking server is up and MLFLOW_TRACKING_URI / credentials are right, then re-run",
             ) from None
         if response.status_code < 400:
@@ -120,7 +120,7 @@ class RestTracker(SearchMixin):
                 hint="set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN",
             )
         if response.status_code >= 500:
-            raise ServiceError(f"could not {what} at {_redact(self.tracking_uri)}: HTTP {response.status_code} {message}")
+            raise ServiceError(f"could not {what} at {redact(self.tracking_uri)}: HTTP {response.status_code} {message}")
         raise MlflowApiError(response.status_code, code, message)
 
     @staticmethod
@@ -132,7 +132,7 @@ class RestTracker(SearchMixin):
         try:
             exp = self._call("GET", "experiments/get-by-name", f"look up experiment {name!r}", params={"experiment_name": name})["experiment"]
             if exp.get("lifecycle_stage") == "deleted":
-                raise UsageError(f"experiment {name!r} is deleted in {_redact(self.tracking_uri)}",
+                raise UsageError(f"experiment {name!r} is deleted in {redact(self.tracking_uri)}",
                                  hint="restore it (mlflow experiments restore) or choose another name")
             return str(exp["experiment_id"])
         except MlflowApiError as exc:
@@ -179,7 +179,7 @@ class RestTracker(SearchMixin):
             target = f"{self.base}/api/2.0/mlflow-artifacts/artifacts/{quote(rel)}/{sub}{quote(path.name)}"
             self._call("PUT", "", "upload an artifact", data=path.read_bytes(), path=target)
             return
-        from mlflow_ci.tracking import MlflowTracker  # direct-to-store artifact URIs need MLflow's clients
+        from mlflow_ci.tracking.mlflow_client import MlflowTracker  # direct-to-store artifact URIs need MLflow's clients
 
         MlflowTracker(self.tracking_uri).log_artifact(run_id, path, artifact_path)
 

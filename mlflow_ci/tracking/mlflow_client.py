@@ -1,4 +1,5 @@
-"""The tracking layer: the only module that talks to MLflow.
+"""MLflow's own client, wrapped to return plain snapshots: the reference implementation of the tracking
+wing, and the only way to create stores and experiments, write the registry and load models.
 
 ``mlflow`` is imported lazily, inside :class:`MlflowTracker`, so that ``mlflow-ci --help`` and
 ``mlflow-ci validate`` stay instant. Every MLflow failure that means "the service is unreachable or
@@ -9,90 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
 from mlflow_ci.errors import ServiceError, UsageError
-
-TAG_COMMIT = "mlflow.source.git.commit"
-TAG_BRANCH = "mlflow.source.git.branch"
-TAG_REPO_URL = "mlflow.source.git.repoURL"
-TAG_SOURCE_NAME = "mlflow.source.name"
-TAG_SOURCE_TYPE = "mlflow.source.type"
-TAG_RUN_NAME = "mlflow.runName"
-TAG_USER = "mlflow.user"
-TAG_FINGERPRINT = "mlflow_ci.fingerprint"
-TAG_VERDICT = "mlflow_ci.verdict"
-TAG_PR = "mlflow_ci.pr"
-TAG_HEAD_SHA = "mlflow_ci.head_sha"
-TAG_CANDIDATE = "mlflow_ci.candidate"
-TAG_CI_RUN_URL = "mlflow_ci.ci_run_url"
-TAG_BASE_BRANCH = "mlflow_ci.base_branch"
-TAG_BASELINE = "mlflow_ci.baseline_run_id"
-TAG_VERSION = "mlflow_ci.version"
-
-# How many recent candidates a baseline query looks at: a bounded query, never "list all runs".
-SEARCH_WINDOW = 20
-
-
-@dataclass(frozen=True)
-class RunSnapshot:
-    """What mlflow-ci needs to know about one MLflow run."""
-
-    run_id: str
-    experiment_id: str
-    status: str
-    start_time: int | None = None
-    run_name: str | None = None
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    params: Mapping[str, str] = field(default_factory=dict)
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def commit(self) -> str | None:
-        return self.tags.get(TAG_COMMIT)
-
-    @property
-    def branch(self) -> str | None:
-        return self.tags.get(TAG_BRANCH)
-
-
-def default_tracking_uri(root: Path) -> str:
-    """MLflow's own default (a SQLite file), anchored at the project root rather than the cwd."""
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
-
-
-def resolve_tracking_uri(configured: str | None, env: Mapping[str, str], root: Path) -> str:
-    """MLFLOW_TRACKING_URI wins, then the config's tracking_uri, then ``sqlite:///<root>/mlflow.db``.
-
-    Relative SQLite and file paths are made absolute so the training subprocess, which may run in
-    another working directory, writes to the same store.
-    """
-    uri = env.get("MLFLOW_TRACKING_URI") or configured or default_tracking_uri(root)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        rel = uri[len("sqlite:///"):]
-        if rel and not rel.startswith(":memory:"):
-            uri = f"sqlite:///{(root / rel).resolve()}"
-    elif "://" not in uri:
-        uri = str((root / uri).resolve())
-    return uri
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (options after ``?`` dropped), None for memory or other stores."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    rest = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
-    if not rest or rest.startswith(":memory:"):
-        return None
-    return Path(rest)
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds, MLflow's timestamp unit."""
-    return int(time.time() * 1000)
+from mlflow_ci.tracking.base import (
+    SEARCH_WINDOW,
+    RunSnapshot,
+    SearchMixin,
+    VersionInfo,
+    finished_with_tags,
+    first_line,
+    now_ms,
+    quote_value,
+    redact,
+)
 
 
 def _is_service_failure(exc: BaseException, remote: bool) -> bool:
@@ -111,36 +43,10 @@ def _is_service_failure(exc: BaseException, remote: bool) -> bool:
     return code == "INTERNAL_ERROR"
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    model: str
-    version: str
-    run_id: str | None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
 
 def _version_info(mv) -> VersionInfo:
     return VersionInfo(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
 
-
-class SearchMixin:
-    """``search`` on top of a client's bounded ``search_runs``."""
-
-    def search(
-        self,
-        experiment_id: str,
-        *,
-        tags: Mapping[str, str],
-        exclude_run_id: str | None = None,
-        skip_verdicts: tuple[str, ...] = (),
-        require_tag: str | None = None,
-    ) -> RunSnapshot | None:
-        """The newest FINISHED run of the experiment whose tags equal ``tags``.
-
-        A bounded query (``SEARCH_WINDOW`` runs, newest first) however large the experiment is.
-        """
-        return first_match(self.search_runs(experiment_id, tags=tags), exclude_run_id=exclude_run_id,
-                           skip_verdicts=skip_verdicts, require_tag=require_tag)
 
 
 class RegistryMixin:
@@ -157,7 +63,7 @@ class RegistryMixin:
     def version_for_run(self, model: str, run_id: str) -> VersionInfo | None:
         """The (first) version of ``model`` registered from ``run_id``: promote's idempotency key."""
         with self._service(f"search versions of {model}"):
-            found = self.client.search_model_versions(f"name = '{_quote(model)}' and run_id = '{_quote(run_id)}'")
+            found = self.client.search_model_versions(f"name = '{quote_value(model)}' and run_id = '{quote_value(run_id)}'")
         versions = sorted((_version_info(mv) for mv in found), key=lambda v: int(v.version))
         return versions[0] if versions else None
 
@@ -215,7 +121,7 @@ class MlflowTracker(SearchMixin, RegistryMixin):
         except Exception as exc:  # noqa: BLE001 - classified below
             if _is_service_failure(exc, self.tracking_uri.startswith(("http://", "https://"))):
                 raise ServiceError(
-                    f"could not {what} at {_redact(self.tracking_uri)}: {_first_line(exc)}",
+                    f"could not {what} at {redact(self.tracking_uri)}: {first_line(exc)}",
                     hint="check that the tracking server is up and MLFLOW_TRACKING_URI / credentials are right, then re-run",
                 ) from exc
             raise
@@ -241,7 +147,7 @@ class MlflowTracker(SearchMixin, RegistryMixin):
             if exp is not None:
                 if exp.lifecycle_stage == "deleted":
                     raise UsageError(
-                        f"experiment {name!r} is deleted in {_redact(self.tracking_uri)}",
+                        f"experiment {name!r} is deleted in {redact(self.tracking_uri)}",
                         hint="restore it (mlflow experiments restore) or choose another name",
                     )
                 return exp.experiment_id
@@ -349,7 +255,7 @@ class MlflowTracker(SearchMixin, RegistryMixin):
         run = self.client.get_run(run_id)
         models = self.client.search_logged_models(
             experiment_ids=[run.info.experiment_id],
-            filter_string=f"source_run_id = '{_quote(run_id)}'",
+            filter_string=f"source_run_id = '{quote_value(run_id)}'",
             max_results=50,
         )
         for logged in models:
@@ -361,40 +267,6 @@ class MlflowTracker(SearchMixin, RegistryMixin):
         with self._service(f"set alias {alias!r} on {model!r}"):
             self.client.set_registered_model_alias(model, alias, version)
 
-
-def finished_with_tags(tags: Mapping[str, str]) -> str:
-    """MLflow search filter: FINISHED runs whose tags equal ``tags``."""
-    clauses = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]
-    return " and ".join([*clauses, "attributes.status = 'FINISHED'"])
-
-
-def first_match(runs, *, exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None:
-    """The first (newest) run that is not excluded, has no skipped verdict and has ``require_tag``."""
-    for run in runs:
-        if run.run_id == exclude_run_id or run.tags.get(TAG_VERDICT) in skip_verdicts:
-            continue
-        if require_tag and require_tag not in run.tags:
-            continue
-        return run
-    return None
-
-
-def _quote(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("'", "\\'")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
-
-
-def _redact(uri: str) -> str:
-    """Hide credentials embedded in a URI (``https://user:pass@host``)."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        if "@" in rest.split("/", 1)[0]:
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
 
 
 def _snapshot(run) -> RunSnapshot:
@@ -410,36 +282,3 @@ def _snapshot(run) -> RunSnapshot:
     )
 
 
-def open_tracker(tracking_uri: str, env: Mapping[str, str]):
-    """The tracker for a URI, the cheapest that is exact: MLflow's REST API directly for http(s)
-    servers (``MLFLOW_CI_REST=false`` opts out), ``sqlite3`` directly for a local SQLite store at a
-    known schema revision (``MLFLOW_CI_SQLITE=false`` opts out), MLflow's own client otherwise."""
-    if tracking_uri.startswith(("http://", "https://")) and env.get("MLFLOW_CI_REST", "true").lower() != "false":
-        from mlflow_ci.tracking_rest import RestTracker
-
-        return RestTracker(tracking_uri, env)
-    if tracking_uri.startswith("sqlite:///"):
-        from mlflow_ci.tracking_sqlite import open_sqlite
-
-        fast = open_sqlite(tracking_uri, env)
-        if fast is not None:
-            return fast
-    return MlflowTracker(tracking_uri)
-
-
-def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment for the training subprocess: ours plus ``extra`` (extra wins)."""
-    env = dict(base)
-    env.update(extra)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-def mlflow_env_for_run(tracking_uri: str, experiment: str, experiment_id: str, run_id: str) -> dict[str, str]:
-    """Variables that make ``mlflow.start_run()`` and autolog in the child attach to our run."""
-    return {
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_EXPERIMENT_NAME": experiment,
-        "MLFLOW_EXPERIMENT_ID": experiment_id,
-        "MLFLOW_RUN_ID": run_id,
-    }

@@ -1,0 +1,132 @@
+"""``mlflow-ci publish``, and publishing for ``check`` and the leaderboard: the GitHub client built
+from the environment, and the glue between a result and :class:`~mlflow_ci.github.publish.Publisher`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, TextIO
+
+from mlflow_ci import report
+from mlflow_ci.commands.session import Options, Session
+from mlflow_ci.commands.stages import CheckResult
+from mlflow_ci.config.models import Config, ReportConfig
+from mlflow_ci.errors import ServiceError, UsageError
+from mlflow_ci.github import event as ghevent
+from mlflow_ci.github import publish as pub
+from mlflow_ci.github.actions import ActionsIO
+from mlflow_ci.github.client import GitHubClient, RetryPolicy
+from mlflow_ci.result import Result, load_untrusted, validate_untrusted
+
+
+def github_client(env: Mapping[str, str], event: ghevent.EventContext, stream: TextIO):
+    """A client for the run's repository, or None without a token. Masks the token in Actions."""
+
+    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+    if not token:
+        return None
+    ActionsIO(env, stream).mask(token)
+    if not event.repository:
+        raise UsageError("GITHUB_REPOSITORY is not set: cannot tell which repository to publish to")
+    return GitHubClient(
+        token=token, repository=event.repository, api_url=event.api_url,
+        log=lambda m: _say(stream, m), policy=retry_policy(env),
+    )
+
+
+def retry_policy(env: Mapping[str, str]):
+    """GitHub retry bounds; MLFLOW_CI_GITHUB_MAX_ATTEMPTS and MLFLOW_CI_GITHUB_MAX_WAIT override them."""
+
+    policy = RetryPolicy()
+    try:
+        if env.get("MLFLOW_CI_GITHUB_MAX_ATTEMPTS"):
+            policy.max_attempts = max(int(env["MLFLOW_CI_GITHUB_MAX_ATTEMPTS"]), 1)
+        if env.get("MLFLOW_CI_GITHUB_MAX_WAIT"):
+            policy.max_total_wait = max(float(env["MLFLOW_CI_GITHUB_MAX_WAIT"]), 0.0)
+    except ValueError:
+        raise UsageError("MLFLOW_CI_GITHUB_MAX_ATTEMPTS must be a whole number and MLFLOW_CI_GITHUB_MAX_WAIT a number of seconds") from None
+    return policy
+
+
+def _say(stream: TextIO, message: str) -> None:
+    stream.write(message + "\n")
+    stream.flush()
+
+
+def publish_result(
+    env: Mapping[str, str],
+    stream: TextIO,
+    event: ghevent.EventContext,
+    target,
+    result: Result,
+    markdown: str,
+    *,
+    report_path: Path,
+    comment_mode: str,
+    check_name: str | None,
+    client=None,
+):
+
+    client = client if client is not None else github_client(env, event, stream)
+    publisher = pub.Publisher(client, ActionsIO(env, stream), lambda m: _say(stream, m), comment_mode, check_name)
+    try:
+        return publisher.publish(target, result, markdown, report_path=str(report_path))
+    except ServiceError as exc:
+        exc.hint = (
+            f"{exc.hint + '; ' if exc.hint else ''}the report is kept in {report_path} and "
+            f"{report_path.parent / 'result.json'}; retry only the publishing with: mlflow-ci publish --out {report_path.parent}"
+        )
+        raise
+
+
+def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mode: str | None = None):
+    """Publish the result of ``check``/``report`` for this run's PR and commit."""
+
+    ctx = s.context(opts)
+    ev = s.event
+    name = outcome.result.candidate.name
+    check_name = s.cfg.publish.check_name or f"mlflow-ci / {s.cfg.experiment}"
+    if name:  # a fan-out candidate: its own check run; the PR comment is the leaderboard's
+        comment_mode, check_name = "never", f"{check_name} / {name}"
+    target = pub.Target(
+        repository=ev.repository or "",
+        pr_number=ctx.pr_number,
+        head_sha=ctx.head_sha or ev.sha or ctx.commit,
+        run_url=ev.run_url,
+    )
+    return publish_result(
+        s.env, s.stream, ev, target, outcome.result, outcome.report_path.read_text(encoding="utf-8"),
+        report_path=outcome.report_path, comment_mode=comment_mode or s.cfg.publish.comment,
+        check_name=check_name,
+    )
+
+
+def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, cfg: Config | None, *, comment_mode: str | None, from_file: Path | None):
+    """``mlflow-ci publish``: from the out dir of an earlier check, or from an untrusted artifact."""
+    event = ghevent.from_env(env)
+    if not (env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")):
+        raise UsageError("publish needs a GitHub token: set GITHUB_TOKEN (in a workflow: env: GITHUB_TOKEN: ${{ github.token }})")
+    settings = cfg.report if cfg else ReportConfig()
+    root = cfg.root if cfg else Path.cwd()
+    if from_file is not None:
+        result = load_untrusted(from_file)
+        client = github_client(env, event, stream)
+        target = pub.fork_target(event, result, client)
+    else:
+        path = out_dir / "result.json"
+        try:
+            result = validate_untrusted(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: cannot read it ({exc}); run 'mlflow-ci check' first") from None
+        client = github_client(env, event, stream)
+        pr = event.pr_number or result.pr
+        target = pub.Target(event.repository or "", pr, event.head_sha or result.head_sha or event.sha, event.run_url)
+    markdown = report.render_markdown(result, settings, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_path, _ = report.write_outputs(out_dir, markdown, result)
+    return publish_result(
+        env, stream, event, target, result, markdown, report_path=report_path,
+        comment_mode=comment_mode or (cfg.publish.comment if cfg else "always"),
+        check_name=cfg.publish.check_name if cfg else None, client=client,
+    )
+

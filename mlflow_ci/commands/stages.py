@@ -1,0 +1,115 @@
+"""The stages of the PR check, each a command of its own: ``train``, ``compare``, ``gate`` and
+``report``. Each takes a :class:`~mlflow_ci.commands.session.Session` and returns a value; ``check``
+(:mod:`.check`) chains them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow_ci import compare as cmp
+from mlflow_ci import report
+from mlflow_ci.commands.session import Options, Session
+from mlflow_ci.errors import UsageError
+from mlflow_ci.gate import GateResult, evaluate
+from mlflow_ci.result import Result
+from mlflow_ci.tracking import TAG_PR, MlflowTracker, RunSnapshot
+from mlflow_ci.train import TrainResult, train
+
+TRAIN_STATE = "train.json"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    verdict: str
+    result: Result
+    report_path: Path
+    result_path: Path
+    train: TrainResult | None
+
+
+def do_train(s: Session, opts: Options, *, require_gated: bool = False) -> TrainResult:
+    tracker = s.tracker()
+    ctx = s.context(opts)
+    result = train(
+        s.cfg, tracker, ctx, s.env, out_dir=opts.out_dir, use_cache=opts.use_cache,
+        require_gated=require_gated, stream=s.stream, candidate=opts.candidate,
+    )
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    (opts.out_dir / TRAIN_STATE).write_text(json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def candidate_run(s: Session, opts: Options, tracker: MlflowTracker) -> RunSnapshot:
+    """The run named by --run, else the one the last `train` in this out dir produced."""
+    run_id = opts.run_id
+    if not run_id:
+        state = opts.out_dir / TRAIN_STATE
+        try:
+            run_id = json.loads(state.read_text(encoding="utf-8"))["run_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(
+                f"no candidate run: pass --run RUN_ID, or run 'mlflow-ci train' first (it writes {state})"
+            ) from None
+    run = tracker.get_run(run_id)
+    if run is None:
+        raise UsageError(f"run {run_id} does not exist in {s.tracking_uri}")
+    return run
+
+
+def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, run: RunSnapshot | None = None) -> cmp.Comparison:
+    tracker = tracker or s.tracker()
+    run = run or candidate_run(s, opts, tracker)
+    return cmp.compare(tracker, s.cfg, s.context(opts), run, explicit_baseline=opts.baseline)
+
+
+def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None, extra_rules: tuple = ()) -> GateResult:
+    """The configured rules (plus ``extra_rules``, e.g. the per-slice ones) on a comparison."""
+    base = dict(comparison.baseline.run.metrics) if comparison.baseline else None
+    return evaluate(s.cfg.gate + tuple(extra_rules), dict(comparison.candidate.metrics), base, intervals)
+
+def gate_from_result(s: Session, path: Path) -> GateResult:
+    """Re-evaluate the gate on the metrics recorded in a result.json (no tracking store needed)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        candidate = _metrics(data["candidate"]["metrics"])
+        baseline = _metrics(data["baseline"]["metrics"]) if data.get("baseline") else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a usable result.json ({exc.__class__.__name__}: {exc})") from None
+    return evaluate(s.cfg.gate, candidate, baseline)
+
+
+def _metrics(raw) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise TypeError("metrics must be an object")
+    return {str(k): float(v) for k, v in raw.items() if not isinstance(v, bool) and isinstance(v, (int, float, str))}
+
+
+def do_report(
+    s: Session,
+    opts: Options,
+    comparison: cmp.Comparison,
+    gate: GateResult,
+    *,
+    cached: bool,
+    fingerprint: str | None,
+    evaluation: dict | None = None,
+) -> CheckResult:
+    ctx = s.context(opts)
+    cand = comparison.candidate
+    result = report.build_result(
+        s.cfg, comparison, gate, cached=cached, fingerprint=fingerprint,
+        tracking_uri=s.tracking_uri, pr_number=ctx.pr_number or _pr_tag(cand),
+        head_sha=ctx.head_sha or ctx.commit, ci_run_url=ctx.run_url, config_path=s.config_path(),
+        evaluation=evaluation,
+    )
+    markdown = report.render_markdown(result, s.cfg.report, s.cfg.root)
+    report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)
+    return CheckResult(gate.verdict, result, report_path, result_path, None)
+
+
+def _pr_tag(run: RunSnapshot) -> int | None:
+    value = run.tags.get(TAG_PR, "")
+    return int(value) if value.isdigit() else None
+

@@ -1,0 +1,26 @@
+"""`mlflow-ci.yml`: its vocabulary here, the declared models in :mod:`.models`, loading, validation
+and the JSON Schema in :mod:`.loader`.
+
+This package's own namespace holds only plain constants, so that the command line can name its
+choices (``--comment``) without importing pydantic: ``mlflow-ci --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_CONFIG = "mlflow-ci.yml"
+DEFAULT_TIMEOUT = 3600.0
+BASELINE_SOURCES = ("alias", "base_commit", "base_branch")
+COMMENT_MODES = ("always", "on-change", "on-failure", "never")
+RULE_BOUNDS = ("min", "max")
+RULE_BASELINE = ("max_drop", "max_drop_pct")
+RULE_MLFLOW = ("threshold", "min_absolute_change", "min_relative_change")
+LIMIT_RULES = (*RULE_BOUNDS, *RULE_BASELINE, *RULE_MLFLOW)  # the rules that carry a number
+# The metrics evaluate: computes (mlflow_ci.evaluate.metrics implements exactly these).
+CLASSIFICATION = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "f1_weighted",
+                  "precision_macro", "recall_macro", "roc_auc", "log_loss", "brier")
+REGRESSION = ("mae", "mse", "rmse", "r2", "mape")
+DEFAULT_METRICS = {"classification": ("accuracy", "f1_macro", "roc_auc", "log_loss"),
+                   "regression": ("rmse", "mae", "r2")}
+USER_METRIC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # module:function(y_true, output) -> float

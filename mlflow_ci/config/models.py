@@ -1,0 +1,341 @@
+"""``mlflow-ci.yml`` as declared models: the one description of the file, from which validation, the
+frozen configuration objects the commands read, and the JSON Schema (``mlflow-ci schema``) all come.
+
+Each place says what it expects (:class:`~mlflow_ci.declared.Says`), so an error reads
+``gate.rmse.max_drop_pct: expected a number >= 0, got -5``. A null value counts as absent, as it did
+for every key before. docs/config.md is the reference; tests keep it, the models and the committed
+schema in step.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from mlflow_ci.config import (
+    BASELINE_SOURCES,
+    CLASSIFICATION,
+    COMMENT_MODES,
+    DEFAULT_METRICS,
+    DEFAULT_TIMEOUT,
+    LIMIT_RULES,
+    REGRESSION,
+    RULE_MLFLOW,
+    USER_METRIC,
+)
+from mlflow_ci.declared import Says, did_you_mean, problem
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
+
+
+# -- value types -----------------------------------------------------------------------------------
+
+Text = Annotated[StrictStr, StringConstraints(pattern=r"\S"), Says("a non-empty string")]
+AliasName = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$"),
+                      Says("an alias of letters, digits, '_' or '-'")]
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False), Says("a finite number")]
+NonNegative = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False), Says("a number >= 0")]
+Fraction = Annotated[StrictFloat, Field(ge=0, le=1), Says("a fraction from 0 to 1")]
+Flag = Annotated[StrictBool, Says("true or false")]
+Direction = Annotated[Literal["higher", "lower"], Says("'higher' or 'lower'")]
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match and float(match.group(1)) > 0:
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("not a duration")
+
+
+Duration = Annotated[
+    float,
+    PlainValidator(_seconds, json_schema_input_type=Annotated[float, Field(gt=0)] | Annotated[str, StringConstraints(pattern=_DURATION.pattern)]),
+    Says("a duration in seconds (a number > 0, or a string like '90s', '30m', '2h')"),
+]
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValueError("not a scalar")
+
+
+EnvName = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), Says("an environment variable name")]
+EnvValue = Annotated[str, PlainValidator(_env_text, json_schema_input_type=str | int | float | bool), Says("a string or number")]
+# The file holds a mapping; the configuration keeps it as (name, value) pairs in file order.
+EnvVars = Annotated[dict[EnvName, EnvValue], AfterValidator(lambda env: tuple(env.items())),
+                    Says("a mapping of variable names to values")]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Texts = Annotated[tuple[Text, ...], BeforeValidator(_as_list, json_schema_input_type=list[Text] | Text),
+                  Says("a list of strings")]
+
+
+class Section(BaseModel):
+    """A mapping in the file: unknown keys are errors, nulls count as absent, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_absent(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+
+class TrainConfig(Section):
+    command: Text = Field(description="Training command, run inside the MLflow run mlflow-ci creates.")
+    workdir: Text = Field(".", description="Working directory of the command, relative to the config file.")
+    env: EnvVars = Field((), description="Extra environment variables for the command.")
+    timeout: Duration = Field(DEFAULT_TIMEOUT, description="Seconds, or '90s', '30m', '2h'; the command is killed after it.")
+    metrics_file: Text | None = Field(None, description="Flat JSON {name: number} the command writes; mlflow-ci logs it.")
+    inputs: Texts = Field((), description="Glob patterns of the files whose content decides whether an earlier run is reused.")
+
+
+def _baseline_source(value: Any) -> str:
+    if isinstance(value, str) and value in BASELINE_SOURCES:
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("not a string")
+    raise problem(f"unknown baseline source {value!r}{did_you_mean(value, BASELINE_SOURCES)} "
+                  f"(expected one of: {', '.join(BASELINE_SOURCES)})")
+
+
+BaselineSource = Annotated[str, PlainValidator(_baseline_source, json_schema_input_type=Literal[BASELINE_SOURCES]),
+                           Says("a non-empty string")]
+
+
+class BaselineConfig(Section):
+    alias: AliasName = Field("champion", description="Registered model alias compared against first.")
+    branch: Text | None = Field(None, description="Base branch when the event does not say (default: main).")
+    sources: Annotated[tuple[BaselineSource, ...], BeforeValidator(_as_list), Says("a list of strings")] = Field(
+        BASELINE_SOURCES, description="The baseline sources to try, in order.")
+
+
+class Rule(Section):
+    """The rules of one metric (the key it is written under in ``gate:``)."""
+
+    __says__ = "a mapping of rules (e.g. {min: 0.8})"
+
+    min: Number | None = Field(None, description="Absolute lower bound.")
+    max: Number | None = Field(None, description="Absolute upper bound.")
+    max_drop: NonNegative | None = Field(None, description="Largest allowed regression against the baseline, in the metric's units.")
+    max_drop_pct: NonNegative | None = Field(None, description="Largest allowed regression against the baseline, in percent.")
+    threshold: Number | None = Field(None, description="MLflow MetricThreshold: absolute threshold.")
+    min_absolute_change: NonNegative | None = Field(None, description="MLflow MetricThreshold: least absolute improvement over the baseline.")
+    min_relative_change: Annotated[Fraction, Says("a fraction from 0 to 1 (MLflow's meaning; 0.05 is 5%)")] | None = Field(
+        None, description="MLflow MetricThreshold: least relative improvement over the baseline (0.05 is 5%).")
+    direction: Direction | None = Field(None, description="What regression means (default: inferred from the name).")
+    greater_is_better: Flag | None = Field(None, description="MLflow's spelling of direction.")
+    required: Flag = Field(True, description="false: a missing or non-finite metric skips the rule instead of failing it.")
+    mode: Annotated[Literal["block", "warn"], Says("'block' or 'warn'")] = Field("block", description="warn: report without blocking.")
+    significance: Annotated[StrictFloat, Field(gt=0, lt=0.5), Says("a significance level between 0 and 0.5 (e.g. 0.05)")] | None = Field(
+        None, description="With an evaluate: metric, fail a drop rule only on a regression significant at this level.")
+    metric: SkipJsonSchema[str] = Field("", exclude=True)  # the gate: key, filled in by the config
+
+    def __init__(self, metric: str = "", /, **rules: Any) -> None:
+        super().__init__(metric=metric or rules.pop("metric", ""), **rules)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Rule":
+        direction, gib = self.direction, self.greater_is_better
+        if direction is not None and gib is not None and (direction == "higher") != gib:
+            raise problem(f"contradicts direction: {direction} (expected greater_is_better: {str(direction == 'higher').lower()})",
+                          at=("greater_is_better",))
+        if any(getattr(self, k) is not None for k in RULE_MLFLOW) and gib is None and direction is None:
+            raise problem("MLflow's MetricThreshold vocabulary needs greater_is_better: true|false (or direction: higher|lower)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise problem(f"min ({_plain(self.min)}) is greater than max ({_plain(self.max)})", at=("min",))
+        if all(getattr(self, k) is None for k in LIMIT_RULES) and self.significance is None:
+            raise problem("no rule given (expected at least one of: " + ", ".join(LIMIT_RULES) + ")")
+        return self
+
+
+def _plain(value: float) -> str:
+    return repr(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
+
+
+def _named_rules(value: Any) -> Any:
+    """``{metric: {rules}}`` in the file → one :class:`Rule` per metric, in file order."""
+    if not isinstance(value, dict):
+        raise ValueError("not a mapping")
+    for name, spec in value.items():
+        if isinstance(spec, dict) and "metric" in spec:
+            raise problem(f"unknown key (expected one of: {', '.join(LIMIT_RULES)}, …)", at=(name, "metric"), key=True)
+    return [{**spec, "metric": name} if isinstance(spec, dict) else spec for name, spec in value.items()]
+
+
+Rules = Annotated[tuple[Rule, ...], BeforeValidator(_named_rules, json_schema_input_type=dict[str, Rule]),
+                  Says("a mapping of metric names to rules")]
+
+
+class ReportConfig(Section):
+    template: Text | None = Field(None, description="Jinja2 template replacing the built-in report.md template.")
+    title: Text | None = Field(None, description="Report title (default: mlflow-ci · <experiment>).")
+    precision: Annotated[StrictInt, Field(ge=1, le=12), Says("a whole number from 1 to 12")] = Field(4, description="Significant digits shown.")
+    ui_url: Annotated[StrictStr, StringConstraints(pattern=r"^https?://\S+$"), AfterValidator(lambda url: url.rstrip("/")),
+                      Says("an http(s) URL of the MLflow UI")] | None = Field(None, description="MLflow UI base URL for run links.")
+
+
+class PublishConfig(Section):
+    comment: Annotated[Literal[COMMENT_MODES], Says("one of: " + ", ".join(COMMENT_MODES))] = Field(
+        "always", description="When to write the sticky PR comment.")
+    check_name: Text | None = Field(None, description="Check run name (default: mlflow-ci / <experiment>).")
+
+
+class SelectConfig(Section):
+    metric: Annotated[Text, Says("a metric name")] = Field(description="The metric that picks the best passing candidate.")
+    direction: Direction | None = Field(None, description="Which way is better (default: inferred from the name).")
+
+
+class PromoteConfig(Section):
+    alias: AliasName | None = Field(None, description="Alias moved on merge (default: baseline.alias).")
+    previous_alias: AliasName = Field("previous", description="Alias the replaced champion keeps.")
+    model_path: Text = Field("model", description="Artifact path of the logged model in the run.")
+    on_missing: Annotated[Literal["refuse", "retrain"], Says("'refuse' or 'retrain'")] = Field(
+        "refuse", description="What promote does when no run passed the gate for the merged commit.")
+    select: SelectConfig | None = Field(None, description="Fan-out: how promote picks among passing candidates.")
+
+    @property
+    def select_metric(self) -> str | None:
+        return self.select.metric if self.select else None
+
+    @property
+    def select_direction(self) -> str | None:
+        return self.select.direction if self.select else None
+
+
+class DeployConfig(Section):
+    command: Text | None = Field(None, description="Deploy hook run after the alias moved, with MODEL_URI set.")
+    workdir: Text = Field(".", description="Working directory of the hook, relative to the config file.")
+    env: EnvVars = Field((), description="Extra environment variables for the hook.")
+    timeout: Duration = Field(DEFAULT_TIMEOUT, description="Seconds, or '90s', '30m', '2h'.")
+
+
+class DataChecksConfig(Section):
+    max_psi: Annotated[StrictFloat, Field(gt=0), Says("a number > 0 (0.1 small, 0.25 large shift)")] | None = Field(
+        None, description="Largest population stability index per feature against the baseline's data.")
+    max_missing: Annotated[Fraction, Says("a fraction from 0 to 1")] | None = Field(None, description="Largest share of missing values per feature.")
+    fail_on_removed_columns: Flag = Field(False, description="Fail when the data lost a column the baseline had.")
+
+
+class EvaluateConfig(Section):
+    data: Text = Field(description="Evaluation data: a CSV/Parquet file, or module:function returning a frame.")
+    target: Text = Field(description="The label column.")
+    task: Annotated[Literal["classification", "regression"], Says("'classification' or 'regression'")]
+    metrics: Annotated[tuple[Text, ...], BeforeValidator(_as_list), Says("a list of strings")] = Field(
+        (), validate_default=True, description="Metric names, or module:function (default: per task).")
+    resamples: Annotated[StrictInt, Field(ge=100, le=100_000), Says("a whole number from 100 to 100000")] = Field(
+        1000, description="Paired bootstrap resamples.")
+    seed: Annotated[StrictInt, Field(ge=0), Says("a whole number >= 0")] = Field(0, description="Bootstrap seed.")
+    confidence: Annotated[StrictFloat, Field(ge=0.5, lt=1), Says("a number from 0.5 to below 1 (e.g. 0.95)")] = Field(
+        0.95, description="Confidence level of the intervals.")
+    data_checks: DataChecksConfig = Field(DataChecksConfig(), description="Rules on the evaluation data itself.")
+    slices: Texts = Field((), description="Categorical columns: metrics per value, with the same diff and gate.")
+    slice_gate: Rules = Field((), description="Rules applied to every slice, per evaluate metric.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        task = info.data.get("task")
+        if task is None:
+            return metrics
+        metrics = metrics or DEFAULT_METRICS[task]
+        known = CLASSIFICATION if task == "classification" else REGRESSION
+        for i, name in enumerate(metrics):
+            if name not in known and not USER_METRIC.fullmatch(name):
+                raise problem(f"unknown {task} metric {name!r}{did_you_mean(name, known)} "
+                              f"(expected one of: {', '.join(known)}, or module:function)", at=(i,))
+        return metrics
+
+    @field_validator("slice_gate")
+    @classmethod
+    def _slice_metrics(cls, rules: tuple[Rule, ...], info: ValidationInfo) -> tuple[Rule, ...]:
+        metrics = info.data.get("metrics", ())
+        for rule in rules:
+            if rule.metric not in metrics:
+                raise problem(f"not one of evaluate.metrics ({', '.join(metrics)})", at=(rule.metric,), key=True)
+        if rules and not info.data.get("slices"):
+            raise problem("needs evaluate.slices (the columns to slice by)")
+        return rules
+
+
+class Config(Section):
+    """The whole file. ``path`` (where it was read from) is set by the loader."""
+
+    model_config = ConfigDict(title="mlflow-ci.yml")
+
+    experiment: Text = Field(description="MLflow experiment of the runs.")
+    model: Text | None = Field(None, description="Registered model name, the promotion target (default: the experiment).")
+    tracking_uri: Text | None = Field(None, description="Tracking URI when MLFLOW_TRACKING_URI is not set (default: a local SQLite store).")
+    artifact_location: Text | None = Field(None, description="Artifact location of a newly created experiment.")
+    train: Annotated[TrainConfig, Says("a mapping with 'command'")] = Field(description="How to train the candidate.")
+    baseline: BaselineConfig = Field(BaselineConfig(), description="Where the baseline comes from.")
+    gate: Rules = Field((), description="Per metric: the rules a candidate must meet.")
+    report: ReportConfig = Field(ReportConfig(), description="report.md settings.")
+    publish: PublishConfig = Field(PublishConfig(), description="PR comment and check run settings.")
+    promote: PromoteConfig = Field(PromoteConfig(), description="What happens on merge.")
+    deploy: DeployConfig = Field(DeployConfig(), description="The deploy hook run by promote and rollback.")
+    evaluate: EvaluateConfig | None = Field(None, description="Score candidate and baseline on the same rows.")
+
+    _path: Path = PrivateAttr(Path("mlflow-ci.yml"))
+    _rule_lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults_to_experiment(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("model") is None and isinstance(data.get("experiment"), str):
+            return {**data, "model": data["experiment"]}
+        return data
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def root(self) -> Path:
+        """The folder holding the config file: relative paths are resolved against it."""
+        return self._path.parent
+
+    @property
+    def champion_alias(self) -> str:
+        return self.promote.alias or self.baseline.alias
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+    def rule_line(self, metric: str) -> int | None:
+        """The line of the file where ``gate.<metric>`` starts (for annotations)."""
+        return self._rule_lines.get(metric)

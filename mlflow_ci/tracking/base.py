@@ -1,0 +1,181 @@
+"""The bottom of the tracking wing: what every client shares, and imports none of them.
+
+Run snapshots, mlflow-ci's tag names, tracking-URI resolution, the bounded search helpers and the
+environment a training subprocess gets. The clients (MLflow's own in :mod:`.mlflow_client`, REST in
+:mod:`.rest`, SQLite in :mod:`.sqlite`) sit above this module; the factory that picks one is the
+package's ``__init__``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+TAG_COMMIT = "mlflow.source.git.commit"
+TAG_BRANCH = "mlflow.source.git.branch"
+TAG_REPO_URL = "mlflow.source.git.repoURL"
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
+TAG_RUN_NAME = "mlflow.runName"
+TAG_USER = "mlflow.user"
+TAG_FINGERPRINT = "mlflow_ci.fingerprint"
+TAG_VERDICT = "mlflow_ci.verdict"
+TAG_PR = "mlflow_ci.pr"
+TAG_HEAD_SHA = "mlflow_ci.head_sha"
+TAG_CANDIDATE = "mlflow_ci.candidate"
+TAG_CI_RUN_URL = "mlflow_ci.ci_run_url"
+TAG_BASE_BRANCH = "mlflow_ci.base_branch"
+TAG_BASELINE = "mlflow_ci.baseline_run_id"
+TAG_VERSION = "mlflow_ci.version"
+
+# How many recent candidates a baseline query looks at: a bounded query, never "list all runs".
+SEARCH_WINDOW = 20
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What mlflow-ci needs to know about one MLflow run."""
+
+    run_id: str
+    experiment_id: str
+    status: str
+    start_time: int | None = None
+    run_name: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def commit(self) -> str | None:
+        return self.tags.get(TAG_COMMIT)
+
+    @property
+    def branch(self) -> str | None:
+        return self.tags.get(TAG_BRANCH)
+
+
+def default_tracking_uri(root: Path) -> str:
+    """MLflow's own default (a SQLite file), anchored at the project root rather than the cwd."""
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(configured: str | None, env: Mapping[str, str], root: Path) -> str:
+    """MLFLOW_TRACKING_URI wins, then the config's tracking_uri, then ``sqlite:///<root>/mlflow.db``.
+
+    Relative SQLite and file paths are made absolute so the training subprocess, which may run in
+    another working directory, writes to the same store.
+    """
+    uri = env.get("MLFLOW_TRACKING_URI") or configured or default_tracking_uri(root)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rel = uri[len("sqlite:///"):]
+        if rel and not rel.startswith(":memory:"):
+            uri = f"sqlite:///{(root / rel).resolve()}"
+    elif "://" not in uri:
+        uri = str((root / uri).resolve())
+    return uri
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (options after ``?`` dropped), None for memory or other stores."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    rest = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if not rest or rest.startswith(":memory:"):
+        return None
+    return Path(rest)
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, MLflow's timestamp unit."""
+    return int(time.time() * 1000)
+
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    model: str
+    version: str
+    run_id: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _version_info(mv) -> VersionInfo:
+    return VersionInfo(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
+
+
+class SearchMixin:
+    """``search`` on top of a client's bounded ``search_runs``."""
+
+    def search(
+        self,
+        experiment_id: str,
+        *,
+        tags: Mapping[str, str],
+        exclude_run_id: str | None = None,
+        skip_verdicts: tuple[str, ...] = (),
+        require_tag: str | None = None,
+    ) -> RunSnapshot | None:
+        """The newest FINISHED run of the experiment whose tags equal ``tags``.
+
+        A bounded query (``SEARCH_WINDOW`` runs, newest first) however large the experiment is.
+        """
+        return first_match(self.search_runs(experiment_id, tags=tags), exclude_run_id=exclude_run_id,
+                           skip_verdicts=skip_verdicts, require_tag=require_tag)
+
+
+
+def finished_with_tags(tags: Mapping[str, str]) -> str:
+    """MLflow search filter: FINISHED runs whose tags equal ``tags``."""
+    clauses = [f"tags.`{k}` = '{quote_value(v)}'" for k, v in tags.items()]
+    return " and ".join([*clauses, "attributes.status = 'FINISHED'"])
+
+
+def first_match(runs, *, exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None:
+    """The first (newest) run that is not excluded, has no skipped verdict and has ``require_tag``."""
+    for run in runs:
+        if run.run_id == exclude_run_id or run.tags.get(TAG_VERDICT) in skip_verdicts:
+            continue
+        if require_tag and require_tag not in run.tags:
+            continue
+        return run
+    return None
+
+
+def quote_value(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def redact(uri: str) -> str:
+    """Hide credentials embedded in a URI (``https://user:pass@host``)."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        if "@" in rest.split("/", 1)[0]:
+            return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+
+def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the training subprocess: ours plus ``extra`` (extra wins)."""
+    env = dict(base)
+    env.update(extra)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def mlflow_env_for_run(tracking_uri: str, experiment: str, experiment_id: str, run_id: str) -> dict[str, str]:
+    """Variables that make ``mlflow.start_run()`` and autolog in the child attach to our run."""
+    return {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+        "MLFLOW_EXPERIMENT_ID": experiment_id,
+        "MLFLOW_RUN_ID": run_id,
+    }
+
