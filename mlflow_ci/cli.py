@@ -255,6 +255,19 @@ def validate(config_path):
 
 
 @cli.command(context_settings=CONTEXT)
+def schema():
+    """Print the JSON Schema of mlflow-ci.yml (draft 2020-12).
+
+    Editors use it for completion and inline errors: 'mlflow-ci init' writes the
+    '# yaml-language-server: $schema=...' line that points VS Code and JetBrains IDEs at it.
+    """
+    from mlflow_ci.config.loader import json_schema_text
+
+    click.echo(json_schema_text(), nl=False)
+    return EXIT_OK
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="Where to build the demo (default: a new temp folder).")
 def demo(directory):
     """The whole story offline: a baseline on main, a PR that regresses and one that improves."""

@@ -76,7 +76,6 @@ def did_you_mean(word: str, choices: typing.Sequence[str]) -> str:
 @dataclass(frozen=True)
 class Problem:
     """One validation problem, located in the user's data."""
-
     path: tuple[PathPart, ...]  # mapping keys as the user wrote them, list indexes as ints
     kind: str  # missing | unknown_key | bad_key | custom | value
     expected: str | None  # the Says text of the place, when it has one

@@ -15,7 +15,6 @@ EXIT_SERVICE = 4
 
 class MlflowCiError(Exception):
     """Base class: an expected failure with a message meant for the user."""
-
     exit_code = EXIT_USAGE
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
@@ -33,7 +32,6 @@ class MlflowCiError(Exception):
 
 class UsageError(MlflowCiError):
     """Bad command-line usage or inconsistent inputs (exit 2)."""
-
     exit_code = EXIT_USAGE
 
 
@@ -59,23 +57,19 @@ class ConfigError(MlflowCiError):
 
 class TrainingError(MlflowCiError):
     """The training command failed, timed out or produced unusable output (exit 3)."""
-
     exit_code = EXIT_TRAINING
 
 
 class ServiceError(MlflowCiError):
     """A service (MLflow tracking server, GitHub API) failed after retries (exit 4)."""
-
     exit_code = EXIT_SERVICE
 
 
 class NotValidatedError(MlflowCiError):
     """Promotion refused: no run passed the gate for the merged commit (exit 1, like a failed gate)."""
-
     exit_code = EXIT_GATE_FAILED
 
 
 class DeployError(MlflowCiError):
     """The deploy hook failed or timed out; the alias was rolled back (exit 3)."""
-
     exit_code = EXIT_TRAINING

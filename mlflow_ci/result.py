@@ -113,18 +113,20 @@ Metrics = Annotated[dict[Annotated[str, cut(250)], Num], at_most(2000), Says("ex
 
 class Part(BaseModel):
     """A part of result.json: unknown fields are dropped, values are frozen."""
-
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
     def __getitem__(self, key: str) -> Any:
         """The JSON value of a field, as result.json holds it."""
-        return self.model_dump(mode="json")[key]
+        return self.as_json()[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.model_dump(mode="json").get(key, default)
+        return self.as_json().get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.model_dump(mode="json")
+        return key in self.as_json()
 
 
 class CheckRow(Part):
@@ -219,7 +221,6 @@ def _first_notes(value: Any, info: ValidationInfo) -> Any:
 
 class Result(Part):
     """result.json, schema 1: the same fields, names and meaning as docs/result-json.md says."""
-
     schema_: Annotated[Literal[1], Says("expected 1")] = Field(RESULT_SCHEMA, alias="schema")
     verdict: Annotated[Literal[VERDICTS], Says("expected pass, warn or fail")]
     experiment: Annotated[Text, cut(250)]
@@ -254,7 +255,8 @@ class Result(Part):
         return value if isinstance(value, Result) else cls.build(value)
 
     def as_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The file's content; ``evaluation`` and ``leaderboard`` appear only when a check has them."""
+        return self.model_dump(mode="json", exclude={k for k in ("evaluation", "leaderboard") if getattr(self, k) is None})
 
     def text(self) -> str:
         return json.dumps(self.as_json(), indent=2) + "\n"

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_ci.config import SCHEMA_URL
 from mlflow_ci.config.loader import parse_config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gitctx import git
@@ -74,7 +75,8 @@ def infer_inputs(root: Path) -> list[str]:
 
 def render_config(experiment: str, command: str, inputs: list[str]) -> str:
     quoted = ", ".join(f'"{i}"' for i in inputs)
-    return f"""# mlflow-ci configuration: https://github.com/mlflow-ci/mlflow-ci/blob/main/docs/config.md
+    return f"""# yaml-language-server: $schema={SCHEMA_URL}
+# mlflow-ci configuration: https://github.com/mlflow-ci/mlflow-ci/blob/main/docs/config.md
 experiment: {experiment}
 model: {experiment}
 train:

@@ -21,7 +21,6 @@ from mlflow_ci.result import Result, load_untrusted, validate_untrusted
 
 def github_client(env: Mapping[str, str], event: ghevent.EventContext, stream: TextIO):
     """A client for the run's repository, or None without a token. Masks the token in Actions."""
-
     token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
     if not token:
         return None
@@ -36,7 +35,6 @@ def github_client(env: Mapping[str, str], event: ghevent.EventContext, stream: T
 
 def retry_policy(env: Mapping[str, str]):
     """GitHub retry bounds; MLFLOW_CI_GITHUB_MAX_ATTEMPTS and MLFLOW_CI_GITHUB_MAX_WAIT override them."""
-
     policy = RetryPolicy()
     try:
         if env.get("MLFLOW_CI_GITHUB_MAX_ATTEMPTS"):
@@ -81,7 +79,6 @@ def publish_result(
 
 def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mode: str | None = None):
     """Publish the result of ``check``/``report`` for this run's PR and commit."""
-
     ctx = s.context(opts)
     ev = s.event
     name = outcome.result.candidate.name

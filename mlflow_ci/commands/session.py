@@ -18,7 +18,6 @@ from mlflow_ci.tracking import MlflowTracker, open_tracker, resolve_tracking_uri
 @dataclass(frozen=True)
 class Options:
     """What the command line may override."""
-
     out_dir: Path
     baseline: str | None = None
     base_branch: str | None = None
@@ -31,7 +30,6 @@ class Options:
 @dataclass(frozen=True)
 class Session:
     """Everything a command needs besides its options, built once."""
-
     cfg: Config
     env: Mapping[str, str]
     cwd: Path

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 
 DEFAULT_CONFIG = "mlflow-ci.yml"
+# Where editors fetch the JSON Schema (the committed schema/mlflow-ci.schema.json of the default branch).
+SCHEMA_URL = "https://raw.githubusercontent.com/mlflow-ci/mlflow-ci/main/schema/mlflow-ci.schema.json"
 DEFAULT_TIMEOUT = 3600.0
 BASELINE_SOURCES = ("alias", "base_commit", "base_branch")
 COMMENT_MODES = ("always", "on-change", "on-failure", "never")

@@ -16,12 +16,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mlflow_ci import yamlnodes
-from mlflow_ci.config import DEFAULT_CONFIG
+from mlflow_ci.config import DEFAULT_CONFIG, SCHEMA_URL
 from mlflow_ci.config.models import Config
 from mlflow_ci.declared import Problem, did_you_mean, dotted, describe, problems
 from mlflow_ci.errors import ConfigError
-
-SCHEMA_ID = "https://raw.githubusercontent.com/mlflow-ci/mlflow-ci/main/schema/mlflow-ci.schema.json"
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -102,7 +100,7 @@ def json_schema() -> dict:
     schema = Config.model_json_schema(mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
+        "$id": SCHEMA_URL,
         **schema,
         "title": "mlflow-ci.yml",
         "description": "Configuration of mlflow-ci: train, compare, gate and promote MLflow models on every pull request.",

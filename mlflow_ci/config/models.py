@@ -90,7 +90,7 @@ EnvName = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_
 EnvValue = Annotated[str, PlainValidator(_env_text, json_schema_input_type=str | int | float | bool), Says("a string or number")]
 # The file holds a mapping; the configuration keeps it as (name, value) pairs in file order.
 EnvVars = Annotated[dict[EnvName, EnvValue], AfterValidator(lambda env: tuple(env.items())),
-                    Says("a mapping of variable names to values")]
+                    Field(json_schema_extra={"additionalProperties": False}), Says("a mapping of variable names to values")]
 
 
 def _as_list(value: Any) -> Any:
@@ -103,7 +103,6 @@ Texts = Annotated[tuple[Text, ...], BeforeValidator(_as_list, json_schema_input_
 
 class Section(BaseModel):
     """A mapping in the file: unknown keys are errors, nulls count as absent, values are frozen."""
-
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @model_validator(mode="before")
@@ -118,7 +117,7 @@ class Section(BaseModel):
 class TrainConfig(Section):
     command: Text = Field(description="Training command, run inside the MLflow run mlflow-ci creates.")
     workdir: Text = Field(".", description="Working directory of the command, relative to the config file.")
-    env: EnvVars = Field((), description="Extra environment variables for the command.")
+    env: EnvVars = Field({}, validate_default=True, description="Extra environment variables for the command.")
     timeout: Duration = Field(DEFAULT_TIMEOUT, description="Seconds, or '90s', '30m', '2h'; the command is killed after it.")
     metrics_file: Text | None = Field(None, description="Flat JSON {name: number} the command writes; mlflow-ci logs it.")
     inputs: Texts = Field((), description="Glob patterns of the files whose content decides whether an earlier run is reused.")
@@ -146,7 +145,6 @@ class BaselineConfig(Section):
 
 class Rule(Section):
     """The rules of one metric (the key it is written under in ``gate:``)."""
-
     __says__ = "a mapping of rules (e.g. {min: 0.8})"
 
     min: Number | None = Field(None, description="Absolute lower bound.")
@@ -240,7 +238,7 @@ class PromoteConfig(Section):
 class DeployConfig(Section):
     command: Text | None = Field(None, description="Deploy hook run after the alias moved, with MODEL_URI set.")
     workdir: Text = Field(".", description="Working directory of the hook, relative to the config file.")
-    env: EnvVars = Field((), description="Extra environment variables for the hook.")
+    env: EnvVars = Field({}, validate_default=True, description="Extra environment variables for the hook.")
     timeout: Duration = Field(DEFAULT_TIMEOUT, description="Seconds, or '90s', '30m', '2h'.")
 
 
@@ -262,9 +260,9 @@ class EvaluateConfig(Section):
     seed: Annotated[StrictInt, Field(ge=0), Says("a whole number >= 0")] = Field(0, description="Bootstrap seed.")
     confidence: Annotated[StrictFloat, Field(ge=0.5, lt=1), Says("a number from 0.5 to below 1 (e.g. 0.95)")] = Field(
         0.95, description="Confidence level of the intervals.")
-    data_checks: DataChecksConfig = Field(DataChecksConfig(), description="Rules on the evaluation data itself.")
+    data_checks: DataChecksConfig = Field(default_factory=DataChecksConfig, description="Rules on the evaluation data itself.")
     slices: Texts = Field((), description="Categorical columns: metrics per value, with the same diff and gate.")
-    slice_gate: Rules = Field((), description="Rules applied to every slice, per evaluate metric.")
+    slice_gate: Rules = Field({}, validate_default=True, description="Rules applied to every slice, per evaluate metric.")
 
     @field_validator("metrics")
     @classmethod
@@ -294,7 +292,6 @@ class EvaluateConfig(Section):
 
 class Config(Section):
     """The whole file. ``path`` (where it was read from) is set by the loader."""
-
     model_config = ConfigDict(title="mlflow-ci.yml")
 
     experiment: Text = Field(description="MLflow experiment of the runs.")
@@ -302,12 +299,12 @@ class Config(Section):
     tracking_uri: Text | None = Field(None, description="Tracking URI when MLFLOW_TRACKING_URI is not set (default: a local SQLite store).")
     artifact_location: Text | None = Field(None, description="Artifact location of a newly created experiment.")
     train: Annotated[TrainConfig, Says("a mapping with 'command'")] = Field(description="How to train the candidate.")
-    baseline: BaselineConfig = Field(BaselineConfig(), description="Where the baseline comes from.")
-    gate: Rules = Field((), description="Per metric: the rules a candidate must meet.")
-    report: ReportConfig = Field(ReportConfig(), description="report.md settings.")
-    publish: PublishConfig = Field(PublishConfig(), description="PR comment and check run settings.")
-    promote: PromoteConfig = Field(PromoteConfig(), description="What happens on merge.")
-    deploy: DeployConfig = Field(DeployConfig(), description="The deploy hook run by promote and rollback.")
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Where the baseline comes from.")
+    gate: Rules = Field({}, validate_default=True, description="Per metric: the rules a candidate must meet.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="report.md settings.")
+    publish: PublishConfig = Field(default_factory=PublishConfig, description="PR comment and check run settings.")
+    promote: PromoteConfig = Field(default_factory=PromoteConfig, description="What happens on merge.")
+    deploy: DeployConfig = Field(default_factory=DeployConfig, description="The deploy hook run by promote and rollback.")
     evaluate: EvaluateConfig | None = Field(None, description="Score candidate and baseline on the same rows.")
 
     _path: Path = PrivateAttr(Path("mlflow-ci.yml"))

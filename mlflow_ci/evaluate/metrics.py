@@ -45,7 +45,6 @@ class PairedResult:
 
 class _Metric:
     """value = finalize(weighted sums of stat columns, total weight)."""
-
     def __init__(self, stats: np.ndarray, finalize: Callable[[np.ndarray, float], float]) -> None:
         self.stats = np.ascontiguousarray(stats, dtype=np.float64)
         self.finalize = finalize
@@ -58,7 +57,6 @@ class _Metric:
 
 class _Auc:
     """Binary ROC AUC with row weights: one sort up front, O(n) per resample (ties count half)."""
-
     def __init__(self, y: np.ndarray, score: np.ndarray) -> None:
         order = np.argsort(score, kind="mergesort")
         self.order = order

@@ -24,7 +24,6 @@ SLICE_MIN_ROWS = 30
 @dataclass(frozen=True)
 class Evaluated:
     """What ``evaluate:`` adds to a check."""
-
     comparison: cmp.Comparison  # with eval.<metric> values merged in
     intervals: dict  # metric name -> paired bootstrap interval
     summary: dict  # result.json's "evaluation"

@@ -34,7 +34,6 @@ class Annotation:
 
 class ActionsIO:
     """Writes to the files and stream of the current Actions step (no-ops outside Actions)."""
-
     def __init__(self, env: Mapping[str, str], stream: TextIO) -> None:
         self.env = env
         self.stream = stream

@@ -24,7 +24,6 @@ RETRY_STATUSES = (500, 502, 503, 504)
 
 class GitHubError(ServiceError):
     """The GitHub API failed (after retries, or with an answer retrying cannot change)."""
-
     def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status

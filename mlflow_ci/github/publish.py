@@ -35,7 +35,6 @@ STATUS_STATE = {"pass": "success", "warn": "success", "fail": "failure"}
 @dataclass(frozen=True)
 class Target:
     """Where to publish: decided by the event (never by an artifact)."""
-
     repository: str
     pr_number: int | None
     head_sha: str | None

@@ -37,7 +37,6 @@ SEARCH_WINDOW = 20
 @dataclass(frozen=True)
 class RunSnapshot:
     """What mlflow-ci needs to know about one MLflow run."""
-
     run_id: str
     experiment_id: str
     status: str
@@ -107,7 +106,6 @@ def _version_info(mv) -> VersionInfo:
 
 class SearchMixin:
     """``search`` on top of a client's bounded ``search_runs``."""
-
     def search(
         self,
         experiment_id: str,

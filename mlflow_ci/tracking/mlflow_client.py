@@ -51,7 +51,6 @@ def _version_info(mv) -> VersionInfo:
 
 class RegistryMixin:
     """Registry operations used by promote and rollback (aliases, not the deprecated stages)."""
-
     def alias_version(self, model: str, alias: str) -> VersionInfo | None:
         found = self._or_none(f"read {model}@{alias}", lambda: self.client.get_model_version_by_alias(model, alias))
         return _version_info(found) if found else None
@@ -100,7 +99,6 @@ class RegistryMixin:
 
 class MlflowTracker(SearchMixin, RegistryMixin):
     """MLflow client wrapper returning plain snapshots; construct once per command."""
-
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
         with self._service("connect to the MLflow tracking store"):

@@ -86,7 +86,6 @@ def _snapshot(run: dict) -> RunSnapshot:
 
 class RestTracker(SearchMixin):
     """The subset of :class:`mlflow_ci.tracking.MlflowTracker` the PR check needs, over REST."""
-
     def __init__(self, tracking_uri: str, env: Mapping[str, str], *, session=None) -> None:
         self.tracking_uri = tracking_uri
         self.base = tracking_uri.rstrip("/")

@@ -100,7 +100,6 @@ def local_dir(uri: str) -> Path | None:
 
 class SqliteTracker(SearchMixin):
     """The subset of :class:`mlflow_ci.tracking.MlflowTracker` the PR check needs, on SQLite."""
-
     def __init__(self, tracking_uri: str, path: Path) -> None:
         self.tracking_uri = tracking_uri
         self.path = path
