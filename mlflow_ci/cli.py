@@ -41,6 +41,12 @@ def _baseline_options(f):
     return f
 
 
+def _stage_options(f):
+    """The options of the stages that work on an existing candidate run: compare, gate, report."""
+    f = click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")(f)
+    return _config_option(_out_option(_baseline_options(f)))
+
+
 def _session(config_path: str):
     from mlflow_ci.commands.session import make_session
     from mlflow_ci.config.loader import load_config
@@ -158,10 +164,7 @@ def train(config_path, out_dir, pr_number, no_cache):
 
 
 @cli.command(context_settings=CONTEXT)
-@_config_option
-@_out_option
-@_baseline_options
-@click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")
+@_stage_options
 def compare(config_path, out_dir, baseline, base_branch, pr_number, run_id):
     """Resolve the baseline and show the metric and parameter diff."""
     from mlflow_ci.commands.stages import do_compare
@@ -181,10 +184,7 @@ def compare(config_path, out_dir, baseline, base_branch, pr_number, run_id):
 
 
 @cli.command(context_settings=CONTEXT)
-@_config_option
-@_out_option
-@_baseline_options
-@click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")
+@_stage_options
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, exists=True), help="Gate the metrics in a result.json instead of querying MLflow.")
 def gate(config_path, out_dir, baseline, base_branch, pr_number, run_id, from_file):
     """Evaluate the gate rules; exit 1 when a blocking rule fails."""
@@ -204,10 +204,7 @@ def gate(config_path, out_dir, baseline, base_branch, pr_number, run_id, from_fi
 
 
 @cli.command(context_settings=CONTEXT)
-@_config_option
-@_out_option
-@_baseline_options
-@click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")
+@_stage_options
 @click.option("--publish/--no-publish", "publish", default=None,
               help="Publish to GitHub. Default: only inside GitHub Actions, and only for --pr leaderboards.")
 def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publish):

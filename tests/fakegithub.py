@@ -14,7 +14,26 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+# The GitHub event payloads of the product (a copy of ../shared/fixtures/github-events).
+EVENTS = Path(__file__).resolve().parent / "fixtures" / "github-events"
+TOKEN = "ghs_secret_token_value"
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 3))
+        self.now += seconds
+
 
 FORBIDDEN = {"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest"}
 

@@ -13,9 +13,7 @@ import pytest
 
 from actions_harness import condition, evaluate, interpolate, parse_file_commands, run_action
 from conftest import ROOT, clean_env, git
-from fakegithub import FakeGitHub
-from test_github import TOKEN
-from test_publish import EVENTS
+from fakegithub import EVENTS, TOKEN, FakeGitHub
 
 EXAMPLE = ROOT / "examples" / "wine-quality"
 

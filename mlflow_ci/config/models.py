@@ -46,6 +46,7 @@ from mlflow_ci.config import (
 )
 from mlflow_ci.declared import Says, did_you_mean, problem
 
+METRIC_KEY = "(metric)"  # where _named_rules hands a rule its metric: no key a file means to write
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 _UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
 
@@ -146,6 +147,7 @@ class BaselineConfig(Section):
 class Rule(Section):
     """The rules of one metric (the key it is written under in ``gate:``)."""
     __says__ = "a mapping of rules (e.g. {min: 0.8})"
+    model_config = ConfigDict(populate_by_name=True)
 
     min: Number | None = Field(None, description="Absolute lower bound.")
     max: Number | None = Field(None, description="Absolute upper bound.")
@@ -161,10 +163,12 @@ class Rule(Section):
     mode: Annotated[Literal["block", "warn"], Says("'block' or 'warn'")] = Field("block", description="warn: report without blocking.")
     significance: Annotated[StrictFloat, Field(gt=0, lt=0.5), Says("a significance level between 0 and 0.5 (e.g. 0.05)")] | None = Field(
         None, description="With an evaluate: metric, fail a drop rule only on a regression significant at this level.")
-    metric: SkipJsonSchema[str] = Field("", exclude=True)  # the gate: key, filled in by the config
+    # The key the rules are written under; filled in from the mapping, never written in the file.
+    metric: SkipJsonSchema[str] = Field("", exclude=True, alias=METRIC_KEY)
 
-    def __init__(self, metric: str = "", /, **rules: Any) -> None:
-        super().__init__(metric=metric or rules.pop("metric", ""), **rules)
+    def __init__(self, metric: str | None = None, /, **rules: Any) -> None:
+        """``Rule("acc", min=0.9)``: the metric may also come first, as in ``gate:``."""
+        super().__init__(**rules, **({METRIC_KEY: metric} if metric is not None else {}))
 
     @model_validator(mode="after")
     def _consistent(self) -> "Rule":
@@ -189,10 +193,7 @@ def _named_rules(value: Any) -> Any:
     """``{metric: {rules}}`` in the file → one :class:`Rule` per metric, in file order."""
     if not isinstance(value, dict):
         raise ValueError("not a mapping")
-    for name, spec in value.items():
-        if isinstance(spec, dict) and "metric" in spec:
-            raise problem(f"unknown key (expected one of: {', '.join(LIMIT_RULES)}, …)", at=(name, "metric"), key=True)
-    return [{**spec, "metric": name} if isinstance(spec, dict) else spec for name, spec in value.items()]
+    return [{**spec, METRIC_KEY: name} if isinstance(spec, dict) else spec for name, spec in value.items()]
 
 
 Rules = Annotated[tuple[Rule, ...], BeforeValidator(_named_rules, json_schema_input_type=dict[str, Rule]),
@@ -281,7 +282,9 @@ class EvaluateConfig(Section):
     @field_validator("slice_gate")
     @classmethod
     def _slice_metrics(cls, rules: tuple[Rule, ...], info: ValidationInfo) -> tuple[Rule, ...]:
-        metrics = info.data.get("metrics", ())
+        if "metrics" not in info.data:  # invalid, and reported as such
+            return rules
+        metrics = info.data["metrics"]
         for rule in rules:
             if rule.metric not in metrics:
                 raise problem(f"not one of evaluate.metrics ({', '.join(metrics)})", at=(rule.metric,), key=True)

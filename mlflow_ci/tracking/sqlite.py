@@ -46,7 +46,7 @@ from mlflow_ci.tracking.base import (
 from mlflow_ci.tracking.mlflow_client import MlflowTracker
 
 # Alembic heads of MLflow schemas whose run, tag, metric and alias tables this module matches
-# (3.17.x). tests/test_tracking_sqlite.py fails when the installed MLflow creates another one.
+# (3.17.x). tests/tracking/test_sqlite.py fails when the installed MLflow creates another one.
 KNOWN_REVISIONS = frozenset({"dc11669786a5"})
 DEFAULT_WORKSPACE = "default"
 MAX_TAG_VALUE = 8000

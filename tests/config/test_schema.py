@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import ROOT
 from mlflow_ci.cli import cli
 from mlflow_ci.commands.init import render_config
 from mlflow_ci.config import SCHEMA_URL
@@ -19,7 +20,6 @@ from mlflow_ci.config.loader import json_schema, json_schema_text, parse_config
 from mlflow_ci.config.models import Config
 from mlflow_ci.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "schema" / "mlflow-ci.schema.json"
 MINIMAL = {"experiment": "e", "train": {"command": "python train.py"}}
 # What a documented fragment of a section leaves out (it shows only the keys it is about).

@@ -9,10 +9,7 @@ import sys
 import time
 
 from conftest import git
-from fakegithub import FakeGitHub
-from test_github import TOKEN
-from test_promote import served  # noqa: F401 - the fixture
-from test_publish import EVENTS
+from fakegithub import EVENTS, TOKEN, FakeGitHub
 
 FANOUT_SCRIPT = """
 import json, os, mlflow, mlflow.sklearn, sklearn

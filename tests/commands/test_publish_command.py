@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from fakegithub import Fault, FakeGitHub
-from test_github import TOKEN
-from test_publish import EVENTS
+from fakegithub import EVENTS, TOKEN, FakeGitHub, Fault
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from fakegithub import EVENTS
 from mlflow_ci.errors import UsageError
 from mlflow_ci.github.event import from_env, parse
 
-from test_publish import EVENTS
 
 
 def load(name: str) -> dict:

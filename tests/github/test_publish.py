@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fakegithub import Fault, FakeGitHub
+from fakegithub import EVENTS, TOKEN, Fault, FakeClock, FakeGitHub
 from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.errors import UsageError
 from mlflow_ci.github.event import parse
@@ -20,9 +20,7 @@ from mlflow_ci.result import load_untrusted as load_artifact
 from mlflow_ci.result import validate_untrusted as sanitize_result
 from mlflow_ci.report import sticky_marker
 
-from test_github import TOKEN, FakeClock
 
-EVENTS = Path(__file__).resolve().parent / "fixtures" / "github-events"  # copied from ../shared/fixtures
 SHA = "a" * 40
 REPO = "/repos/octo/models"
 

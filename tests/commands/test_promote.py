@@ -12,48 +12,6 @@ import pytest
 from conftest import clean_env, git
 from mlflow_ci.tracking import MlflowTracker
 
-# Trains a real scikit-learn model and logs it to the run mlflow-ci created.
-MODEL_SCRIPT = """
-import json, mlflow, mlflow.sklearn, sklearn
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-params = json.load(open("params.json"))
-X, y = load_iris(return_X_y=True)
-with mlflow.start_run():
-    model = LogisticRegression(C=params["C"], max_iter=300).fit(X, y)
-    mlflow.log_param("C", params["C"])
-    mlflow.log_metric("accuracy", params.get("accuracy", model.score(X, y)))
-    mlflow.sklearn.log_model(model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
-"""
-
-
-@pytest.fixture
-def served(project, mlflow_server):
-    """The project on the shared server, under a fresh experiment and model name."""
-    name = f"iris-{uuid.uuid4().hex[:8]}"
-    project.write("train.py", MODEL_SCRIPT)
-    project.write("params.json", json.dumps({"C": 1.0}))
-    project.write("deploy.sh", 'echo "deploying $MODEL_URI v$MODEL_VERSION ($MODEL_NAME)" >> deployed.txt\nexit "${DEPLOY_EXIT:-0}"\n')
-    project.write("mlflow-ci.yml", f"""\
-experiment: {name}
-model: {name}
-train:
-  command: python train.py
-  inputs: ["*.py", "params.json"]
-gate:
-  accuracy: {{min: 0.8}}
-deploy:
-  command: sh deploy.sh
-""")
-    project.write(".gitignore", ".mlflow-ci/\ndeployed.txt\n")
-    project.commit("model project")
-    project.server_env = clean_env(
-        MLFLOW_TRACKING_URI=mlflow_server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10",
-    )
-    project.name = name
-    return project
-
-
 def cli(project, *args, **env):
     return project.cli(*args, env={**project.server_env, **env})
 

@@ -133,3 +133,22 @@ def test_load_dataset(tmp_path):
         load_dataset("missing.csv", "label", tmp_path)
     with pytest.raises(UsageError, match="cannot import it"):
         load_dataset("nomodule:func", "label", tmp_path)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_every_metric_the_config_accepts_is_implemented(task):
+    from mlflow_ci.config import CLASSIFICATION, DEFAULT_METRICS, REGRESSION
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    if task == "classification":
+        names, classes = CLASSIFICATION, np.array([0, 1])
+        p = rng.uniform(0.05, 0.95, 200)
+        output = np.column_stack([1 - p, p])
+    else:
+        names, classes = REGRESSION, None
+        y = rng.normal(5, 1, 200)
+        output = y + rng.normal(0, 0.1, 200)
+    assert set(DEFAULT_METRICS[task]) <= set(names)
+    for name in names:
+        assert np.isfinite(build_metric(name, task, y, output, classes).value(None)), name

@@ -4,24 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fakegithub import Fault, FakeGitHub
+from fakegithub import TOKEN, Fault, FakeClock, FakeGitHub
 from mlflow_ci.github.client import GitHubClient, GitHubError, GitHubPermissionError, RetryPolicy
-
-TOKEN = "ghs_secret_token_value"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 3))
-        self.now += seconds
-
 
 @pytest.fixture
 def gh():
