@@ -133,8 +133,8 @@ def publish(config_path, out_dir, from_file, comment_mode):
     event, never from the file, and a file that disagrees with the event is refused (exit 2).
     Needs GITHUB_TOKEN; GITHUB_API_URL is respected (GitHub Enterprise).
     """
-    from mlflow_ci.config.loader import load_config
     from mlflow_ci.commands.publish import publish_saved
+    from mlflow_ci.config.loader import load_config
 
     cfg = load_config(config_path) if Path(config_path).is_file() else None
     result = publish_saved(dict(os.environ), sys.stdout, Path(out_dir), cfg, comment_mode=comment_mode,

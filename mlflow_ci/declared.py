@@ -13,7 +13,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Annotated, Union
+from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 from mlflow_ci import __version__
+from mlflow_ci import tracking as t
 from mlflow_ci.config.models import Config
 from mlflow_ci.errors import TrainingError
 from mlflow_ci.fingerprint import fingerprint
 from mlflow_ci.gitctx import GitContext
 from mlflow_ci.process import run_logged
-from mlflow_ci import tracking as t
 
 
 @dataclass(frozen=True)

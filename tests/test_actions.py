@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from actions_harness import condition, evaluate, interpolate, parse_file_commands, run_action
 from conftest import ROOT, clean_env, git
 from fakegithub import EVENTS, TOKEN, FakeGitHub

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 
-from mlflow_ci.compare import _metric_row, diff_params
-from mlflow_ci.config.loader import load_config
+from conftest import git
+
 from mlflow_ci.commands.check import do_check
 from mlflow_ci.commands.session import Options, make_session
+from mlflow_ci.compare import _metric_row, diff_params
+from mlflow_ci.config.loader import load_config
 from mlflow_ci.tracking import MlflowTracker
-
-from conftest import git
 
 
 def check(project, **opts):

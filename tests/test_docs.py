@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mlflow_ci.cli import cli
 from mlflow_ci.config import models
 from mlflow_ci.declared import field_names
-from mlflow_ci.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_DOC = ROOT / "docs" / "cli.md"

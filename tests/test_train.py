@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_ci.config.loader import load_config
-from mlflow_ci.errors import TrainingError
 from mlflow_ci.commands.session import Options, make_session
 from mlflow_ci.commands.stages import do_train
+from mlflow_ci.config.loader import load_config
+from mlflow_ci.errors import TrainingError
 from mlflow_ci.tracking import MlflowTracker
 from mlflow_ci.train import read_metrics_file
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, TextIO
 
-from mlflow_ci.config.loader import load_config
-from mlflow_ci.errors import MlflowCiError, UsageError
 from mlflow_ci.commands.check import do_check
 from mlflow_ci.commands.session import Options, make_session
 from mlflow_ci.commands.stages import CheckResult
+from mlflow_ci.config.loader import load_config
+from mlflow_ci.errors import MlflowCiError, UsageError
 from mlflow_ci.report import summary_lines
 
 PROJECT = Path(__file__).parent.parent / "demo_project"

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from mlflow_ci import yamlnodes
 from mlflow_ci.config import DEFAULT_CONFIG, SCHEMA_URL
 from mlflow_ci.config.models import Config
-from mlflow_ci.declared import Problem, did_you_mean, dotted, describe, problems
+from mlflow_ci.declared import Problem, describe, did_you_mean, dotted, problems
 from mlflow_ci.errors import ConfigError
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from mlflow_ci.tracking.base import *  # noqa: F401,F403 - the wing's vocabulary, re-exported
-from mlflow_ci.tracking.base import RunSnapshot, resolve_tracking_uri  # noqa: F401
+from mlflow_ci.tracking.base import *  # noqa: F403 - the wing's vocabulary (base.__all__)
+from mlflow_ci.tracking.base import __all__ as _vocabulary
 from mlflow_ci.tracking.mlflow_client import MlflowTracker
+
+__all__ = [*_vocabulary, "MlflowTracker", "open_tracker"]
 
 
 def open_tracker(tracking_uri: str, env: Mapping[str, str]):

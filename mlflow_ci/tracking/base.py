@@ -13,6 +13,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+__all__ = [  # what the wing's package re-exports
+    "TAG_COMMIT",
+    "TAG_BRANCH",
+    "TAG_REPO_URL",
+    "TAG_SOURCE_NAME",
+    "TAG_SOURCE_TYPE",
+    "TAG_RUN_NAME",
+    "TAG_USER",
+    "TAG_FINGERPRINT",
+    "TAG_VERDICT",
+    "TAG_PR",
+    "TAG_HEAD_SHA",
+    "TAG_CANDIDATE",
+    "TAG_CI_RUN_URL",
+    "TAG_BASE_BRANCH",
+    "TAG_BASELINE",
+    "TAG_VERSION",
+    "SEARCH_WINDOW",
+    "RunSnapshot",
+    "VersionInfo",
+    "SearchMixin",
+    "default_tracking_uri",
+    "resolve_tracking_uri",
+    "sqlite_path",
+    "now_ms",
+    "finished_with_tags",
+    "first_match",
+    "child_environment",
+    "mlflow_env_for_run",
+]
+
 TAG_COMMIT = "mlflow.source.git.commit"
 TAG_BRANCH = "mlflow.source.git.branch"
 TAG_REPO_URL = "mlflow.source.git.repoURL"

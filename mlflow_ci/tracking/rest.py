@@ -19,10 +19,10 @@ from mlflow_ci.tracking.base import (
     SEARCH_WINDOW,
     RunSnapshot,
     SearchMixin,
-    first_line,
-    redact,
     finished_with_tags,
+    first_line,
     now_ms,
+    redact,
 )
 
 

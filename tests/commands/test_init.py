@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import git
 
+from mlflow_ci.commands.init import init
 from mlflow_ci.config.loader import load_config
 from mlflow_ci.errors import UsageError
-from mlflow_ci.commands.init import init
-
-from conftest import git
 
 
 @pytest.fixture

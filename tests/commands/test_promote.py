@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import uuid
 
-import pytest
+from conftest import git
 
-from conftest import clean_env, git
 from mlflow_ci.tracking import MlflowTracker
+
 
 def cli(project, *args, **env):
     return project.cli(*args, env={**project.server_env, **env})
@@ -38,7 +35,7 @@ def test_merge_promote_deploy_idempotent_rollback(served):
     first = cli(served, "promote")
     assert first.returncode == 0, first.stderr
     assert f"{served.name} version 1 @champion: promoted" in first.stdout
-    assert f"second parent of merge commit" in first.stdout
+    assert "second parent of merge commit" in first.stdout
     current, previous, tracker = champion(served)
     assert current.version == "1" and previous is None
     assert current.tags["mlflow_ci.commit"] == head1 and current.tags["mlflow_ci.verdict"] == "pass"

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import ROOT
+
 from mlflow_ci.cli import cli
 from mlflow_ci.commands.init import render_config
 from mlflow_ci.config import SCHEMA_URL

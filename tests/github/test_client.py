@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from fakegithub import TOKEN, FakeClock, FakeGitHub, Fault
 
-from fakegithub import TOKEN, Fault, FakeClock, FakeGitHub
 from mlflow_ci.github.client import GitHubClient, GitHubError, GitHubPermissionError, RetryPolicy
+
 
 @pytest.fixture
 def gh():

@@ -6,11 +6,10 @@ import copy
 import json
 
 import pytest
-
 from fakegithub import EVENTS
+
 from mlflow_ci.errors import UsageError
 from mlflow_ci.github.event import from_env, parse
-
 
 
 def load(name: str) -> dict:

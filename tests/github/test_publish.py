@@ -6,20 +6,18 @@ import io
 import json
 import re
 import threading
-from pathlib import Path
 
 import pytest
+from fakegithub import EVENTS, TOKEN, FakeClock, FakeGitHub, Fault
 
-from fakegithub import EVENTS, TOKEN, Fault, FakeClock, FakeGitHub
-from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.errors import UsageError
-from mlflow_ci.github.event import parse
+from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.github.client import GitHubClient, GitHubError, RetryPolicy
+from mlflow_ci.github.event import parse
 from mlflow_ci.github.publish import Publisher, Target, fit_comment, fork_target
+from mlflow_ci.report import sticky_marker
 from mlflow_ci.result import load_untrusted as load_artifact
 from mlflow_ci.result import validate_untrusted as sanitize_result
-from mlflow_ci.report import sticky_marker
-
 
 SHA = "a" * 40
 REPO = "/repos/octo/models"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 from conftest import clean_env
+
 from mlflow_ci.tracking import MlflowTracker
 from mlflow_ci.tracking.rest import RestTracker
 

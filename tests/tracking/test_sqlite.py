@@ -11,8 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import clean_env
+
 from mlflow_ci.errors import UsageError
 from mlflow_ci.tracking import MlflowTracker, open_tracker
 from mlflow_ci.tracking.sqlite import (
