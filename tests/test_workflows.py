@@ -20,6 +20,7 @@ WORKFLOW_FILES = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 TEMPLATE_FILES = sorted((ROOT / "workflow-templates").glob("*.yml"))
 ACTION_FILES = [ROOT / "action.yml", *sorted((ROOT / "actions").glob("*/action.yml"))]
 ALL_YAML = [*WORKFLOW_FILES, *TEMPLATE_FILES, *ACTION_FILES]
+DEPENDABOT = ROOT / ".github" / "dependabot.yml"
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
 
 
@@ -37,8 +38,8 @@ def load(path: Path) -> dict:
 
 
 def test_zizmor_offline_has_zero_findings():
-    files = [rel(p) for p in ALL_YAML]
-    proc = subprocess.run([str(BIN / "zizmor"), "--offline", "--no-progress", *files], cwd=ROOT,
+    files = [rel(p) for p in [*ALL_YAML, DEPENDABOT]]
+    proc = subprocess.run([str(BIN / "zizmor"), "--offline", "--no-progress", "--persona=auditor", *files], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No findings to report" in proc.stdout + proc.stderr
@@ -48,6 +49,7 @@ def test_zizmor_offline_has_zero_findings():
 @pytest.mark.parametrize("schema, files", [
     ("vendor.github-workflows", [*WORKFLOW_FILES, *TEMPLATE_FILES]),
     ("vendor.github-actions", ACTION_FILES),
+    ("vendor.dependabot", [DEPENDABOT]),
 ])
 def test_check_jsonschema_builtin_github_schemas(schema, files):
     proc = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", schema, *map(str, files)],
@@ -95,15 +97,22 @@ def test_least_privilege_permissions(path):
             assert level in ("read", "write", "none"), (scope, level)
 
 
+SELF_SOURCE = "${{ steps.source.outputs.repository }}"
+
+
 def test_privileged_workflows_never_check_out_or_run_pr_code():
+    template = (ROOT / "workflow-templates/mlflow-ci-comment.yml").read_text(encoding="utf-8")
+    assert "actions/checkout" not in template
     for path in (ROOT / ".github/workflows/mlflow-ci-comment.yml", ROOT / "workflow-templates/mlflow-ci-comment.yml"):
         text = path.read_text(encoding="utf-8")
-        assert "actions/checkout" not in text, rel(path)
         assert "head_sha" not in text and "head.ref" not in text, rel(path)
     data = load(ROOT / ".github/workflows/mlflow-ci-comment.yml")
     for step in data["jobs"]["publish"]["steps"]:
+        if str(step.get("uses", "")).startswith("actions/checkout@"):
+            # only mlflow-ci's own source, at the commit the workflow was called at
+            assert step["with"]["repository"] == SELF_SOURCE and step["with"]["ref"] == "${{ steps.source.outputs.ref }}"
         run = step.get("run", "")
-        assert not run or run.strip().startswith(("mlflow-ci publish --from", "python -m pip install")), run
+        assert not run or "mlflow-ci publish --from" in run or step.get("id") == "source" or "install.sh" in run, run
 
 
 def test_pr_workflow_gives_forks_no_comment_and_cancels_stale_runs():
@@ -123,10 +132,62 @@ def test_checkouts_do_not_persist_credentials():
                 assert step["with"]["persist-credentials"] is False, rel(path)
 
 
-def test_reusable_workflows_install_this_release():
-    for name in ("mlflow-ci-pr.yml", "mlflow-ci-comment.yml", "mlflow-ci-deploy.yml"):
-        data = load(ROOT / ".github/workflows" / name)
-        assert data["on"]["workflow_call"]["inputs"]["mlflow-ci-version"]["default"] == __version__, name
+INIT_TEMPLATES = sorted(WORKFLOWS.glob("*.yml"))
+SCRIPTS = sorted(ROOT.glob("actions/*/*.sh"))
+BY_NAME = re.compile(r"\b(?:pip3?|uv pip|uv tool|pipx|uvx|python3? -m pip)\b[^\n]*?\binstall\b[^\n]*?\bmlflow[-_]ci\b|\bmlflow[-_]ci\s*[=<>~!]=|\b(?:uvx|pipx run|uv tool run)\b[^\n]*?\bmlflow[-_]ci\b", re.I)
+
+
+@pytest.mark.parametrize("path", [*ALL_YAML, *INIT_TEMPLATES, *SCRIPTS], ids=rel)
+def test_nothing_installs_mlflow_ci_by_name_from_an_index(path):
+    """Whoever registered the name would run code in jobs holding write tokens and MLflow credentials."""
+    text = path.read_text(encoding="utf-8")
+    assert not BY_NAME.search(text), f"{rel(path)}: {BY_NAME.search(text).group(0)}"
+
+
+def test_the_by_name_check_catches_the_usual_spellings():
+    for line in ('pip install mlflow-ci', 'uv pip install --system "mlflow-ci==${V}"', "python -m pip install -U mlflow_ci",
+                 'packages=("mlflow-ci==1.0")', "uvx mlflow-ci check"):
+        assert BY_NAME.search(line), line
+    assert not BY_NAME.search('uv pip install "$MLFLOW_CI_SOURCE"')
+
+
+@pytest.mark.parametrize("name", ["mlflow-ci-pr.yml", "mlflow-ci-comment.yml", "mlflow-ci-deploy.yml"])
+def test_reusable_workflows_install_the_commit_they_were_called_at(name):
+    data = load(ROOT / ".github/workflows" / name)
+    inputs = data["on"]["workflow_call"]["inputs"]
+    assert {"mlflow-ci-repository", "mlflow-ci-ref"} <= set(inputs)  # GitHub Enterprise Server
+    for job_name, job in data["jobs"].items():
+        steps = job["steps"]
+        ids = [s.get("id") for s in steps]
+        assert "source" in ids, f"{name}: job {job_name} does not locate its own source"
+        source = steps[ids.index("source")]
+        assert source["env"]["WORKFLOW_SHA"] == "${{ job.workflow_sha }}"
+        assert source["env"]["WORKFLOW_REPOSITORY"] == "${{ job.workflow_repository }}"
+        assert "::error" in source["run"]
+        checkout = steps[ids.index("source") + 1]
+        assert checkout["uses"].startswith("actions/checkout@")
+        assert checkout["with"]["ref"] == "${{ steps.source.outputs.ref }}"
+        assert checkout["with"]["persist-credentials"] is False and "sparse-checkout" in checkout["with"]
+        install = steps[ids.index("source") + 2]
+        assert "actions/setup/install.sh" in install["run"]
+        uses_cli = [i for i, s in enumerate(steps) if re.search(r"^\s*mlflow-ci ", s.get("run", ""), re.M)]
+        assert uses_cli and min(uses_cli) > ids.index("source") + 2, f"{name}: job {job_name} runs mlflow-ci before installing it"
+
+
+# The first major of each action that runs on Node 24 (Node 20 left the hosted runners in September
+# 2026), read from each release's action.yml (`runs.using`). Composite and Docker actions run no Node.
+NODE24_SINCE = {"actions/checkout": 5, "actions/setup-python": 6, "astral-sh/setup-uv": 7, "actions/upload-artifact": 6,
+                "actions/download-artifact": 7, "actions/cache": 5}
+NOT_NODE = {"pypa/gh-action-pypi-publish": "docker", "actions/attest-build-provenance": "composite"}
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=rel)
+def test_every_action_is_a_node24_release(path):
+    for match in re.finditer(r"uses: ([\w.-]+/[\w.-]+)(?:/[\w./-]+)?@[0-9a-f]{40} # v(\d+)", path.read_text(encoding="utf-8")):
+        action, major = match.group(1), int(match.group(2))
+        assert action in NODE24_SINCE or action in NOT_NODE, f"{rel(path)}: {action} is not in the table of verified actions"
+        if action in NODE24_SINCE:
+            assert major >= NODE24_SINCE[action], f"{rel(path)}: {action} v{major} runs on Node 20"
 
 
 @pytest.mark.parametrize("template", TEMPLATE_FILES, ids=rel)

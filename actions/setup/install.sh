@@ -6,7 +6,7 @@
 set -euo pipefail
 python_bin="$(command -v python || command -v python3)"
 if ! command -v uv >/dev/null 2>&1; then
-  "$python_bin" -m pip install --quiet --disable-pip-version-check uv
+  "$python_bin" -m pip install --quiet --disable-pip-version-check "uv==0.13.9"  # setup-uv normally provides it
 fi
 packages=("$MLFLOW_CI_SOURCE")
 if [ -n "${MLFLOW_CI_REQUIREMENTS:-}" ] && [ -f "$MLFLOW_CI_REQUIREMENTS" ]; then
