@@ -41,6 +41,13 @@ def _baseline_options(f):
     return f
 
 
+def _train_base_option(f):
+    return click.option(
+        "--train-base/--no-train-base", "train_base", default=None,
+        help="When no baseline is found, train the base commit in this job (default: only in GitHub Actions with a local store).",
+    )(f)
+
+
 def _stage_options(f):
     """The options of the stages that work on an existing candidate run: compare, gate, report."""
     f = click.option("--run", "run_id", help="Candidate run id (default: the run from the last 'train').")(f)
@@ -85,7 +92,8 @@ def cli(debug: bool) -> None:
               help="Publish to GitHub (comment, check run, summary, outputs). Default: only inside GitHub Actions.")
 @click.option("--comment", "comment_mode", type=click.Choice(COMMENT_MODES), help="PR comment mode (default: publish.comment, then always).")
 @click.option("--candidate", help="Fan-out: name this candidate (matrix job); 'report --pr N' aggregates them.")
-def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode, candidate):
+@_train_base_option
+def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode, candidate, train_base):
     """The PR check: train, compare with the baseline, gate, write the report, publish.
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
@@ -96,7 +104,7 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
 
     s = _session(config_path)
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number,
-                    use_cache=not no_cache, candidate=candidate)
+                    use_cache=not no_cache, candidate=candidate, train_base=train_base)
     outcome = do_check(s, opts)
     click.echo("")
     for line in summary_lines(outcome.result):
@@ -165,13 +173,15 @@ def train(config_path, out_dir, pr_number, no_cache):
 
 @cli.command(context_settings=CONTEXT)
 @_stage_options
-def compare(config_path, out_dir, baseline, base_branch, pr_number, run_id):
+@_train_base_option
+def compare(config_path, out_dir, baseline, base_branch, pr_number, run_id, train_base):
     """Resolve the baseline and show the metric and parameter diff."""
     from mlflow_ci.commands.stages import do_compare
     from mlflow_ci.report import number, signed
 
     s = _session(config_path)
-    result = do_compare(s, _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id))
+    result = do_compare(s, _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id,
+                                    train_base=train_base))
     click.echo(f"candidate: run {result.candidate.run_id}")
     click.echo(f"baseline: {result.baseline.description if result.baseline else 'none'}")
     for note in result.notes:
@@ -194,7 +204,7 @@ def gate(config_path, out_dir, baseline, base_branch, pr_number, run_id, from_fi
     if from_file:
         result = gate_from_result(s, Path(from_file))
     else:
-        opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id)
+        opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id, train_base=False)
         result = do_gate(s, do_compare(s, opts))
     for c in result.checks:
         mark = {True: "pass", False: "FAIL", None: "skip"}[c.passed]
@@ -217,7 +227,7 @@ def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publi
     from mlflow_ci.commands.stages import do_compare, do_gate, do_report
 
     s = _session(config_path)
-    opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id)
+    opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id, train_base=False)
     if pr_number and not run_id:
         auto = os.environ.get("GITHUB_ACTIONS") == "true"
         outcome, published = do_leaderboard(s, opts, pr_number, publish=publish if publish is not None else auto)
@@ -248,6 +258,39 @@ def validate(config_path):
 
     rules = sum(1 for r in cfg.gate for k in LIMIT_RULES if getattr(r, k) is not None)
     click.echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")
+    return EXIT_OK
+
+
+@cli.group(context_settings=CONTEXT)
+def store():
+    """Keep the local store across CI runs: save it to a folder, restore it from one.
+
+    The reusable workflows move that folder with GitHub's Actions cache when no tracking server is
+    configured: default-branch runs save, pull requests restore their base branch's store.
+    """
+
+
+@store.command("save", context_settings=CONTEXT)
+@_config_option
+@click.option("--to", "dest", required=True, type=click.Path(file_okay=False), help="Folder to write the store to (replaced).")
+@click.option("--keep", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Finished runs kept per branch (besides every run a model version uses); 0 keeps everything.")
+def store_save(config_path, dest, keep):
+    """Prune the local store and copy it (database, artifacts, where it came from) to a folder."""
+    from mlflow_ci.commands.store import save_store
+
+    click.echo(save_store(_session(config_path), Path(dest), keep=keep).message)
+    return EXIT_OK
+
+
+@store.command("restore", context_settings=CONTEXT)
+@_config_option
+@click.option("--from", "src", required=True, type=click.Path(file_okay=False), help="Folder a 'store save' wrote.")
+def store_restore(config_path, src):
+    """Put a saved store in place of the project's, if it is sound (else warn; the check trains the base commit)."""
+    from mlflow_ci.commands.store import restore_store
+
+    click.echo(restore_store(_session(config_path), Path(src)).message)
     return EXIT_OK
 
 

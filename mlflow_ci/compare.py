@@ -2,7 +2,8 @@
 
 Baseline, first that exists (PRODUCT.md): explicit ``--baseline`` (run id or ``models:/name@alias`` or
 ``models:/name/version``) → registry alias (default ``champion``) → latest finished run of the
-experiment at the PR's base commit → latest finished run on the base branch → none.
+experiment at the PR's base commit → latest finished run on the base branch → the base commit trained
+in this job (where the caller allows it: a CI runner whose store did not survive) → none.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from mlflow_ci.config.models import Config
 from mlflow_ci.errors import UsageError
@@ -27,6 +28,10 @@ class Tracker(Protocol):
     def run_for_version(self, model: str, version: str) -> RunSnapshot | None: ...
 
     def search(self, experiment_id: str, *, tags, exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None: ...
+
+
+# Trains the base commit when nothing else gave a baseline; appends to the notes why it could not.
+TrainBase = Callable[[list[str]], "Baseline | None"]
 
 
 @dataclass(frozen=True)
@@ -98,13 +103,20 @@ def resolve_baseline(
     experiment_id: str,
     candidate_run_id: str,
     explicit: str | None = None,
+    train_base: "TrainBase | None" = None,
 ) -> tuple[Baseline | None, tuple[str, ...]]:
-    """Walk the baseline sources in order; return the first found and notes on the ones skipped."""
+    """Walk the baseline sources in order; return the first found and notes on the ones skipped.
+
+    ``train_base`` serves the ``base_trained`` source; without it that source is not tried here.
+    """
     if explicit:
         return resolve_explicit(tracker, explicit), ()
     notes: list[str] = []
     for source in cfg.baseline.sources:
-        found = _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, notes)
+        if source == "base_trained":
+            found = train_base(notes) if train_base is not None else None
+        else:
+            found = _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, notes)
         if found is not None:
             return found, tuple(notes)
     notes.append("no baseline found: rules that need one are reported as not evaluated")
@@ -199,6 +211,7 @@ def compare(
     candidate: RunSnapshot,
     *,
     explicit_baseline: str | None = None,
+    train_base: TrainBase | None = None,
 ) -> Comparison:
     baseline, notes = resolve_baseline(
         tracker,
@@ -207,6 +220,7 @@ def compare(
         experiment_id=candidate.experiment_id,
         candidate_run_id=candidate.run_id,
         explicit=explicit_baseline,
+        train_base=train_base,
     )
     base_metrics = dict(baseline.run.metrics) if baseline else None
     base_params = dict(baseline.run.params) if baseline else None

@@ -95,7 +95,7 @@ def train(
 ) -> TrainResult:
     """Train (or reuse a run with the same fingerprint) and return the finished run."""
     started = time.monotonic()
-    experiment_id = tracker.experiment_id(cfg.experiment, create=True, artifact_location=artifact_location(cfg))
+    experiment_id = tracker.experiment_id(cfg.experiment, create=True, artifact_location=artifact_location(cfg, tracker.tracking_uri))
     assert experiment_id is not None
     fp = fingerprint(cfg, exclude=_store_files(tracker.tracking_uri), candidate=candidate) if cfg.train.inputs else None
     if fp and use_cache:
@@ -149,11 +149,16 @@ def train(
     return TrainResult(run, False, fp, time.monotonic() - started, experiment_id)
 
 
-def artifact_location(cfg: Config) -> str | None:
-    """The configured artifact location, a relative path made absolute against the project root."""
+def artifact_location(cfg: Config, tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: the configured location (a relative path made absolute
+    against the project root); with a local SQLite store and nothing configured, ``mlartifacts/`` beside
+    the database, so the store is one self-contained folder (what ``mlflow-ci store save`` keeps)."""
     loc = cfg.artifact_location
     if loc and "://" not in loc:
         return cfg.resolve(loc).as_uri()
+    database = t.sqlite_path(tracking_uri)
+    if loc is None and database is not None:
+        return (database.parent / "mlartifacts").resolve().as_uri()
     return loc
 
 

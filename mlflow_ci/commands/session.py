@@ -5,9 +5,10 @@ command line may override (:class:`Options`)."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, TextIO
+from typing import Callable, Mapping, TextIO
 
 from mlflow_ci import gitctx
 from mlflow_ci.config.models import Config
@@ -25,6 +26,7 @@ class Options:
     run_id: str | None = None
     use_cache: bool = True
     candidate: str | None = None  # fan-out: one of several candidates trained for the same PR
+    train_base: bool | None = None  # the base_trained baseline source: None decides by the runner
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Session:
     cwd: Path
     stream: TextIO
     tracking_uri: str
+    clock: Callable[[], float] = field(default=time.time, compare=False)
 
     @functools.cached_property
     def _tracker(self):

@@ -5,16 +5,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlflow_ci import compare as cmp
 from mlflow_ci import report
+from mlflow_ci.commands import base
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import GateResult, evaluate
 from mlflow_ci.result import Result
-from mlflow_ci.tracking import TAG_PR, MlflowTracker, RunSnapshot
+from mlflow_ci.tracking import TAG_PR, MlflowTracker, RunSnapshot, local_store, sqlite_path
 from mlflow_ci.train import TrainResult, train
 
 TRAIN_STATE = "train.json"
@@ -61,7 +62,19 @@ def candidate_run(s: Session, opts: Options, tracker: MlflowTracker) -> RunSnaps
 def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, run: RunSnapshot | None = None) -> cmp.Comparison:
     tracker = tracker or s.tracker()
     run = run or candidate_run(s, opts, tracker)
-    return cmp.compare(tracker, s.cfg, s.context(opts), run, explicit_baseline=opts.baseline)
+    comparison = cmp.compare(tracker, s.cfg, s.context(opts), run, explicit_baseline=opts.baseline,
+                             train_base=base.trainer(s, opts))
+    origin = store_origin(s, comparison)
+    return replace(comparison, notes=(*comparison.notes, origin)) if origin else comparison
+
+
+def store_origin(s: Session, comparison: cmp.Comparison) -> str | None:
+    """Where a baseline found in a restored store came from, e.g. "the store of main @ abc saved 2 days ago"."""
+    database = sqlite_path(s.tracking_uri)
+    if comparison.baseline is None or database is None or comparison.baseline.source.startswith(("explicit:", "base_trained:")):
+        return None
+    meta = local_store.read_meta(database.parent)
+    return f"the baseline comes from the {meta.describe(s.clock())}, restored from GitHub's Actions cache" if meta else None
 
 
 def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None, extra_rules: tuple = ()) -> GateResult:

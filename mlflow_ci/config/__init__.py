@@ -13,7 +13,7 @@ DEFAULT_CONFIG = "mlflow-ci.yml"
 # Where editors fetch the JSON Schema (the committed schema/mlflow-ci.schema.json of the default branch).
 SCHEMA_URL = "https://raw.githubusercontent.com/mlflow-ci/mlflow-ci/main/schema/mlflow-ci.schema.json"
 DEFAULT_TIMEOUT = 3600.0
-BASELINE_SOURCES = ("alias", "base_commit", "base_branch")
+BASELINE_SOURCES = ("alias", "base_commit", "base_branch", "base_trained")
 COMMENT_MODES = ("always", "on-change", "on-failure", "never")
 RULE_BOUNDS = ("min", "max")
 RULE_BASELINE = ("max_drop", "max_drop_pct")

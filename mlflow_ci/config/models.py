@@ -336,6 +336,10 @@ class Config(Section):
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
 
+    def with_experiment(self, experiment: str) -> "Config":
+        """The same configuration for another experiment (read from the same file)."""
+        return self.model_copy(update={"experiment": experiment})
+
     def rule_line(self, metric: str) -> int | None:
         """The line of the file where ``gate.<metric>`` starts (for annotations)."""
         return self._rule_lines.get(metric)

@@ -30,6 +30,7 @@ __all__ = [  # what the wing's package re-exports
     "TAG_BASE_BRANCH",
     "TAG_BASELINE",
     "TAG_VERSION",
+    "TAG_ROLE",
     "SEARCH_WINDOW",
     "RunSnapshot",
     "VersionInfo",
@@ -60,6 +61,7 @@ TAG_CI_RUN_URL = "mlflow_ci.ci_run_url"
 TAG_BASE_BRANCH = "mlflow_ci.base_branch"
 TAG_BASELINE = "mlflow_ci.baseline_run_id"
 TAG_VERSION = "mlflow_ci.version"
+TAG_ROLE = "mlflow_ci.role"  # "base": trained in a PR's job as its baseline, not a candidate
 
 # How many recent candidates a baseline query looks at: a bounded query, never "list all runs".
 SEARCH_WINDOW = 20

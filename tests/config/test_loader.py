@@ -30,7 +30,7 @@ def test_minimal_config_gets_documented_defaults():
     assert cfg.train.timeout == DEFAULT_TIMEOUT
     assert cfg.train.inputs == ()
     assert cfg.baseline.alias == "champion"
-    assert cfg.baseline.sources == ("alias", "base_commit", "base_branch")
+    assert cfg.baseline.sources == ("alias", "base_commit", "base_branch", "base_trained")
     assert cfg.gate == ()
     assert cfg.report.precision == 4
     assert cfg.root == Path("/repo")
@@ -165,7 +165,7 @@ def test_baseline_problems():
     out = problems(MINIMAL + "baseline:\n  alias: 'bad alias'\n  sources: [alias, base_comit]\n")
     assert out == [
         "mlflow-ci.yml:5: baseline.alias: expected an alias of letters, digits, '_' or '-', got 'bad alias'",
-        "mlflow-ci.yml:6: baseline.sources[1]: unknown baseline source 'base_comit'; did you mean 'base_commit'? (expected one of: alias, base_commit, base_branch)",
+        "mlflow-ci.yml:6: baseline.sources[1]: unknown baseline source 'base_comit'; did you mean 'base_commit'? (expected one of: alias, base_commit, base_branch, base_trained)",
     ]
 
 
