@@ -37,7 +37,7 @@ def save_store(s: Session, dest: Path, *, keep: int = DEFAULT_KEEP) -> StoreOutc
         return StoreOutcome("remote", f"the store is {s.tracking_uri}, not a local SQLite file: nothing to save")
     if not database.is_file():
         return StoreOutcome("nothing", f"there is no store at {database} yet: nothing to save")
-    pruned = local_store.prune(s.tracking_uri, keep) if keep > 0 else 0
+    pruned = local_store.prune(s.tracking_uri, keep, s.env) if keep > 0 else 0
     ctx = s.context(Options(out_dir=dest))
     meta = local_store.StoreMeta(
         branch=ctx.branch, commit=ctx.head_sha or ctx.commit, saved_at=s.clock(),

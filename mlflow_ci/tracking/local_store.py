@@ -21,11 +21,11 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from mlflow_ci.errors import ServiceError
 from mlflow_ci.tracking.base import TAG_BRANCH
-from mlflow_ci.tracking.sqlite import KNOWN_REVISIONS, schema_revision
+from mlflow_ci.tracking.sqlite import KNOWN_REVISIONS, local_dir, schema_revision
 
 DATABASE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
@@ -154,14 +154,15 @@ def relocate(database: Path, old: str, new: str) -> int:
     return changed
 
 
-def prune(tracking_uri: str, keep: int, *, run: Callable = subprocess.run) -> int:
+def prune(tracking_uri: str, keep: int, env: Mapping[str, str], *, run: Callable = subprocess.run) -> int:
     """Delete for good every run that no model version uses and that is not among the newest ``keep``
     finished runs of its branch; returns how many were deleted."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     pinned = {mv.run_id for mv in client.search_model_versions(max_results=10_000) if mv.run_id}
-    doomed = []
+    doomed: list[str] = []
+    folders: list[Path | None] = []
     for experiment in client.search_experiments():
         kept: dict[str, int] = {}
         for found in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=50_000):
@@ -172,12 +173,17 @@ def prune(tracking_uri: str, keep: int, *, run: Callable = subprocess.run) -> in
                 kept[branch] = kept.get(branch, 0) + 1
                 continue
             doomed.append(found.info.run_id)
+            folders.append(local_dir(found.info.artifact_uri))
     for run_id in doomed:
         client.delete_run(run_id)
     if doomed:
         proc = run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", tracking_uri, "--run-ids", ",".join(doomed)],
-                   capture_output=True, text=True, check=False)
+                   capture_output=True, text=True, check=False, env={**env, "MLFLOW_TRACKING_URI": tracking_uri})
         if proc.returncode != 0:
             raise ServiceError(f"mlflow gc failed while pruning the store: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    for folder in filter(None, folders):  # gc empties a run's artifact folder; the folders stay behind
+        for empty in (folder, folder.parent):
+            if empty.is_dir() and not any(p.is_file() for p in empty.rglob("*")):
+                shutil.rmtree(empty)
     return len(doomed)
 

@@ -1,0 +1,88 @@
+"""The base_trained baseline: with nothing in the store, a CI check trains the PR's base commit in the job."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from conftest import git
+
+from mlflow_ci.commands.check import do_check
+from mlflow_ci.commands.session import Options, make_session
+from mlflow_ci.config.loader import load_config
+from mlflow_ci.tracking import MlflowTracker
+
+
+def check(project, *, ci: bool = True, **opts):
+    cfg = load_config(project.root / "mlflow-ci.yml")
+    env = project.env(**({"GITHUB_ACTIONS": "true"} if ci else {}))
+    stream = io.StringIO()
+    outcome = do_check(make_session(cfg, env, project.root, stream), Options(out_dir=project.root / ".mlflow-ci", **opts))
+    return outcome, stream.getvalue()
+
+
+def pr_branch(project, **metrics) -> str:
+    base = git(project.root, "rev-parse", "HEAD")
+    project.branch("feature")
+    project.write("params.json", json.dumps({"metrics": metrics}))
+    project.commit("feature work")
+    return base
+
+
+def test_first_pr_with_an_empty_store_trains_its_base_commit(project):
+    base = pr_branch(project, accuracy=0.95, rmse=4.0)
+    outcome, log = check(project)
+    baseline = outcome.result["baseline"]
+    assert baseline["source"] == f"base_trained:{base}"
+    assert baseline["description"].startswith(f"base commit {base[:12]} trained in this job (trained in ")
+    assert baseline["metrics"] == {"accuracy": 0.9, "rmse": 5.0}
+    assert outcome.verdict == "pass" and f"training base commit {base[:12]}" in log
+    run = MlflowTracker(project.uri).get_run(baseline["run_id"])
+    assert run.commit == base and run.branch == "main" and run.tags["mlflow_ci.role"] == "base"
+    assert git(project.root, "worktree", "list").count("\n") == 0  # the worktree is gone
+
+    # the next push to the PR: the base commit's run is now in the store and is found, not retrained
+    project.set_metrics(accuracy=0.96, rmse=4.0)
+    project.commit("more work")
+    again, log = check(project)
+    assert again.result["baseline"]["run_id"] == baseline["run_id"]
+    assert again.result["baseline"]["source"] == f"base_commit:{base}" and "training base commit" not in log
+
+
+def test_a_failing_base_is_noted_and_the_check_goes_on(project):
+    project.write("params.json", '{"fail": true}')
+    project.commit("broken main")
+    base = pr_branch(project, accuracy=0.95, rmse=4.0)
+    outcome, _ = check(project)
+    assert outcome.result["baseline"] is None
+    assert any(n.startswith(f"training base commit {base[:12]} failed: training command exited with code 7")
+               for n in outcome.result["notes"])
+
+
+def test_only_where_the_store_does_not_persist_unless_asked(project):
+    pr_branch(project, accuracy=0.95, rmse=4.0)
+    local, _ = check(project, ci=False)
+    assert local.result["baseline"] is None and not any("base commit" in n and "train" in n for n in local.result["notes"])
+    off, _ = check(project, train_base=False)
+    assert off.result["baseline"] is None
+    forced, _ = check(project, ci=False, train_base=True)
+    assert forced.result["baseline"]["source"].startswith("base_trained:")
+
+
+def test_no_training_on_the_base_branch_itself(project):
+    on_main, log = check(project)
+    assert on_main.result["baseline"] is None and "training base commit" not in log  # a push to main
+
+
+def test_no_training_without_a_config_at_the_base(project):
+    config = (project.root / "mlflow-ci.yml").read_text()
+    git(project.root, "rm", "-q", "mlflow-ci.yml")
+    git(project.root, "commit", "-q", "-m", "no config on main yet")
+    base = git(project.root, "rev-parse", "HEAD")
+    project.branch("feature")
+    project.write("mlflow-ci.yml", config)
+    project.write("params.json", json.dumps({"metrics": {"accuracy": 0.95, "rmse": 4.0}}))
+    project.commit("add mlflow-ci")
+    outcome, _ = check(project)
+    assert outcome.result["baseline"] is None
+    assert f"base commit {base[:12]} has no mlflow-ci.yml: nothing to train" in outcome.result["notes"]

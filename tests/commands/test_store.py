@@ -1,0 +1,120 @@
+"""`mlflow-ci store save / restore`: a real SQLite store and its artifacts across "runners" (folders)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+from conftest import git
+
+from mlflow_ci.commands.check import do_check
+from mlflow_ci.commands.session import Options, make_session
+from mlflow_ci.commands.store import restore_store, save_store
+from mlflow_ci.config.loader import load_config
+from mlflow_ci.tracking import MlflowTracker, local_store
+
+
+def session(project, clock=None, **env):
+    cfg = load_config(project.root / "mlflow-ci.yml")
+    s = make_session(cfg, {**project.env(), **env}, project.root, io.StringIO())
+    return s if clock is None else s.__class__(s.cfg, s.env, s.cwd, s.stream, s.tracking_uri, clock)
+
+
+def check(project, **env):
+    return do_check(session(project, **env), Options(out_dir=project.root / ".mlflow-ci"))
+
+
+def moved(project, tmp_path: Path, name: str):
+    """The same repository cloned to another path with an empty store: the next runner."""
+    clone = tmp_path / name / "repo"
+    clone.parent.mkdir()
+    git(tmp_path, "clone", "-q", str(project.root), str(clone))
+    return project.__class__(root=clone, store=clone.parent / "mlflow.db")
+
+
+def test_a_saved_store_comes_back_elsewhere_with_its_artifacts(project, tmp_path):
+    main = check(project)
+    saved = tmp_path / "cache" / "store"
+    out = save_store(session(project, clock=lambda: 1_000_000.0), saved, keep=5)
+    assert out.action == "saved" and "store of main @ " in out.message
+    meta = json.loads((saved / local_store.META).read_text())
+    assert meta["branch"] == "main" and meta["runs"] == 1 and meta["revision"]
+
+    runner = moved(project, tmp_path, "runner2")
+    restored = restore_store(session(runner, clock=lambda: 1_000_000.0 + 2 * 86400), saved)
+    assert restored.action == "restored" and restored.message.startswith("restored the store of main @ ")
+    assert "saved 2 days ago (1 runs)" in restored.message
+    run = MlflowTracker(runner.uri).get_run(main.result["candidate"]["run_id"])
+    assert run is not None
+    artifacts = Path(sqlite3.connect(runner.store).execute(
+        "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run.run_id,)).fetchone()[0].removeprefix("file://"))
+    assert artifacts.is_relative_to(runner.store.parent) and (artifacts / "train.log").is_file()
+
+    # the PR on the new runner compares with main's run from the restored store, and says where it came from
+    runner.branch("feature")
+    runner.set_metrics(accuracy=0.95, rmse=4.0)
+    runner.commit("feature")
+    pr = check(runner, GITHUB_ACTIONS="true")
+    assert pr.result["baseline"]["run_id"] == run.run_id
+    assert any(n.startswith("the baseline comes from the store of main @ ") and "restored from GitHub's Actions cache" in n
+               for n in pr.result["notes"])
+
+
+def test_an_unsound_store_is_refused_with_a_warning_and_the_base_is_trained(project, tmp_path):
+    check(project)
+    saved = tmp_path / "cache" / "store"
+    save_store(session(project), saved, keep=0)
+    (saved / "mlflow.db").write_bytes((saved / "mlflow.db").read_bytes()[:5000])  # truncated in transit
+    runner = moved(project, tmp_path, "runner2")
+    s = session(runner, GITHUB_ACTIONS="true")
+    out = restore_store(s, saved)
+    assert out.action == "rejected" and out.message.startswith("the restored store was not used: ")
+    assert "::warning title=mlflow-ci store::the restored store was not used" in s.stream.getvalue()
+    assert not runner.store.exists()
+    runner.branch("feature")
+    runner.set_metrics(accuracy=0.95, rmse=4.0)
+    runner.commit("feature")
+    assert check(runner, GITHUB_ACTIONS="true").result["baseline"]["source"].startswith("base_trained:")
+
+
+def test_a_store_of_another_mlflow_schema_is_refused(project, tmp_path):
+    check(project)
+    saved = tmp_path / "store"
+    save_store(session(project), saved, keep=0)
+    with sqlite3.connect(saved / "mlflow.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    out = restore_store(session(moved(project, tmp_path, "runner2")), saved)
+    assert out.action == "rejected" and "MLflow schema revision ffffffffffff is not this MLflow's" in out.message
+
+
+def test_nothing_to_restore_and_nothing_to_save(project, tmp_path):
+    assert restore_store(session(project), tmp_path / "empty").action == "nothing"
+    assert save_store(session(project), tmp_path / "out").action == "nothing"
+    remote = session(project, MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    assert save_store(remote, tmp_path / "out").action == "remote"
+
+
+def test_pruning_keeps_the_registered_runs_and_the_newest_per_branch(project, tmp_path):
+    first = check(project).result["candidate"]["run_id"]
+    MlflowTracker(project.uri).register(first, "churn-model", artifact_path="model")
+    for i in range(1, 5):
+        project.set_metrics(accuracy=0.9 + i / 100, rmse=5.0)
+        project.commit(f"main {i}")
+        check(project)
+    project.branch("feature")
+    project.set_metrics(accuracy=0.99, rmse=5.0)
+    project.commit("feature")
+    check(project)
+    out = save_store(session(project), tmp_path / "store", keep=2)
+    assert out.pruned == 2  # main: 5 runs, 2 newest and the registered one stay
+    left = sqlite3.connect(tmp_path / "store" / "mlflow.db").execute(
+        "SELECT count(*) FROM runs").fetchone()[0]
+    assert left == 4 and json.loads((tmp_path / "store" / local_store.META).read_text())["runs"] == 4
+    assert sqlite3.connect(tmp_path / "store" / "mlflow.db").execute(
+        "SELECT count(*) FROM runs WHERE run_uuid = ?", (first,)).fetchone()[0] == 1
+    kept_dirs = {p.name for p in (tmp_path / "store" / "mlartifacts").iterdir() if p.is_dir()}
+    assert len(kept_dirs) == 4 and first in kept_dirs
+    shutil.rmtree(tmp_path / "store")
