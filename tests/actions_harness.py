@@ -6,7 +6,12 @@
 - Provides ``GITHUB_OUTPUT``, ``GITHUB_ENV``, ``GITHUB_PATH``, ``GITHUB_STEP_SUMMARY``,
   ``GITHUB_EVENT_PATH`` and ``GITHUB_ACTION_PATH``; reads outputs (``name=value`` and heredoc form).
 - Runs ``run:`` steps with the declared shell (``bash`` as ``bash --noprofile --norc -eo pipefail``).
-- Treats ``uses:`` steps of setup actions (Python, uv) as already satisfied; any other ``uses:`` fails.
+- Treats ``uses:`` steps of setup actions (Python, uv) as already satisfied; any other ``uses:`` fails,
+  except in workflow jobs (:func:`run_job`), which also emulate ``actions/checkout`` of another
+  repository (a local repository stands for it), ``actions/cache/restore`` and ``save`` with GitHub's
+  scoping rules (:class:`ActionsCache`), and ``actions/upload-artifact``.
+- Runs a job of a reusable workflow with the contexts ``github``, ``job``, ``inputs``, ``secrets``,
+  ``matrix``, ``runner`` and ``steps``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -261,7 +267,7 @@ def parse_file_commands(text: str) -> dict[str, str]:
 class StepRecord:
     id: str | None
     name: str
-    kind: str  # run | satisfied | skipped
+    kind: str  # run | satisfied (a setup action the test environment stands for) | uses (an emulated action) | skipped
     outcome: str  # success | failure | skipped
     exit_code: int | None = None
     stdout: str = ""
@@ -285,6 +291,88 @@ class ActionResult:
         return "\n".join(s.stdout + s.stderr for s in self.steps)
 
 
+def _uses_setup(step, ctx, status, runner) -> dict | None:
+    """Setup actions (Python, uv): the test's runner environment already provides what they would."""
+    return {} if str(step["uses"]).startswith(SATISFIED_USES) else None
+
+
+@dataclass
+class _Runner:
+    """Runs steps the way the runner does: conditions, env, outputs, GITHUB_ENV/GITHUB_PATH, status."""
+
+    workspace: Path
+    base_env: dict[str, str]
+    ctx: dict[str, Any]
+    temp: Path
+    files: dict[str, Path]
+    timeout: float
+    handlers: tuple = (_uses_setup,)
+    status: str = "success"
+    records: list = field(default_factory=list)
+    extra_env: dict = field(default_factory=dict)
+    extra_path: list = field(default_factory=list)
+
+    def run(self, steps: list[dict]) -> None:
+        for index, step in enumerate(steps):
+            self.step(index, step)
+
+    def step(self, index: int, step: dict) -> None:
+        step_id = step.get("id")
+        name = step.get("name") or step_id or f"step {index}"
+        self.ctx["env"] = {**self.base_env, **self.extra_env}
+        if not condition(step.get("if"), self.ctx, self.status):
+            self.records.append(StepRecord(step_id, name, "skipped", "skipped"))
+            return
+        if "uses" in step:
+            outputs = self.uses(name, step)
+            kind = "satisfied" if str(step["uses"]).startswith(SATISFIED_USES) else "uses"
+            self.records.append(StepRecord(step_id, name, kind, "success", outputs=outputs))
+            if step_id:
+                self.ctx["steps"][step_id] = {"outputs": outputs, "outcome": "success", "conclusion": "success"}
+            return
+        record = self.shell(index, name, step)
+        self.records.append(record)
+        if step_id:
+            self.ctx["steps"][step_id] = {"outputs": record.outputs, "outcome": record.outcome, "conclusion": record.outcome}
+        if record.outcome == "failure" and not step.get("continue-on-error"):
+            self.status = "failure"
+
+    def uses(self, name: str, step: dict) -> dict:
+        resolved = {**step, "with": {k: interpolate(v, self.ctx, self.status) for k, v in (step.get("with") or {}).items()}}
+        for handler in self.handlers:
+            outputs = handler(resolved, self.ctx, self.status, self)
+            if outputs is not None:
+                return {k: to_string(v) for k, v in outputs.items()}
+        raise ExpressionError(f"step {name!r}: the harness cannot run uses: {step['uses']}")
+
+    def shell(self, index: int, name: str, step: dict) -> "StepRecord":
+        script = step["run"]
+        if "${{" in script:
+            raise ExpressionError(f"step {name!r}: expression inside run: (pass it through env:)")
+        step_env = {k: interpolate(v, self.ctx, self.status) for k, v in (step.get("env") or {}).items()}
+        self.files["GITHUB_OUTPUT"].write_text("")
+        full_env = {**self.base_env, **self.extra_env, **step_env, "GITHUB_OUTPUT": str(self.files["GITHUB_OUTPUT"])}
+        if self.extra_path:
+            full_env["PATH"] = os.pathsep.join([*reversed(self.extra_path), full_env.get("PATH", "")])
+        cwd = self.workspace / interpolate(step.get("working-directory", "."), self.ctx, self.status)
+        script_path = self.temp / f"step-{index}.sh"
+        script_path.write_text(script)
+        shell = SHELLS[step.get("shell", "bash")]
+        proc = subprocess.run([*shell, str(script_path)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=self.timeout)
+        outputs = parse_file_commands(self.files["GITHUB_OUTPUT"].read_text())
+        self.extra_env.update(parse_file_commands(self.files["GITHUB_ENV"].read_text()))
+        self.extra_path = [p for p in self.files["GITHUB_PATH"].read_text().splitlines() if p]
+        outcome = "success" if proc.returncode == 0 else "failure"
+        return StepRecord(step.get("id"), name, "run", outcome, proc.returncode, proc.stdout, proc.stderr, outputs)
+
+
+def _runner_files(temp: Path) -> dict[str, Path]:
+    files = {name: temp / name.lower() for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")}
+    for path in files.values():
+        path.touch()
+    return files
+
+
 def run_action(
     action_dir: Path,
     *,
@@ -299,9 +387,7 @@ def run_action(
     spec = yaml.safe_load((action_dir / "action.yml").read_text(encoding="utf-8"))
     assert spec["runs"]["using"] == "composite", "only composite actions are supported"
     temp = Path(tempfile.mkdtemp(prefix="runner-temp-"))
-    files = {name: temp / name.lower() for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")}
-    for path in files.values():
-        path.touch()
+    files = _runner_files(temp)
     event_path = temp / "event.json"
     event_path.write_text(json.dumps(event or {}))
     declared = spec.get("inputs") or {}
@@ -327,50 +413,228 @@ def run_action(
         "steps": {},
     }
     # input defaults may themselves be expressions (e.g. ${{ github.token }})
-    resolved = {}
-    for name, meta in declared.items():
-        if name in inputs:
-            resolved[name] = inputs[name]
-        else:
-            resolved[name] = interpolate((meta or {}).get("default", ""), ctx)
-    ctx["inputs"] = resolved
-    status = "success"
-    records: list[StepRecord] = []
-    extra_env: dict[str, str] = {}
-    extra_path: list[str] = []
-    for index, step in enumerate(spec["runs"]["steps"]):
-        step_id = step.get("id")
-        name = step.get("name") or step_id or f"step {index}"
-        ctx["env"] = {**base_env, **extra_env}
-        if not condition(step.get("if"), ctx, status):
-            records.append(StepRecord(step_id, name, "skipped", "skipped"))
-            continue
-        if "uses" in step:
-            if not str(step["uses"]).startswith(SATISFIED_USES):
-                raise ExpressionError(f"step {name!r}: the harness cannot run uses: {step['uses']}")
-            records.append(StepRecord(step_id, name, "satisfied", "success"))
-            continue
-        script = step["run"]
-        if "${{" in script:
-            raise ExpressionError(f"step {name!r}: expression inside run: (pass it through env:)")
-        step_env = {k: interpolate(v, ctx, status) for k, v in (step.get("env") or {}).items()}
-        files["GITHUB_OUTPUT"].write_text("")
-        full_env = {**base_env, **extra_env, **step_env, "GITHUB_OUTPUT": str(files["GITHUB_OUTPUT"])}
-        if extra_path:
-            full_env["PATH"] = os.pathsep.join([*reversed(extra_path), full_env.get("PATH", "")])
-        cwd = workspace / interpolate(step.get("working-directory", "."), ctx, status)
-        script_path = temp / f"step-{index}.sh"
-        script_path.write_text(script)
-        shell = SHELLS[step.get("shell", "bash")]
-        proc = subprocess.run([*shell, str(script_path)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-        outputs = parse_file_commands(files["GITHUB_OUTPUT"].read_text())
-        extra_env.update(parse_file_commands(files["GITHUB_ENV"].read_text()))
-        extra_path = [p for p in files["GITHUB_PATH"].read_text().splitlines() if p]
-        outcome = "success" if proc.returncode == 0 else "failure"
-        records.append(StepRecord(step_id, name, "run", outcome, proc.returncode, proc.stdout, proc.stderr, outputs))
-        if step_id:
-            ctx["steps"][step_id] = {"outputs": outputs, "outcome": outcome, "conclusion": outcome}
-        if outcome == "failure" and not step.get("continue-on-error"):
-            status = "failure"
-    action_outputs = {name: interpolate(meta.get("value", ""), ctx, status) for name, meta in (spec.get("outputs") or {}).items()}
-    return ActionResult(status, action_outputs, records, files["GITHUB_STEP_SUMMARY"].read_text(), {**base_env, **extra_env})
+    ctx["inputs"] = {name: inputs[name] if name in inputs else interpolate((meta or {}).get("default", ""), ctx)
+                     for name, meta in declared.items()}
+    runner = _Runner(workspace, base_env, ctx, temp, files, timeout)
+    runner.run(spec["runs"]["steps"])
+    action_outputs = {name: interpolate(meta.get("value", ""), ctx, runner.status) for name, meta in (spec.get("outputs") or {}).items()}
+    return ActionResult(runner.status, action_outputs, runner.records, files["GITHUB_STEP_SUMMARY"].read_text(),
+                        {**base_env, **runner.extra_env})
+
+
+# --------------------------------------------------------------------------------------------------
+# Workflow jobs: the GitHub context of an event, the Actions cache, checkouts of other repositories
+
+
+@dataclass
+class CacheEntry:
+    scope: str  # the ref it was saved from: refs/heads/main, refs/pull/7/merge
+    key: str
+    version: str  # what actions/cache derives from the paths: a restore must name the same paths
+    folder: Path
+    created: int
+
+
+class ActionsCache:
+    """GitHub's Actions cache, with the documented rules
+    (docs.github.com → "Caching dependencies to speed up workflows"):
+
+    - a run reads the caches of its own ref, then (a pull request) of its base branch, then of the
+      default branch; it writes only to its own ref;
+    - in each scope: the exact key, then each restore key as a prefix, newest entry first;
+    - an entry matches only a restore naming the same paths (the cache version);
+    - keys are immutable: saving an existing key in the same scope saves nothing;
+    - ``evict`` stands for GitHub removing entries unused for 7 days or over the size limit.
+    """
+
+    def __init__(self, root: Path, default_branch: str = "main") -> None:
+        self.root = root
+        self.default_branch = default_branch
+        self.entries: list[CacheEntry] = []
+        self.log: list[str] = []
+
+    @staticmethod
+    def version(paths: list[str], stable: dict[str, str] | None = None) -> str:
+        """The cache version of a path list. On a hosted runner the workspace and the temp folder are at
+        the same place in every job; here each job has its own, so they are named by what they stand for."""
+        out = []
+        for path in paths:
+            for real, name in (stable or {}).items():
+                path = path.replace(real, name)
+            out.append(path)
+        return "|".join(out)
+
+    def readable_scopes(self, ref: str, base_ref: str | None) -> list[str]:
+        scopes = [ref]
+        if base_ref:
+            scopes.append(f"refs/heads/{base_ref}")
+        scopes.append(f"refs/heads/{self.default_branch}")
+        return list(dict.fromkeys(scopes))
+
+    def find(self, ref: str, base_ref: str | None, paths: list[str], key: str, restore_keys: list[str],
+             stable: dict[str, str] | None = None) -> CacheEntry | None:
+        version = self.version(paths, stable)
+        for scope in self.readable_scopes(ref, base_ref):
+            candidates = sorted((e for e in self.entries if e.scope == scope and e.version == version), key=lambda e: -e.created)
+            exact = [e for e in candidates if e.key == key]
+            if exact:
+                return exact[0]
+            for prefix in restore_keys:
+                found = [e for e in candidates if e.key.startswith(prefix)]
+                if found:
+                    return found[0]
+        return None
+
+    def save(self, ref: str, paths: list[str], key: str, stable: dict[str, str] | None = None) -> bool:
+        version = self.version(paths, stable)
+        if any(e.scope == ref and e.key == key and e.version == version for e in self.entries):
+            self.log.append(f"save {key} in {ref}: already exists (keys are immutable)")
+            return False
+        folder = self.root / f"entry-{len(self.entries)}"
+        for i, path in enumerate(paths):
+            if Path(path).is_dir():
+                shutil.copytree(path, folder / str(i), symlinks=True)
+        self.entries.append(CacheEntry(ref, key, version, folder, len(self.entries)))
+        self.log.append(f"save {key} in {ref}")
+        return True
+
+    def restore(self, entry: CacheEntry, paths: list[str]) -> None:
+        for i, path in enumerate(paths):
+            if (entry.folder / str(i)).exists():
+                shutil.copytree(entry.folder / str(i), path, symlinks=True, dirs_exist_ok=True)
+
+    def evict(self) -> None:
+        self.entries.clear()
+
+
+def _lines(value: str) -> list[str]:
+    return [line.strip() for line in str(value or "").splitlines() if line.strip()]
+
+
+def _uses_cache(step, ctx, status, runner) -> dict | None:
+    uses = str(step["uses"])
+    if not uses.startswith(("actions/cache/restore@", "actions/cache/save@")):
+        return None
+    cache: ActionsCache = ctx["__cache__"]
+    github = ctx["github"]
+    paths, key = _lines(step["with"]["path"]), step["with"]["key"]
+    stable = {str(runner.temp): "$RUNNER_TEMP", str(runner.workspace): "$GITHUB_WORKSPACE"}
+    if uses.startswith("actions/cache/save@"):
+        cache.save(github["ref"], paths, key, stable)
+        return {}
+    entry = cache.find(github["ref"], github.get("base_ref") or None, paths, key, _lines(step["with"].get("restore-keys", "")), stable)
+    if entry is None:
+        cache.log.append(f"restore {key}: miss")
+        return {"cache-hit": "false"}
+    cache.restore(entry, paths)
+    cache.log.append(f"restore {key}: {entry.key} from {entry.scope}")
+    return {"cache-hit": str(entry.key == key).lower(), "cache-matched-key": entry.key}
+
+
+def _uses_checkout(step, ctx, status, runner) -> dict | None:
+    """actions/checkout: the job's own repository is the prepared workspace; another repository is
+    cloned from the local bare repository standing for it, at the ref, sparse as asked."""
+    if not str(step["uses"]).startswith("actions/checkout@"):
+        return None
+    options = step["with"]
+    repository = options.get("repository") or ""
+    if not repository or repository == ctx["github"]["repository"]:
+        return {}
+    source = ctx["__repositories__"].get(repository)
+    if source is None:
+        raise ExpressionError(f"checkout of {repository!r}: no local repository stands for it")
+    dest = runner.workspace / options.get("path", ".")
+    git = ["git", "-c", "advice.detachedHead=false"]
+    subprocess.run([*git, "clone", "-q", "--no-checkout", str(source), str(dest)], check=True, capture_output=True)
+    sparse = _lines(options.get("sparse-checkout", ""))
+    if sparse:
+        subprocess.run([*git, "-C", str(dest), "sparse-checkout", "set", *sparse], check=True, capture_output=True)
+    subprocess.run([*git, "-C", str(dest), "checkout", "-q", options["ref"]], check=True, capture_output=True)
+    return {"ref": options["ref"], "commit": options["ref"]}
+
+
+def _uses_upload_artifact(step, ctx, status, runner) -> dict | None:
+    if not str(step["uses"]).startswith("actions/upload-artifact@"):
+        return None
+    store = runner.temp / "artifacts" / step["with"]["name"]
+    for path in _lines(step["with"]["path"]):
+        found = runner.workspace / path
+        if found.is_file():
+            store.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(found, store / found.name)
+    return {"artifact-id": "1"}
+
+
+@dataclass
+class JobResult:
+    outcome: str
+    steps: list[StepRecord]
+    summary: str
+    temp: Path
+
+    def step(self, step_id: str) -> StepRecord:
+        return next(s for s in self.steps if s.id == step_id)
+
+    @property
+    def log(self) -> str:
+        return "\n".join(f"--- {s.name} ({s.outcome})\n{s.stdout}{s.stderr}" for s in self.steps)
+
+
+def run_job(
+    workflow: Path,
+    job: str,
+    *,
+    workspace: Path,
+    env: dict[str, str],
+    github: dict[str, Any],
+    job_context: dict[str, str],
+    inputs: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
+    matrix: dict[str, Any] | None = None,
+    cache: ActionsCache,
+    repositories: dict[str, Path] | None = None,
+    timeout: float = 600,
+) -> JobResult:
+    """Execute one job of a reusable workflow as called by a workflow on ``github['event_name']``.
+
+    ``github`` holds the event's context (``event_name``, ``event``, ``ref``, ``base_ref``, ``sha``,
+    ``repository``, ``run_id``, ``token``...); ``job_context`` is the job context
+    (``workflow_repository``, ``workflow_sha``, empty on GitHub Enterprise Server).
+    """
+    spec = yaml.safe_load(workflow.read_text(encoding="utf-8"))
+    call = (spec.get(True) or spec.get("on"))["workflow_call"]
+    declared = call.get("inputs") or {}
+    unknown = set(inputs or {}) - set(declared)
+    if unknown:
+        raise ExpressionError(f"inputs not declared by the workflow: {sorted(unknown)}")
+    temp = Path(tempfile.mkdtemp(prefix="runner-temp-"))
+    files = _runner_files(temp)
+    event_path = temp / "event.json"
+    event_path.write_text(json.dumps(github.get("event") or {}))
+    ref = github["ref"]
+    base_env = {
+        **env,
+        "GITHUB_ACTIONS": "true", "CI": "true",
+        "GITHUB_WORKSPACE": str(workspace), "GITHUB_EVENT_PATH": str(event_path),
+        "GITHUB_EVENT_NAME": github["event_name"], "GITHUB_REF": ref, "GITHUB_REF_NAME": github.get("ref_name", ref.rsplit("/", 1)[-1]),
+        "GITHUB_REF_TYPE": "branch", "GITHUB_BASE_REF": github.get("base_ref", ""), "GITHUB_HEAD_REF": github.get("head_ref", ""),
+        "GITHUB_SHA": github["sha"], "GITHUB_REPOSITORY": github["repository"], "GITHUB_RUN_ID": str(github.get("run_id", "1")),
+        "GITHUB_RUN_ATTEMPT": str(github.get("run_attempt", "1")), "RUNNER_TEMP": str(temp), "RUNNER_OS": "Linux",
+        **{name: str(path) for name, path in files.items() if name != "GITHUB_OUTPUT"},
+    }
+    ctx: dict[str, Any] = {
+        "github": {"workspace": str(workspace), "ref_name": base_env["GITHUB_REF_NAME"], "run_attempt": "1", **github},
+        "job": dict(job_context),
+        "runner": {"temp": str(temp), "os": "Linux", "arch": "X64"},
+        "env": dict(base_env),
+        "secrets": dict(secrets or {}),
+        "matrix": dict(matrix or {}),
+        "steps": {},
+        "__cache__": cache,
+        "__repositories__": dict(repositories or {}),
+    }
+    ctx["inputs"] = {name: (inputs or {}).get(name, (meta or {}).get("default", "")) for name, meta in declared.items()}
+    runner = _Runner(workspace, base_env, ctx, temp, files, timeout,
+                     handlers=(_uses_setup, _uses_checkout, _uses_cache, _uses_upload_artifact))
+    runner.run(spec["jobs"][job]["steps"])
+    return JobResult(runner.status, runner.records, files["GITHUB_STEP_SUMMARY"].read_text(), temp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -237,3 +238,24 @@ deploy:
     )
     project.name = name
     return project
+
+
+# --------------------------------------------------------------------------------------------------
+# The runner's Python for the actions harness
+
+
+@pytest.fixture(scope="session")
+def runner_python(tmp_path_factory):
+    """A fresh virtualenv standing in for the runner's Python (what actions/setup-python provides)."""
+    venv = tmp_path_factory.mktemp("runner") / "venv"
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    return venv
+
+
+def runner_env(venv: Path, **extra: str) -> dict[str, str]:
+    env = clean_env(**extra)
+    uv_dir = str(Path(shutil.which("uv") or sys.executable).parent)
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), uv_dir, "/usr/bin", "/bin"])
+    env["VIRTUAL_ENV"] = str(venv)
+    return env

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from actions_harness import condition, evaluate, interpolate, parse_file_commands, run_action
-from conftest import ROOT, clean_env, git
+from conftest import ROOT, git, runner_env
 from fakegithub import EVENTS, TOKEN, FakeGitHub
 
 EXAMPLE = ROOT / "examples" / "wine-quality"
@@ -39,23 +39,6 @@ def test_expressions():
 
 
 # --- the actions, for real ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def runner_python(tmp_path_factory):
-    """A fresh virtualenv standing in for the runner's Python (what actions/setup-python provides)."""
-    venv = tmp_path_factory.mktemp("runner") / "venv"
-    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    return venv
-
-
-def runner_env(venv: Path, **extra: str) -> dict[str, str]:
-    env = clean_env(**extra)
-    uv_dir = str(Path(shutil.which("uv") or sys.executable).parent)
-    env["PATH"] = os.pathsep.join([str(venv / "bin"), uv_dir, "/usr/bin", "/bin"])
-    env["VIRTUAL_ENV"] = str(venv)
-    return env
 
 
 @pytest.fixture

@@ -1,0 +1,208 @@
+"""The reusable workflows' jobs, run step by step by the harness, with no tracking server: mlflow-ci is
+installed from the commit the workflow was called at, and the store lives in the (emulated) Actions
+cache across runs: push → promote → save; PR → restore → diff; eviction → base trained in the job;
+a PR's save invisible to main; a corrupt store → warning and fallback."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from actions_harness import ActionsCache, run_job
+from conftest import MODEL_SCRIPT, ROOT, git, runner_env
+from fakegithub import EVENTS, TOKEN, FakeGitHub
+
+PR_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-pr.yml"
+DEPLOY_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-deploy.yml"
+REPOSITORY = "octo/models"
+CONFIG = """\
+experiment: iris
+model: iris
+train:
+  command: python train.py
+  inputs: ["*.py", "params.json"]
+gate:
+  accuracy: {min: 0.8, max_drop: 0.05}
+"""
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def called(tmp_path_factory) -> tuple[Path, str]:
+    """A local repository standing for mlflow-ci/mlflow-ci, holding this working tree at one commit."""
+    repo = tmp_path_factory.mktemp("mlflow-ci-repo") / "mlflow-ci"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("mlflow_ci", "actions"):
+        shutil.copytree(ROOT / name, repo / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, repo / name)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "mlflow-ci at the called commit")
+    return repo, git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def models(tmp_path) -> Path:
+    """The model repository (the caller's), with main at a first model."""
+    repo = tmp_path / "models"
+    repo.mkdir()
+    (repo / "train.py").write_text(MODEL_SCRIPT)
+    (repo / "params.json").write_text(json.dumps({"C": 1.0}))
+    (repo / "mlflow-ci.yml").write_text(CONFIG)
+    (repo / ".gitignore").write_text(".mlflow-ci/\nmlflow.db\nmlartifacts/\nmlflow-ci-store.json\nmlruns/\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first model")
+    return repo
+
+
+def workspace(models: Path, tmp_path: Path, ref: str) -> Path:
+    """A fresh runner's workspace: actions/checkout of the caller's repository with full history."""
+    ws = tmp_path / f"ws-{len(list(tmp_path.glob('ws-*')))}"
+    subprocess.run(["git", "clone", "-q", str(models), str(ws)], check=True, capture_output=True)
+    git(ws, "checkout", "-q", ref)
+    return ws
+
+
+class Actions:
+    """One repository's workflow runs on one (emulated) GitHub."""
+
+    def __init__(self, models: Path, tmp_path: Path, called, venv: Path, cache: ActionsCache) -> None:
+        self.models, self.tmp_path, self.venv, self.cache = models, tmp_path, venv, cache
+        self.called_repo, self.called_sha = called
+        self.run_id = 100
+
+    def run(self, workflow: Path, job: str, *, ref: str, github: dict, env: dict | None = None, **kwargs):
+        self.run_id += 1
+        ws = workspace(self.models, self.tmp_path, ref)
+        sha = git(ws, "rev-parse", "HEAD")
+        context = {"repository": REPOSITORY, "sha": sha, "run_id": str(self.run_id), "token": "", **github}
+        job_context = kwargs.pop("job_context", {"workflow_repository": "mlflow-ci/mlflow-ci", "workflow_sha": self.called_sha})
+        result = run_job(workflow, job, workspace=ws, env=runner_env(self.venv, **(env or {})), github=context,
+                         job_context=job_context, cache=self.cache,
+                         repositories={"mlflow-ci/mlflow-ci": self.called_repo}, **kwargs)
+        return result, ws
+
+    def push_to_main(self):
+        sha = git(self.models, "rev-parse", "main")
+        return self.run(DEPLOY_WORKFLOW, "promote", ref="main", github={
+            "event_name": "push", "ref": "refs/heads/main", "event": {"ref": "refs/heads/main", "after": sha}})
+
+    def pull_request(self, branch: str, gh: FakeGitHub, number: int = 7):
+        payload = copy.deepcopy(json.loads((EVENTS / "pull_request.opened.json").read_text()))
+        pr = payload["pull_request"]
+        pr["number"] = payload["number"] = number
+        pr["head"].update(ref=branch, sha=git(self.models, "rev-parse", branch))
+        pr["head"]["repo"]["full_name"] = pr["base"]["repo"]["full_name"] = REPOSITORY
+        pr["base"].update(ref="main", sha=git(self.models, "rev-parse", "main"))
+        payload["repository"]["full_name"] = REPOSITORY
+        return self.run(PR_WORKFLOW, "check", ref=branch, matrix={"candidate": ""}, github={
+            "event_name": "pull_request", "ref": f"refs/pull/{number}/merge", "base_ref": "main", "head_ref": branch,
+            "event": payload, "token": TOKEN}, env={"GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": "https://github.test"})
+
+
+def branch(models: Path, name: str, C: float) -> None:
+    git(models, "checkout", "-q", "-B", name, "main")
+    (models / "params.json").write_text(json.dumps({"C": C}))
+    git(models, "commit", "-q", "-am", f"C={C}")
+    git(models, "checkout", "-q", "main")
+
+
+def result_of(ws: Path) -> dict:
+    return json.loads((ws / ".mlflow-ci" / "result.json").read_text())
+
+
+def test_the_store_lives_in_the_cache_across_runs(models, tmp_path, called, runner_python):
+    cache = ActionsCache(tmp_path / "cache")
+    actions = Actions(models, tmp_path, called, runner_python, cache)
+
+    # push to main: mlflow-ci is installed from the called commit; the merged commit is gated and promoted; the store is saved
+    deploy, _ = actions.push_to_main()
+    assert deploy.outcome == "success", deploy.log
+    assert deploy.step("source").outputs == {"repository": "mlflow-ci/mlflow-ci", "ref": actions.called_sha}
+    assert "installed mlflow-ci, version " in deploy.log
+    assert "iris version 1 @champion: promoted" in deploy.step("promote").stdout
+    assert [(e.scope, e.key.rsplit("-", 2)[0]) for e in cache.entries] == [("refs/heads/main", "mlflow-ci-store-.-main")]
+
+    # a PR restores main's store and is compared with the champion in it
+    branch(models, "feature", C=0.5)
+    with FakeGitHub(TOKEN) as gh:
+        pr, ws = actions.pull_request("feature", gh)
+    assert pr.outcome == "success", pr.log
+    result = result_of(ws)
+    assert result["baseline"]["source"] == "alias:champion"
+    assert any(n.startswith("the baseline comes from the store of main @ ") for n in result["notes"])
+    assert "restored the store of main @ " in pr.log
+    assert len(cache.entries) == 1  # the pull request saved nothing
+
+    # the cache is evicted (7 days unused): the next PR trains its base commit in the job
+    cache.evict()
+    branch(models, "other", C=2.0)
+    with FakeGitHub(TOKEN) as gh:
+        pr, ws = actions.pull_request("other", gh, number=8)
+        assert pr.outcome == "success", pr.log
+        assert result_of(ws)["baseline"]["source"] == f"base_trained:{git(models, 'rev-parse', 'main')}"
+        assert "base commit" in gh.comments[8][0]["body"] and "trained in this job" in gh.comments[8][0]["body"]
+
+
+def test_a_corrupt_store_warns_and_falls_back(models, tmp_path, called, runner_python):
+    cache = ActionsCache(tmp_path / "cache")
+    actions = Actions(models, tmp_path, called, runner_python, cache)
+    deploy, _ = actions.push_to_main()
+    assert deploy.outcome == "success", deploy.log
+    database = next(cache.entries[0].folder.rglob("mlflow.db"))
+    database.write_bytes(database.read_bytes()[:4096])
+    branch(models, "feature", C=0.5)
+    with FakeGitHub(TOKEN) as gh:
+        pr, ws = actions.pull_request("feature", gh)
+    assert pr.outcome == "success", pr.log
+    restore = next(s for s in pr.steps if s.name == "Put the store in place")
+    assert "::warning title=mlflow-ci store::the restored store was not used: " in restore.stdout, restore.stdout + restore.stderr
+    assert result_of(ws)["baseline"]["source"].startswith("base_trained:")
+
+
+def test_a_pull_requests_cache_is_invisible_to_main(tmp_path):
+    cache = ActionsCache(tmp_path)
+    folder = tmp_path / "store"
+    folder.mkdir()
+    (folder / "mlflow.db").write_text("poison")
+    assert cache.save("refs/pull/7/merge", [str(folder)], "mlflow-ci-store-.-main-999")
+    assert cache.find("refs/heads/main", None, [str(folder)], "mlflow-ci-store-.-main-1000", ["mlflow-ci-store-.-main-"]) is None
+    assert cache.find("refs/pull/7/merge", "main", [str(folder)], "x", ["mlflow-ci-store-.-main-"]) is not None  # its own
+    assert cache.find("refs/pull/8/merge", "main", [str(folder)], "x", ["mlflow-ci-store-.-main-"]) is None  # another PR
+    assert cache.save("refs/heads/main", [str(folder)], "k") and not cache.save("refs/heads/main", [str(folder)], "k")
+    assert cache.find("refs/pull/8/merge", "main", [str(folder)], "k", []) is not None  # a PR reads its base's
+    assert cache.find("refs/heads/main", None, [str(folder), "other"], "k", []) is None  # other paths: other version
+
+
+def test_without_the_job_context_and_inputs_the_workflow_says_what_to_set(models, tmp_path, called, runner_python):
+    actions = Actions(models, tmp_path, called, runner_python, ActionsCache(tmp_path / "cache"))
+    deploy, _ = actions.run(DEPLOY_WORKFLOW, "promote", ref="main", job_context={"workflow_repository": "", "workflow_sha": ""},
+                            github={"event_name": "push", "ref": "refs/heads/main"})
+    assert deploy.outcome == "failure"
+    assert "::error title=mlflow-ci::cannot tell which mlflow-ci this workflow was called at" in deploy.step("source").stdout
+    assert all(s.outcome == "skipped" for s in deploy.steps[deploy.steps.index(deploy.step("source")) + 1:])
+    enterprise, _ = actions.run(DEPLOY_WORKFLOW, "promote", ref="main", job_context={"workflow_repository": "", "workflow_sha": ""},
+                                inputs={"mlflow-ci-repository": "mlflow-ci/mlflow-ci", "mlflow-ci-ref": actions.called_sha},
+                                github={"event_name": "push", "ref": "refs/heads/main"})
+    assert enterprise.outcome == "success", enterprise.log
+
+
+def test_the_installed_mlflow_ci_is_the_called_commit_not_an_index_package(models, tmp_path, called, runner_python):
+    actions = Actions(models, tmp_path, called, runner_python, ActionsCache(tmp_path / "cache"))
+    repo = called[0]
+    git(repo, "checkout", "-q", "-b", f"other-{tmp_path.name}")
+    init = repo / "mlflow_ci" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "0.0.0+called-'))
+    git(repo, "commit", "-q", "-am", "another version at another commit")
+    other = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    deploy, _ = actions.run(DEPLOY_WORKFLOW, "promote", ref="main", job_context={"workflow_repository": "mlflow-ci/mlflow-ci", "workflow_sha": other},
+                            github={"event_name": "push", "ref": "refs/heads/main"})
+    assert "installed mlflow-ci, version 0.0.0+called-" in deploy.log, deploy.log
