@@ -11,6 +11,9 @@ same run, on the same machine (machines are noisy; absolute numbers travel badly
 3. scale     baseline lookup + compare with 10,000 runs vs 10 runs in the experiment  target: < 1.5
 4. start-up  `mlflow-ci --help` vs `python -c pass`                       target: difference < 0.2 s
 5. setup     fresh virtualenv install of mlflow-ci with uv vs with pip                 (ratio)
+6. store     the demo project's first pull request on a runner with nothing restored (the base
+             commit trained in the job) vs the same check with the base branch's store restored
+                                                                                          (ratio)
 """
 
 from __future__ import annotations
@@ -210,6 +213,40 @@ def bench_startup(repeat: int) -> list[dict]:
     return [row("start-up, mlflow-ci --help", helped, base, "difference", helped - base, 0.2, "s")]
 
 
+def bench_store(work: Path, repeat: int) -> list[dict]:
+    """A PR check with no store (base trained in-job) vs with main's store restored (`store restore`)."""
+    source = work / "demo-origin"
+    shutil.copytree(ROOT / "mlflow_ci" / "demo_project", source, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / ".gitignore").write_text(".mlflow-ci/\nmlflow.db\nmlartifacts/\nmlflow-ci-store.json\n")
+    git = ["git", "-c", "advice.detachedHead=false"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=source, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=source, check=True)
+    subprocess.run([*git, "commit", "-qm", "main"], cwd=source, check=True, env=env())
+    ci = env(GITHUB_ACTIONS="true")
+    cli = [str(BIN / "mlflow-ci")]
+    timed([*cli, "check", "--no-publish"], source, env())  # main's run, as the deploy workflow gates it
+    saved = work / "saved-store"
+    timed([*cli, "store", "save", "--to", str(saved), "--keep", "0"], source, env())
+    subprocess.run([*git, "checkout", "-q", "-b", "pr"], cwd=source, check=True)
+    params = source / "params.yaml"
+    params.write_text(params.read_text() + "\n# a change on the pull request\n")
+    subprocess.run([*git, "commit", "-qam", "pr"], cwd=source, check=True, env=env())
+
+    def runner(i: int, restore: bool) -> float:
+        clone = work / f"runner-{i}-{restore}"
+        subprocess.run([*git, "clone", "-q", "-b", "pr", str(source), str(clone)], check=True)
+        started = time.perf_counter()
+        if restore:
+            timed([*cli, "store", "restore", "--from", str(saved)], clone, ci)
+        timed([*cli, "check", "--no-publish"], clone, ci, ok=(0, 1))
+        return time.perf_counter() - started
+
+    restored = statistics.median(runner(i, True) for i in range(repeat))
+    fresh = statistics.median(runner(i, False) for i in range(repeat))
+    return [row("store, first PR with nothing restored (base trained in-job) vs a restored store, demo project",
+                fresh, restored, "ratio", fresh / restored, None, "")]
+
+
 def bench_setup(work: Path) -> list[dict]:
     uv = shutil.which("uv") or str(BIN / "uv")
     results = {}
@@ -247,8 +284,8 @@ def main() -> int:
     parser.add_argument("--train-seconds", type=float, default=10.0, help="training time for the cache row")
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the large experiment of the scale row")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    parser.add_argument("--only", default="overhead,cache,scale,startup,setup",
-                        help="comma-separated subset of: overhead, cache, scale, startup, setup")
+    parser.add_argument("--only", default="overhead,cache,scale,startup,setup,store",
+                        help="comma-separated subset of: overhead, cache, scale, startup, setup, store")
     args = parser.parse_args()
     only = set(args.only.split(","))
     repeat = 3 if args.quick else 5
@@ -265,6 +302,8 @@ def main() -> int:
             rows += bench_startup(repeat * 2)
         if "setup" in only and not args.quick:
             rows += bench_setup(work)
+        if "store" in only:
+            rows += bench_store(work, 1 if args.quick else 3)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
