@@ -276,19 +276,23 @@ class StepRecord:
 
 
 @dataclass
-class ActionResult:
+class StepsResult:
     outcome: str
-    outputs: dict
     steps: list[StepRecord]
     summary: str
-    env: dict
 
     def step(self, step_id: str) -> StepRecord:
         return next(s for s in self.steps if s.id == step_id)
 
     @property
     def log(self) -> str:
-        return "\n".join(s.stdout + s.stderr for s in self.steps)
+        return "\n".join(f"--- {s.name} ({s.outcome})\n{s.stdout}{s.stderr}" for s in self.steps)
+
+
+@dataclass
+class ActionResult(StepsResult):
+    outputs: dict
+    env: dict
 
 
 def _uses_setup(step, ctx, status, runner) -> dict | None:
@@ -418,7 +422,7 @@ def run_action(
     runner = _Runner(workspace, base_env, ctx, temp, files, timeout)
     runner.run(spec["runs"]["steps"])
     action_outputs = {name: interpolate(meta.get("value", ""), ctx, runner.status) for name, meta in (spec.get("outputs") or {}).items()}
-    return ActionResult(runner.status, action_outputs, runner.records, files["GITHUB_STEP_SUMMARY"].read_text(),
+    return ActionResult(runner.status, runner.records, files["GITHUB_STEP_SUMMARY"].read_text(), action_outputs,
                         {**base_env, **runner.extra_env})
 
 
@@ -566,18 +570,8 @@ def _uses_upload_artifact(step, ctx, status, runner) -> dict | None:
 
 
 @dataclass
-class JobResult:
-    outcome: str
-    steps: list[StepRecord]
-    summary: str
+class JobResult(StepsResult):
     temp: Path
-
-    def step(self, step_id: str) -> StepRecord:
-        return next(s for s in self.steps if s.id == step_id)
-
-    @property
-    def log(self) -> str:
-        return "\n".join(f"--- {s.name} ({s.outcome})\n{s.stdout}{s.stderr}" for s in self.steps)
 
 
 def run_job(

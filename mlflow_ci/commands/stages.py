@@ -74,13 +74,17 @@ def store_origin(s: Session, comparison: cmp.Comparison) -> str | None:
     if comparison.baseline is None or database is None or comparison.baseline.source.startswith(("explicit:", "base_trained:")):
         return None
     meta = local_store.read_meta(database.parent)
-    return f"the baseline comes from the {meta.describe(s.clock())}, restored from GitHub's Actions cache" if meta else None
+    if meta is None:
+        return None
+    how = "GitHub's Actions cache" if s.env.get("GITHUB_ACTIONS") == "true" else "a saved store"
+    return f"the baseline comes from the {meta.describe(s.clock())}, restored from {how}"
 
 
 def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None, extra_rules: tuple = ()) -> GateResult:
     """The configured rules (plus ``extra_rules``, e.g. the per-slice ones) on a comparison."""
-    base = dict(comparison.baseline.run.metrics) if comparison.baseline else None
-    return evaluate(s.cfg.gate + tuple(extra_rules), dict(comparison.candidate.metrics), base, intervals)
+    baseline = dict(comparison.baseline.run.metrics) if comparison.baseline else None
+    return evaluate(s.cfg.gate + tuple(extra_rules), dict(comparison.candidate.metrics), baseline, intervals)
+
 
 def gate_from_result(s: Session, path: Path) -> GateResult:
     """Re-evaluate the gate on the metrics recorded in a result.json (no tracking store needed)."""
