@@ -15,7 +15,7 @@ import click
 
 from mlflow_ci import __version__
 from mlflow_ci.config import COMMENT_MODES
-from mlflow_ci.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_SERVICE, EXIT_USAGE, MlflowCiError
+from mlflow_ci.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_SERVICE, EXIT_USAGE, MlflowCiError, printable
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -46,6 +46,12 @@ def _train_base_option(f):
         "--train-base/--no-train-base", "train_base", default=None,
         help="When no baseline is found, train the base commit in this job (default: only in GitHub Actions with a local store).",
     )(f)
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """Print one line: text from a pull request (metric names, messages) cannot break it or start a
+    workflow command (:func:`mlflow_ci.errors.printable`)."""
+    click.echo(printable(text), err=err)
 
 
 def _stage_options(f):
@@ -106,11 +112,11 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number,
                     use_cache=not no_cache, candidate=candidate, train_base=train_base)
     outcome = do_check(s, opts)
-    click.echo("")
+    echo("")
     for line in summary_lines(outcome.result):
-        click.echo(line)
-    click.echo(f"report: {outcome.report_path}")
-    click.echo(f"result: {outcome.result_path}")
+        echo(line)
+    echo(f"report: {outcome.report_path}")
+    echo(f"result: {outcome.result_path}")
     if publish if publish is not None else os.environ.get("GITHUB_ACTIONS") == "true":
         _echo_published(publish_check(s, opts, outcome, comment_mode=comment_mode))
     else:
@@ -122,8 +128,8 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
 
 
 def _echo_published(result) -> None:
-    click.echo(f"comment: {result.comment_action}" + (f" {result.comment_url}" if result.comment_url else ""))
-    click.echo(f"check: {result.check_kind}" + (f" {result.check_url}" if result.check_url else ""))
+    echo(f"comment: {result.comment_action}" + (f" {result.comment_url}" if result.comment_url else ""))
+    echo(f"check: {result.check_kind}" + (f" {result.check_url}" if result.check_url else ""))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -138,14 +144,13 @@ def publish(config_path, out_dir, from_file, comment_mode):
 
     Without --from it publishes OUT/result.json of an earlier check (to retry a failed publish).
     With --from it runs in the privileged workflow_run workflow: the PR and commit come from the
-    event, never from the file, and a file that disagrees with the event is refused (exit 2).
+    event, never from the file, a file that disagrees with the event is refused (exit 2), nothing is
+    read from the workspace (no config, no template), and the check is named '... (fork, unverified)'.
     Needs GITHUB_TOKEN; GITHUB_API_URL is respected (GitHub Enterprise).
     """
     from mlflow_ci.commands.publish import publish_saved
-    from mlflow_ci.config.loader import load_config
 
-    cfg = load_config(config_path) if Path(config_path).is_file() else None
-    result = publish_saved(dict(os.environ), sys.stdout, Path(out_dir), cfg, comment_mode=comment_mode,
+    result = publish_saved(dict(os.environ), sys.stdout, Path(out_dir), Path(config_path), comment_mode=comment_mode,
                            from_file=Path(from_file) if from_file else None)
     _echo_published(result)
     return EXIT_OK
@@ -167,7 +172,7 @@ def train(config_path, out_dir, pr_number, no_cache):
     s = _session(config_path)
     result = do_train(s, _options(out_dir, pr_number=pr_number, use_cache=not no_cache))
     how = "reused (same fingerprint)" if result.cached else f"trained in {result.seconds:.1f}s"
-    click.echo(f"run {result.run.run_id}: {how}")
+    echo(f"run {result.run.run_id}: {how}")
     return EXIT_OK
 
 
@@ -182,14 +187,14 @@ def compare(config_path, out_dir, baseline, base_branch, pr_number, run_id, trai
     s = _session(config_path)
     result = do_compare(s, _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id,
                                     train_base=train_base))
-    click.echo(f"candidate: run {result.candidate.run_id}")
-    click.echo(f"baseline: {result.baseline.description if result.baseline else 'none'}")
+    echo(f"candidate: run {result.candidate.run_id}")
+    echo(f"baseline: {result.baseline.description if result.baseline else 'none'}")
     for note in result.notes:
-        click.echo(f"  note: {note}")
+        echo(f"  note: {note}")
     for m in result.metrics:
-        click.echo(f"  {m.name}: {number(m.baseline)} -> {number(m.candidate)} {signed(m.delta)} [{m.status}]")
+        echo(f"  {m.name}: {number(m.baseline)} -> {number(m.candidate)} {signed(m.delta)} [{m.status}]")
     for p in result.params:
-        click.echo(f"  param {p.name}: {p.baseline} -> {p.candidate} [{p.status}]")
+        echo(f"  param {p.name}: {p.baseline} -> {p.candidate} [{p.status}]")
     return EXIT_OK
 
 
@@ -208,8 +213,8 @@ def gate(config_path, out_dir, baseline, base_branch, pr_number, run_id, from_fi
         result = do_gate(s, do_compare(s, opts))
     for c in result.checks:
         mark = {True: "pass", False: "FAIL", None: "skip"}[c.passed]
-        click.echo(f"[{mark}] {c.metric} {c.rule}: {c.message}" + ("" if c.blocking else " (warn only)"))
-    click.echo(f"verdict: {result.verdict.upper()}")
+        echo(f"[{mark}] {c.metric} {c.rule}: {c.message}" + ("" if c.blocking else " (warn only)"))
+    echo(f"verdict: {result.verdict.upper()}")
     return _verdict_exit(result.verdict)
 
 
@@ -232,18 +237,18 @@ def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publi
         auto = os.environ.get("GITHUB_ACTIONS") == "true"
         outcome, published = do_leaderboard(s, opts, pr_number, publish=publish if publish is not None else auto)
         entries = outcome.result.leaderboard or []
-        click.echo(f"{len(entries)} candidates for PR #{pr_number}; verdict: {outcome.verdict.upper()}")
+        echo(f"{len(entries)} candidates for PR #{pr_number}; verdict: {outcome.verdict.upper()}")
         for entry in entries:
-            click.echo(f"  {'*' if entry.selected else ' '} {entry.candidate or 'default'}: {entry.verdict} (run {entry.run_id})")
+            echo(f"  {'*' if entry.selected else ' '} {entry.candidate or 'default'}: {entry.verdict} (run {entry.run_id})")
         if published:
             _echo_published(published)
     else:
         comparison = do_compare(s, opts)
         fp = comparison.candidate.tags.get("mlflow_ci.fingerprint")
         outcome = do_report(s, opts, comparison, do_gate(s, comparison), cached=False, fingerprint=fp)
-        click.echo(f"verdict: {outcome.verdict.upper()}")
-    click.echo(f"report: {outcome.report_path}")
-    click.echo(f"result: {outcome.result_path}")
+        echo(f"verdict: {outcome.verdict.upper()}")
+    echo(f"report: {outcome.report_path}")
+    echo(f"result: {outcome.result_path}")
     return EXIT_OK
 
 
@@ -257,7 +262,7 @@ def validate(config_path):
     from mlflow_ci.config import LIMIT_RULES
 
     rules = sum(1 for r in cfg.gate for k in LIMIT_RULES if getattr(r, k) is not None)
-    click.echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")
+    echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")
     return EXIT_OK
 
 
@@ -279,7 +284,7 @@ def store_save(config_path, dest, keep):
     """Prune the local store and copy it (database, artifacts, where it came from) to a folder."""
     from mlflow_ci.commands.store import save_store
 
-    click.echo(save_store(_session(config_path), Path(dest), keep=keep).message)
+    echo(save_store(_session(config_path), Path(dest), keep=keep).message)
     return EXIT_OK
 
 
@@ -290,7 +295,7 @@ def store_restore(config_path, src):
     """Put a saved store in place of the project's, if it is sound (else warn; the check trains the base commit)."""
     from mlflow_ci.commands.store import restore_store
 
-    click.echo(restore_store(_session(config_path), Path(src)).message)
+    echo(restore_store(_session(config_path), Path(src)).message)
     return EXIT_OK
 
 
@@ -303,7 +308,7 @@ def schema():
     """
     from mlflow_ci.config.loader import json_schema_text
 
-    click.echo(json_schema_text(), nl=False)
+    click.echo(json_schema_text(), nl=False)  # our own JSON, many lines
     return EXIT_OK
 
 
@@ -335,10 +340,10 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy):
 
     result = do_promote(_session(config_path), Path(out_dir), commit=commit, pr_number=pr_number, run_id=run_id, deploy=not no_deploy)
     verb = {"promoted": "promoted", "unchanged": "already champion", "redeployed": "already champion, redeployed"}[result.action]
-    click.echo(f"{result.model} version {result.version} @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
+    echo(f"{result.model} version {result.version} @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
     if result.previous:
-        click.echo(f"previous champion: version {result.previous.version}")
-    click.echo(f"summary: {result.summary_path}")
+        echo(f"previous champion: version {result.previous.version}")
+    echo(f"summary: {result.summary_path}")
     return EXIT_OK
 
 
@@ -353,7 +358,7 @@ def rollback(config_path, out_dir, to_version, reason, no_deploy):
     from mlflow_ci.commands.promote import rollback as run_rollback
 
     result = run_rollback(_session(config_path), to=to_version, reason=reason, out_dir=Path(out_dir), deploy=not no_deploy)
-    click.echo(f"{result.model}@{result.alias}: version {result.from_version} -> {result.to_version}" + (" (deployed)" if result.deployed else ""))
+    echo(f"{result.model}@{result.alias}: version {result.from_version} -> {result.to_version}" + (" (deployed)" if result.deployed else ""))
     return EXIT_OK
 
 
@@ -374,10 +379,10 @@ def init(directory, command, experiment, force):
     result = run_init(Path(directory), command=command, experiment=experiment, force=force)
     root = Path(directory).resolve()
     for path in result.written:
-        click.echo(f"wrote {path.relative_to(root)}")
-    click.echo(f"experiment {result.experiment!r}, training command {result.command!r}, default branch {result.default_branch!r}")
-    click.echo("next: add gate rules to mlflow-ci.yml, run 'mlflow-ci check', commit, and require the")
-    click.echo(f"check 'mlflow-ci / {result.experiment}' in branch protection (see docs/github-setup.md)")
+        echo(f"wrote {path.relative_to(root)}")
+    echo(f"experiment {result.experiment!r}, training command {result.command!r}, default branch {result.default_branch!r}")
+    echo("next: add gate rules to mlflow-ci.yml, run 'mlflow-ci check', commit, and require the")
+    echo(f"check 'mlflow-ci / {result.experiment}' in branch protection (see docs/github-setup.md)")
     return EXIT_OK
 
 
@@ -388,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=args, prog_name="mlflow-ci", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        echo("aborted", err=True)
         code = EXIT_USAGE
     except click.ClickException as exc:
         exc.show()
@@ -397,15 +402,15 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         for line in exc.lines():
-            click.echo(line, err=True)
+            echo(line, err=True)
         code = exc.exit_code
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        echo("interrupted", err=True)
         code = 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback unless asked
         if debug:
             traceback.print_exc()
-        click.echo(f"error: unexpected failure: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", err=True)
-        click.echo("hint: re-run with --debug for a traceback, and report it if it is a bug", err=True)
+        echo(f"error: unexpected failure: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", err=True)
+        echo("hint: re-run with --debug for a traceback, and report it if it is a bug", err=True)
         code = EXIT_SERVICE
     sys.exit(code if isinstance(code, int) else EXIT_OK)

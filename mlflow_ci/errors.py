@@ -6,11 +6,28 @@ one-line message on stderr and the documented exit code (see PRODUCT.md / docs/e
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TRAINING = 3
 EXIT_SERVICE = 4
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def printable(text: str) -> str:
+    """One line that is safe to print in a CI log: line breaks become spaces (text from a pull request
+    cannot start a line of its own), and a leading ``::`` is defused (no workflow command)."""
+    line = _LINE_BREAKS.sub(" ", str(text))
+    return re.sub(r"^(\s*):(?=:)", "\\1:\u200b", line)
 
 
 class MlflowCiError(Exception):
@@ -24,9 +41,9 @@ class MlflowCiError(Exception):
 
     def lines(self) -> list[str]:
         """The lines printed to stderr for this error."""
-        out = [f"error: {self.message}"]
+        out = [printable(f"error: {self.message}")]
         if self.hint:
-            out.append(f"hint: {self.hint}")
+            out.append(printable(f"hint: {self.hint}"))
         return out
 
 
@@ -52,7 +69,7 @@ class ConfigError(MlflowCiError):
         super().__init__(f"{path}: {count} configuration {noun}")
 
     def lines(self) -> list[str]:
-        return [f"error: {p}" for p in self.problems] + [f"{self.message}; nothing was run"]
+        return [printable(f"error: {p}") for p in self.problems] + [printable(f"{self.message}; nothing was run")]
 
 
 class TrainingError(MlflowCiError):

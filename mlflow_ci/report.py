@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 from typing import Any
 
 from mlflow_ci import __version__
 from mlflow_ci.compare import Comparison
 from mlflow_ci.config.models import Config, ReportConfig
-from mlflow_ci.errors import UsageError
+from mlflow_ci.errors import UsageError, first_line
 from mlflow_ci.gate import GateResult, fmt
 from mlflow_ci.result import CHARTED, Result
 
@@ -27,9 +29,14 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~<>])")
 
 
 def md(value: Any, limit: int = CELL_LIMIT) -> str:
-    """Escape untrusted text for one Markdown table cell or inline position."""
+    """Escape untrusted text for one Markdown table cell or inline position.
+
+    Beyond Markdown and HTML: no @mentions, no issue or pull-request references (``#12``, ``GH-12``),
+    no autolinks (``://``, ``www.``), no control, format or bidi characters (U+202E reverses text).
+    """
     text = "" if value is None else str(value)
-    text = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+    text = re.sub(r"\s+", " ", text).strip()
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     text = text.replace("&", "&amp;")
@@ -37,12 +44,16 @@ def md(value: Any, limit: int = CELL_LIMIT) -> str:
     # Zero-width space after '@', '#' digits and '://' defeats mentions, issue links and autolinks.
     text = text.replace("@", "@&#8203;")
     text = re.sub(r"(\\#)(?=\d)", r"\1&#8203;", text)
+    text = re.sub(r"(?i)\b(gh)-(?=\d)", r"\1&#8203;-", text)
+    text = re.sub(r"(?i)\b(www)\.", r"\1&#8203;.", text)
     return text.replace("://", ":&#8203;//")
 
 
 def code(value: Any, limit: int = CELL_LIMIT) -> str:
     """Untrusted text shown as inline code (backticks cannot be escaped inside code, so drop them)."""
-    text = re.sub(r"[\x00-\x1f\x7f`]+", " ", "" if value is None else str(value)).strip()
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c == "`" else c
+                   for c in ("" if value is None else str(value)))
+    text = re.sub(r"\s+", " ", text).strip()
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return f"`{text}`" if text else ""
@@ -79,12 +90,24 @@ def sticky_marker(experiment: str) -> str:
 
 
 def run_url(cfg: Config, tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
-    base = cfg.report.ui_url
+    """A link to the run in the MLflow UI: the configured ``report.ui_url``, else the tracking server's
+    address without credentials, query or fragment; None for local stores."""
+    base = public_url(cfg.report.ui_url) if cfg.report.ui_url else None
     if not base and re.match(r"^https?://", tracking_uri):
-        base = re.sub(r"//[^/@]*@", "//", tracking_uri).rstrip("/")
+        base = public_url(tracking_uri)
     if not base or not run_id or not experiment_id:
         return None
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{quote(experiment_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def public_url(url: str) -> str | None:
+    """``scheme://host[:port]/path`` of an http(s) URL: user, password, query and fragment dropped."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
 
 
 def build_result(
@@ -154,9 +177,12 @@ def build_result(
 
 
 def _environment(search_path: Path):
+    """A sandboxed Jinja2 environment: a template (ours, or a repository's own) can format the result,
+    never reach Python objects, files or the process environment."""
     import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = jinja2.Environment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(search_path)),
         autoescape=False,
         undefined=jinja2.StrictUndefined,
@@ -199,8 +225,8 @@ def render_markdown(result: Result, settings: ReportConfig, root: Path) -> str:
         return env.get_template(name).render(**context)
     except jinja2.TemplateSyntaxError as exc:
         raise UsageError(f"report template {exc.filename or name}:{exc.lineno}: {exc.message}") from None
-    except jinja2.TemplateError as exc:
-        raise UsageError(f"report template {name}: {exc}") from None
+    except jinja2.TemplateError as exc:  # SecurityError (the sandbox said no) is one of them
+        raise UsageError(f"report template {name}: {first_line(str(exc))}") from None
 
 
 def write_outputs(out_dir: Path, markdown: str, result: Result) -> tuple[Path, Path]:

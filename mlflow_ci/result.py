@@ -181,8 +181,8 @@ class Candidate(Part):
     url: Url = None
 
     @model_validator(mode="after")
-    def _no_name_from_artifacts(self, info: ValidationInfo) -> "Candidate":
-        return self.model_copy(update={"name": None}) if _untrusted(info) and self.name is not None else self
+    def _no_name_or_link_from_artifacts(self, info: ValidationInfo) -> "Candidate":
+        return self.model_copy(update={"name": None, "url": None}) if _untrusted(info) else self
 
 
 class BaselineRef(Part):
@@ -193,6 +193,10 @@ class BaselineRef(Part):
     branch: Annotated[Text | None, cut(250)] = None
     metrics: Metrics = {}
     url: Url = None
+
+    @model_validator(mode="after")
+    def _no_link_from_artifacts(self, info: ValidationInfo) -> "BaselineRef":
+        return self.model_copy(update={"url": None}) if _untrusted(info) else self
 
 
 class Tool(Part):
@@ -215,7 +219,7 @@ class LeaderboardEntry(Part):
 
 def _first_notes(value: Any, info: ValidationInfo) -> Any:
     if _untrusted(info) and isinstance(value, list):
-        return [_text_of(n)[:300] for n in value[:20]]
+        return [("" if n is None else str(n))[:300] for n in value[:20]]
     return value
 
 
@@ -295,6 +299,6 @@ def load_untrusted(path: Path, flag: str = "--from") -> Result:
         raise UsageError(f"{flag} {path}: {size} bytes is over the {ARTIFACT_LIMIT} byte limit for a result.json")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{flag} {path}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"{flag} {path}: not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
     return validate_untrusted(data)

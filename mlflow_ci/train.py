@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import math
 import posixpath
 import re
 import time
@@ -194,20 +193,37 @@ def read_metrics_file(path: Path, shown: str) -> dict[str, float]:
         raise TrainingError(
             f"train.metrics_file {shown}: the training command did not write it ({path})"
         ) from None
+    except UnicodeDecodeError as exc:
+        raise TrainingError(f"{shown}: not UTF-8 text (byte {exc.start}): expected a JSON object {{\"metric\": number}}") from None
+    except OSError as exc:
+        raise TrainingError(f"{shown}: cannot read it ({exc.strerror})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TrainingError(f"{shown}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:  # nesting beyond the parser's depth; ints of over 4,300 digits
+        raise TrainingError(f"{shown}: not a flat JSON object ({type(exc).__name__}: {str(exc)[:80]})") from None
     if not isinstance(data, dict):
         raise TrainingError(f"{shown}: expected a JSON object {{\"metric\": number}}, got {type(data).__name__}")
     metrics: dict[str, float] = {}
     for key, value in data.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TrainingError(f"{shown}: key {key!r}: expected a number, got {json.dumps(value)[:60]}")
+            raise TrainingError(f"{shown}: key {key[:40]!r}: expected a number, got {_brief(value)}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise TrainingError(f"{shown}: key {key[:40]!r}: the number does not fit a double ({str(value)[:20]}...)") from None
         if not valid_metric_name(key):
             raise TrainingError(
                 f"{shown}: key {key[:40]!r}: expected a metric name of 1 to 250 letters, digits, spaces and _ - . / :"
                 " that is not a path like '..', '/x' or 'a//b' (MLflow's rule)"
             )
-        metrics[key] = float(value) if math.isfinite(value) else value
+        metrics[key] = value
     return metrics
+
+
+def _brief(value) -> str:
+    try:
+        return json.dumps(value)[:60]
+    except (RecursionError, ValueError):
+        return type(value).__name__

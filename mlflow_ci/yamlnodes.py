@@ -2,7 +2,9 @@
 
 PyYAML's composer gives a node tree with line marks; we turn it into plain Python values plus a map
 from key path to line number, so configuration errors can say ``mlflow-ci.yml:12: gate.rmse.max``.
-Duplicate keys, which PyYAML silently accepts, are reported as problems.
+Duplicate keys, which PyYAML silently accepts, are reported as problems. A document that expands
+to more than :data:`MAX_VALUES` values (YAML aliases can make a few hundred bytes expand to billions)
+or nests deeper than :data:`MAX_DEPTH` is refused at once, before it can use the memory or the time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 import yaml
 
 Path = tuple[str | int, ...]
+MAX_VALUES = 20_000  # a real mlflow-ci.yml has a few hundred
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -61,11 +65,18 @@ def load(text: str) -> LoadedYaml:
     if node is None:
         return result
     constructor = yaml.SafeLoader("")
-    result.data = _convert(node, (), result, constructor)
+    result.data = _convert(node, (), result, constructor, [MAX_VALUES])
     return result
 
 
-def _convert(node: yaml.Node, path: Path, out: LoadedYaml, constructor: yaml.SafeLoader) -> Any:
+def _convert(node: yaml.Node, path: Path, out: LoadedYaml, constructor: yaml.SafeLoader, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise YamlSyntaxError(node.start_mark.line + 1, node.start_mark.column + 1,
+                              f"the document expands to more than {MAX_VALUES:,} values (YAML aliases?)")
+    if len(path) > MAX_DEPTH:
+        raise YamlSyntaxError(node.start_mark.line + 1, node.start_mark.column + 1,
+                              f"values are nested more than {MAX_DEPTH} levels deep (a self-referencing alias?)")
     out.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         constructor.flatten_mapping(node)
@@ -78,8 +89,8 @@ def _convert(node: yaml.Node, path: Path, out: LoadedYaml, constructor: yaml.Saf
             if key in mapping:
                 out.duplicates.append((child, key_node.start_mark.line + 1))
             out.key_lines[child] = key_node.start_mark.line + 1
-            mapping[key] = _convert(value_node, child, out, constructor)
+            mapping[key] = _convert(value_node, child, out, constructor, budget)
         return mapping
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, path + (i,), out, constructor) for i, item in enumerate(node.value)]
+        return [_convert(item, path + (i,), out, constructor, budget) for i, item in enumerate(node.value)]
     return constructor.construct_object(node, deep=True)

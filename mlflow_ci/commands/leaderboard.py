@@ -159,7 +159,7 @@ def do_leaderboard(s: Session, opts: Options, pr: int, *, publish: bool) -> tupl
     if not publish:
         return outcome, None
     ev = s.event
-    target = Target(ev.repository or "", pr, result.head_sha or ev.head_sha, ev.run_url)
+    target = Target(ev.repository or "", pr, ev.head_sha, ev.run_url)  # the event's commit, never a store tag's
     published = publish_result(
         s.env, s.stream, ev, target, result, markdown, report_path=report_path,
         comment_mode=s.cfg.publish.comment, check_name=s.cfg.publish.check_name,

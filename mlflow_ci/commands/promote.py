@@ -242,7 +242,7 @@ def _restore(tracker, model: str, alias: str, prev_alias: str, current: VersionI
 
 def _deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *, restore, clock) -> None:
     cfg = s.cfg
-    env = child_environment(s.env, {
+    env = child_environment(s.env, trusted=True, extra={
         **dict(cfg.deploy.env),
         "MODEL_NAME": cfg.model,
         "MODEL_VERSION": version.version,

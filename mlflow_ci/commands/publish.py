@@ -10,7 +10,8 @@ from typing import Mapping, TextIO
 from mlflow_ci import report
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
-from mlflow_ci.config.models import Config, ReportConfig
+from mlflow_ci.config.loader import load_config
+from mlflow_ci.config.models import ReportConfig
 from mlflow_ci.errors import ServiceError, UsageError
 from mlflow_ci.github import event as ghevent
 from mlflow_ci.github import publish as pub
@@ -21,10 +22,12 @@ from mlflow_ci.result import Result, load_untrusted, validate_untrusted
 
 def github_client(env: Mapping[str, str], event: ghevent.EventContext, stream: TextIO):
     """A client for the run's repository, or None without a token. Masks the token in Actions."""
-    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+    token = (env.get("GITHUB_TOKEN") or env.get("GH_TOKEN") or "").strip()
     if not token:
         return None
     ActionsIO(env, stream).mask(token)
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise UsageError("GITHUB_TOKEN holds spaces or control characters besides the token; set it to the token alone")
     if not event.repository:
         raise UsageError("GITHUB_REPOSITORY is not set: cannot tell which repository to publish to")
     return GitHubClient(
@@ -98,32 +101,45 @@ def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mo
     )
 
 
-def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, cfg: Config | None, *, comment_mode: str | None, from_file: Path | None):
-    """``mlflow-ci publish``: from the out dir of an earlier check, or from an untrusted artifact."""
+def fork_check_name(experiment: str) -> str:
+    """What a verdict computed by a fork's code is posted as: never the required check's name."""
+    return f"mlflow-ci / {experiment} (fork, unverified)"
+
+
+def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_path: Path, *, comment_mode: str | None,
+                  from_file: Path | None):
+    """``mlflow-ci publish``: from the out dir of an earlier check, or from an untrusted artifact.
+
+    Under ``workflow_run`` (the privileged publisher of fork PRs), or with ``--from``, the result is
+    untrusted data: the PR and commit come from the event, the check is posted under the fork name
+    (:func:`fork_check_name`), and nothing is read from the workspace — no config, no template — since
+    the artifact may have been unpacked there.
+    """
     event = ghevent.from_env(env)
     if not (env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")):
         raise UsageError("publish needs a GitHub token: set GITHUB_TOKEN (in a workflow: env: GITHUB_TOKEN: ${{ github.token }})")
-    settings = cfg.report if cfg else ReportConfig()
-    root = cfg.root if cfg else Path.cwd()
-    if from_file is not None:
-        result = load_untrusted(from_file)
-        client = github_client(env, event, stream)
-        target = pub.fork_target(event, result, client)
-    else:
+    untrusted = from_file is not None or event.event_name == "workflow_run"
+    cfg = None if untrusted or not config_path.is_file() else load_config(config_path)
+    if from_file is None:
         path = out_dir / "result.json"
         try:
             result = validate_untrusted(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{path}: cannot read it ({exc}); run 'mlflow-ci check' first") from None
-        client = github_client(env, event, stream)
-        pr = event.pr_number or result.pr
-        target = pub.Target(event.repository or "", pr, event.head_sha or result.head_sha or event.sha, event.run_url)
-    markdown = report.render_markdown(result, settings, root)
+        except (OSError, ValueError, RecursionError) as exc:
+            raise UsageError(f"{path}: cannot read it ({type(exc).__name__}); run 'mlflow-ci check' first") from None
+    else:
+        result = load_untrusted(from_file)
+    client = github_client(env, event, stream)
+    if untrusted:
+        target, check_name = pub.fork_target(event, result, client), fork_check_name(result.experiment)
+    else:
+        target = pub.Target(event.repository or "", event.pr_number or result.pr,
+                            event.head_sha or result.head_sha or event.sha, event.run_url)
+        check_name = cfg.publish.check_name if cfg else None
+    markdown = report.render_markdown(result, cfg.report if cfg else ReportConfig(), cfg.root if cfg else Path.cwd())
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path, _ = report.write_outputs(out_dir, markdown, result)
     return publish_result(
         env, stream, event, target, result, markdown, report_path=report_path,
-        comment_mode=comment_mode or (cfg.publish.comment if cfg else "always"),
-        check_name=cfg.publish.check_name if cfg else None, client=client,
+        comment_mode=comment_mode or (cfg.publish.comment if cfg else "always"), check_name=check_name, client=client,
     )
 

@@ -77,8 +77,8 @@ def load_payload(path: str | None) -> dict:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"GITHUB_EVENT_PATH {path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"GITHUB_EVENT_PATH {path}: not a JSON event payload ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UsageError(f"GITHUB_EVENT_PATH {path}: not a JSON event payload ({type(exc).__name__}: {str(exc)[:100]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"GITHUB_EVENT_PATH {path}: expected a JSON object")
     return data

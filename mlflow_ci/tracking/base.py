@@ -193,9 +193,17 @@ def redact(uri: str) -> str:
 
 
 
-def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment for the training subprocess: ours plus ``extra`` (extra wins)."""
-    env = dict(base)
+# What the code of a pull request must never hold: a GitHub token, the runner's own credentials
+# (ACTIONS_RUNTIME_TOKEN, ACTIONS_ID_TOKEN_REQUEST_TOKEN, cache and results URLs...).
+WITHHELD = ("GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
+WITHHELD_PREFIXES = ("ACTIONS_",)
+
+
+def child_environment(base: Mapping[str, str], extra: Mapping[str, str], *, trusted: bool = False) -> dict[str, str]:
+    """The environment for a subprocess: ours plus ``extra`` (extra wins). The code of a pull request
+    (``trusted=False``: training) gets no GitHub or runner credential (:data:`WITHHELD`); the deploy hook
+    of merged code keeps them."""
+    env = {k: v for k, v in base.items() if trusted or (k not in WITHHELD and not k.startswith(WITHHELD_PREFIXES))}
     env.update(extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
