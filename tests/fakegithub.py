@@ -62,8 +62,9 @@ ROUTES = [
 
 
 class FakeGitHub:
-    def __init__(self, token: str = "ghs_secret_token_value", prefix: str = "") -> None:
+    def __init__(self, token: str = "ghs_secret_token_value", prefix: str = "", identity: str = "github-actions[bot]") -> None:
         self.token = token
+        self.identity = identity  # who the token writes as: comments' author, check runs' app, statuses' creator
         self.prefix = prefix  # e.g. "/api/v3" for GitHub Enterprise
         self.comments: dict[int, list[dict]] = {}
         self.check_runs: list[dict] = []
@@ -113,7 +114,8 @@ class FakeGitHub:
         made = []
         for body in bodies:
             cid = self.new_id()
-            made.append({"id": cid, "body": body, "user": {"login": user}, "html_url": f"https://github.test/c/{cid}"})
+            made.append({"id": cid, "body": body, "html_url": f"https://github.test/c/{cid}",
+                         "user": {"login": user, "type": "Bot" if user.endswith("[bot]") else "User"}})
         self.comments.setdefault(pr, []).extend(made)
         return made
 
@@ -228,7 +230,7 @@ class FakeGitHub:
         text = body.get("body")
         if not isinstance(text, str) or len(text) > 65536:
             return 422, {"message": "Validation Failed", "errors": [{"resource": "IssueComment", "code": "unprocessable", "field": "data", "message": "Body is too long (maximum is 65536 characters)"}]}, {}
-        made = self.add_comments(int(p["pr"]), [text], user="github-actions[bot]")[0]
+        made = self.add_comments(int(p["pr"]), [text], user=self.identity)[0]
         return 201, made, {}
 
     def _find_comment(self, cid: int):
@@ -257,10 +259,11 @@ class FakeGitHub:
 
     def _create_check_run(self, p, q, body):
         anns = body.get("output", {}).get("annotations", [])
-        if len(anns) > 50 or not body.get("name") or not body.get("head_sha"):
+        if len(anns) > 50 or not body.get("name") or not body.get("head_sha") or len(body.get("output", {}).get("summary", "")) > 65535:
             return 422, {"message": "Validation Failed"}, {}
         cid = self.new_id()
-        run = {**body, "id": cid, "html_url": f"https://github.test/runs/{cid}", "annotations": list(anns)}
+        run = {**body, "id": cid, "html_url": f"https://github.test/runs/{cid}", "annotations": list(anns),
+               "app": {"slug": self.identity.removesuffix("[bot]")}}
         self.check_runs.append(run)
         return 201, run, {}
 
@@ -277,6 +280,7 @@ class FakeGitHub:
     def _create_status(self, p, q, body):
         if body.get("state") not in ("error", "failure", "pending", "success") or len(body.get("description", "")) > 140:
             return 422, {"message": "Validation Failed"}, {}
-        status = {**body, "sha": p["sha"], "url": f"https://github.test/status/{len(self.statuses) + 1}"}
+        status = {**body, "sha": p["sha"], "url": f"https://github.test/status/{len(self.statuses) + 1}",
+                  "creator": {"login": self.identity, "type": "Bot"}}
         self.statuses.append(status)
         return 201, status, {}

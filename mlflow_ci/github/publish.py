@@ -19,11 +19,12 @@ from typing import Callable
 
 from mlflow_ci.errors import UsageError
 from mlflow_ci.github.actions import ActionsIO, Annotation, truncate_chars
-from mlflow_ci.github.client import GitHubClient, GitHubPermissionError
+from mlflow_ci.github.client import GitHubClient, GitHubError, GitHubPermissionError
 from mlflow_ci.github.event import EventContext
 from mlflow_ci.report import sticky_marker
 from mlflow_ci.result import Result
 
+ACTIONS_BOT = "github-actions[bot]"  # the author of everything written with GITHUB_TOKEN
 COMMENT_LIMIT = 65_536
 COMMENT_BUDGET = 65_000  # a margin under GitHub's limit for the note we may append
 CHECK_SUMMARY_LIMIT = 65_535
@@ -58,6 +59,9 @@ class Publisher:
     comment_mode: str = "always"
     check_name: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # Who our comments are written by: the app of the check run we created, else the creator of our
+    # commit status, else GITHUB_TOKEN's bot.
+    identity: str = ACTIONS_BOT
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -73,11 +77,11 @@ class Publisher:
         check_kind, check_url = "none", None
         if self.client is None:
             self.warn("no GitHub token (GITHUB_TOKEN): no PR comment, check run or status was written")
-        else:
-            if target.pr_number:
-                comment_action, comment_url = self.sticky_comment(target, result, markdown)
+        else:  # the check first: branch protection gets its verdict even when the comment cannot be written
             if target.head_sha:
                 check_kind, check_url = self.check(target, result, markdown)
+            if target.pr_number:
+                comment_action, comment_url = self.sticky_comment(target, result, markdown)
         outcome = PublishResult(comment_action, comment_url, check_kind, check_url, tuple(self.warnings))
         if self.warnings:
             self.io.add_summary("\n".join(f"> ⚠️ {w}" for w in self.warnings))
@@ -116,17 +120,30 @@ class Publisher:
                 return "unchanged", keep.get("html_url")
             updated = self.client.update_comment(keep["id"], body)
             return "updated", updated.get("html_url") or keep.get("html_url")
-        except GitHubPermissionError as exc:
-            if exc.status != 403:
+        except GitHubError as exc:
+            if exc.status == 403:
+                self.warn(f"could not write the PR comment: {exc.message} (needs 'pull-requests: write'; fork PRs: use the workflow_run path)")
+            elif exc.status in (404, 410, 422):  # the PR or issue is gone, locked, or refuses the body
+                self.warn(f"could not write the PR comment: {exc.message}; the check carries the verdict")
+            else:
                 raise
-            self.warn(f"could not write the PR comment: {exc.message} (needs 'pull-requests: write'; fork PRs: use the workflow_run path)")
             return "skipped", None
 
     def _ours(self, pr: int, marker: str) -> list[dict]:
-        """Our comments on the PR (all pages), oldest first."""
+        """Our comments on the PR (all pages), oldest first: the marker *and* our identity as author.
+
+        A comment by anyone else is never edited or deleted; one that carries our marker is reported.
+        """
         assert self.client is not None
-        found = [c for c in self.client.list_comments(pr) if marker in str(c.get("body") or "")]
-        return sorted(found, key=lambda c: c.get("id", 0))
+        ours, spoofed = [], []
+        for comment in self.client.list_comments(pr):
+            if marker not in str(comment.get("body") or ""):
+                continue
+            (ours if author(comment) == self.identity else spoofed).append(comment)
+        for comment in spoofed:
+            self.log(f"warning: comment {comment.get('id')} by {author(comment) or 'an unknown user'} carries mlflow-ci's "
+                     f"marker but was not written by {self.identity}; left alone")
+        return sorted(ours, key=lambda c: c.get("id", 0))
 
     def _dedupe(self, pr: int, marker: str, created: dict, body: str) -> str | None:
         """After a create, converge to one comment: keep the oldest, delete the rest.
@@ -162,6 +179,7 @@ class Publisher:
                 "description": status_description(result),
                 **({"target_url": target.run_url} if target.run_url else {}),
             })
+            self.identity = (status.get("creator") or {}).get("login") or self.identity
             return "status", status.get("url")
         except GitHubPermissionError as exc:
             if exc.status != 403:
@@ -187,10 +205,16 @@ class Publisher:
             **({"details_url": target.run_url} if target.run_url else {}),
         }
         run = self.client.create_check_run(payload)
+        slug = (run.get("app") or {}).get("slug")
+        self.identity = f"{slug}[bot]" if slug else self.identity
         for start in range(0, len(rest), ANNOTATIONS_PER_REQUEST):
             batch = rest[start : start + ANNOTATIONS_PER_REQUEST]
             self.client.update_check_run(run["id"], {"output": {"title": title, "summary": summary, "annotations": batch}})
         return run.get("html_url")
+
+
+def author(comment: dict) -> str | None:
+    return (comment.get("user") or {}).get("login")
 
 
 def step_outputs(result: Result, report_path: str, comment_url: str | None = None) -> dict[str, str]:

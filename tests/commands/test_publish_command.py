@@ -42,10 +42,10 @@ def test_check_in_a_pull_request_publishes_everything(project, gh, tmp_path):
     assert f"::add-mask::{TOKEN}" in proc.stdout
     assert proc.stdout.count(TOKEN) == 1  # only inside the mask command
     assert gh.requests() == [
+        "POST /repos/Codertocat/Hello-World/check-runs",  # the check first: it is what branch protection reads
         "GET /repos/Codertocat/Hello-World/issues/2/comments?per_page=100",
         "POST /repos/Codertocat/Hello-World/issues/2/comments",
         "GET /repos/Codertocat/Hello-World/issues/2/comments?per_page=100",
-        "POST /repos/Codertocat/Hello-World/check-runs",
     ]
     assert gh.check_runs[0]["head_sha"] == payload["pull_request"]["head"]["sha"]
     assert gh.check_runs[0]["conclusion"] == "success"
@@ -98,7 +98,7 @@ def test_publish_from_artifact_in_workflow_run(project, gh, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlflow_ci", "publish", "--from", str(artifact)],
                           cwd=privileged, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert gh.requests()[1] == "POST /repos/octo-org/octo-repo/issues/2/comments"
+    assert gh.requests()[2] == "POST /repos/octo-org/octo-repo/issues/2/comments"
     body = gh.comments[2][0]["body"]
     assert "<script>" not in body and "&lt;script&gt;@&#8203;team" in body
     assert gh.check_runs[0]["head_sha"] == run["workflow_run"]["head_sha"]

@@ -79,10 +79,10 @@ def test_first_run_creates_comment_and_check_run(gh, tmp_path):
     pub, stream = publisher(gh, tmp_path)
     out = pub.publish(TARGET, r, markdown(r), report_path=".mlflow-ci/report.md")
     assert gh.requests() == [
+        f"POST {REPO}/check-runs",
         f"GET {REPO}/issues/7/comments?per_page=100",
         f"POST {REPO}/issues/7/comments",
         f"GET {REPO}/issues/7/comments?per_page=100",  # converge: no duplicate from a race or retry
-        f"POST {REPO}/check-runs",
     ]
     assert out.comment_action == "created" and out.check_kind == "check_run"
     run = gh.check_runs[0]
@@ -105,9 +105,9 @@ def test_second_run_updates_in_place(gh, tmp_path):
     r2 = result(verdict="pass", n_failed=0)
     out = publisher(gh, tmp_path)[0].publish(TARGET, r2, markdown(r2), report_path="r.md")
     assert gh.requests() == [
+        f"POST {REPO}/check-runs",
         f"GET {REPO}/issues/7/comments?per_page=100",
         f"PATCH {REPO}/issues/comments/{gh.comments[7][0]['id']}",
-        f"POST {REPO}/check-runs",
     ]
     assert out.comment_action == "updated"
     assert len(gh.comments[7]) == 1 and "report pass" in gh.comments[7][0]["body"]
@@ -121,11 +121,11 @@ def test_marker_is_found_among_250_comments(gh, tmp_path):
     gh.add_comments(7, [f"chatter {i}" for i in range(69)])
     out = publisher(gh, tmp_path)[0].publish(TARGET, r, markdown(r), report_path="r.md")
     assert gh.requests() == [
+        f"POST {REPO}/check-runs",
         f"GET {REPO}/issues/7/comments?per_page=100",
         f"GET {REPO}/issues/7/comments?page=2&per_page=100",
         f"GET {REPO}/issues/7/comments?page=3&per_page=100",
         f"PATCH {REPO}/issues/comments/{ours['id']}",
-        f"POST {REPO}/check-runs",
     ]
     assert out.comment_action == "updated" and len(gh.comments[7]) == 250
 
@@ -148,12 +148,12 @@ def test_rate_limited_run_waits_and_posts_once(gh, tmp_path):
     out = publisher(gh, tmp_path, clock=clock)[0].publish(TARGET, r, markdown(r), report_path="r.md")
     assert clock.sleeps == [31.0, 5.0]
     assert gh.requests() == [
-        f"GET {REPO}/issues/7/comments?per_page=100",
-        f"GET {REPO}/issues/7/comments?per_page=100",
-        f"POST {REPO}/issues/7/comments",
-        f"POST {REPO}/issues/7/comments",
-        f"GET {REPO}/issues/7/comments?per_page=100",
         f"POST {REPO}/check-runs",
+        f"GET {REPO}/issues/7/comments?per_page=100",
+        f"GET {REPO}/issues/7/comments?per_page=100",
+        f"POST {REPO}/issues/7/comments",
+        f"POST {REPO}/issues/7/comments",
+        f"GET {REPO}/issues/7/comments?per_page=100",
     ]
     assert out.comment_action == "created" and len(gh.comments[7]) == 1
 
@@ -165,13 +165,13 @@ def test_lost_response_to_a_create_never_leaves_two_comments(gh, tmp_path):
     out = publisher(gh, tmp_path)[0].publish(TARGET, r, markdown(r), report_path="r.md")
     kept = gh.comments[7][0]["id"]  # the first POST's comment: the oldest is kept
     assert gh.requests() == [
+        f"POST {REPO}/check-runs",
         f"GET {REPO}/issues/7/comments?per_page=100",
         f"POST {REPO}/issues/7/comments",  # took effect, response lost
         f"POST {REPO}/issues/7/comments",  # the retry creates a second comment
         f"GET {REPO}/issues/7/comments?per_page=100",
         f"DELETE {REPO}/issues/comments/{kept + 1}",
         f"PATCH {REPO}/issues/comments/{kept}",
-        f"POST {REPO}/check-runs",
     ]
     assert len(gh.comments[7]) == 1
     assert out.comment_action == "created"
@@ -206,7 +206,7 @@ def test_forbidden_check_run_falls_back_to_commit_status(gh, tmp_path):
     gh.forbidden.add("create_check_run")
     r = result(verdict="warn")
     out = publisher(gh, tmp_path)[0].publish(TARGET, r, markdown(r), report_path="r.md")
-    assert gh.requests()[-2:] == [f"POST {REPO}/check-runs", f"POST {REPO}/statuses/{SHA}"]
+    assert gh.requests()[:2] == [f"POST {REPO}/check-runs", f"POST {REPO}/statuses/{SHA}"]
     assert out.check_kind == "status"
     status = gh.statuses[0]
     assert status == {**status, "state": "success", "context": "mlflow-ci / churn", "target_url": TARGET.run_url}
@@ -220,8 +220,8 @@ def test_nothing_writable_warns_instead_of_failing(gh, tmp_path):
     out = pub.publish(TARGET, r, markdown(r), report_path="r.md")
     assert (out.comment_action, out.check_kind) == ("skipped", "none")
     assert len(out.warnings) == 2
-    assert "could not write the PR comment" in out.warnings[0]
-    assert "could not write a check run or a commit status" in out.warnings[1]
+    assert "could not write a check run or a commit status" in out.warnings[0]  # the check is written first
+    assert "could not write the PR comment" in out.warnings[1]
     summary = (tmp_path / "summary.md").read_text()
     assert "⚠️ could not write a check run or a commit status" in summary
     assert "::warning title=mlflow-ci publish::could not write the PR comment" in stream.getvalue()
@@ -230,7 +230,7 @@ def test_nothing_writable_warns_instead_of_failing(gh, tmp_path):
 def test_more_than_50_annotations_are_batched(gh, tmp_path):
     r = result(n_failed=120)
     publisher(gh, tmp_path)[0].publish(TARGET, r, markdown(r), report_path="r.md")
-    assert gh.requests()[-3:] == [f"POST {REPO}/check-runs", f"PATCH {REPO}/check-runs/{gh.check_runs[0]['id']}",
+    assert gh.requests()[:3] == [f"POST {REPO}/check-runs", f"PATCH {REPO}/check-runs/{gh.check_runs[0]['id']}",
                                   f"PATCH {REPO}/check-runs/{gh.check_runs[0]['id']}"]
     assert len(gh.check_runs[0]["annotations"]) == 120
 
@@ -258,7 +258,7 @@ def test_oversized_body_is_shortened_not_rejected(gh, tmp_path):
 def test_comment_modes(gh, tmp_path, mode, verdict, existing, action, writes):
     r = result(verdict=verdict, n_failed=0 if verdict == "pass" else 1)
     if existing:
-        gh.add_comments(7, [fit_comment(markdown(r), TARGET.run_url)])
+        gh.add_comments(7, [fit_comment(markdown(r), TARGET.run_url)], user="github-actions[bot]")
     out = publisher(gh, tmp_path, mode=mode)[0].publish(TARGET, r, markdown(r), report_path="r.md")
     assert out.comment_action == action
     comment_writes = [x for x in gh.requests() if "comments" in x and not x.startswith("GET")]
@@ -333,3 +333,36 @@ def test_sanitize_rejects_and_escapes(tmp_path):
         load_artifact(big)
 
 
+
+
+def test_only_our_own_comment_is_sticky(gh, tmp_path):
+    """A comment planted by someone else with our marker was edited (on GitHub: a 403, or someone
+    else's comment rewritten). Now it is left alone and reported; ours is created beside it."""
+    r = result()
+    planted = gh.add_comments(7, [markdown(r) + "planted"], user="mallory")[0]
+    pub, stream = publisher(gh, tmp_path)
+    out = pub.publish(TARGET, r, markdown(r), report_path="r.md")
+    assert out.comment_action == "created"
+    assert planted in gh.comments[7] and planted["body"].endswith("planted")
+    assert [c["user"]["login"] for c in gh.comments[7]] == ["mallory", "github-actions[bot]"]
+    assert f"comment {planted['id']} by mallory carries mlflow-ci's marker but was not written by github-actions[bot]" in stream.getvalue()
+    again = publisher(gh, tmp_path)[0].publish(TARGET, r, markdown(r) + "v2", report_path="r.md")
+    assert again.comment_action == "updated" and planted["body"].endswith("planted") and len(gh.comments[7]) == 2
+
+
+def test_an_app_token_is_recognised_by_its_check_run(tmp_path):
+    with FakeGitHub(TOKEN, identity="model-bot[bot]") as gh:
+        r = result()
+        gh.add_comments(7, [markdown(r) + "by github-actions"], user="github-actions[bot]")
+        pub, _ = publisher(gh, tmp_path)
+        assert pub.publish(TARGET, r, markdown(r), report_path="r.md").comment_action == "created"
+        assert pub.identity == "model-bot[bot]" and gh.comments[7][-1]["user"]["login"] == "model-bot[bot]"
+
+
+@pytest.mark.parametrize("status", [404, 410, 422])
+def test_a_comment_that_cannot_be_written_still_leaves_the_check(gh, tmp_path, status):
+    gh.faults = [Fault("create_comment", status, body={"message": "Gone"})]
+    r = result()
+    out = publisher(gh, tmp_path, max_attempts=1)[0].publish(TARGET, r, markdown(r), report_path="r.md")
+    assert out.check_kind == "check_run" and gh.check_runs and out.comment_action == "skipped"
+    assert any("could not write the PR comment" in w for w in out.warnings)
