@@ -339,6 +339,9 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy):
     from mlflow_ci.commands.promote import do_promote
 
     result = do_promote(_session(config_path), Path(out_dir), commit=commit, pr_number=pr_number, run_id=run_id, deploy=not no_deploy)
+    if result is None:
+        echo("the push deleted its branch: nothing was merged, nothing to promote")
+        return EXIT_OK
     verb = {"promoted": "promoted", "unchanged": "already champion", "redeployed": "already champion, redeployed"}[result.action]
     echo(f"{result.model} version {result.version} @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
     if result.previous:

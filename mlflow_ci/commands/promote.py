@@ -26,6 +26,7 @@ from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.errors import DeployError, NotValidatedError, UsageError
 from mlflow_ci.gate import infer_direction
 from mlflow_ci.github.actions import ActionsIO
+from mlflow_ci.github.client import GitHubError
 from mlflow_ci.process import run_logged
 from mlflow_ci.report import md, number
 from mlflow_ci.tracking import (
@@ -94,20 +95,33 @@ def candidate_commits(s, opts: PromoteOptions, client) -> tuple[list[tuple[str, 
         raise UsageError("promote: cannot tell which commit was merged (no --commit, no push event, no git repository)")
     commits: list[tuple[str, str]] = []
     pr = opts.pr_number
-    if client is not None:
-        for pull in client.pulls_for_commit(head):
-            if pull.get("merged_at") or pull.get("merge_commit_sha") == head:
-                pr = pr or pull.get("number")
-                sha = (pull.get("head") or {}).get("sha")
-                if isinstance(sha, str):
-                    commits.append((sha, f"head of merged PR #{pull.get('number')} (GitHub API)"))
-                break
+    for pull in _merged_pulls(client, head, s.stream):
+        if pull.get("merged_at") or pull.get("merge_commit_sha") == head:
+            pr = pr or pull.get("number")
+            sha = (pull.get("head") or {}).get("sha")
+            if isinstance(sha, str):
+                commits.append((sha, f"head of merged PR #{pull.get('number')} (GitHub API)"))
+            break
     parents = (gitctx.git(["rev-list", "--parents", "-n", "1", head], s.cfg.root) or "").split()
     if len(parents) >= 3:
         commits.append((parents[2], f"second parent of merge commit {head[:12]}"))
     commits.append((head, "the pushed commit"))
     seen: set[str] = set()
     return [(c, how) for c, how in commits if not (c in seen or seen.add(c))], pr
+
+
+def _merged_pulls(client, head: str, stream) -> list[dict]:
+    """The pull requests GitHub associates with the pushed commit; none when GitHub cannot say (403
+    without the permission, 404, 409 for an empty repository): the merge parents still tell."""
+    if client is None:
+        return []
+    try:
+        return client.pulls_for_commit(head)
+    except GitHubError as exc:
+        if exc.status not in (403, 404, 409):
+            raise
+        stream.write(f"mlflow-ci: GitHub could not list the pull requests of {head[:12]} ({exc.status}); using the merge parents\n")
+        return []
 
 
 def find_validated_run(s, tracker, experiment_id: str, opts: PromoteOptions, client) -> tuple[RunSnapshot, str] | None:
@@ -147,8 +161,11 @@ def select_candidate(cfg, runs: list[RunSnapshot]) -> RunSnapshot:
 # Promote
 
 
-def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id=None, deploy=True) -> "PromoteResult":
-    """``promote`` with the GitHub API (when a token is there), job summary and step outputs."""
+def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id=None, deploy=True) -> "PromoteResult | None":
+    """``promote`` with the GitHub API (when a token is there), job summary and step outputs; None for a
+    push that deleted its ref (nothing was merged)."""
+    if s.event.deleted and not (commit or run_id):
+        return None
     client = github_client(s.env, s.event, s.stream) if s.event.repository else None
     opts = PromoteOptions(out_dir=out_dir, commit=commit, pr_number=pr_number, run_id=run_id, deploy=deploy)
     result = promote(s, opts, client=client)

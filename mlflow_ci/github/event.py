@@ -38,6 +38,7 @@ class EventContext:
     merged: bool | None = None
     workflow_run_id: int | None = None
     workflow_run_conclusion: str | None = None
+    deleted: bool = False  # a push that deleted its ref: nothing to check or promote
 
     @property
     def in_actions(self) -> bool:
@@ -67,7 +68,13 @@ def _int(value: Any) -> int | None:
 
 
 def _sha(value: Any) -> str | None:
-    return value if isinstance(value, str) and _SHA.match(value) else None
+    """A commit SHA, or None (also for the all-zero SHA GitHub sends for a created or deleted ref)."""
+    return value if isinstance(value, str) and _SHA.match(value) and value.strip("0") else None
+
+
+def _branch(ref: Any) -> str | None:
+    text = _str(ref) or ""
+    return text[len("refs/heads/"):] if text.startswith("refs/heads/") else None
 
 
 def load_payload(path: str | None) -> dict:
@@ -104,13 +111,23 @@ def parse(event_name: str | None, payload: dict, env: Mapping[str, str]) -> Even
     if event_name in PR_EVENTS:
         return EventContext(**base, **_pull_request(payload.get("pull_request")))
     if event_name == "push":
-        ref = _str(payload.get("ref")) or ""
+        deleted = payload.get("deleted") is True
         return EventContext(
             **base,
-            head_sha=_sha(payload.get("after")) or base["sha"],
+            head_sha=None if deleted else _sha(payload.get("after")) or base["sha"],
             base_sha=_sha(payload.get("before")),
-            base_ref=ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else None,
-            head_ref=ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else None,
+            base_ref=_branch(payload.get("ref")),
+            head_ref=_branch(payload.get("ref")),
+            deleted=deleted,
+        )
+    if event_name == "merge_group":  # the merge queue: its temporary branch, and the branch it merges into
+        group = payload.get("merge_group")
+        return EventContext(
+            **base,
+            head_sha=_sha(_get(group, "head_sha")) or base["sha"],
+            base_sha=_sha(_get(group, "base_sha")),
+            head_ref=_branch(_get(group, "head_ref")),
+            base_ref=_branch(_get(group, "base_ref")),
         )
     if event_name == "workflow_run":
         return EventContext(**base, **_workflow_run(payload.get("workflow_run"), base["repository"]))

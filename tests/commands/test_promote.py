@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import git
 
 from mlflow_ci.tracking import MlflowTracker
@@ -129,3 +131,24 @@ def test_rollback_without_previous_is_a_usage_error(served):
     assert cli(served, "promote").returncode == 0
     proc = cli(served, "rollback")
     assert proc.returncode == 2 and f"{served.name}@previous does not exist; pass --to VERSION" in proc.stderr
+
+
+@pytest.mark.parametrize("status", [403, 404, 409])
+def test_promote_falls_back_to_the_merge_parents_when_github_cannot_list_the_pulls(status):
+    import io
+
+    from mlflow_ci.commands.promote import _merged_pulls
+    from mlflow_ci.github.client import GitHubError
+
+    class Client:
+        def pulls_for_commit(self, sha):
+            raise GitHubError("no", status=status)
+
+    stream = io.StringIO()
+    assert _merged_pulls(Client(), "a" * 40, stream) == []
+    assert f"({status}); using the merge parents" in stream.getvalue()
+    with pytest.raises(GitHubError):
+        class Broken(Client):
+            def pulls_for_commit(self, sha):
+                raise GitHubError("server", status=502)
+        _merged_pulls(Broken(), "a" * 40, stream)

@@ -57,7 +57,8 @@ def test_push(name):
     payload = load(name)
     ev = parse("push", payload, ENV)
     assert ev.pr_number is None
-    assert ev.head_sha == payload["after"]
+    # a push that deleted its ref has no commit (GitHub sends the all-zero SHA as "after")
+    assert ev.head_sha == (None if payload["deleted"] else payload["after"]) and ev.deleted == payload["deleted"]
     ref = payload["ref"]
     # a tag push has no branch
     assert ev.head_ref == (ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None)
@@ -93,3 +94,18 @@ def test_from_env(tmp_path):
     path.write_text("[1]")
     with pytest.raises(UsageError, match="expected a JSON object"):
         from_env({"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(path)})
+
+
+def test_a_push_that_deletes_its_ref_has_no_commit():
+    payload = json.loads((EVENTS / "push.json").read_text())
+    payload.update(deleted=True, after="0" * 40)
+    ev = parse("push", payload, {})
+    assert ev.deleted and ev.head_sha is None
+
+
+def test_merge_group_reads_its_base_from_the_payload():
+    payload = {"merge_group": {"head_sha": "a" * 40, "head_ref": "refs/heads/gh-readonly-queue/main/pr-7-abc",
+                               "base_sha": "b" * 40, "base_ref": "refs/heads/main"}}
+    ev = parse("merge_group", payload, {"GITHUB_SHA": "a" * 40})
+    assert (ev.head_sha, ev.base_sha, ev.base_ref) == ("a" * 40, "b" * 40, "main")
+    assert ev.head_ref == "gh-readonly-queue/main/pr-7-abc"
