@@ -143,9 +143,11 @@ def publish(config_path, out_dir, from_file, comment_mode):
     """Publish a result: sticky PR comment, check run (or commit status), job summary, annotations, outputs.
 
     Without --from it publishes OUT/result.json of an earlier check (to retry a failed publish).
-    With --from it runs in the privileged workflow_run workflow: the PR and commit come from the
-    event, never from the file, a file that disagrees with the event is refused (exit 2), nothing is
-    read from the workspace (no config, no template), and the check is named '... (fork, unverified)'.
+    With --from the file is untrusted data: the PR and commit come from the event, never from the file,
+    and a file that disagrees with the event is refused (exit 2). Under pull_request (the trusted half of
+    the PR workflow) the config is read from --config (the base commit's). Under workflow_run (forks)
+    nothing is read from the workspace (no config, no template) and the check is named
+    '... (fork, unverified)', never the required check.
     Needs GITHUB_TOKEN; GITHUB_API_URL is respected (GitHub Enterprise).
     """
     from mlflow_ci.commands.publish import publish_saved

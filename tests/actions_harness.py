@@ -36,6 +36,10 @@ class ExpressionError(Exception):
     pass
 
 
+class StepFailed(Exception):
+    """An emulated action failed the way the real one does (e.g. no such artifact)."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Expressions
 
@@ -328,17 +332,24 @@ class _Runner:
             self.records.append(StepRecord(step_id, name, "skipped", "skipped"))
             return
         if "uses" in step:
-            outputs = self.uses(name, step)
             kind = "satisfied" if str(step["uses"]).startswith(SATISFIED_USES) else "uses"
-            self.records.append(StepRecord(step_id, name, kind, "success", outputs=outputs))
-            if step_id:
-                self.ctx["steps"][step_id] = {"outputs": outputs, "outcome": "success", "conclusion": "success"}
+            try:
+                outputs, outcome, message = self.uses(name, step), "success", ""
+            except StepFailed as exc:
+                outputs, outcome, message = {}, "failure", f"::error::{exc}\n"
+            self.records.append(StepRecord(step_id, name, kind, outcome, stderr=message, outputs=outputs))
+            self._finish(step, step_id, outputs, outcome)
             return
         record = self.shell(index, name, step)
         self.records.append(record)
+        self._finish(step, step_id, record.outputs, record.outcome)
+
+    def _finish(self, step: dict, step_id: str | None, outputs: dict, outcome: str) -> None:
+        tolerated = bool(step.get("continue-on-error"))
         if step_id:
-            self.ctx["steps"][step_id] = {"outputs": record.outputs, "outcome": record.outcome, "conclusion": record.outcome}
-        if record.outcome == "failure" and not step.get("continue-on-error"):
+            conclusion = "success" if tolerated else outcome
+            self.ctx["steps"][step_id] = {"outputs": outputs, "outcome": outcome, "conclusion": conclusion}
+        if outcome == "failure" and not tolerated:
             self.status = "failure"
 
     def uses(self, name: str, step: dict) -> dict:
@@ -541,9 +552,9 @@ def _uses_checkout(step, ctx, status, runner) -> dict | None:
     if not str(step["uses"]).startswith("actions/checkout@"):
         return None
     options = step["with"]
-    repository = options.get("repository") or ""
-    if not repository or repository == ctx["github"]["repository"]:
-        return {}
+    repository = options.get("repository") or ctx["github"]["repository"]
+    if repository == ctx["github"]["repository"] and options.get("path", ".") in ("", "."):
+        return {}  # the job's own repository: the workspace the test prepared
     source = ctx["__repositories__"].get(repository)
     if source is None:
         raise ExpressionError(f"checkout of {repository!r}: no local repository stands for it")
@@ -557,16 +568,23 @@ def _uses_checkout(step, ctx, status, runner) -> dict | None:
     return {"ref": options["ref"], "commit": options["ref"]}
 
 
-def _uses_upload_artifact(step, ctx, status, runner) -> dict | None:
-    if not str(step["uses"]).startswith("actions/upload-artifact@"):
+def _uses_artifacts(step, ctx, status, runner) -> dict | None:
+    """upload-artifact / download-artifact within one workflow run (the jobs of a test share ``artifacts``)."""
+    uses = str(step["uses"])
+    if not uses.startswith(("actions/upload-artifact@", "actions/download-artifact@")):
         return None
-    store = runner.temp / "artifacts" / step["with"]["name"]
-    for path in _lines(step["with"]["path"]):
-        found = runner.workspace / path
-        if found.is_file():
-            store.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(found, store / found.name)
-    return {"artifact-id": "1"}
+    store = ctx["__artifacts__"] / step["with"]["name"]
+    if uses.startswith("actions/upload-artifact@"):
+        for path in _lines(step["with"]["path"]):
+            found = runner.workspace / path
+            if found.is_file():
+                store.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(found, store / found.name)
+        return {"artifact-id": "1"}
+    if not store.is_dir():
+        raise StepFailed(f"Unable to download artifact(s): Artifact not found for name: {step['with']['name']}")
+    shutil.copytree(store, step["with"].get("path") or runner.workspace, dirs_exist_ok=True)
+    return {"download-path": step["with"].get("path", "")}
 
 
 @dataclass
@@ -587,6 +605,7 @@ def run_job(
     matrix: dict[str, Any] | None = None,
     cache: ActionsCache,
     repositories: dict[str, Path] | None = None,
+    artifacts: Path | None = None,
     timeout: float = 600,
 ) -> JobResult:
     """Execute one job of a reusable workflow as called by a workflow on ``github['event_name']``.
@@ -626,9 +645,10 @@ def run_job(
         "steps": {},
         "__cache__": cache,
         "__repositories__": dict(repositories or {}),
+        "__artifacts__": artifacts or temp / "artifacts",
     }
     ctx["inputs"] = {name: (inputs or {}).get(name, (meta or {}).get("default", "")) for name, meta in declared.items()}
     runner = _Runner(workspace, base_env, ctx, temp, files, timeout,
-                     handlers=(_uses_setup, _uses_checkout, _uses_cache, _uses_upload_artifact))
+                     handlers=(_uses_setup, _uses_checkout, _uses_cache, _uses_artifacts))
     runner.run(spec["jobs"][job]["steps"])
     return JobResult(runner.status, runner.records, files["GITHUB_STEP_SUMMARY"].read_text(), temp)

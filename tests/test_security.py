@@ -200,3 +200,23 @@ def test_fuzz_artifacts_only_ever_fail_as_usage_errors(overrides):
     assert all(c.passed is None or type(c.passed) is bool for c in result.checks)  # never 0 or "yes"
     assert all(v is None or type(v) is float for v in result.candidate.metrics.values())
     json.loads(result.text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+
+
+def test_the_trusted_half_publishes_only_its_configured_experiment(project, tmp_path):
+    """Under pull_request the publisher reads the base commit's config: an artifact claiming another
+    experiment (another required check's name) is refused."""
+    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(payload))
+    head = payload["pull_request"]["head"]["sha"]
+    (tmp_path / "result.json").write_text(json.dumps({**artifact(experiment="payments"), "pr": 2, "head_sha": head}))
+    with FakeGitHub(TOKEN) as gh:
+        env = project.env(GITHUB_ACTIONS="true", GITHUB_EVENT_NAME="pull_request", GITHUB_EVENT_PATH=str(event),
+                          GITHUB_REPOSITORY="Codertocat/Hello-World", GITHUB_API_URL=gh.url, GITHUB_TOKEN=TOKEN)
+        proc = project.cli("publish", "--from", str(tmp_path / "result.json"), env=env)
+        assert proc.returncode == 2 and "is for experiment 'payments', the configuration's is 'churn'" in proc.stderr
+        assert not gh.check_runs and not gh.comments
+        (tmp_path / "result.json").write_text(json.dumps({**artifact(experiment="churn"), "pr": 2, "head_sha": head}))
+        proc = project.cli("publish", "--from", str(tmp_path / "result.json"), env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert [(c["name"], c["head_sha"]) for c in gh.check_runs] == [("mlflow-ci / churn", head)]

@@ -78,15 +78,18 @@ class Actions:
         self.called_repo, self.called_sha = called
         self.run_id = 100
 
-    def run(self, workflow: Path, job: str, *, ref: str, github: dict, env: dict | None = None, **kwargs):
-        self.run_id += 1
+    def run(self, workflow: Path, job: str, *, ref: str, github: dict, env: dict | None = None, same_run: bool = False, **kwargs):
+        """One job on a fresh runner; ``same_run`` keeps the workflow run (its id and artifacts)."""
+        if not same_run:
+            self.run_id += 1
+            self.artifacts = self.tmp_path / f"artifacts-{self.run_id}"
         ws = workspace(self.models, self.tmp_path, ref)
         sha = git(ws, "rev-parse", "HEAD")
         context = {"repository": REPOSITORY, "sha": sha, "run_id": str(self.run_id), "token": "", **github}
         job_context = kwargs.pop("job_context", {"workflow_repository": "mlflow-ci/mlflow-ci", "workflow_sha": self.called_sha})
         result = run_job(workflow, job, workspace=ws, env=runner_env(self.venv, **(env or {})), github=context,
-                         job_context=job_context, cache=self.cache,
-                         repositories={"mlflow-ci/mlflow-ci": self.called_repo}, **kwargs)
+                         job_context=job_context, cache=self.cache, artifacts=self.artifacts,
+                         repositories={"mlflow-ci/mlflow-ci": self.called_repo, REPOSITORY: self.models}, **kwargs)
         return result, ws
 
     def push_to_main(self):
@@ -102,9 +105,12 @@ class Actions:
         pr["head"]["repo"]["full_name"] = pr["base"]["repo"]["full_name"] = REPOSITORY
         pr["base"].update(ref="main", sha=git(self.models, "rev-parse", "main"))
         payload["repository"]["full_name"] = REPOSITORY
-        return self.run(PR_WORKFLOW, "check", ref=branch, matrix={"candidate": ""}, github={
-            "event_name": "pull_request", "ref": f"refs/pull/{number}/merge", "base_ref": "main", "head_ref": branch,
-            "event": payload, "token": TOKEN}, env={"GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": "https://github.test"})
+        github = {"event_name": "pull_request", "ref": f"refs/pull/{number}/merge", "base_ref": "main", "head_ref": branch,
+                  "event": payload, "token": TOKEN}
+        env = {"GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": "https://github.test"}
+        check, ws = self.run(PR_WORKFLOW, "check", ref=branch, matrix={"candidate": ""}, github=github, env=env)
+        publish, _ = self.run(PR_WORKFLOW, "publish", ref=branch, github=github, env=env, same_run=True)
+        return check, publish, ws
 
 
 def branch(models: Path, name: str, C: float) -> None:
@@ -133,8 +139,14 @@ def test_the_store_lives_in_the_cache_across_runs(models, tmp_path, called, runn
     # a PR restores main's store and is compared with the champion in it
     branch(models, "feature", C=0.5)
     with FakeGitHub(TOKEN) as gh:
-        pr, ws = actions.pull_request("feature", gh)
-    assert pr.outcome == "success", pr.log
+        pr, publish, ws = actions.pull_request("feature", gh)
+        assert pr.outcome == "success", pr.log
+        assert publish.outcome == "success", publish.log
+        # the untrusted half ran the PR's code without a token; the trusted half published for the event's PR
+        assert "GITHUB_TOKEN" not in {k for s in pr.steps for k in (s.outputs or {})} and TOKEN not in pr.log
+        assert [c["name"] for c in gh.check_runs] == ["mlflow-ci / iris"]
+        assert gh.check_runs[0]["head_sha"] == git(models, "rev-parse", "feature")
+        assert "mlflow-ci · iris" in gh.comments[7][0]["body"]
     result = result_of(ws)
     assert result["baseline"]["source"] == "alias:champion"
     assert any(n.startswith("the baseline comes from the store of main @ ") for n in result["notes"])
@@ -145,8 +157,8 @@ def test_the_store_lives_in_the_cache_across_runs(models, tmp_path, called, runn
     cache.evict()
     branch(models, "other", C=2.0)
     with FakeGitHub(TOKEN) as gh:
-        pr, ws = actions.pull_request("other", gh, number=8)
-        assert pr.outcome == "success", pr.log
+        pr, publish, ws = actions.pull_request("other", gh, number=8)
+        assert pr.outcome == "success" and publish.outcome == "success", pr.log + publish.log
         assert result_of(ws)["baseline"]["source"] == f"base_trained:{git(models, 'rev-parse', 'main')}"
         assert "base commit" in gh.comments[8][0]["body"] and "trained in this job" in gh.comments[8][0]["body"]
 
@@ -160,7 +172,7 @@ def test_a_corrupt_store_warns_and_falls_back(models, tmp_path, called, runner_p
     database.write_bytes(database.read_bytes()[:4096])
     branch(models, "feature", C=0.5)
     with FakeGitHub(TOKEN) as gh:
-        pr, ws = actions.pull_request("feature", gh)
+        pr, _, ws = actions.pull_request("feature", gh)
     assert pr.outcome == "success", pr.log
     restore = next(s for s in pr.steps if s.name == "Put the store in place")
     assert "::warning title=mlflow-ci store::the restored store was not used: " in restore.stdout, restore.stdout + restore.stderr

@@ -115,12 +115,21 @@ def test_privileged_workflows_never_check_out_or_run_pr_code():
         assert not run or "mlflow-ci publish --from" in run or step.get("id") == "source" or "install.sh" in run, run
 
 
-def test_pr_workflow_gives_forks_no_comment_and_cancels_stale_runs():
+def test_pr_workflow_splits_untrusted_and_trusted_halves_and_cancels_stale_runs():
     data = load(ROOT / ".github/workflows/mlflow-ci-pr.yml")
     assert data["concurrency"]["cancel-in-progress"] is True
     assert "github.event.pull_request.number" in data["concurrency"]["group"]
-    env = next(s for s in data["jobs"]["check"]["steps"] if s.get("id") == "check")["env"]
-    assert "head.repo.full_name == github.repository" in env["MLFLOW_CI_COMMENT"]
+    check, publish = data["jobs"]["check"], data["jobs"]["publish"]
+    # the half that runs the PR's code: read-only, and no token anywhere in its steps
+    assert check["permissions"] == {"contents": "read"}
+    assert not any("github.token" in json.dumps(step) or "GITHUB_TOKEN" in json.dumps(step) for step in check["steps"])
+    # the half that writes: same-repository PRs only (forks: workflow_run), and it never checks out the PR
+    assert publish["needs"] == "check" and "head.repo.full_name == github.repository" in publish["if"]
+    assert set(publish["permissions"]) == {"contents", "pull-requests", "checks", "statuses"}
+    checkouts = [s for s in publish["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")]
+    assert [s["with"].get("ref") for s in checkouts] == ["${{ steps.source.outputs.ref }}", "${{ github.event.pull_request.base.sha }}"]
+    run = next(s for s in publish["steps"] if "mlflow-ci publish" in s.get("run", ""))
+    assert "--from" in run["run"] and ".mlflow-ci-base/" in run["env"]["MLFLOW_CI_CONFIG"]
     deploy = load(ROOT / ".github/workflows/mlflow-ci-deploy.yml")
     assert deploy["concurrency"]["cancel-in-progress"] is False
 

@@ -110,16 +110,19 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
                   from_file: Path | None):
     """``mlflow-ci publish``: from the out dir of an earlier check, or from an untrusted artifact.
 
-    Under ``workflow_run`` (the privileged publisher of fork PRs), or with ``--from``, the result is
-    untrusted data: the PR and commit come from the event, the check is posted under the fork name
-    (:func:`fork_check_name`), and nothing is read from the workspace — no config, no template — since
-    the artifact may have been unpacked there.
+    With ``--from`` (an artifact) or under ``workflow_run`` the result is untrusted data whose PR and
+    commit come from the event (:func:`~mlflow_ci.github.publish.event_target`). Under ``workflow_run``
+    (the publisher of fork PRs) nothing is read from the workspace — no config, no template: the
+    artifact may have been unpacked there — and the check is posted under the fork name
+    (:func:`fork_check_name`). Under ``pull_request`` (the trusted half of a same-repository check) the
+    config comes from ``config_path``, which the workflow checks out at the base commit.
     """
     event = ghevent.from_env(env)
     if not (env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")):
         raise UsageError("publish needs a GitHub token: set GITHUB_TOKEN (in a workflow: env: GITHUB_TOKEN: ${{ github.token }})")
-    untrusted = from_file is not None or event.event_name == "workflow_run"
-    cfg = None if untrusted or not config_path.is_file() else load_config(config_path)
+    fork = event.event_name == "workflow_run"
+    untrusted = from_file is not None or fork
+    cfg = None if fork or not config_path.is_file() else load_config(config_path)
     if from_file is None:
         path = out_dir / "result.json"
         try:
@@ -129,8 +132,12 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
     else:
         result = load_untrusted(from_file)
     client = github_client(env, event, stream)
-    if untrusted:
+    if cfg is not None and untrusted and result.experiment != cfg.experiment:
+        raise UsageError(f"result.json artifact is for experiment {result.experiment!r}, the configuration's is {cfg.experiment!r}")
+    if fork:
         target, check_name = pub.fork_target(event, result, client), fork_check_name(result.experiment)
+    elif untrusted:
+        target, check_name = pub.event_target(event, result, client), cfg.publish.check_name if cfg else None
     else:
         target = pub.Target(event.repository or "", event.pr_number or result.pr,
                             event.head_sha or result.head_sha or event.sha, event.run_url)

@@ -20,7 +20,7 @@ from typing import Callable
 from mlflow_ci.errors import UsageError
 from mlflow_ci.github.actions import ActionsIO, Annotation, truncate_chars
 from mlflow_ci.github.client import GitHubClient, GitHubError, GitHubPermissionError
-from mlflow_ci.github.event import EventContext
+from mlflow_ci.github.event import PR_EVENTS, EventContext
 from mlflow_ci.report import sticky_marker
 from mlflow_ci.result import Result
 
@@ -262,6 +262,29 @@ def fit_comment(markdown: str, run_url: str | None) -> str:
     return truncate_chars(markdown, COMMENT_BUDGET, note=note)
 
 
+def event_target(event: EventContext, result: Result, client: GitHubClient | None) -> Target:
+    """Where an artifact is published: the PR and commit of the event, never of the file.
+
+    ``workflow_run``: the fork publisher (:func:`fork_target`). ``pull_request``: the trusted half of a
+    same-repository PR check, publishing what its untrusted half produced in the same workflow run.
+    """
+    if event.event_name == "workflow_run":
+        return fork_target(event, result, client)
+    if event.event_name not in PR_EVENTS or not event.repository or not event.head_sha:
+        raise UsageError(f"publish --from needs a pull_request or workflow_run event (this is {event.event_name or 'not GitHub Actions'})")
+    _agrees(result, event.head_sha, event.pr_number, "pull_request")
+    return Target(event.repository, event.pr_number, event.head_sha, event.run_url)
+
+
+def _agrees(result: Result, head_sha: str, pr: int | None, event_name: str) -> None:
+    if result.head_sha and result.head_sha != head_sha:
+        raise UsageError(
+            f"result.json artifact does not match the {event_name} event: head_sha {result.head_sha[:12]} != {head_sha[:12]}"
+        )
+    if result.pr is not None and pr is not None and result.pr != pr:
+        raise UsageError(f"result.json artifact does not match the {event_name} event: PR #{result.pr} != #{pr}")
+
+
 def fork_target(event: EventContext, result: Result | dict, client: GitHubClient | None) -> Target:
     """The PR and commit to publish to, from the workflow_run event; refuse a mismatched artifact."""
     if event.event_name != "workflow_run":
@@ -277,11 +300,5 @@ def fork_target(event: EventContext, result: Result | dict, client: GitHubClient
             if pull.get("head", {}).get("sha") == event.head_sha and isinstance(pull.get("number"), int):
                 pr = pull["number"]
                 break
-    result = Result.coerce(result)
-    if result.head_sha and result.head_sha != event.head_sha:
-        raise UsageError(
-            f"result.json artifact does not match the workflow_run event: head_sha {result.head_sha[:12]} != {event.head_sha[:12]}"
-        )
-    if result.pr is not None and pr is not None and result.pr != pr:
-        raise UsageError(f"result.json artifact does not match the workflow_run event: PR #{result.pr} != #{pr}")
+    _agrees(Result.coerce(result), event.head_sha, pr, "workflow_run")
     return Target(event.repository, pr, event.head_sha, event.run_url)
