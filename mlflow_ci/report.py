@@ -12,8 +12,8 @@ import math
 import re
 import unicodedata
 from pathlib import Path
-from urllib.parse import quote, urlsplit
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from mlflow_ci import __version__
 from mlflow_ci.compare import Comparison

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-import tomllib
 
+import tomllib
 from conftest import ROOT
 
 from mlflow_ci import __version__

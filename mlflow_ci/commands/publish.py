@@ -12,7 +12,7 @@ from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.config.loader import load_config
 from mlflow_ci.config.models import ReportConfig
-from mlflow_ci.errors import ServiceError, UsageError
+from mlflow_ci.errors import ServiceError, UsageError, printable
 from mlflow_ci.github import event as ghevent
 from mlflow_ci.github import publish as pub
 from mlflow_ci.github.actions import ActionsIO
@@ -50,7 +50,7 @@ def retry_policy(env: Mapping[str, str]):
 
 
 def _say(stream: TextIO, message: str) -> None:
-    stream.write(message + "\n")
+    stream.write(printable(message) + "\n")  # messages may quote GitHub's answers and others' logins
     stream.flush()
 
 
@@ -67,7 +67,6 @@ def publish_result(
     check_name: str | None,
     client=None,
 ):
-
     client = client if client is not None else github_client(env, event, stream)
     publisher = pub.Publisher(client, ActionsIO(env, stream), lambda m: _say(stream, m), comment_mode, check_name)
     try:
