@@ -56,7 +56,11 @@ def train_base_commit(s: Session, opts: Options, notes: list[str]) -> Baseline |
 def _train_in(s: Session, opts: Options, ctx: GitContext, worktree: Path, notes: list[str]) -> Baseline | None:
     sha = ctx.base_commit or ""
     assert ctx.repo_root is not None
-    relative = s.cfg.path.resolve().relative_to(ctx.repo_root.resolve())
+    try:
+        relative = s.cfg.path.resolve().relative_to(ctx.repo_root.resolve())
+    except ValueError:
+        notes.append(f"{s.cfg.path} is outside the repository: there is no version of it at base commit {sha[:12]}")
+        return None
     if not (worktree / relative).is_file():
         notes.append(f"base commit {sha[:12]} has no {relative}: nothing to train")
         return None

@@ -185,7 +185,8 @@ def prune(tracking_uri: str, keep: int, env: Mapping[str, str], *, run: Callable
         proc = run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", tracking_uri, "--run-ids", ",".join(doomed)],
                    capture_output=True, text=True, check=False, env={**env, "MLFLOW_TRACKING_URI": tracking_uri})
         if proc.returncode != 0:
-            raise ServiceError(f"mlflow gc failed while pruning the store: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+            last = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]
+            raise ServiceError(f"mlflow gc failed while pruning the store: {last}")
     for folder in filter(None, folders):  # gc empties a run's artifact folder; the folders stay behind
         for empty in (folder, folder.parent):
             if empty.is_dir() and not any(p.is_file() for p in empty.rglob("*")):
