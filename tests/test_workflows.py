@@ -240,3 +240,14 @@ def test_every_reusable_workflow_has_its_doc():
 def test_action_scripts_are_executable():
     for script in (ROOT / "actions").glob("*/*.sh"):
         assert script.stat().st_mode & 0o111, rel(script)
+
+
+def test_jobs_that_write_to_github_never_check_out_the_pull_request():
+    data = load(ROOT / ".github/workflows/mlflow-ci-pr.yml")
+    for name, job in data["jobs"].items():
+        writes = any(level == "write" for level in job["permissions"].values())
+        checkouts = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")]
+        if writes:
+            for step in checkouts:
+                ref = step.get("with", {}).get("ref")
+                assert ref in ("${{ steps.source.outputs.ref }}", "${{ github.event.pull_request.base.sha }}"), (name, ref)
