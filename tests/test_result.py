@@ -81,3 +81,9 @@ def test_untrusted_refusals_name_the_field(override, message):
 
 def test_unknown_fields_of_a_newer_version_are_ignored():
     assert validate_untrusted(ours(future_field={"x": 1})).verdict == "fail"
+
+
+def test_an_untrusted_list_of_notes_is_bounded_like_every_list():
+    assert len(validate_untrusted(ours(notes=["n"] * 5000)).notes) == 20
+    with pytest.raises(UsageError, match="notes: expected a list of at most 5000"):
+        validate_untrusted(ours(notes=["n"] * 5001))

@@ -22,11 +22,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping
-from urllib.parse import quote
 
 from mlflow_ci.errors import ServiceError
 from mlflow_ci.tracking.base import TAG_BRANCH
-from mlflow_ci.tracking.sqlite import KNOWN_REVISIONS, local_dir, schema_revision
+from mlflow_ci.tracking.sqlite import KNOWN_REVISIONS, local_dir, read_only_uri, schema_revision
 
 DATABASE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
@@ -83,7 +82,7 @@ def problem(database: Path) -> str | None:
     if not database.is_file():
         return "there is no database"
     try:
-        with contextlib.closing(sqlite3.connect(_read_only(database), uri=True, timeout=10)) as db:
+        with contextlib.closing(sqlite3.connect(read_only_uri(database), uri=True, timeout=10)) as db:
             check = db.execute("PRAGMA quick_check").fetchone()
     except sqlite3.Error as exc:
         return f"it is not a readable SQLite database ({exc})"
@@ -95,12 +94,8 @@ def problem(database: Path) -> str | None:
     return None
 
 
-def _read_only(database: Path) -> str:
-    return f"file:{quote(str(database))}?mode=ro"
-
-
 def count_runs(database: Path) -> int:
-    with contextlib.closing(sqlite3.connect(_read_only(database), uri=True)) as db:
+    with contextlib.closing(sqlite3.connect(read_only_uri(database), uri=True)) as db:
         return db.execute("SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'").fetchone()[0]
 
 
@@ -132,7 +127,7 @@ def restore(src: Path, database: Path) -> Restored:
     if database.exists():
         return Restored("kept", f"a store already exists at {database}; the restored one was not used", meta)
     database.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(sqlite3.connect(_read_only(src / DATABASE), uri=True)) as source, \
+    with contextlib.closing(sqlite3.connect(read_only_uri(src / DATABASE), uri=True)) as source, \
             contextlib.closing(sqlite3.connect(str(database))) as out:
         source.backup(out)
     if (src / ARTIFACTS).is_dir():

@@ -56,10 +56,15 @@ TAG_VALUE_INDEX = "mlflow_ci_tags_key_value"
 BUSY_TIMEOUT_MS = 60_000  # how long a write waits for another writer (parallel candidates, the training child)
 
 
+def read_only_uri(path: Path) -> str:
+    """The URI that opens a database file read-only, without ever creating it."""
+    return f"file:{quote(str(path))}?mode=ro"
+
+
 def schema_revision(path: Path) -> str | None:
     """The database's Alembic revision, read without creating the file; None if there is none."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)) as db:
+        with contextlib.closing(sqlite3.connect(read_only_uri(path), uri=True, timeout=30)) as db:
             row = db.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.Error:
         return None
