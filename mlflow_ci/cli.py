@@ -15,7 +15,14 @@ import click
 
 from mlflow_ci import __version__
 from mlflow_ci.config import COMMENT_MODES
-from mlflow_ci.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_SERVICE, EXIT_USAGE, MlflowCiError, printable
+from mlflow_ci.errors import (
+    EXIT_GATE_FAILED,
+    EXIT_OK,
+    EXIT_SERVICE,
+    EXIT_USAGE,
+    MlflowCiError,
+    printable,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -99,19 +106,29 @@ def cli(debug: bool) -> None:
 @click.option("--comment", "comment_mode", type=click.Choice(COMMENT_MODES), help="PR comment mode (default: publish.comment, then always).")
 @click.option("--candidate", help="Fan-out: name this candidate (matrix job); 'report --pr N' aggregates them.")
 @_train_base_option
-def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode, candidate, train_base):
+@click.option("--export-model", is_flag=True,
+              help="Copy the candidate's model to OUT/model, for a trusted publisher to digest (publish --model-dir).")
+def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode, candidate, train_base, export_model):
     """The PR check: train, compare with the baseline, gate, write the report, publish.
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
     """
-    from mlflow_ci.commands.check import do_check
+    from mlflow_ci.commands.check import (
+        clear_exported_model,
+        do_check,
+        export_candidate_model,
+    )
     from mlflow_ci.commands.publish import publish_check
     from mlflow_ci.report import summary_lines
 
     s = _session(config_path)
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number,
                     use_cache=not no_cache, candidate=candidate, train_base=train_base)
+    if export_model:  # never a stale model from an earlier check
+        clear_exported_model(opts)
     outcome = do_check(s, opts)
+    if export_model and (exported := export_candidate_model(s, opts, outcome)):
+        echo(f"model: {exported}")
     echo("")
     for line in summary_lines(outcome.result):
         echo(line)
@@ -139,7 +156,11 @@ def _echo_published(result) -> None:
 @click.option("--from", "from_file", type=click.Path(dir_okay=False, exists=True),
               help="Publish an untrusted result.json artifact (fork-safe workflow_run path).")
 @click.option("--comment", "comment_mode", type=click.Choice(COMMENT_MODES), help="PR comment mode (default: publish.comment, then always).")
-def publish(config_path, out_dir, from_file, comment_mode):
+@click.option("--model-dir", type=click.Path(file_okay=False),
+              help="The candidate's model as 'check --export-model' wrote it: its digest is recorded in the check run for promote.")
+@click.option("--model-artifact", metavar="NAME",
+              help="The workflow artifact that carries --model-dir, recorded so that promote can fetch the model (zero-server mode).")
+def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_artifact):
     """Publish a result: sticky PR comment, check run (or commit status), job summary, annotations, outputs.
 
     Without --from it publishes OUT/result.json of an earlier check (to retry a failed publish).
@@ -148,12 +169,15 @@ def publish(config_path, out_dir, from_file, comment_mode):
     the PR workflow) the config is read from --config (the base commit's). Under workflow_run (forks)
     nothing is read from the workspace (no config, no template) and the check is named
     '... (fork, unverified)', never the required check.
+    With --model-dir (never on the fork path) the model's digest, run id and model id go into the check
+    run's external_id and summary; promote verifies them on merge.
     Needs GITHUB_TOKEN; GITHUB_API_URL is respected (GitHub Enterprise).
     """
     from mlflow_ci.commands.publish import publish_saved
 
     result = publish_saved(dict(os.environ), sys.stdout, Path(out_dir), Path(config_path), comment_mode=comment_mode,
-                           from_file=Path(from_file) if from_file else None)
+                           from_file=Path(from_file) if from_file else None,
+                           model_dir=Path(model_dir) if model_dir else None, model_artifact=model_artifact)
     _echo_published(result)
     return EXIT_OK
 

@@ -58,7 +58,11 @@ ROUTES = [
     ("POST", r"/repos/(?P<repo>[^/]+/[^/]+)/statuses/(?P<sha>[0-9a-f]{40})", "create_status"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/pulls", "list_pulls"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<sha>[0-9a-f]{40})/pulls", "commit_pulls"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<sha>[0-9a-f]{40})/check-runs", "list_check_runs"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs/(?P<run>\d+)/artifacts", "list_artifacts"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/artifacts/(?P<id>\d+)/zip", "download_artifact"),
 ]
+BLOB = re.compile(r"/_blob/(?P<id>\d+)")  # the storage an artifact download redirects to (no token there)
 
 
 class FakeGitHub:
@@ -70,6 +74,8 @@ class FakeGitHub:
         self.check_runs: list[dict] = []
         self.statuses: list[dict] = []
         self.pulls: list[dict] = []
+        self.artifacts: list[dict] = []  # {"id", "name", "run", "expired", "data": zip bytes}
+        self.blob_requests: list[dict] = []  # headers of requests to the artifact storage
         self.forbidden: set[str] = set()
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, dict]] = []
@@ -119,6 +125,18 @@ class FakeGitHub:
         self.comments.setdefault(pr, []).extend(made)
         return made
 
+    def add_artifact(self, run: int, name: str, data: bytes, *, expired: bool = False) -> dict:
+        artifact = {"id": self.new_id(), "name": name, "run": run, "expired": expired, "data": data}
+        self.artifacts.append(artifact)
+        return artifact
+
+    def add_check_run(self, sha: str, name: str, *, conclusion: str = "success", app: str = "github-actions", **fields) -> dict:
+        """A check run written by someone else (another app, an older run) for the tests to plant."""
+        run = {"id": self.new_id(), "name": name, "head_sha": sha, "status": "completed", "conclusion": conclusion,
+               "app": {"slug": app}, "html_url": "https://github.test/runs/planted", **fields}
+        self.check_runs.append(run)
+        return run
+
     def requests(self) -> list[str]:
         """The log as 'METHOD route-ish path?page=N' strings, for exact sequence assertions."""
         out = []
@@ -135,6 +153,9 @@ class FakeGitHub:
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
         self.log.append((h.command, path, query))
+        blob = BLOB.fullmatch(path)
+        if blob:
+            return self._blob(h, int(blob["id"]))
         if self.prefix:
             if not path.startswith(self.prefix + "/"):
                 return self._send(h, 404, {"message": "Not Found"})
@@ -256,6 +277,36 @@ class FakeGitHub:
             return 404, {"message": "Not Found"}, {}
         items.remove(comment)
         return 204, None, {}
+
+    def _list_check_runs(self, p, q, body):
+        runs = [r for r in self.check_runs if r["head_sha"] == p["sha"] and q.get("check_name") in (None, r["name"])]
+        status, page, headers = self._page(runs, q, f"/repos/{p['repo']}/commits/{p['sha']}/check-runs")
+        return status, {"total_count": len(runs), "check_runs": page}, headers
+
+    def _list_artifacts(self, p, q, body):
+        found = [a for a in self.artifacts if a["run"] == int(p["run"]) and q.get("name") in (None, a["name"])]
+        shown = [{k: v for k, v in a.items() if k not in ("data", "run")} | {"size_in_bytes": len(a["data"])} for a in found]
+        status, page, headers = self._page(shown, q, f"/repos/{p['repo']}/actions/runs/{p['run']}/artifacts")
+        return status, {"total_count": len(found), "artifacts": page}, headers
+
+    def _download_artifact(self, p, q, body):
+        artifact = next((a for a in self.artifacts if a["id"] == int(p["id"])), None)
+        if artifact is None:
+            return 404, {"message": "Not Found"}, {}
+        if artifact["expired"]:
+            return 410, {"message": "Artifact has expired"}, {}
+        host = self.url[: len(self.url) - len(self.prefix)] if self.prefix else self.url
+        return 302, None, {"Location": f"{host}/_blob/{artifact['id']}"}
+
+    def _blob(self, h, artifact_id: int) -> None:
+        self.blob_requests.append(dict(h.headers))
+        artifact = next((a for a in self.artifacts if a["id"] == artifact_id), None)
+        data = artifact["data"] if artifact else b""
+        h.send_response(200 if artifact else 404)
+        h.send_header("Content-Type", "application/zip")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
 
     def _create_check_run(self, p, q, body):
         anns = body.get("output", {}).get("annotations", [])

@@ -8,10 +8,10 @@ import json
 from dataclasses import dataclass
 
 from mlflow_ci import report
-from mlflow_ci.commands.promote import select_candidate
 from mlflow_ci.commands.publish import publish_result
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
+from mlflow_ci.commands.validated import select_candidate
 from mlflow_ci.compare import Baseline, resolve_baseline
 from mlflow_ci.gate import GateResult, evaluate, infer_direction
 from mlflow_ci.github.publish import PublishResult, Target

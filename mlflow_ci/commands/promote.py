@@ -19,19 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mlflow_ci import gitctx
+from mlflow_ci.commands.chain import TAG_DIGEST
 from mlflow_ci.commands.check import do_check
 from mlflow_ci.commands.publish import github_client
 from mlflow_ci.commands.session import Options, Session
+from mlflow_ci.commands.validated import Found, find_validated_run
 from mlflow_ci.errors import DeployError, NotValidatedError, UsageError
-from mlflow_ci.gate import infer_direction
 from mlflow_ci.github.actions import ActionsIO
-from mlflow_ci.github.client import GitHubError
 from mlflow_ci.process import run_logged
 from mlflow_ci.report import md, number
 from mlflow_ci.tracking import (
     TAG_CANDIDATE,
-    TAG_COMMIT,
     TAG_HEAD_SHA,
     TAG_PR,
     TAG_VERDICT,
@@ -39,8 +37,6 @@ from mlflow_ci.tracking import (
     VersionInfo,
     child_environment,
 )
-
-PASSING = ("pass", "warn")
 
 
 @dataclass(frozen=True)
@@ -64,6 +60,7 @@ class PromoteResult:
     deployed: bool
     found_by: str
     summary_path: Path
+    provenance: str = "unverified"
 
     @property
     def model_uri(self) -> str:
@@ -81,80 +78,6 @@ def _who(env) -> str:
 
 def _stamp(clock: Callable[[], float]) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
-
-
-# --------------------------------------------------------------------------------------------------
-# Finding the validated run
-
-
-def candidate_commits(s, opts: PromoteOptions, client) -> tuple[list[tuple[str, str]], int | None]:
-    """(commit, how we know it) pairs to look for, most specific first, and the PR number if known."""
-    event = s.event
-    head = opts.commit or event.head_sha or gitctx.git(["rev-parse", "HEAD"], s.cfg.root)
-    if not head:
-        raise UsageError("promote: cannot tell which commit was merged (no --commit, no push event, no git repository)")
-    commits: list[tuple[str, str]] = []
-    pr = opts.pr_number
-    for pull in _merged_pulls(client, head, s.stream):
-        if pull.get("merged_at") or pull.get("merge_commit_sha") == head:
-            pr = pr or pull.get("number")
-            sha = (pull.get("head") or {}).get("sha")
-            if isinstance(sha, str):
-                commits.append((sha, f"head of merged PR #{pull.get('number')} (GitHub API)"))
-            break
-    parents = (gitctx.git(["rev-list", "--parents", "-n", "1", head], s.cfg.root) or "").split()
-    if len(parents) >= 3:
-        commits.append((parents[2], f"second parent of merge commit {head[:12]}"))
-    commits.append((head, "the pushed commit"))
-    seen: set[str] = set()
-    return [(c, how) for c, how in commits if not (c in seen or seen.add(c))], pr
-
-
-def _merged_pulls(client, head: str, stream) -> list[dict]:
-    """The pull requests GitHub associates with the pushed commit; none when GitHub cannot say (403
-    without the permission, 404, 409 for an empty repository): the merge parents still tell."""
-    if client is None:
-        return []
-    try:
-        return client.pulls_for_commit(head)
-    except GitHubError as exc:
-        if exc.status not in (403, 404, 409):
-            raise
-        stream.write(f"mlflow-ci: GitHub could not list the pull requests of {head[:12]} ({exc.status}); using the merge parents\n")
-        return []
-
-
-def find_validated_run(s, tracker, experiment_id: str, opts: PromoteOptions, client) -> tuple[RunSnapshot, str] | None:
-    if opts.run_id:
-        run = tracker.get_run(opts.run_id)
-        if run is None:
-            raise UsageError(f"promote --run {opts.run_id}: no such run")
-        if run.tags.get(TAG_VERDICT) not in PASSING:
-            raise NotValidatedError(f"run {opts.run_id} did not pass the gate (verdict: {run.tags.get(TAG_VERDICT, 'never gated')}); refusing to promote it")
-        return run, f"--run {opts.run_id}"
-    commits, pr = candidate_commits(s, opts, client)
-    for sha, how in commits:
-        for tag in (TAG_HEAD_SHA, TAG_COMMIT):
-            tags = {tag: sha, **({TAG_PR: str(pr)} if pr and tag == TAG_HEAD_SHA else {})}
-            runs = [r for r in tracker.search_runs(experiment_id, tags=tags) if r.tags.get(TAG_VERDICT) in PASSING]
-            if runs:
-                return select_candidate(s.cfg, runs), f"run gated at {sha[:12]} ({how})"
-    return None
-
-
-def select_candidate(cfg, runs: list[RunSnapshot]) -> RunSnapshot:
-    """Among passing runs of one commit (fan-out candidates), the configured best; else the newest."""
-    latest: dict[str, RunSnapshot] = {}
-    for run in runs:  # newest first: keep each candidate's latest run
-        latest.setdefault(run.tags.get(TAG_CANDIDATE, ""), run)
-    pool = list(latest.values())
-    metric = cfg.promote.select_metric
-    if metric and len(pool) > 1:
-        direction = cfg.promote.select_direction or infer_direction(metric)
-        scored = [r for r in pool if isinstance(r.metrics.get(metric), float)]
-        if scored:
-            return (max if direction == "higher" else min)(scored, key=lambda r: r.metrics[metric])
-    return pool[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,13 +103,13 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
     tracker = s.registry()
     alias, prev_alias = cfg.champion_alias, cfg.promote.previous_alias
     experiment_id = tracker.experiment_id(cfg.experiment, create=False)
-    found = find_validated_run(s, tracker, experiment_id, opts, client) if experiment_id else None
+    found = find_validated_run(s, tracker, experiment_id, opts, client)
     if found is None:
         found = _missing(s, opts)
-    run, found_by = found
+    run = found.run
     version = tracker.version_for_run(cfg.model, run.run_id)
     if version is None:
-        number = tracker.register(run.run_id, cfg.model, artifact_path=cfg.promote.model_path, tags=version_tags(run, s.env, clock))
+        number = tracker.register(run.run_id, cfg.model, artifact_path=cfg.promote.model_path, tags=version_tags(found, s.env, clock))
         version = tracker.version(cfg.model, number)
         assert version is not None
     current = tracker.alias_version(cfg.model, alias)
@@ -209,12 +132,13 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
         if action == "unchanged":
             action = "redeployed"
     previous_run = tracker.get_run(previous.run_id) if previous and previous.run_id else None
-    result = PromoteResult(action, cfg.model, alias, version.version, run, previous, previous_run, deployed, found_by, opts.out_dir / "promote.md")
+    result = PromoteResult(action, cfg.model, alias, version.version, run, previous, previous_run, deployed, found.how,
+                           opts.out_dir / "promote.md", found.provenance)
     write_summary(result, s.cfg.gate)
     return result
 
 
-def _missing(s, opts: PromoteOptions) -> tuple[RunSnapshot, str]:
+def _missing(s, opts: PromoteOptions) -> Found:
     if s.cfg.promote.on_missing != "retrain":
         raise NotValidatedError(
             "no run passed the gate for the merged commit: the PR skipped the check, or was merged with a failing gate; refusing to promote",
@@ -226,17 +150,24 @@ def _missing(s, opts: PromoteOptions) -> tuple[RunSnapshot, str]:
     run = outcome.train.run if outcome.train else None
     assert run is not None
     fresh = s.registry().get_run(run.run_id)
-    return fresh or run, "retrained and gated on the merged commit (promote.on_missing: retrain)"
+    return Found(fresh or run, "retrained and gated on the merged commit (promote.on_missing: retrain)",
+                 unverified="retrained by promote on the merged commit, in this trusted job")
 
 
-def version_tags(run: RunSnapshot, env, clock) -> dict[str, str]:
+def version_tags(found: Found, env, clock) -> dict[str, str]:
+    run = found.run
     tags = {
         "mlflow_ci.run_id": run.run_id,
         "mlflow_ci.commit": run.tags.get(TAG_HEAD_SHA) or run.commit or "",
         "mlflow_ci.verdict": run.tags.get(TAG_VERDICT, ""),
         "mlflow_ci.promoted_by": _who(env),
         "mlflow_ci.promoted_at": _stamp(clock),
+        "mlflow_ci.provenance": found.provenance[:5000],
     }
+    if found.chain is not None:
+        tags[TAG_DIGEST] = found.chain.record.digest
+        if found.chain.check_url:
+            tags["mlflow_ci.check_run"] = found.chain.check_url
     if run.tags.get(TAG_PR):
         tags["mlflow_ci.pr"] = run.tags[TAG_PR]
     if run.tags.get(TAG_CANDIDATE):
@@ -339,6 +270,8 @@ def write_summary(result: PromoteResult, rules) -> None:
         + f": run `{result.run.run_id}`, found as the {md(result.found_by)}."
         + (" Deployed." if result.deployed else ""),
         "",
+        ("🔒 Provenance " if result.provenance.startswith("verified") else "⚠️ Provenance ") + md(result.provenance) + ".",
+        "",
     ]
     names = [r.metric for r in rules] or sorted(result.run.metrics)
     if result.previous_run is not None or result.run.metrics:
@@ -353,4 +286,5 @@ def write_summary(result: PromoteResult, rules) -> None:
         "action": result.action, "model": result.model, "alias": result.alias, "version": result.version,
         "run_id": result.run.run_id, "previous_version": result.previous.version if result.previous else None,
         "deployed": result.deployed, "found_by": result.found_by, "model_uri": result.model_uri,
+        "provenance": result.provenance,
     }, indent=2) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 from mlflow_ci import report
+from mlflow_ci.commands.chain import record_from_dir, record_from_store
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.config.loader import load_config
@@ -17,6 +18,7 @@ from mlflow_ci.github import event as ghevent
 from mlflow_ci.github import publish as pub
 from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.github.client import GitHubClient, RetryPolicy
+from mlflow_ci.provenance import Record
 from mlflow_ci.result import Result, load_untrusted, validate_untrusted
 
 
@@ -66,11 +68,12 @@ def publish_result(
     comment_mode: str,
     check_name: str | None,
     client=None,
+    provenance: Record | None = None,
 ):
     client = client if client is not None else github_client(env, event, stream)
     publisher = pub.Publisher(client, ActionsIO(env, stream), lambda m: _say(stream, m), comment_mode, check_name)
     try:
-        return publisher.publish(target, result, markdown, report_path=str(report_path))
+        return publisher.publish(target, result, markdown, report_path=str(report_path), provenance=provenance)
     except ServiceError as exc:
         exc.hint = (
             f"{exc.hint + '; ' if exc.hint else ''}the report is kept in {report_path} and "
@@ -93,10 +96,14 @@ def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mo
         head_sha=ctx.head_sha or ev.sha or ctx.commit,
         run_url=ev.run_url,
     )
+    client = github_client(s.env, ev, s.stream)
+    run_id = outcome.result.candidate.run_id
+    record = (record_from_store(s.registry(), run_id, s.cfg.promote.model_path, lambda m: _say(s.stream, m))
+              if client is not None and run_id and target.head_sha else None)
     return publish_result(
         s.env, s.stream, ev, target, outcome.result, outcome.report_path.read_text(encoding="utf-8"),
         report_path=outcome.report_path, comment_mode=comment_mode or s.cfg.publish.comment,
-        check_name=check_name,
+        check_name=check_name, client=client, provenance=record,
     )
 
 
@@ -106,7 +113,7 @@ def fork_check_name(experiment: str) -> str:
 
 
 def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_path: Path, *, comment_mode: str | None,
-                  from_file: Path | None):
+                  from_file: Path | None, model_dir: Path | None = None, model_artifact: str | None = None):
     """``mlflow-ci publish``: from the out dir of an earlier check, or from an untrusted artifact.
 
     With ``--from`` (an artifact) or under ``workflow_run`` the result is untrusted data whose PR and
@@ -115,6 +122,11 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
     artifact may have been unpacked there — and the check is posted under the fork name
     (:func:`fork_check_name`). Under ``pull_request`` (the trusted half of a same-repository check) the
     config comes from ``config_path``, which the workflow checks out at the base commit.
+
+    ``model_dir`` is the candidate's model as the check exported it (``check --export-model``): the
+    trusted side digests it and records the digest in the check run (:mod:`.chain`), with
+    ``model_artifact``, the name of the workflow artifact that carries it, so that promote can find it
+    in the zero-server mode. A fork's model is never recorded: its check is not the required one.
     """
     event = ghevent.from_env(env)
     if not (env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")):
@@ -141,11 +153,16 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
         target = pub.Target(event.repository or "", event.pr_number or result.pr,
                             event.head_sha or result.head_sha or event.sha, event.run_url)
         check_name = cfg.publish.check_name if cfg else None
+    record = None
+    if model_dir is not None and not fork:
+        artifact = f"{env.get('GITHUB_RUN_ID')}/{model_artifact}" if model_artifact and env.get("GITHUB_RUN_ID") else None
+        record = record_from_dir(result, model_dir, artifact, lambda m: _say(stream, m))
     markdown = report.render_markdown(result, cfg.report if cfg else ReportConfig(), cfg.root if cfg else Path.cwd())
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path, _ = report.write_outputs(out_dir, markdown, result)
     return publish_result(
         env, stream, event, target, result, markdown, report_path=report_path,
         comment_mode=comment_mode or (cfg.publish.comment if cfg else "always"), check_name=check_name, client=client,
+        provenance=record,
     )
 

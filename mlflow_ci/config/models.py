@@ -212,6 +212,9 @@ class PublishConfig(Section):
     comment: Annotated[Literal[COMMENT_MODES], Says("one of: " + ", ".join(COMMENT_MODES))] = Field(
         "always", description="When to write the sticky PR comment.")
     check_name: Text | None = Field(None, description="Check run name (default: mlflow-ci / <experiment>).")
+    app: Annotated[StrictStr, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$"), Says("a GitHub App slug, e.g. github-actions")] = Field(
+        "github-actions",
+        description="The GitHub App whose check runs promote trusts: github-actions for GITHUB_TOKEN, else your app's slug.")
 
 
 class SelectConfig(Section):
@@ -226,6 +229,10 @@ class PromoteConfig(Section):
     on_missing: Annotated[Literal["refuse", "retrain"], Says("'refuse' or 'retrain'")] = Field(
         "refuse", description="What promote does when no run passed the gate for the merged commit.")
     select: SelectConfig | None = Field(None, description="Fan-out: how promote picks among passing candidates.")
+    provenance: Annotated[Literal["required", "optional"], Says("'required' or 'optional'")] = Field(
+        "required",
+        description="For a merged PR (GitHub reachable): 'required' promotes only the model whose digest the PR's check "
+                    "run recorded; 'optional' uses store tags, marked unverified, when no such check run exists.")
 
     @property
     def select_metric(self) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mlflow_ci.errors import ServiceError
@@ -75,7 +76,8 @@ class GitHubClient:
             "User-Agent": "mlflow-ci",
         }
 
-    def request(self, method: str, path: str, *, what: str, params: dict | None = None, body: dict | None = None):
+    def request(self, method: str, path: str, *, what: str, params: dict | None = None, body: dict | None = None,
+                redirect: bool = True):
         """Send one logical request, retrying as documented; return the final response."""
         import requests
 
@@ -85,7 +87,8 @@ class GitHubClient:
             attempt += 1
             try:
                 response = self.session.request(
-                    method, url, params=params, json=body, headers=self._headers(), timeout=self.timeout
+                    method, url, params=params, json=body, headers=self._headers(), timeout=self.timeout,
+                    allow_redirects=redirect,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt >= self.policy.max_attempts:
@@ -170,12 +173,15 @@ class GitHubClient:
         return text.replace(self.token, "***") if self.token else text
 
     # -- pagination --------------------------------------------------------------------------------
-    def paginate(self, path: str, *, what: str, params: dict | None = None) -> Iterator[dict]:
-        """Every item of a list endpoint, 100 per page, following ``Link: rel="next"``."""
+    def paginate(self, path: str, *, what: str, params: dict | None = None, key: str | None = None) -> Iterator[dict]:
+        """Every item of a list endpoint, 100 per page, following ``Link: rel="next"``; ``key`` names
+        the list in endpoints that wrap it in an object (``{"total_count": …, "check_runs": [...]}``)."""
         query = {**(params or {}), "per_page": 100}
         response = self.request("GET", path, what=what, params=query)
         while True:
             items = response.json()
+            if key is not None:
+                items = items.get(key) if isinstance(items, dict) else None
             if not isinstance(items, list):
                 raise GitHubError(f"GitHub API returned an unexpected body while trying to {what}")
             yield from (item for item in items if isinstance(item, dict))
@@ -222,6 +228,39 @@ class GitHubClient:
     def find_open_pulls(self, head: str) -> list[dict]:
         """Open PRs whose head is ``owner:branch`` (how a fork PR is found from a workflow_run)."""
         return list(self.paginate(self._repo("/pulls"), what=f"find the PR for {head}", params={"state": "open", "head": head}))
+
+
+    def check_runs(self, ref: str, name: str) -> list[dict]:
+        """Every check run named ``name`` on a commit, by any app, newest first."""
+        runs = self.paginate(self._repo(f"/commits/{ref}/check-runs"), what=f"read the check runs of {ref[:12]}",
+                             params={"check_name": name, "filter": "all"}, key="check_runs")
+        return sorted(runs, key=lambda run: run.get("id") if isinstance(run.get("id"), int) else 0, reverse=True)
+
+    def run_artifacts(self, run_id: int, name: str) -> list[dict]:
+        """The artifacts named ``name`` of a workflow run."""
+        return list(self.paginate(self._repo(f"/actions/runs/{run_id}/artifacts"), what=f"list the artifacts of workflow run {run_id}",
+                                  params={"name": name}, key="artifacts"))
+
+    def download_artifact(self, artifact_id: int, dst: Path, *, max_bytes: int) -> Path:
+        """Save an artifact's zip archive to ``dst``. GitHub answers with a redirect to short-lived
+        storage; the archive is fetched from there without our token, and at most ``max_bytes``."""
+        what = f"download artifact {artifact_id}"
+        response = self.request("GET", self._repo(f"/actions/artifacts/{artifact_id}/zip"), what=what, redirect=False)
+        location = response.headers.get("Location") if response.status_code in (301, 302, 303, 307, 308) else None
+        if response.status_code != 200 and not location:
+            raise GitHubError(f"GitHub API answered {response.status_code} without a download location while trying to {what}")
+        source = self.session.get(location, stream=True, timeout=self.timeout) if location else response
+        with source:
+            if source.status_code != 200:
+                raise GitHubError(f"artifact storage answered {source.status_code} while trying to {what}")
+            written = 0
+            with dst.open("wb") as out:
+                for chunk in source.iter_content(1 << 20):
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise GitHubError(f"artifact {artifact_id} is larger than {max_bytes:,} bytes; refusing to download it")
+                    out.write(chunk)
+        return dst
 
 
 def _message(response) -> str:

@@ -21,6 +21,7 @@ from mlflow_ci.errors import UsageError
 from mlflow_ci.github.actions import ActionsIO, Annotation, truncate_chars
 from mlflow_ci.github.client import GitHubClient, GitHubError, GitHubPermissionError
 from mlflow_ci.github.event import PR_EVENTS, EventContext
+from mlflow_ci.provenance import Record
 from mlflow_ci.report import sticky_marker
 from mlflow_ci.result import Result
 
@@ -69,7 +70,8 @@ class Publisher:
         self.io.annotate(Annotation("warning", message, title="mlflow-ci publish"))
 
     # -- the whole publish -------------------------------------------------------------------------
-    def publish(self, target: Target, result: Result | dict, markdown: str, *, report_path: str) -> PublishResult:
+    def publish(self, target: Target, result: Result | dict, markdown: str, *, report_path: str,
+                provenance: Record | None = None) -> PublishResult:
         result = Result.coerce(result)
         self.io.add_summary(markdown, full_report_hint=f"The full report is {report_path} in the job's artifacts.")
         self._annotate_log(result)
@@ -79,7 +81,7 @@ class Publisher:
             self.warn("no GitHub token (GITHUB_TOKEN): no PR comment, check run or status was written")
         else:  # the check first: branch protection gets its verdict even when the comment cannot be written
             if target.head_sha:
-                check_kind, check_url = self.check(target, result, markdown)
+                check_kind, check_url = self.check(target, result, markdown, provenance)
             if target.pr_number:
                 comment_action, comment_url = self.sticky_comment(target, result, markdown)
         outcome = PublishResult(comment_action, comment_url, check_kind, check_url, tuple(self.warnings))
@@ -162,16 +164,18 @@ class Publisher:
         return keep.get("html_url")
 
     # -- check run, or commit status ---------------------------------------------------------------
-    def check(self, target: Target, result: Result, markdown: str) -> tuple[str, str | None]:
+    def check(self, target: Target, result: Result, markdown: str, provenance: Record | None = None) -> tuple[str, str | None]:
         assert self.client is not None and target.head_sha
         name = self.check_name or f"mlflow-ci / {result.experiment}"
         verdict = result.verdict
         try:
-            return "check_run", self._check_run(target, name, result, markdown)
+            return "check_run", self._check_run(target, name, result, markdown, provenance)
         except GitHubPermissionError as exc:
             if exc.status != 403:
                 raise
             self.log(f"cannot write a check run ({exc.message}); falling back to a commit status")
+            if provenance:
+                self.warn("a commit status carries no provenance record: promote will not find this model's digest (grant 'checks: write')")
         try:
             status = self.client.create_status(target.head_sha, {
                 "state": STATUS_STATE[verdict],
@@ -190,10 +194,14 @@ class Publisher:
             )
             return "none", None
 
-    def _check_run(self, target: Target, name: str, result: Result, markdown: str) -> str | None:
+    def _check_run(self, target: Target, name: str, result: Result, markdown: str, provenance: Record | None) -> str | None:
+        """The check run; with a provenance record in ``external_id`` (what promote reads back) and at
+        the top of the summary (what people read), never cut by the shortening of the report."""
         assert self.client is not None
         title = status_description(result)
-        summary = truncate_chars(markdown, CHECK_SUMMARY_LIMIT, note="\n\n_Shortened to fit the check run summary limit._\n")
+        head = provenance.markdown() + "\n" if provenance else ""
+        summary = head + truncate_chars(markdown, CHECK_SUMMARY_LIMIT - len(head),
+                                        note="\n\n_Shortened to fit the check run summary limit._\n")
         annotations = check_annotations(result)
         first, rest = annotations[:ANNOTATIONS_PER_REQUEST], annotations[ANNOTATIONS_PER_REQUEST:]
         payload = {
@@ -203,6 +211,7 @@ class Publisher:
             "conclusion": CONCLUSION[result.verdict],
             "output": {"title": title, "summary": summary, "annotations": first},
             **({"details_url": target.run_url} if target.run_url else {}),
+            **({"external_id": provenance.external_id()} if provenance else {}),
         }
         run = self.client.create_check_run(payload)
         slug = (run.get("app") or {}).get("slug")

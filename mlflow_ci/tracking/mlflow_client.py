@@ -79,14 +79,34 @@ class RegistryMixin:
                 if not self._not_found(exc):
                     raise
 
-    def load_model(self, run_id: str, model_path: str, dst: Path):
-        """The run's logged model as a Python object: the scikit-learn flavor when it has one (for
-        ``predict_proba``), else the pyfunc."""
+    def download_model(self, run_id: str, model_path: str, dst: Path) -> Path:
+        """The files of the run's model named ``model_path`` (its LoggedModel in MLflow 3, else the run's
+        artifacts under that path), downloaded into ``dst``."""
         import mlflow.artifacts
 
         with self._service(f"download the model of run {run_id}"):
-            source, _ = self._model_source(run_id, model_path)
-            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri)
+            source, model_id = self._model_source(run_id, model_path)
+            if model_id is None and not self.client.list_artifacts(run_id, model_path):
+                raise UsageError(f"run {run_id} has no model named {model_path!r} (promote.model_path)")
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri))
+
+    def import_model(self, experiment_id: str, model_dir: Path, model_path: str, *, run_name: str, tags: Mapping[str, str]) -> str:
+        """A finished run of ``experiment_id`` holding ``model_dir``'s files under ``model_path``: how a
+        model validated elsewhere (a PR's artifact) enters this store before it is registered."""
+        with self._service("import the validated model into the store"):
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            try:
+                self.client.log_artifacts(run.info.run_id, str(model_dir), model_path)
+            except BaseException:
+                self.client.set_terminated(run.info.run_id, "FAILED")
+                raise
+            self.client.set_terminated(run.info.run_id, "FINISHED")
+            return run.info.run_id
+
+    def load_model(self, run_id: str, model_path: str, dst: Path):
+        """The run's logged model as a Python object: the scikit-learn flavor when it has one (for
+        ``predict_proba``), else the pyfunc."""
+        local = self.download_model(run_id, model_path, dst)
         flavors = (Path(local) / "MLmodel").read_text(encoding="utf-8") if (Path(local) / "MLmodel").is_file() else ""
         if "\n  sklearn:" in flavors:
             import mlflow.sklearn

@@ -136,7 +136,7 @@ def test_rollback_without_previous_is_a_usage_error(served):
 def test_promote_falls_back_to_the_merge_parents_when_github_cannot_list_the_pulls(status):
     import io
 
-    from mlflow_ci.commands.promote import _merged_pulls
+    from mlflow_ci.commands.validated import _merged_pulls
     from mlflow_ci.github.client import GitHubError
 
     class Client:

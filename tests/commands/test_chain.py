@@ -1,0 +1,238 @@
+"""The provenance chain, end to end: check --export-model → trusted publish --model-dir (record in the
+check run) → merge → promote verifies the digest, against a real `mlflow server` and the fake GitHub.
+
+Each attack is the one the hostile review reproduced against the store-tag lookup."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import MODEL_SCRIPT, clean_env, git
+from fakegithub import EVENTS, TOKEN, FakeGitHub
+
+from mlflow_ci.provenance import Record, model_digest
+from mlflow_ci.tracking import MlflowTracker
+
+REPO = "Codertocat/Hello-World"
+CHECK = "mlflow-ci / {name}"
+
+
+@pytest.fixture
+def gh():
+    with FakeGitHub(TOKEN) as server:
+        yield server
+
+
+def github_env(gh, tmp_path: Path, event_name: str | None = None, payload: dict | None = None, **extra) -> dict:
+    env = dict(GITHUB_REPOSITORY=REPO, GITHUB_API_URL=gh.url, GITHUB_SERVER_URL="https://github.test", GITHUB_TOKEN=TOKEN,
+               GITHUB_RUN_ID="777", MLFLOW_CI_GITHUB_MAX_ATTEMPTS="1")
+    if event_name:
+        event = tmp_path / f"{event_name}.json"
+        event.write_text(json.dumps(payload))
+        env.update(GITHUB_EVENT_NAME=event_name, GITHUB_EVENT_PATH=str(event), GITHUB_ACTIONS="true",
+                   GITHUB_OUTPUT=str(tmp_path / "output"), GITHUB_STEP_SUMMARY=str(tmp_path / "summary"))
+    return {**env, **extra}
+
+
+def pr_event(number: int, head: str, base: str) -> dict:
+    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
+    payload["number"] = payload["pull_request"]["number"] = number
+    payload["pull_request"]["head"]["sha"] = head
+    payload["pull_request"]["base"]["sha"] = base
+    payload["pull_request"]["head"]["repo"]["full_name"] = payload["repository"]["full_name"] = REPO
+    return payload
+
+
+def open_and_check(project, gh, tmp_path, number: int, params: dict, env: dict) -> tuple[str, dict]:
+    """A PR branch, its untrusted check (exports the model) and its trusted publish (records it)."""
+    base = git(project.root, "rev-parse", "main")
+    project.branch(f"pr-{number}")
+    project.write("params.json", json.dumps(params))
+    head = project.commit(f"PR {number}")
+    check = project.cli("check", "--no-publish", "--export-model", "--base-branch", "main", env=env)
+    assert check.returncode in (0, 1), check.stdout + check.stderr
+    assert (project.root / ".mlflow-ci" / "model" / "MLmodel").is_file()
+    published = project.cli(
+        "publish", "--from", ".mlflow-ci/result.json", "--model-dir", ".mlflow-ci/model", "--model-artifact", "mlflow-ci-result",
+        "--out", str(tmp_path / f"publish-{number}"),
+        env={**env, **github_env(gh, tmp_path, "pull_request", pr_event(number, head, base))},
+    )
+    assert published.returncode == 0, published.stdout + published.stderr
+    return head, project.result()
+
+
+def merge(project, gh, number: int, head: str) -> str:
+    git(project.root, "checkout", "-q", "main")
+    git(project.root, "merge", "-q", "--no-ff", f"pr-{number}", "-m", f"Merge #{number}")
+    merged = git(project.root, "rev-parse", "HEAD")
+    gh.pulls.append({"number": number, "state": "closed", "merged_at": "2026-11-29T08:00:00Z", "merge_commit_sha": merged,
+                     "head": {"sha": head, "label": f"Codertocat:pr-{number}"}})
+    return merged
+
+
+def on_push(gh, tmp_path: Path, merged: str) -> dict:
+    """The deploy workflow's environment: the push of the merge commit to main."""
+    payload = json.loads((EVENTS / "push.json").read_text())
+    payload.update(after=merged, ref="refs/heads/main", deleted=False)
+    return github_env(gh, tmp_path, "push", payload, GITHUB_SHA=merged)
+
+
+def forge_run(uri: str, experiment: str, tags: dict, C: float) -> str:
+    """What PR code holding the shared credentials can do: a run of its own, tagged as someone else's."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    X, y = load_iris(return_X_y=True)
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(LogisticRegression(C=C, max_iter=300).fit(X, y), name="model", pip_requirements=["scikit-learn"])
+        mlflow.set_tags(tags)
+        mlflow.log_metric("accuracy", 0.99)
+    return run.info.run_id
+
+
+def test_the_recorded_model_is_promoted_not_a_run_forged_with_the_prs_tags(served, gh, tmp_path):
+    env = served.server_env
+    head, result = open_and_check(served, gh, tmp_path, 2, {"C": 0.7}, env)
+    [check_run] = gh.check_runs
+    record = Record.parse(check_run["external_id"])
+    assert record.run_id == result["candidate"]["run_id"] and record.model_id and record.artifact == "777/mlflow-ci-result"
+    assert record.digest == model_digest(served.root / ".mlflow-ci" / "model")
+    assert "### Provenance" in check_run["output"]["summary"] and record.digest in check_run["output"]["summary"]
+    forged = forge_run(env["MLFLOW_TRACKING_URI"], served.name, {
+        "mlflow_ci.head_sha": head, "mlflow_ci.pr": "2", "mlflow_ci.verdict": "pass", "mlflow.source.git.commit": head}, C=0.01)
+    merged = merge(served, gh, 2, head)
+
+    promoted = served.cli("promote", env={**env, **on_push(gh, tmp_path, merged)})
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    tracker = MlflowTracker(env["MLFLOW_TRACKING_URI"])
+    champion = tracker.alias_version(served.name, "champion")
+    assert champion.run_id == record.run_id != forged, promoted.stdout + str(gh.requests())
+    assert champion.tags["mlflow_ci.model_digest"] == record.digest
+    assert champion.tags["mlflow_ci.provenance"].startswith("verified")
+    summary = (served.root / ".mlflow-ci" / "promote.md").read_text()
+    assert "🔒 Provenance verified" in summary
+    assert json.loads((served.root / ".mlflow-ci" / "promote.json").read_text())["provenance"].startswith("verified")
+
+
+def test_a_model_changed_after_the_gate_is_refused(served, gh, tmp_path):
+    env = served.server_env
+    head, _ = open_and_check(served, gh, tmp_path, 3, {"C": 0.7}, env)
+    record = Record.parse(gh.check_runs[0]["external_id"])
+    # the shared credentials let anyone rewrite the validated model's files
+    from mlflow.tracking import MlflowClient
+
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    (swapped / "model.pkl").write_bytes(b"not the model that was gated")
+    MlflowClient(env["MLFLOW_TRACKING_URI"]).log_model_artifacts(record.model_id, str(swapped))
+    merged = merge(served, gh, 3, head)
+
+    refused = served.cli("promote", env={**env, **on_push(gh, tmp_path, merged)})
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "the check run recorded " + record.digest in refused.stderr and "refusing to promote" in refused.stderr
+    assert MlflowTracker(env["MLFLOW_TRACKING_URI"]).alias_version(served.name, "champion") is None
+
+
+def test_no_check_run_or_someone_elses_is_refused_unless_provenance_is_optional(served, gh, tmp_path):
+    env = served.server_env
+    base = git(served.root, "rev-parse", "main")
+    served.branch("pr-4")
+    served.write("params.json", json.dumps({"C": 0.7}))
+    head = served.commit("PR 4")
+    assert served.cli("check", "--no-publish", "--base-branch", "main", env=env).returncode == 0
+    # another app (or a user's token) plants a passing check run with our name and a forged record
+    planted = Record("0" * 32, "sha256:" + "1" * 64).external_id()
+    gh.add_check_run(head, CHECK.format(name=served.name), app="evil-app", external_id=planted)
+    merged = merge(served, gh, 4, head)
+    assert base
+
+    refused = served.cli("promote", env={**env, **on_push(gh, tmp_path, merged)})
+    assert refused.returncode == 1
+    assert f"no check run 'mlflow-ci / {served.name}' by the github-actions app on the head of PR #4" in refused.stderr
+
+    # a check run by our app without a record (the fork path, an older mlflow-ci) is refused too
+    gh.add_check_run(head, CHECK.format(name=served.name))
+    refused = served.cli("promote", env={**env, **on_push(gh, tmp_path, merged)})
+    assert refused.returncode == 1 and "carries no provenance record" in refused.stderr
+
+    # a failing newest check run is the verdict branch protection saw
+    gh.add_check_run(head, CHECK.format(name=served.name), conclusion="failure")
+    refused = served.cli("promote", env={**env, **on_push(gh, tmp_path, merged)})
+    assert refused.returncode == 1 and "concluded failure" in refused.stderr
+
+    gh.check_runs.clear()
+    served.write("mlflow-ci.yml", (served.root / "mlflow-ci.yml").read_text() + "promote:\n  provenance: optional\n")
+    optional = served.cli("promote", env={**env, **on_push(gh, tmp_path, merged)})
+    assert optional.returncode == 0, optional.stderr
+    champion = MlflowTracker(env["MLFLOW_TRACKING_URI"]).alias_version(served.name, "champion")
+    assert champion.tags["mlflow_ci.provenance"].startswith("unverified: the PR's check run recorded no model")
+    assert "⚠️ Provenance unverified" in (served.root / ".mlflow-ci" / "promote.md").read_text()
+
+
+def artifact_zip(out_dir: Path) -> bytes:
+    """What actions/upload-artifact makes of .mlflow-ci/{result.json,report.md,model/}."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(out_dir.rglob("*")):
+            rel = path.relative_to(out_dir).as_posix()
+            if path.is_file() and (rel in ("result.json", "report.md") or rel.startswith("model/")):
+                zf.write(path, rel)
+    return buffer.getvalue()
+
+
+def test_zero_server_mode_promotes_the_recorded_artifact_into_the_default_branchs_store(project, gh, tmp_path):
+    """The PR's store (restored from cache, thrown away) is not the default branch's: the model travels as
+    the workflow artifact, and promote imports exactly the bytes whose digest the trusted job recorded."""
+    project.write("train.py", MODEL_SCRIPT)
+    project.write("params.json", json.dumps({"C": 1.0}))
+    project.write("mlflow-ci.yml", "experiment: iris\nmodel: iris\ntrain:\n  command: python train.py\ngate:\n  accuracy: {min: 0.8}\n")
+    project.commit("model project")
+    pr_store = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'pr.db'}")
+    main_store = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'main.db'}")
+    head, result = open_and_check(project, gh, tmp_path, 5, {"C": 0.7}, pr_store)
+    record = Record.parse(gh.check_runs[0]["external_id"])
+    data = artifact_zip(project.root / ".mlflow-ci")
+    gh.add_artifact(777, "mlflow-ci-result", data)
+    merged = merge(project, gh, 5, head)
+
+    promoted = project.cli("promote", "--no-deploy", env={**main_store, **on_push(gh, tmp_path, merged)})
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert "model imported from the PR's artifact" in promoted.stdout + (project.root / ".mlflow-ci" / "promote.md").read_text()
+    assert all("Authorization" not in headers for headers in gh.blob_requests)  # the storage never sees the token
+    tracker = MlflowTracker(main_store["MLFLOW_TRACKING_URI"])
+    champion = tracker.alias_version("iris", "champion")
+    imported = tracker.get_run(champion.run_id)
+    assert imported.tags["mlflow_ci.imported_from_run"] == record.run_id and imported.tags["mlflow_ci.pr"] == "5"
+    assert imported.metrics["accuracy"] == result["candidate"]["metrics"]["accuracy"]
+    downloaded = tracker.download_model(champion.run_id, "model", tmp_path / "registered")
+    assert model_digest(downloaded) == record.digest
+    assert tracker.load_model(champion.run_id, "model", tmp_path / "loaded").predict([[5.1, 3.5, 1.4, 0.2]]).shape == (1,)
+
+    again = project.cli("promote", "--no-deploy", env={**main_store, **on_push(gh, tmp_path, merged)})
+    assert again.returncode == 0 and "already champion" in again.stdout
+    assert len(tracker.client.search_model_versions("name = 'iris'")) == 1  # the import is found, not repeated
+
+    # an artifact whose bytes differ from the record is refused, and an expired one is explained
+    gh.artifacts.clear()
+    tampered = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for info in tampered.infolist():
+            content = tampered.read(info)
+            zf.writestr(info.filename, content + b"# swapped\n" if info.filename == "model/MLmodel" else content)
+    gh.add_artifact(777, "mlflow-ci-result", buffer.getvalue())
+    fresh = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'other.db'}")
+    refused = project.cli("promote", "--no-deploy", env={**fresh, **on_push(gh, tmp_path, merged)})
+    assert refused.returncode == 1 and "the model in artifact 'mlflow-ci-result' of workflow run 777 has digest" in refused.stderr
+    gh.artifacts.clear()
+    gh.add_artifact(777, "mlflow-ci-result", data, expired=True)
+    expired = project.cli("promote", "--no-deploy", env={**fresh, **on_push(gh, tmp_path, merged)})
+    assert expired.returncode == 1 and "is expired" in expired.stderr
