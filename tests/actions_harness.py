@@ -575,11 +575,16 @@ def _uses_artifacts(step, ctx, status, runner) -> dict | None:
         return None
     store = ctx["__artifacts__"] / step["with"]["name"]
     if uses.startswith("actions/upload-artifact@"):
-        for path in _lines(step["with"]["path"]):
-            found = runner.workspace / path
+        # As upload-artifact documents: one search path is its own root (a file's folder); several
+        # share their least common ancestor as the root, so relative layouts survive.
+        paths = [runner.workspace / p for p in _lines(step["with"]["path"]) if not p.startswith("!")]
+        root = (paths[0] if paths[0].is_dir() else paths[0].parent) if len(paths) == 1 else Path(os.path.commonpath(paths))
+        for found in paths:
             if found.is_file():
-                store.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(found, store / found.name)
+                (store / found.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(found, store / found.relative_to(root))
+            elif found.is_dir():
+                shutil.copytree(found, store / found.relative_to(root), dirs_exist_ok=True)
         return {"artifact-id": "1"}
     if not store.is_dir():
         raise StepFailed(f"Unable to download artifact(s): Artifact not found for name: {step['with']['name']}")

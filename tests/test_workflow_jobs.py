@@ -218,3 +218,48 @@ def test_the_installed_mlflow_ci_is_the_called_commit_not_an_index_package(model
     deploy, _ = actions.run(DEPLOY_WORKFLOW, "promote", ref="main", job_context={"workflow_repository": "mlflow-ci/mlflow-ci", "workflow_sha": other},
                             github={"event_name": "push", "ref": "refs/heads/main"})
     assert "installed mlflow-ci, version 0.0.0+called-" in deploy.log, deploy.log
+
+
+def zipped(folder: Path) -> bytes:
+    """An artifact as GitHub serves it: the uploaded tree as a zip archive."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def test_a_merge_promotes_exactly_the_model_the_trusted_publisher_recorded(models, tmp_path, called, runner_python):
+    """No tracking server: the PR's store is thrown away, so the model travels in the result artifact; the
+    publish job records its digest in the check run, and the deploy job registers those bytes."""
+    from mlflow_ci.provenance import Record, model_digest
+
+    cache = ActionsCache(tmp_path / "cache")
+    actions = Actions(models, tmp_path, called, runner_python, cache)
+    assert actions.push_to_main()[0].outcome == "success"
+    branch(models, "feature", C=0.5)
+    head = git(models, "rev-parse", "feature")
+    with FakeGitHub(TOKEN) as gh:
+        pr, publish, ws = actions.pull_request("feature", gh)
+        assert pr.outcome == "success" and publish.outcome == "success", pr.log + publish.log
+        uploaded = actions.artifacts / "mlflow-ci-result"
+        assert sorted(p.name for p in uploaded.iterdir()) == ["model", "report.md", "result.json"]
+        record = Record.parse(gh.check_runs[0]["external_id"])
+        assert record.artifact == f"{actions.run_id}/mlflow-ci-result"
+        assert record.digest == model_digest(uploaded / "model") and record.run_id == result_of(ws)["candidate"]["run_id"]
+        gh.add_artifact(actions.run_id, "mlflow-ci-result", zipped(uploaded))
+
+        git(models, "merge", "-q", "--no-ff", "feature", "-m", "Merge #7")
+        merged = git(models, "rev-parse", "main")
+        gh.pulls.append({"number": 7, "state": "closed", "merged_at": "2026-11-29T09:00:00Z", "merge_commit_sha": merged,
+                         "head": {"sha": head}})
+        deploy, _ = actions.run(DEPLOY_WORKFLOW, "promote", ref="main", env={"GITHUB_API_URL": gh.url}, github={
+            "event_name": "push", "ref": "refs/heads/main", "token": TOKEN, "event": {"ref": "refs/heads/main", "after": merged}})
+        assert deploy.outcome == "success", deploy.log
+        promoted = deploy.step("promote").stdout
+        assert "iris version 2 @champion: promoted" in promoted and "model imported from the PR's artifact" in promoted
+        assert f"GET /repos/octo/models/commits/{head}/check-runs?per_page=100" in gh.requests()
