@@ -21,6 +21,7 @@ from mlflow_ci.errors import (
     EXIT_SERVICE,
     EXIT_USAGE,
     MlflowCiError,
+    UsageError,
     printable,
 )
 
@@ -160,7 +161,9 @@ def _echo_published(result) -> None:
               help="The candidate's model as 'check --export-model' wrote it: its digest is recorded in the check run for promote.")
 @click.option("--model-artifact", metavar="NAME",
               help="The workflow artifact that carries --model-dir, recorded so that promote can fetch the model (zero-server mode).")
-def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_artifact):
+@click.option("--pr", "pr_number", type=int, help="With --head-sha, under workflow_dispatch: accept a reviewed fork PR's verdict (maintainers).")
+@click.option("--head-sha", metavar="SHA", help="The fork PR commit the maintainer reviewed (full SHA); see --pr.")
+def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_artifact, pr_number, head_sha):
     """Publish a result: sticky PR comment, check run (or commit status), job summary, annotations, outputs.
 
     Without --from it publishes OUT/result.json of an earlier check (to retry a failed publish).
@@ -169,12 +172,22 @@ def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_arti
     the PR workflow) the config is read from --config (the base commit's). Under workflow_run (forks)
     nothing is read from the workspace (no config, no template) and the check is named
     '... (fork, unverified)', never the required check.
+    With --pr N --head-sha SHA under workflow_dispatch (a maintainer, after reviewing a fork PR at SHA):
+    the result of the PR's own workflow run at SHA is published under the required check name.
     With --model-dir (never on the fork path) the model's digest, run id and model id go into the check
     run's external_id and summary; promote verifies them on merge.
     Needs GITHUB_TOKEN; GITHUB_API_URL is respected (GitHub Enterprise).
     """
     from mlflow_ci.commands.publish import publish_saved
 
+    if pr_number is not None or head_sha is not None:
+        if pr_number is None or head_sha is None or from_file or model_dir:
+            raise UsageError("publish: --pr and --head-sha go together, without --from or --model-dir")
+        from mlflow_ci.commands.reviewed import publish_reviewed
+
+        _echo_published(publish_reviewed(dict(os.environ), sys.stdout, Path(out_dir), Path(config_path), pr=pr_number,
+                                         head_sha=head_sha, comment_mode=comment_mode))
+        return EXIT_OK
     result = publish_saved(dict(os.environ), sys.stdout, Path(out_dir), Path(config_path), comment_mode=comment_mode,
                            from_file=Path(from_file) if from_file else None,
                            model_dir=Path(model_dir) if model_dir else None, model_artifact=model_artifact)

@@ -60,6 +60,8 @@ ROUTES = [
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<sha>[0-9a-f]{40})/pulls", "commit_pulls"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<sha>[0-9a-f]{40})/check-runs", "list_check_runs"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs/(?P<run>\d+)/artifacts", "list_artifacts"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs", "list_workflow_runs"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/pulls/(?P<number>\d+)", "get_pull"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/artifacts/(?P<id>\d+)/zip", "download_artifact"),
 ]
 BLOB = re.compile(r"/_blob/(?P<id>\d+)")  # the storage an artifact download redirects to (no token there)
@@ -74,7 +76,8 @@ class FakeGitHub:
         self.check_runs: list[dict] = []
         self.statuses: list[dict] = []
         self.pulls: list[dict] = []
-        self.artifacts: list[dict] = []  # {"id", "name", "run", "expired", "data": zip bytes}
+        self.artifacts: list[dict] = []
+        self.workflow_runs: list[dict] = []  # {"id", "head_sha", "event", "status", "head_repository": {...}}  # {"id", "name", "run", "expired", "data": zip bytes}
         self.blob_requests: list[dict] = []  # headers of requests to the artifact storage
         self.forbidden: set[str] = set()
         self.faults: list[Fault] = []
@@ -282,6 +285,16 @@ class FakeGitHub:
         runs = [r for r in self.check_runs if r["head_sha"] == p["sha"] and q.get("check_name") in (None, r["name"])]
         status, page, headers = self._page(runs, q, f"/repos/{p['repo']}/commits/{p['sha']}/check-runs")
         return status, {"total_count": len(runs), "check_runs": page}, headers
+
+    def _get_pull(self, p, q, body):
+        pull = next((pr for pr in self.pulls if pr.get("number") == int(p["number"])), None)
+        return (200, pull, {}) if pull else (404, {"message": "Not Found"}, {})
+
+    def _list_workflow_runs(self, p, q, body):
+        runs = [r for r in self.workflow_runs
+                if all(q.get(k) in (None, r.get(k)) for k in ("head_sha", "event", "status"))]
+        status, page, headers = self._page(runs, q, f"/repos/{p['repo']}/actions/runs")
+        return status, {"total_count": len(runs), "workflow_runs": page}, headers
 
     def _list_artifacts(self, p, q, body):
         found = [a for a in self.artifacts if a["run"] == int(p["run"]) and q.get("name") in (None, a["name"])]

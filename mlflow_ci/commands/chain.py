@@ -155,18 +155,8 @@ def _import_artifact(s, experiment_id: str | None, found: CheckRecord, client, p
     record = found.record
     registry = s.registry()
     assert record.workflow_run is not None and record.artifact_name
-    artifacts = [a for a in client.run_artifacts(record.workflow_run, record.artifact_name)
-                 if a.get("name") == record.artifact_name and isinstance(a.get("id"), int)]
-    live = [a for a in artifacts if not a.get("expired")]
-    if not live:
-        state = "expired" if artifacts else "not found"
-        raise NotValidatedError(
-            f"the model artifact {record.artifact_name!r} of workflow run {record.workflow_run} is {state}; refusing to promote",
-            hint="re-run the PR's mlflow-ci workflow (artifacts expire), then run promote again",
-        )
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-artifact-") as tmp:
-        archive = client.download_artifact(live[0]["id"], Path(tmp) / "artifact.zip", max_bytes=ARTIFACT_LIMIT)
-        unpacked = extract_zip(archive, Path(tmp) / "unpacked", max_bytes=ARTIFACT_LIMIT)
+        unpacked = fetch_artifact(client, record.workflow_run, record.artifact_name, Path(tmp))
         model_dir = unpacked / MODEL_DIR
         _same(record, model_digest(model_dir), f"the model in artifact {record.artifact_name!r} of workflow run {record.workflow_run}")
         tags = {
@@ -188,6 +178,20 @@ def _import_artifact(s, experiment_id: str | None, found: CheckRecord, client, p
     run = registry.get_run(run_id)
     assert run is not None
     return run
+
+
+def fetch_artifact(client, workflow_run: int, name: str, work: Path) -> Path:
+    """Download a workflow run's artifact and unpack it (as untrusted data) under ``work``."""
+    artifacts = [a for a in client.run_artifacts(workflow_run, name) if a.get("name") == name and isinstance(a.get("id"), int)]
+    live = [a for a in artifacts if not a.get("expired")]
+    if not live:
+        state = "expired" if artifacts else "not found"
+        raise NotValidatedError(
+            f"the artifact {name!r} of workflow run {workflow_run} is {state}",
+            hint="re-run the PR's mlflow-ci workflow (artifacts expire), then try again",
+        )
+    archive = client.download_artifact(live[0]["id"], work / "artifact.zip", max_bytes=ARTIFACT_LIMIT)
+    return extract_zip(archive, work / "unpacked", max_bytes=ARTIFACT_LIMIT)
 
 
 def _artifact_metrics(path: Path, experiment: str) -> dict[str, float]:

@@ -34,7 +34,7 @@ def github_client(env: Mapping[str, str], event: ghevent.EventContext, stream: T
         raise UsageError("GITHUB_REPOSITORY is not set: cannot tell which repository to publish to")
     return GitHubClient(
         token=token, repository=event.repository, api_url=event.api_url,
-        log=lambda m: _say(stream, m), policy=retry_policy(env),
+        log=lambda m: say(stream, m), policy=retry_policy(env),
     )
 
 
@@ -51,7 +51,7 @@ def retry_policy(env: Mapping[str, str]):
     return policy
 
 
-def _say(stream: TextIO, message: str) -> None:
+def say(stream: TextIO, message: str) -> None:
     stream.write(printable(message) + "\n")  # messages may quote GitHub's answers and others' logins
     stream.flush()
 
@@ -71,7 +71,7 @@ def publish_result(
     provenance: Record | None = None,
 ):
     client = client if client is not None else github_client(env, event, stream)
-    publisher = pub.Publisher(client, ActionsIO(env, stream), lambda m: _say(stream, m), comment_mode, check_name)
+    publisher = pub.Publisher(client, ActionsIO(env, stream), lambda m: say(stream, m), comment_mode, check_name)
     try:
         return publisher.publish(target, result, markdown, report_path=str(report_path), provenance=provenance)
     except ServiceError as exc:
@@ -98,7 +98,7 @@ def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mo
     )
     client = github_client(s.env, ev, s.stream)
     run_id = outcome.result.candidate.run_id
-    record = (record_from_store(s.registry(), run_id, s.cfg.promote.model_path, lambda m: _say(s.stream, m))
+    record = (record_from_store(s.registry(), run_id, s.cfg.promote.model_path, lambda m: say(s.stream, m))
               if client is not None and run_id and target.head_sha else None)
     return publish_result(
         s.env, s.stream, ev, target, outcome.result, outcome.report_path.read_text(encoding="utf-8"),
@@ -156,7 +156,7 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
     record = None
     if model_dir is not None and not fork:
         artifact = f"{env.get('GITHUB_RUN_ID')}/{model_artifact}" if model_artifact and env.get("GITHUB_RUN_ID") else None
-        record = record_from_dir(result, model_dir, artifact, lambda m: _say(stream, m))
+        record = record_from_dir(result, model_dir, artifact, lambda m: say(stream, m))
     markdown = report.render_markdown(result, cfg.report if cfg else ReportConfig(), cfg.root if cfg else Path.cwd())
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path, _ = report.write_outputs(out_dir, markdown, result)

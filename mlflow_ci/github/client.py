@@ -230,6 +230,15 @@ class GitHubClient:
         return list(self.paginate(self._repo("/pulls"), what=f"find the PR for {head}", params={"state": "open", "head": head}))
 
 
+    def get_pull(self, number: int) -> dict:
+        return self.request("GET", self._repo(f"/pulls/{number}"), what=f"read PR #{number}").json()
+
+    def workflow_runs(self, head_sha: str, event: str) -> list[dict]:
+        """The completed workflow runs of a commit for one event, newest first."""
+        runs = self.paginate(self._repo("/actions/runs"), what=f"list the workflow runs of {head_sha[:12]}",
+                             params={"head_sha": head_sha, "event": event, "status": "completed"}, key="workflow_runs")
+        return sorted(runs, key=lambda run: run.get("id") if isinstance(run.get("id"), int) else 0, reverse=True)
+
     def check_runs(self, ref: str, name: str) -> list[dict]:
         """Every check run named ``name`` on a commit, by any app, newest first."""
         runs = self.paginate(self._repo(f"/commits/{ref}/check-runs"), what=f"read the check runs of {ref[:12]}",

@@ -281,11 +281,11 @@ def event_target(event: EventContext, result: Result, client: GitHubClient | Non
         return fork_target(event, result, client)
     if event.event_name not in PR_EVENTS or not event.repository or not event.head_sha:
         raise UsageError(f"publish --from needs a pull_request or workflow_run event (this is {event.event_name or 'not GitHub Actions'})")
-    _agrees(result, event.head_sha, event.pr_number, "pull_request")
+    agrees(result, event.head_sha, event.pr_number, "pull_request")
     return Target(event.repository, event.pr_number, event.head_sha, event.run_url)
 
 
-def _agrees(result: Result, head_sha: str, pr: int | None, event_name: str) -> None:
+def agrees(result: Result, head_sha: str, pr: int | None, event_name: str) -> None:
     if result.head_sha and result.head_sha != head_sha:
         raise UsageError(
             f"result.json artifact does not match the {event_name} event: head_sha {result.head_sha[:12]} != {head_sha[:12]}"
@@ -309,5 +309,5 @@ def fork_target(event: EventContext, result: Result | dict, client: GitHubClient
             if pull.get("head", {}).get("sha") == event.head_sha and isinstance(pull.get("number"), int):
                 pr = pull["number"]
                 break
-    _agrees(Result.coerce(result), event.head_sha, pr, "workflow_run")
+    agrees(Result.coerce(result), event.head_sha, pr, "workflow_run")
     return Target(event.repository, pr, event.head_sha, event.run_url)
