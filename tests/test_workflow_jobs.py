@@ -263,3 +263,45 @@ def test_a_merge_promotes_exactly_the_model_the_trusted_publisher_recorded(model
         promoted = deploy.step("promote").stdout
         assert "iris version 2 @champion: promoted" in promoted and "model imported from the PR's artifact" in promoted
         assert f"GET /repos/octo/models/commits/{head}/check-runs?per_page=100" in gh.requests()
+
+
+COMMENT_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-comment.yml"
+
+
+def test_a_maintainer_turns_a_reviewed_fork_verdict_into_the_required_check(models, tmp_path, called, runner_python):
+    """The fork's own run computes the verdict with no token; a dispatch of the comment workflow, with the
+    PR number and the reviewed commit, publishes it under the required name, with its provenance."""
+    from mlflow_ci.provenance import Record
+
+    actions = Actions(models, tmp_path, called, runner_python, ActionsCache(tmp_path / "cache"))
+    branch(models, "fork-change", C=0.5)
+    head = git(models, "rev-parse", "fork-change")
+    payload = copy.deepcopy(json.loads((EVENTS / "pull_request.opened.json").read_text()))
+    pr = payload["pull_request"]
+    pr["number"] = payload["number"] = 12
+    pr["head"].update(ref="fork-change", sha=head)
+    pr["head"]["repo"]["full_name"] = "forker/models"
+    pr["base"]["repo"]["full_name"] = payload["repository"]["full_name"] = REPOSITORY
+    pr["base"].update(ref="main", sha=git(models, "rev-parse", "main"))
+    with FakeGitHub(TOKEN) as gh:
+        env = {"GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": "https://github.test"}
+        check, _ = actions.run(PR_WORKFLOW, "check", ref="fork-change", matrix={"candidate": ""}, env=env, github={
+            "event_name": "pull_request", "ref": "refs/pull/12/merge", "base_ref": "main", "head_ref": "fork-change",
+            "event": payload, "token": ""})
+        assert check.outcome == "success", check.log
+        fork_run = actions.run_id
+        gh.add_artifact(fork_run, "mlflow-ci-result", zipped(actions.artifacts / "mlflow-ci-result"))
+        gh.workflow_runs.append({"id": fork_run, "head_sha": head, "event": "pull_request", "status": "completed",
+                                 "head_repository": {"full_name": "forker/models"}})
+        gh.pulls.append({"number": 12, "state": "open", "head": {"sha": head, "repo": {"full_name": "forker/models"}},
+                         "base": {"repo": {"full_name": REPOSITORY}}})
+
+        dispatched, _ = actions.run(COMMENT_WORKFLOW, "reviewed", ref="main", env={**env, "GITHUB_ACTOR": "maintainer"},
+                                    inputs={"pr": 12, "head-sha": head}, github={
+                                        "event_name": "workflow_dispatch", "ref": "refs/heads/main", "token": TOKEN,
+                                        "event": {"inputs": {"pr": "12", "head-sha": head}}})
+        assert dispatched.outcome == "success", dispatched.log
+        [published] = gh.check_runs
+        assert published["name"] == "mlflow-ci / iris" and published["head_sha"] == head
+        assert Record.parse(published["external_id"]).artifact == f"{fork_run}/mlflow-ci-result"
+        assert "accepted by maintainer" in gh.comments[12][0]["body"]
