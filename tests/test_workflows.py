@@ -81,8 +81,8 @@ def test_actions_are_pinned_by_full_sha_with_version_comment(path):
         ref = match.group(1)
         if ref.startswith("./"):
             continue  # this repository's own action (dogfood)
-        if ref.startswith("mlflow-ci/mlflow-ci/"):
-            assert f"@v{__version__} # zizmor: ignore[unpinned-uses]" in ref, ref  # first-party, same release
+        if ref.startswith("mlflow-ci/mlflow-ci/"):  # first-party: the release's commit, and no zizmor ignore
+            assert re.fullmatch(rf"[\w./-]+@[0-9a-f]{{40}} # v{re.escape(__version__)}", ref), ref
             continue
         assert SHA_PIN.match(ref), f"{rel(path)}: {ref} is not pinned to a full commit SHA with its version"
 
@@ -187,7 +187,8 @@ def test_reusable_workflows_install_the_commit_they_were_called_at(name):
 # 2026), read from each release's action.yml (`runs.using`). Composite and Docker actions run no Node.
 NODE24_SINCE = {"actions/checkout": 5, "actions/setup-python": 6, "astral-sh/setup-uv": 7, "actions/upload-artifact": 6,
                 "actions/download-artifact": 7, "actions/cache": 5}
-NOT_NODE = {"pypa/gh-action-pypi-publish": "docker", "actions/attest-build-provenance": "composite"}
+NOT_NODE = {"pypa/gh-action-pypi-publish": "docker", "actions/attest-build-provenance": "composite",
+            "mlflow-ci/mlflow-ci": "reusable workflows"}
 
 
 @pytest.mark.parametrize("path", ALL_YAML, ids=rel)
@@ -251,3 +252,37 @@ def test_jobs_that_write_to_github_never_check_out_the_pull_request():
             for step in checkouts:
                 ref = step.get("with", {}).get("ref")
                 assert ref in ("${{ steps.source.outputs.ref }}", "${{ github.event.pull_request.base.sha }}"), (name, ref)
+
+
+def test_templates_pin_one_commit_that_holds_the_called_workflows():
+    """What users copy needs no zizmor ignore: the reusable workflows are called by commit SHA
+    (.github/scripts/pin_templates.py), and that commit has them."""
+    refs = {(name, sha) for path in TEMPLATE_FILES
+            for name, sha in re.findall(r"mlflow-ci/mlflow-ci/\.github/workflows/([\w.-]+)@([0-9a-f]{40})", path.read_text())}
+    assert len({sha for _, sha in refs}) == 1 and len(refs) == 3, refs
+    for path in TEMPLATE_FILES:
+        assert "zizmor: ignore[unpinned-uses]" not in path.read_text(), rel(path)
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the pinned commit cannot be looked up")
+    for name, sha in refs:
+        found = subprocess.run(["git", "cat-file", "-e", f"{sha}:.github/workflows/{name}"], cwd=ROOT, capture_output=True)
+        assert found.returncode == 0, f"{sha} has no .github/workflows/{name}"
+
+
+def test_the_pin_script_rewrites_every_first_party_reference(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pin_templates", ROOT / ".github" / "scripts" / "pin_templates.py")
+    pin_templates = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pin_templates)
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "a.yml").write_text("jobs:\n  x:\n    uses: mlflow-ci/mlflow-ci/.github/workflows/mlflow-ci-pr.yml@v0.0.9 # old\n"
+                                  "  y:\n    uses: actions/checkout@v1\n")
+    monkeypatch.setattr(pin_templates, "TEMPLATE_DIRS", (folder,))
+    assert pin_templates.pin("ab" * 20) == [folder / "a.yml"]
+    text = (folder / "a.yml").read_text()
+    assert f"mlflow-ci-pr.yml@{'ab' * 20} # v{__version__}\n" in text and "actions/checkout@v1" in text
+    assert pin_templates.pins() == {folder / "a.yml": [("mlflow-ci-pr.yml", "ab" * 20, __version__)]}
+    with pytest.raises(SystemExit):
+        pin_templates.pin("v1.0.0")
