@@ -1,10 +1,17 @@
 """A fake GitHub REST API on 127.0.0.1 that behaves the way GitHub documents it.
 
-Endpoints: issue comments (list/create/update/delete), check runs (create/update), commit statuses,
-pulls (list). Behaviour: Bearer auth (401), per_page capped at 100 with Link pagination, 422 for comment
-bodies over 65,536 characters and for more than 50 annotations per request, 403 for forbidden
-endpoints, and injected faults: any status with headers (rate limits, 5xx) or a dropped connection.
-Every request is logged as (method, path, query).
+Endpoints: issue comments (list/create/update/delete), check runs (create/update/list for a ref),
+commit statuses, pulls (list/get/for a commit), workflow runs and their artifacts (list, download
+through a redirect to storage that never sees the token).
+
+Shaped by GitHub's own OpenAPI description (:mod:`openapi`): every request must be a documented
+operation whose JSON body conforms (else 422, and the test fails at exit); every answer is built on the
+operation's documented example and must conform to its schema (else the test fails at exit), so
+comments have authors, check runs an ``app``, statuses API URLs, errors a ``documentation_url``. The
+documented limits are enforced (summary and text 65,535 characters, 50 annotations per request,
+annotation messages 64 KB, comment bodies 65,536). Also: Bearer auth (401), per_page capped at 100
+with Link pagination, 403 for forbidden endpoints, and injected faults: any status with headers (rate
+limits, 5xx) or a dropped connection. Every request is logged as (method, path, query).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+import openapi
 
 # The GitHub event payloads of the product (a copy of ../shared/fixtures/github-events).
 EVENTS = Path(__file__).resolve().parent / "fixtures" / "github-events"
@@ -35,7 +44,27 @@ class FakeClock:
         self.now += seconds
 
 
-FORBIDDEN = {"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest"}
+DOCS = "https://docs.github.com/rest"
+FORBIDDEN = {"message": "Resource not accessible by integration", "documentation_url": DOCS}
+NOT_FOUND = {"message": "Not Found", "documentation_url": DOCS}
+TOO_LONG = {"message": "Validation Failed", "documentation_url": DOCS, "errors": [
+    {"resource": "IssueComment", "code": "unprocessable", "field": "data", "message": "Body is too long (maximum is 65536 characters)"}]}
+ANNOTATION_MESSAGE_BYTES = 64 * 1024
+
+
+def invalid(message: str) -> dict:
+    return {"message": "Validation Failed", "errors": [{"resource": "Request", "code": "invalid", "message": message}],
+            "documentation_url": DOCS}
+
+
+def overlay(base, fields):
+    """``base`` (a documented example) with ``fields`` written over it, nested objects merged."""
+    if not isinstance(base, dict) or not isinstance(fields, dict):
+        return fields
+    out = dict(base)
+    for key, value in fields.items():
+        out[key] = overlay(base.get(key), value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
 
 
 @dataclass
@@ -82,6 +111,7 @@ class FakeGitHub:
         self.forbidden: set[str] = set()
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, dict]] = []
+        self.violations: list[str] = []  # departures from GitHub's OpenAPI description, by us or by the client
         self._next_id = 1000
         self._lock = threading.Lock()
         fake = self
@@ -112,6 +142,8 @@ class FakeGitHub:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if self.violations and exc[0] is None:
+            raise AssertionError("GitHub's OpenAPI description was not respected:\n" + "\n".join(self.violations))
 
     # -- helpers for tests -------------------------------------------------------------------------
     def new_id(self) -> int:
@@ -161,13 +193,16 @@ class FakeGitHub:
             return self._blob(h, int(blob["id"]))
         if self.prefix:
             if not path.startswith(self.prefix + "/"):
-                return self._send(h, 404, {"message": "Not Found"})
+                return self._send(h, 404, NOT_FOUND)
             path = path[len(self.prefix):]
         route, params = self._route(h.command, path)
+        documented = openapi.operation(h.command, path)
+        if documented is None:
+            self.violations.append(f"{h.command} {path}: not an operation GitHub documents")
         if route is None:
-            return self._send(h, 404, {"message": "Not Found"})
+            return self._send(h, 404, NOT_FOUND)
         if h.headers.get("Authorization") != f"Bearer {self.token}":
-            return self._send(h, 401, {"message": "Bad credentials"})
+            return self._send(h, 401, {"message": "Bad credentials", "documentation_url": DOCS})
         fault = self._take_fault(route)
         if fault and not fault.after:
             if fault.drop:
@@ -176,10 +211,19 @@ class FakeGitHub:
         if route in self.forbidden:
             return self._send(h, 403, FORBIDDEN)
         try:
-            body = json.loads(raw) if raw else {}
+            body = json.loads(raw) if raw else None
         except ValueError:
-            return self._send(h, 400, {"message": "Problems parsing JSON"})
-        status, payload, headers = getattr(self, "_" + route)(params, query, body)
+            return self._send(h, 400, {"message": "Problems parsing JSON", "documentation_url": DOCS})
+        template = documented[0] if documented else None
+        problems = openapi.request_problems(h.command, template, body) if template else []
+        if problems:
+            self.violations.extend(f"request {h.command} {template}: {problem}" for problem in problems)
+            return self._send(h, 422, invalid("; ".join(problems)))
+        status, payload, headers = getattr(self, "_" + route)(params, query, body or {})
+        if template:
+            payload = self._shape(h.command.lower(), template, status, payload)
+            self.violations.extend(f"answer {status} to {h.command} {template}: {problem}"
+                                   for problem in openapi.response_problems(h.command, template, status, payload))
         if fault and fault.after:
             return self._drop(h)
         self._send(h, status, payload, headers)
@@ -253,7 +297,7 @@ class FakeGitHub:
     def _create_comment(self, p, q, body):
         text = body.get("body")
         if not isinstance(text, str) or len(text) > 65536:
-            return 422, {"message": "Validation Failed", "errors": [{"resource": "IssueComment", "code": "unprocessable", "field": "data", "message": "Body is too long (maximum is 65536 characters)"}]}, {}
+            return 422, TOO_LONG, {}
         made = self.add_comments(int(p["pr"]), [text], user=self.identity)[0]
         return 201, made, {}
 
@@ -267,28 +311,28 @@ class FakeGitHub:
     def _update_comment(self, p, q, body):
         items, comment = self._find_comment(int(p["id"]))
         if comment is None:
-            return 404, {"message": "Not Found"}, {}
+            return 404, NOT_FOUND, {}
         text = body.get("body")
         if not isinstance(text, str) or len(text) > 65536:
-            return 422, {"message": "Validation Failed"}, {}
+            return 422, TOO_LONG, {}
         comment["body"] = text
         return 200, comment, {}
 
     def _delete_comment(self, p, q, body):
         items, comment = self._find_comment(int(p["id"]))
         if comment is None:
-            return 404, {"message": "Not Found"}, {}
+            return 404, NOT_FOUND, {}
         items.remove(comment)
         return 204, None, {}
 
     def _list_check_runs(self, p, q, body):
         runs = [r for r in self.check_runs if r["head_sha"] == p["sha"] and q.get("check_name") in (None, r["name"])]
         status, page, headers = self._page(runs, q, f"/repos/{p['repo']}/commits/{p['sha']}/check-runs")
-        return status, {"total_count": len(runs), "check_runs": page}, headers
+        return status, {"total_count": len(runs), "check_runs": [self._check_run_view(r, p["repo"]) for r in page]}, headers
 
     def _get_pull(self, p, q, body):
         pull = next((pr for pr in self.pulls if pr.get("number") == int(p["number"])), None)
-        return (200, pull, {}) if pull else (404, {"message": "Not Found"}, {})
+        return (200, pull, {}) if pull else (404, NOT_FOUND, {})
 
     def _list_workflow_runs(self, p, q, body):
         runs = [r for r in self.workflow_runs
@@ -305,9 +349,9 @@ class FakeGitHub:
     def _download_artifact(self, p, q, body):
         artifact = next((a for a in self.artifacts if a["id"] == int(p["id"])), None)
         if artifact is None:
-            return 404, {"message": "Not Found"}, {}
+            return 404, NOT_FOUND, {}
         if artifact["expired"]:
-            return 410, {"message": "Artifact has expired"}, {}
+            return 410, {"message": "Artifact has expired", "documentation_url": DOCS}, {}
         host = self.url[: len(self.url) - len(self.prefix)] if self.prefix else self.url
         return 302, None, {"Location": f"{host}/_blob/{artifact['id']}"}
 
@@ -323,28 +367,55 @@ class FakeGitHub:
 
     def _create_check_run(self, p, q, body):
         anns = body.get("output", {}).get("annotations", [])
-        if len(anns) > 50 or not body.get("name") or not body.get("head_sha") or len(body.get("output", {}).get("summary", "")) > 65535:
-            return 422, {"message": "Validation Failed"}, {}
+        if any(len(a.get("message", "").encode()) > ANNOTATION_MESSAGE_BYTES for a in anns):
+            return 422, invalid("an annotation message is over 64 KB"), {}
         cid = self.new_id()
         run = {**body, "id": cid, "html_url": f"https://github.test/runs/{cid}", "annotations": list(anns),
                "app": {"slug": self.identity.removesuffix("[bot]")}}
         self.check_runs.append(run)
-        return 201, run, {}
+        return 201, self._check_run_view(run, p["repo"]), {}
 
     def _update_check_run(self, p, q, body):
         run = next((r for r in self.check_runs if r["id"] == int(p["id"])), None)
         if run is None:
-            return 404, {"message": "Not Found"}, {}
+            return 404, NOT_FOUND, {}
         anns = body.get("output", {}).get("annotations", [])
-        if len(anns) > 50:
-            return 422, {"message": "Validation Failed"}, {}
+        if any(len(a.get("message", "").encode()) > ANNOTATION_MESSAGE_BYTES for a in anns):
+            return 422, invalid("an annotation message is over 64 KB"), {}
         run["annotations"].extend(anns)
-        return 200, run, {}
+        return 200, self._check_run_view(run, p["repo"]), {}
+
+    def _check_run_view(self, run: dict, repo: str) -> dict:
+        """A stored check run as GitHub answers it: the output's counts, not its annotations."""
+        output = run.get("output") or {}
+        view = {k: v for k, v in run.items() if k != "annotations"}
+        view["url"] = f"{self.url}/repos/{repo}/check-runs/{run['id']}"
+        view["output"] = {"title": output.get("title"), "summary": output.get("summary"), "text": output.get("text"),
+                          "annotations_count": len(run.get("annotations", [])),
+                          "annotations_url": f"{view['url']}/annotations"}
+        return view
 
     def _create_status(self, p, q, body):
-        if body.get("state") not in ("error", "failure", "pending", "success") or len(body.get("description", "")) > 140:
-            return 422, {"message": "Validation Failed"}, {}
-        status = {**body, "sha": p["sha"], "url": f"https://github.test/status/{len(self.statuses) + 1}",
-                  "creator": {"login": self.identity, "type": "Bot"}}
+        status = {**body, "sha": p["sha"], "url": f"{self.url}/repos/{p['repo']}/statuses/{p['sha']}",
+                  "id": self.new_id(), "creator": {"login": self.identity, "type": "Bot"}}
         self.statuses.append(status)
         return 201, status, {}
+
+    # -- GitHub's shapes -------------------------------------------------------------------------
+    def _shape(self, method: str, template: str, status: int, payload):
+        """An answer built on the operation's documented example, with our objects written over it."""
+        if payload is None or status >= 300:
+            return payload
+        example = openapi.example(method, template, status)
+        if isinstance(payload, list):
+            return [self._fix(overlay(example[0], item)) for item in payload]
+        for key in ("check_runs", "workflow_runs", "artifacts"):
+            if key in payload:
+                return {**payload, key: [self._fix(overlay(example[key][0], item)) for item in payload[key]]}
+        return self._fix(overlay(example, payload))
+
+    @staticmethod
+    def _fix(item: dict) -> dict:
+        if "requested_teams" in item:  # the pull request examples list a team without its required 'type'
+            item["requested_teams"] = []
+        return item
