@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass
 
 from mlflow_ci import report
-from mlflow_ci.commands.publish import publish_result
+from mlflow_ci.commands.chain import record_from_store
+from mlflow_ci.commands.publish import publish_result, say
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.commands.validated import select_candidate
@@ -162,6 +163,18 @@ def do_leaderboard(s: Session, opts: Options, pr: int, *, publish: bool) -> tupl
     target = Target(ev.repository or "", pr, ev.head_sha, ev.run_url)  # the event's commit, never a store tag's
     published = publish_result(
         s.env, s.stream, ev, target, result, markdown, report_path=report_path,
-        comment_mode=s.cfg.publish.comment, check_name=s.cfg.publish.check_name,
+        comment_mode=s.cfg.publish.comment, check_name=s.cfg.publish.check_name, provenance=_record(s, board, ev.head_sha),
     )
     return outcome, published
+
+
+def _record(s: Session, board: Leaderboard, head_sha: str | None):
+    """The provenance of the candidate promote will pick, when it was trained at the event's commit."""
+    selected = board.selected
+    if selected is None or not head_sha:
+        return None
+    if selected.run.tags.get(TAG_HEAD_SHA) != head_sha:
+        say(s.stream, f"warning: no provenance recorded: the best candidate was trained at "
+                      f"{selected.run.tags.get(TAG_HEAD_SHA, 'an unknown commit')[:12]}, not at {head_sha[:12]}")
+        return None
+    return record_from_store(s.registry(), selected.run.run_id, s.cfg.promote.model_path, lambda m: say(s.stream, m))

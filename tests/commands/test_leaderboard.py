@@ -11,6 +11,8 @@ import time
 from conftest import git
 from fakegithub import EVENTS, TOKEN, FakeGitHub
 
+from mlflow_ci.provenance import Record
+
 FANOUT_SCRIPT = """
 import json, os, mlflow, mlflow.sklearn, sklearn
 from sklearn.datasets import load_iris
@@ -52,6 +54,7 @@ def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path
 
     payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
     payload["pull_request"]["number"] = 7
+    payload["pull_request"]["head"]["sha"] = head
     event = tmp_path / "event.json"
     event.write_text(json.dumps(payload))
     with FakeGitHub(TOKEN) as gh:
@@ -67,15 +70,21 @@ def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path
         body = gh.comments[7][0]["body"]
         assert "3 candidates for PR" in body and "🏆 | best | ✅" in body and "| weak | ❌" in body
         assert gh.check_runs[0]["conclusion"] == "success"
-    board = json.loads((served.root / ".mlflow-ci" / "leaderboard.json").read_text())
-    assert [(e["candidate"], e["verdict"], e["selected"]) for e in board] == [
-        ("best", "pass", True), ("good", "pass", False), ("weak", "fail", False)]
-    print(f"\nfan-out: 3 candidates in parallel {parallel_seconds:.1f}s, aggregate report {aggregate_seconds:.1f}s")
+        board = json.loads((served.root / ".mlflow-ci" / "leaderboard.json").read_text())
+        assert [(e["candidate"], e["verdict"], e["selected"]) for e in board] == [
+            ("best", "pass", True), ("good", "pass", False), ("weak", "fail", False)]
+        best_run = next(e["run_id"] for e in board if e["candidate"] == "best")
+        assert Record.parse(gh.check_runs[0]["external_id"]).run_id == best_run  # the one promote will pick
+        print(f"\nfan-out: 3 candidates in parallel {parallel_seconds:.1f}s, aggregate report {aggregate_seconds:.1f}s")
 
-    git(served.root, "checkout", "-q", "main")
-    git(served.root, "merge", "-q", "--no-ff", "pr-7", "-m", "Merge PR 7")
-    promoted = served.cli("promote", env=served.server_env)
-    assert promoted.returncode == 0, promoted.stderr
-    best_run = next(e["run_id"] for e in board if e["candidate"] == "best")
-    assert f"(run {best_run}" in promoted.stdout
+        git(served.root, "checkout", "-q", "main")
+        git(served.root, "merge", "-q", "--no-ff", "pr-7", "-m", "Merge PR 7")
+        merged = git(served.root, "rev-parse", "HEAD")
+        gh.pulls.append({"number": 7, "state": "closed", "merged_at": "2026-11-29T08:00:00Z", "merge_commit_sha": merged,
+                         "head": {"sha": head}})
+        push = tmp_path / "push.json"
+        push.write_text(json.dumps({"ref": "refs/heads/main", "after": merged, "deleted": False}))
+        promoted = served.cli("promote", env={**env, "GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(push)})
+        assert promoted.returncode == 0, promoted.stderr
+        assert f"(run {best_run}, run recorded by the check run on {head[:12]}" in promoted.stdout
     assert head  # the PR head the runs were tagged with
