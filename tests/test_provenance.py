@@ -119,6 +119,7 @@ def test_a_plain_archive_unpacks(tmp_path):
     assert (out / "model" / "MLmodel").read_bytes() == b"x" and (out / "result.json").read_bytes() == b"{}"
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
 @pytest.mark.parametrize(("entries", "message"), [
     ([("../escape", b"x", 0o644)], "unsafe path"),
     ([("/etc/cron.d/x", b"x", 0o644)], "unsafe path"),
