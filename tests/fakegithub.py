@@ -57,6 +57,23 @@ def invalid(message: str) -> dict:
             "documentation_url": DOCS}
 
 
+RESULT_ARTIFACT = ("result.json", "report.md", "model/")  # what the PR workflow uploads from .mlflow-ci/
+
+
+def zip_artifact(folder: Path, keep: tuple[str, ...] | None = None) -> bytes:
+    """An artifact as GitHub serves it: the uploaded tree (or the paths under ``keep``) as a zip archive."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder).as_posix()
+            if path.is_file() and (keep is None or any(rel == k or (k.endswith("/") and rel.startswith(k)) for k in keep)):
+                zf.write(path, rel)
+    return buffer.getvalue()
+
+
 def overlay(base, fields):
     """``base`` (a documented example) with ``fields`` written over it, nested objects merged."""
     if not isinstance(base, dict) or not isinstance(fields, dict):

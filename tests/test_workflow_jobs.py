@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from actions_harness import ActionsCache, run_job
 from conftest import MODEL_SCRIPT, ROOT, git, runner_env
-from fakegithub import EVENTS, TOKEN, FakeGitHub
+from fakegithub import EVENTS, TOKEN, FakeGitHub, zip_artifact
 
 PR_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-pr.yml"
 DEPLOY_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-deploy.yml"
@@ -220,19 +220,6 @@ def test_the_installed_mlflow_ci_is_the_called_commit_not_an_index_package(model
     assert "installed mlflow-ci, version 0.0.0+called-" in deploy.log, deploy.log
 
 
-def zipped(folder: Path) -> bytes:
-    """An artifact as GitHub serves it: the uploaded tree as a zip archive."""
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()
-
-
 def test_a_merge_promotes_exactly_the_model_the_trusted_publisher_recorded(models, tmp_path, called, runner_python):
     """No tracking server: the PR's store is thrown away, so the model travels in the result artifact; the
     publish job records its digest in the check run, and the deploy job registers those bytes."""
@@ -251,7 +238,7 @@ def test_a_merge_promotes_exactly_the_model_the_trusted_publisher_recorded(model
         record = Record.parse(gh.check_runs[0]["external_id"])
         assert record.artifact == f"{actions.run_id}/mlflow-ci-result"
         assert record.digest == model_digest(uploaded / "model") and record.run_id == result_of(ws)["candidate"]["run_id"]
-        gh.add_artifact(actions.run_id, "mlflow-ci-result", zipped(uploaded))
+        gh.add_artifact(actions.run_id, "mlflow-ci-result", zip_artifact(uploaded))
 
         git(models, "merge", "-q", "--no-ff", "feature", "-m", "Merge #7")
         merged = git(models, "rev-parse", "main")
@@ -290,7 +277,7 @@ def test_a_maintainer_turns_a_reviewed_fork_verdict_into_the_required_check(mode
             "event": payload, "token": ""})
         assert check.outcome == "success", check.log
         fork_run = actions.run_id
-        gh.add_artifact(fork_run, "mlflow-ci-result", zipped(actions.artifacts / "mlflow-ci-result"))
+        gh.add_artifact(fork_run, "mlflow-ci-result", zip_artifact(actions.artifacts / "mlflow-ci-result"))
         gh.workflow_runs.append({"id": fork_run, "head_sha": head, "event": "pull_request", "status": "completed",
                                  "head_repository": {"full_name": "forker/models"}})
         gh.pulls.append({"number": 12, "state": "open", "head": {"sha": head, "repo": {"full_name": "forker/models"}},

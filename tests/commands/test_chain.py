@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MODEL_SCRIPT, clean_env, git
-from fakegithub import EVENTS, TOKEN, FakeGitHub
+from fakegithub import EVENTS, RESULT_ARTIFACT, TOKEN, FakeGitHub, zip_artifact
 
 from mlflow_ci.provenance import Record, model_digest
 from mlflow_ci.tracking import MlflowTracker
@@ -177,17 +177,6 @@ def test_no_check_run_or_someone_elses_is_refused_unless_provenance_is_optional(
     assert "⚠️ Provenance unverified" in (served.root / ".mlflow-ci" / "promote.md").read_text()
 
 
-def artifact_zip(out_dir: Path) -> bytes:
-    """What actions/upload-artifact makes of .mlflow-ci/{result.json,report.md,model/}."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for path in sorted(out_dir.rglob("*")):
-            rel = path.relative_to(out_dir).as_posix()
-            if path.is_file() and (rel in ("result.json", "report.md") or rel.startswith("model/")):
-                zf.write(path, rel)
-    return buffer.getvalue()
-
-
 def test_zero_server_mode_promotes_the_recorded_artifact_into_the_default_branchs_store(project, gh, tmp_path):
     """The PR's store (restored from cache, thrown away) is not the default branch's: the model travels as
     the workflow artifact, and promote imports exactly the bytes whose digest the trusted job recorded."""
@@ -199,7 +188,7 @@ def test_zero_server_mode_promotes_the_recorded_artifact_into_the_default_branch
     main_store = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'main.db'}")
     head, result = open_and_check(project, gh, tmp_path, 5, {"C": 0.7}, pr_store)
     record = Record.parse(gh.check_runs[0]["external_id"])
-    data = artifact_zip(project.root / ".mlflow-ci")
+    data = zip_artifact(project.root / ".mlflow-ci", RESULT_ARTIFACT)
     gh.add_artifact(777, "mlflow-ci-result", data)
     merged = merge(project, gh, 5, head)
 

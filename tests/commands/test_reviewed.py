@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import pytest
 from conftest import MODEL_SCRIPT
-from fakegithub import TOKEN, FakeGitHub
+from fakegithub import RESULT_ARTIFACT, TOKEN, FakeGitHub, zip_artifact
 
 from mlflow_ci.provenance import Record, model_digest
 
@@ -27,18 +25,12 @@ def fork_pr(project, tmp_path):
     check = project.cli("check", "--no-publish", "--export-model", env=project.env())
     assert check.returncode == 0, check.stdout + check.stderr
     out = project.root / ".mlflow-ci"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for path in sorted(out.rglob("*")):
-            rel = path.relative_to(out).as_posix()
-            if path.is_file() and (rel in ("result.json", "report.md") or rel.startswith("model/")):
-                zf.write(path, rel)
     with FakeGitHub(TOKEN) as gh:
         gh.pulls.append({"number": 9, "state": "open", "head": {"sha": head, "repo": {"full_name": FORK}},
                          "base": {"repo": {"full_name": REPO}}})
         gh.workflow_runs.append({"id": 900, "head_sha": head, "event": "pull_request", "status": "completed",
                                  "head_repository": {"full_name": FORK}})
-        gh.add_artifact(900, "mlflow-ci-result", buffer.getvalue())
+        gh.add_artifact(900, "mlflow-ci-result", zip_artifact(out, RESULT_ARTIFACT))
         yield gh, head, model_digest(out / "model")
 
 
