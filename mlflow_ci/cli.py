@@ -114,28 +114,27 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
     """
-    from mlflow_ci.commands.check import (
-        clear_exported_model,
-        do_check,
-        export_candidate_model,
-    )
-    from mlflow_ci.commands.publish import publish_check
-    from mlflow_ci.report import summary_lines
+    from mlflow_ci.commands.check import Progress, check_failed, clear_outputs, do_check, export_candidate_model
 
-    s = _session(config_path)
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number,
                     use_cache=not no_cache, candidate=candidate, train_base=train_base)
-    if export_model:  # never a stale model from an earlier check
-        clear_exported_model(opts)
-    outcome = do_check(s, opts)
+    clear_outputs(opts.out_dir)  # never a stale report, result or model from an earlier check
+    progress, s = Progress(), None
+    try:
+        s = _session(config_path)
+        outcome = do_check(s, opts, progress)
+    except Exception as exc:  # noqa: BLE001 - every failure leaves outputs that say so, then exits as before
+        failed = check_failed(s, opts, progress, exc, Path(config_path))
+        _echo_outcome(failed)
+        if s is not None and _publishing(publish):
+            _publish_failure(s, opts, failed, comment_mode)
+        raise
+    _echo_outcome(outcome)
     if export_model and (exported := export_candidate_model(s, opts, outcome)):
         echo(f"model: {exported}")
-    echo("")
-    for line in summary_lines(outcome.result):
-        echo(line)
-    echo(f"report: {outcome.report_path}")
-    echo(f"result: {outcome.result_path}")
-    if publish if publish is not None else os.environ.get("GITHUB_ACTIONS") == "true":
+    if _publishing(publish):
+        from mlflow_ci.commands.publish import publish_check
+
         _echo_published(publish_check(s, opts, outcome, comment_mode=comment_mode))
     else:
         from mlflow_ci.github.actions import ActionsIO
@@ -143,6 +142,31 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
 
         ActionsIO(s.env, sys.stdout).set_outputs(step_outputs(outcome.result, str(outcome.report_path)))
     return _verdict_exit(outcome.verdict)
+
+
+def _publishing(publish: bool | None) -> bool:
+    return publish if publish is not None else os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def _echo_outcome(outcome) -> None:
+    from mlflow_ci.report import summary_lines
+
+    echo("")
+    for line in summary_lines(outcome.result):
+        echo(line)
+    echo(f"report: {outcome.report_path}")
+    echo(f"result: {outcome.result_path}")
+
+
+def _publish_failure(s, opts, failed, comment_mode) -> None:
+    """A failed check is published too (a failed check run, and a comment that says why); when that
+    fails as well, the original error still decides the exit code."""
+    from mlflow_ci.commands.publish import publish_check
+
+    try:
+        _echo_published(publish_check(s, opts, failed, comment_mode=comment_mode))
+    except MlflowCiError as exc:
+        echo(f"warning: the failure could not be published: {exc.message}", err=True)
 
 
 def _echo_published(result) -> None:

@@ -23,7 +23,15 @@ from mlflow_ci.gate import GateResult, fmt
 from mlflow_ci.result import CHARTED, Result
 
 CELL_LIMIT = 120
-VERDICT_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
+VERDICT_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "⛔"}
+STAGE_ADVICE = {
+    "config": "fix mlflow-ci.yml (mlflow-ci validate shows every problem with its line)",
+    "train": "the training command failed or wrote unusable metrics: its output is in train.log",
+    "compare": "the baseline could not be read: check the tracking store and the baseline settings",
+    "evaluate": "a model could not be loaded or scored on the evaluation rows",
+    "gate": "the gate could not be evaluated on these metrics",
+    "report": "the report could not be rendered: check report.template",
+}
 STATUS_ICON = {"better": "🟢", "worse": "🔴", "same": "⚪", "new": "🆕", "removed": "➖", "invalid": "⛔", "n/a": ""}
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~<>])")
 
@@ -202,6 +210,8 @@ def render_markdown(result: Result, settings: ReportConfig, root: Path) -> str:
     """
     import jinja2
 
+    if result.error is not None:  # a check that could not decide: our own page, whatever the template
+        return error_markdown(result, settings)
     if settings.template:
         template_path = (root / settings.template).resolve()
         if not template_path.is_file():
@@ -229,6 +239,27 @@ def render_markdown(result: Result, settings: ReportConfig, root: Path) -> str:
         raise UsageError(f"report template {name}: {first_line(str(exc))}") from None
 
 
+def error_markdown(result: Result, settings: ReportConfig) -> str:
+    """report.md for ``verdict: error``: which stage failed, why, and what to do."""
+    error = result.error
+    assert error is not None
+    title = settings.title or f"mlflow-ci · {result.experiment}"
+    lines = [
+        sticky_marker(result.experiment),
+        f"## ⛔ {md(title)}: the check could not decide",
+        "",
+        f"**ERROR** in stage `{error.stage}` (exit code {error.exit_code}): {md(error.reason, 1000)}",
+        "",
+        f"What to do: {md(error.hint, 500) if error.hint else STAGE_ADVICE[error.stage]}.",
+    ]
+    if result.candidate.run_id:
+        lines += ["", f"Candidate run: {code(result.candidate.run_id)}" + (" (reused, not retrained)" if result.candidate.cached else "") + "."]
+    if result.ci_run_url:
+        lines += ["", f"The job's log has the details: [workflow run]({result.ci_run_url})."]
+    lines += ["", f"<sub>mlflow-ci {md(result.tool.version, 40)}; this result is not a verdict on the model, so it fails the check.</sub>"]
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(out_dir: Path, markdown: str, result: Result) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path = out_dir / "report.md"
@@ -241,6 +272,8 @@ def write_outputs(out_dir: Path, markdown: str, result: Result) -> tuple[Path, P
 def summary_lines(result: Result) -> list[str]:
     """A short human summary for the terminal."""
     lines = [f"verdict: {result.verdict.upper()} ({result.experiment})"]
+    if result.error is not None:
+        return [*lines, f"stage: {result.error.stage}: {result.error.reason}"]
     base = result.baseline
     lines.append(f"baseline: {base.description}" if base else "baseline: none")
     cand = result.candidate

@@ -41,6 +41,8 @@ from mlflow_ci.errors import UsageError
 RESULT_SCHEMA = 1
 ARTIFACT_LIMIT = 2 * 1024 * 1024
 VERDICTS = ("pass", "warn", "fail")
+RESULT_VERDICTS = (*VERDICTS, "error")  # error: the check could not decide (``error`` says where and why)
+STAGES = ("config", "train", "compare", "evaluate", "gate", "report")
 RULES = (*LIMIT_RULES, "significance", "data_columns", "data_psi", "data_missing")
 STATUSES = ("better", "worse", "same", "new", "removed", "invalid", "n/a")
 CHARTED = re.compile(r"eval\.[a-z0-9_]{1,40}")  # only our own evaluate: names get intervals (and charts)
@@ -227,10 +229,18 @@ def _first_notes(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+class ErrorInfo(Part):
+    """Why a check could not decide: the stage that failed, its exit code, the message and what to do."""
+    stage: Annotated[Literal[STAGES], Says("expected one of " + ", ".join(STAGES))]
+    exit_code: Annotated[Literal[2, 3, 4], Says("expected 2, 3 or 4")]
+    reason: Annotated[Text, cut(1000)]
+    hint: Annotated[Text | None, cut(500)] = None
+
+
 class Result(Part):
     """result.json, schema 1: the same fields, names and meaning as docs/result-json.md says."""
     schema_: Annotated[Literal[1], Says("expected 1")] = Field(RESULT_SCHEMA, alias="schema")
-    verdict: Annotated[Literal[VERDICTS], Says("expected pass, warn or fail")]
+    verdict: Annotated[Literal[RESULT_VERDICTS], Says("expected pass, warn, fail or error")]
     experiment: Annotated[Text, cut(250)]
     model: Annotated[Text | None, cut(250)] = None
     pr: Annotated[StrictInt | None, Field(gt=0), Says("expected a positive integer")] = None
@@ -246,6 +256,13 @@ class Result(Part):
     tool: Annotated[Tool, Says("expected an object")] = Tool()
     evaluation: Annotated[dict[str, Any] | None, PlainSerializer(_json_safe)] = None  # evaluate: details (rows, data checks, confusion matrices)
     leaderboard: list[LeaderboardEntry] | None = None  # fan-in: every candidate of the PR
+    error: Annotated[ErrorInfo | None, Says("expected an object or null")] = None  # only with verdict "error"
+
+    @model_validator(mode="after")
+    def _error_goes_with_its_verdict(self) -> "Result":
+        if (self.verdict == "error") != (self.error is not None):
+            raise ValueError("verdict 'error' and the 'error' object go together")
+        return self
 
     @model_validator(mode="after")
     def _only_ours_evaluate(self, info: ValidationInfo) -> "Result":
@@ -263,8 +280,8 @@ class Result(Part):
         return value if isinstance(value, Result) else cls.build(value)
 
     def as_json(self) -> dict[str, Any]:
-        """The file's content; ``evaluation`` and ``leaderboard`` appear only when a check has them."""
-        return self.model_dump(mode="json", exclude={k for k in ("evaluation", "leaderboard") if getattr(self, k) is None})
+        """The file's content; ``evaluation``, ``leaderboard`` and ``error`` appear only when a check has them."""
+        return self.model_dump(mode="json", exclude={k for k in ("evaluation", "leaderboard", "error") if getattr(self, k) is None})
 
     def text(self) -> str:
         return json.dumps(self.as_json(), indent=2) + "\n"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from mlflow_ci import __version__, report
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import (
     CheckResult,
@@ -14,25 +18,48 @@ from mlflow_ci.commands.stages import (
     do_report,
     do_train,
 )
-from mlflow_ci.errors import MlflowCiError
+from mlflow_ci.config.models import ReportConfig
+from mlflow_ci.errors import (
+    EXIT_SERVICE,
+    ConfigError,
+    MlflowCiError,
+    first_line,
+    printable,
+)
 from mlflow_ci.evaluate.same_rows import evaluate_same_rows
 from mlflow_ci.gate import GateResult
 from mlflow_ci.provenance import MODEL_DIR, export_model
-from mlflow_ci.tracking import TAG_BASELINE, TAG_VERDICT
+from mlflow_ci.result import Result
+from mlflow_ci.tracking import TAG_BASELINE, TAG_VERDICT, RunSnapshot
 
 
-def do_check(s: Session, opts: Options) -> CheckResult:
+@dataclass
+class Progress:
+    """Where a check is: what its error result says when a stage fails."""
+    stage: str = "config"
+    run: RunSnapshot | None = None
+    cached: bool = False
+
+
+def do_check(s: Session, opts: Options, progress: Progress | None = None) -> CheckResult:
     """train → compare → gate → report; tags the candidate run with the verdict and baseline."""
+    progress = progress if progress is not None else Progress()
+    progress.stage = "train"
     trained = do_train(s, opts, require_gated=True)
+    progress.run, progress.cached = trained.run, trained.cached
     tracker = s.tracker()
+    progress.stage = "compare"
     comparison = do_compare(s, opts, tracker, trained.run)
+    progress.stage = "evaluate"
     evaluated = evaluate_same_rows(s.cfg, tracker, s.registry(), comparison) if s.cfg.evaluate is not None else None
+    progress.stage = "gate"
     if evaluated is None:
         gate = do_gate(s, comparison)
     else:
         comparison = evaluated.comparison
         gate = do_gate(s, comparison, evaluated.intervals, evaluated.rules)
         gate = GateResult(gate.checks + evaluated.data_checks)
+    progress.stage = "report"
     outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,
                         evaluation=evaluated.summary if evaluated else None)
     tags = {TAG_VERDICT: gate.verdict}
@@ -40,6 +67,76 @@ def do_check(s: Session, opts: Options) -> CheckResult:
         tags[TAG_BASELINE] = comparison.baseline.run.run_id
     tracker.set_tags(trained.run.run_id, tags)
     return CheckResult(outcome.verdict, outcome.result, outcome.report_path, outcome.result_path, trained)
+
+
+OUTPUTS = ("report.md", "result.json", MODEL_DIR)
+
+
+def clear_outputs(out_dir: Path) -> None:
+    """A check starts from nothing: no report or result of an earlier check survives a failure of this one."""
+    for name in OUTPUTS:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def check_failed(s: Session | None, opts: Options, progress: Progress, exc: BaseException, config_path: Path) -> CheckResult:
+    """The outputs of a check that could not decide: result.json with ``verdict: error`` (the stage, the
+    exit code, the reason, what to do) and a report.md that says it. The candidate run, if there is
+    one, is tagged ``error`` so it never becomes a baseline."""
+    known = isinstance(exc, MlflowCiError)
+    reason = exc.message if known else f"unexpected failure: {type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, ConfigError) and exc.problems:
+        reason = f"{reason}: {exc.problems[0]}" + (f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else "")
+    cfg = s.cfg if s is not None else None
+    ctx = _context_or_none(s, opts)
+    run = progress.run
+    result = Result.build({
+        "schema": 1,
+        "verdict": "error",
+        "experiment": cfg.experiment if cfg else _experiment_of(config_path),
+        "model": cfg.model if cfg else None,
+        "pr": ctx.pr_number if ctx else None,
+        "candidate": {"run_id": run.run_id if run else None, "experiment_id": run.experiment_id if run else None,
+                      "commit": run.commit if run else None, "metrics": dict(run.metrics) if run else {},
+                      "cached": progress.cached},
+        "checks": [],
+        "config_path": s.config_path() if s is not None else config_path.name,
+        "head_sha": (ctx.head_sha or ctx.commit) if ctx else None,
+        "ci_run_url": s.event.run_url if s is not None else None,
+        "tool": {"name": "mlflow-ci", "version": __version__},
+        "error": {"stage": progress.stage, "exit_code": exc.exit_code if known else EXIT_SERVICE,
+                  "reason": printable(reason)[:1000], "hint": printable(exc.hint)[:500] if known and exc.hint else None},
+    })
+    markdown = report.error_markdown(result, cfg.report if cfg else ReportConfig())
+    report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)
+    if run is not None and s is not None:
+        try:
+            s.tracker().set_tags(run.run_id, {TAG_VERDICT: "error"})
+        except MlflowCiError:
+            pass  # the store may be what failed; the outputs still say so
+    return CheckResult("error", result, report_path, result_path, None)
+
+
+def _context_or_none(s: Session | None, opts: Options):
+    if s is None:
+        return None
+    try:
+        return s.context(opts)
+    except MlflowCiError:
+        return None
+
+
+def _experiment_of(config_path: Path) -> str:
+    """The experiment a configuration that failed to load names, when it can be read at all."""
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8")[:100_000])
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
+        return "unknown"
+    name = data.get("experiment") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name.strip() and len(name) <= 250 else "unknown"
 
 
 def clear_exported_model(opts: Options) -> None:

@@ -99,7 +99,7 @@ def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mo
     client = github_client(s.env, ev, s.stream)
     run_id = outcome.result.candidate.run_id
     record = (record_from_store(s.registry(), run_id, s.cfg.promote.model_path, lambda m: say(s.stream, m))
-              if client is not None and run_id and target.head_sha else None)
+              if client is not None and run_id and target.head_sha and outcome.result.error is None else None)
     return publish_result(
         s.env, s.stream, ev, target, outcome.result, outcome.report_path.read_text(encoding="utf-8"),
         report_path=outcome.report_path, comment_mode=comment_mode or s.cfg.publish.comment,
@@ -143,6 +143,8 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
     else:
         result = load_untrusted(from_file)
     client = github_client(env, event, stream)
+    if cfg is not None and result.error is not None:  # a check that failed early may not know its experiment
+        result = result.model_copy(update={"experiment": cfg.experiment})
     if cfg is not None and untrusted and result.experiment != cfg.experiment:
         raise UsageError(f"result.json artifact is for experiment {result.experiment!r}, the configuration's is {cfg.experiment!r}")
     if fork:
@@ -154,7 +156,7 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
                             event.head_sha or result.head_sha or event.sha, event.run_url)
         check_name = cfg.publish.check_name if cfg else None
     record = None
-    if model_dir is not None and not fork:
+    if model_dir is not None and not fork and result.error is None:
         artifact = f"{env.get('GITHUB_RUN_ID')}/{model_artifact}" if model_artifact and env.get("GITHUB_RUN_ID") else None
         record = record_from_dir(result, model_dir, artifact, lambda m: say(stream, m))
     markdown = report.render_markdown(result, cfg.report if cfg else ReportConfig(), cfg.root if cfg else Path.cwd())

@@ -30,8 +30,8 @@ COMMENT_LIMIT = 65_536
 COMMENT_BUDGET = 65_000  # a margin under GitHub's limit for the note we may append
 CHECK_SUMMARY_LIMIT = 65_535
 ANNOTATIONS_PER_REQUEST = 50
-CONCLUSION = {"pass": "success", "warn": "neutral", "fail": "failure"}
-STATUS_STATE = {"pass": "success", "warn": "success", "fail": "failure"}
+CONCLUSION = {"pass": "success", "warn": "neutral", "fail": "failure", "error": "failure"}
+STATUS_STATE = {"pass": "success", "warn": "success", "fail": "failure", "error": "error"}
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,9 @@ def step_outputs(result: Result, report_path: str, comment_url: str | None = Non
 
 
 def status_description(result: Result) -> str:
+    if result.error is not None:
+        text = f"ERROR in {result.error.stage}: {result.error.reason}"
+        return text if len(text) <= 140 else text[:139] + "…"
     checks = [c for c in result.checks if c.passed is not None]
     failed = result.failed
     text = f"{result.verdict.upper()}: {len(checks) - len(failed)}/{len(checks)} rules passed"

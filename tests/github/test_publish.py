@@ -312,7 +312,7 @@ def test_sanitize_rejects_and_escapes(tmp_path):
     good = sanitize_result(result())
     assert good["verdict"] == "fail" and good["checks"][1]["line"] == 9
     bad_cases = [
-        ({"verdict": "pwned"}, "verdict: expected pass, warn or fail"),
+        ({"verdict": "pwned"}, "verdict: expected pass, warn, fail or error"),
         ({"schema": 2}, "schema: expected 1"),
         ({"head_sha": "../../etc"}, "head_sha: unexpected format"),
         ({"config_path": "../secret"}, "config_path: unexpected format"),
