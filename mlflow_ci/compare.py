@@ -17,7 +17,7 @@ from mlflow_ci.config.models import Config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import rule_direction
 from mlflow_ci.gitctx import GitContext
-from mlflow_ci.tracking import TAG_BRANCH, TAG_COMMIT, RunSnapshot
+from mlflow_ci.tracking import TAG_BRANCH, TAG_COMMIT, TAG_VERDICT, RunSnapshot
 
 
 class Tracker(Protocol):
@@ -28,6 +28,8 @@ class Tracker(Protocol):
     def run_for_version(self, model: str, version: str) -> RunSnapshot | None: ...
 
     def search(self, experiment_id: str, *, tags, exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None: ...
+
+    def search_runs(self, experiment_id: str, *, tags) -> list[RunSnapshot]: ...
 
 
 # Trains the base commit when nothing else gave a baseline; appends to the notes why it could not.
@@ -124,7 +126,6 @@ def resolve_baseline(
 
 
 def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, notes) -> Baseline | None:
-    skip = ("fail",)
     if source == "alias":
         alias = cfg.baseline.alias
         found = tracker.run_for_alias(cfg.model, alias)
@@ -140,22 +141,48 @@ def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, note
         if not ctx.base_commit:
             notes.append("base commit unknown (no base branch or no merge-base)")
             return None
-        run = tracker.search(
-            experiment_id, tags={TAG_COMMIT: ctx.base_commit}, exclude_run_id=candidate_run_id, skip_verdicts=skip
-        )
+        where = f"at base commit {ctx.base_commit[:12]}"
+        run = gated_run(tracker.search_runs(experiment_id, tags={TAG_COMMIT: ctx.base_commit}), candidate_run_id, notes, where)
         if run is None:
-            notes.append(f"no finished run at base commit {ctx.base_commit[:12]}")
             return None
-        return Baseline(run, f"base_commit:{ctx.base_commit}", f"latest run at base commit {ctx.base_commit[:12]}")
+        return Baseline(run, f"base_commit:{ctx.base_commit}", f"latest gated run at base commit {ctx.base_commit[:12]}")
     branch = ctx.base_branch
     if not branch:
         notes.append("base branch unknown")
         return None
-    run = tracker.search(experiment_id, tags={TAG_BRANCH: branch}, exclude_run_id=candidate_run_id, skip_verdicts=skip)
+    run = gated_run(tracker.search_runs(experiment_id, tags={TAG_BRANCH: branch}), candidate_run_id, notes, f"on base branch {branch}")
     if run is None:
-        notes.append(f"no finished run on base branch {branch}")
         return None
-    return Baseline(run, f"base_branch:{branch}", f"latest run on base branch {branch}")
+    return Baseline(run, f"base_branch:{branch}", f"latest gated run on base branch {branch}")
+
+
+PASSED_OVER = {None: "no verdict", "fail": "gate failed", "error": "check failed"}
+
+
+def gated_run(runs, candidate_run_id: str, notes: list[str], where: str) -> RunSnapshot | None:
+    """The newest finished run that passed its gate (pass or warn); the runs passed over, and why, in ``notes``.
+
+    A run without a verdict (training that was never gated, an evaluation that failed), with a failed gate
+    or a failed check is never a baseline.
+    """
+    skipped = []
+    for run in runs:
+        if run.run_id == candidate_run_id or run.status != "FINISHED":
+            continue
+        verdict = run.tags.get(TAG_VERDICT)
+        if verdict in ("pass", "warn"):
+            if skipped:
+                notes.append(_passed_over(where, skipped))
+            return run
+        skipped.append((run.run_id, PASSED_OVER.get(verdict, f"verdict {verdict}")))
+    notes.append(_passed_over(where, skipped) if skipped else f"no finished run {where}")
+    return None
+
+
+def _passed_over(where: str, skipped: list[tuple[str, str]]) -> str:
+    shown = ", ".join(f"{run_id[:12]} ({why})" for run_id, why in skipped[:5])
+    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return f"passed over {where}: runs {shown}{more}; only gated runs are baselines"
 
 
 def _finite(value: float | None) -> bool:

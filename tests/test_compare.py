@@ -74,6 +74,25 @@ def test_base_commit_skips_runs_that_failed_their_gate(project):
     assert pr.result["baseline"]["run_id"] == good
 
 
+def test_only_gated_runs_are_baselines_and_the_report_says_which_were_passed_over(project):
+    gated = check(project).result["candidate"]["run_id"]
+    ungated = project.cli("train", "--no-cache")  # trained, never gated: no verdict
+    assert ungated.returncode == 0, ungated.stderr
+    project.set_metrics(accuracy=0.1, rmse=50.0)
+    failed = check(project)  # same commit, a failing gate
+    assert failed.verdict == "fail"
+    git(project.root, "checkout", "--", "params.json")
+    project.branch("feature")
+    project.commit("empty change")
+    pr = check(project)
+    assert pr.result["baseline"]["run_id"] == gated
+    [note] = [n for n in pr.result["notes"] if n.startswith("passed over at base commit")]
+    assert note.endswith("only gated runs are baselines")
+    assert f"{failed.result['candidate']['run_id'][:12]} (gate failed)" in note and "(no verdict)" in note
+    report = (project.root / ".mlflow-ci" / "report.md").read_text()
+    assert "passed over at base commit" in report
+
+
 def test_base_branch_option_and_missing_branch(project):
     project.branch("feature")
     project.commit("x")

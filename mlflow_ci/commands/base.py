@@ -13,7 +13,8 @@ from mlflow_ci.compare import Baseline
 from mlflow_ci.config.loader import load_config
 from mlflow_ci.errors import ConfigError, TrainingError
 from mlflow_ci.gitctx import GitContext, git
-from mlflow_ci.tracking import TAG_ROLE, sqlite_path
+from mlflow_ci.gate import evaluate
+from mlflow_ci.tracking import TAG_ROLE, TAG_VERDICT, sqlite_path
 from mlflow_ci.train import train
 
 BASE_ROLE = "base"  # the mlflow_ci.role tag of a run trained as a PR's baseline
@@ -78,7 +79,12 @@ def _train_in(s: Session, opts: Options, ctx: GitContext, worktree: Path, notes:
     except TrainingError as exc:
         notes.append(f"training base commit {sha[:12]} failed: {exc.message}")
         return None
-    if not trained.cached:
-        tracker.set_tags(trained.run.run_id, {TAG_ROLE: BASE_ROLE})
+    verdict = trained.run.tags.get(TAG_VERDICT)
+    if verdict is None:  # gated by the rules that need no baseline, like any run that may become one
+        verdict = evaluate(s.cfg.gate, dict(trained.run.metrics), None).verdict
+        tracker.set_tags(trained.run.run_id, {TAG_ROLE: BASE_ROLE, TAG_VERDICT: verdict})
+    if verdict not in ("pass", "warn"):
+        notes.append(f"base commit {sha[:12]} trained in this job did not pass its own gate ({verdict}): not a baseline")
+        return None
     how = "reused the earlier training of the same inputs" if trained.cached else f"trained in {trained.seconds:.1f}s"
     return Baseline(trained.run, f"base_trained:{sha}", f"base commit {sha[:12]} trained in this job ({how})")

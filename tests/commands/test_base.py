@@ -59,6 +59,17 @@ def test_a_failing_base_is_noted_and_the_check_goes_on(project):
                for n in outcome.result["notes"])
 
 
+def test_a_base_that_fails_its_own_gate_is_not_a_baseline(project):
+    project.set_metrics(accuracy=0.5, rmse=5.0)  # below accuracy min 0.8
+    project.commit("weak main")
+    base = pr_branch(project, accuracy=0.95, rmse=4.0)
+    outcome, _ = check(project)
+    assert outcome.result["baseline"] is None
+    assert f"base commit {base[:12]} trained in this job did not pass its own gate (fail): not a baseline" in outcome.result["notes"]
+    [run] = [r for r in MlflowTracker(project.uri).search_runs(outcome.result["candidate"]["experiment_id"], tags={"mlflow_ci.role": "base"})]
+    assert run.tags["mlflow_ci.verdict"] == "fail"
+
+
 def test_only_where_the_store_does_not_persist_unless_asked(project):
     pr_branch(project, accuracy=0.95, rmse=4.0)
     local, _ = check(project, ci=False)
