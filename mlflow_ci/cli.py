@@ -407,6 +407,8 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy):
         return EXIT_OK
     verb = {"promoted": "promoted", "unchanged": "already champion", "redeployed": "already champion, redeployed"}[result.action]
     echo(f"{result.model} version {result.version} @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
+    if result.action != "promoted":
+        echo(f"{result.alias} already is run {result.run.run_id}: nothing new to promote")
     if result.previous:
         echo(f"previous champion: version {result.previous.version}")
     echo(f"summary: {result.summary_path}")

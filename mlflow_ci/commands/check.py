@@ -30,7 +30,7 @@ from mlflow_ci.evaluate.same_rows import evaluate_same_rows
 from mlflow_ci.gate import GateResult
 from mlflow_ci.provenance import MODEL_DIR, export_model
 from mlflow_ci.result import Result
-from mlflow_ci.tracking import TAG_BASELINE, TAG_VERDICT, RunSnapshot
+from mlflow_ci.tracking import TAG_BASELINE, TAG_HEAD_SHA, TAG_VERDICT, TAG_VERDICT_AT, RunSnapshot
 
 
 @dataclass
@@ -65,6 +65,9 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None) -> Che
     tags = {TAG_VERDICT: gate.verdict}
     if comparison.baseline:
         tags[TAG_BASELINE] = comparison.baseline.run.run_id
+    head = outcome.result.head_sha
+    if trained.cached and head and head not in (trained.run.commit, trained.run.tags.get(TAG_HEAD_SHA)):
+        tags[TAG_VERDICT_AT + head] = gate.verdict  # this head was verdicted by the reused run: promote finds it
     tracker.set_tags(trained.run.run_id, tags)
     return CheckResult(outcome.verdict, outcome.result, outcome.report_path, outcome.result_path, trained)
 

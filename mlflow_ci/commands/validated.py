@@ -23,6 +23,7 @@ from mlflow_ci.tracking import (
     TAG_HEAD_SHA,
     TAG_PR,
     TAG_VERDICT,
+    TAG_VERDICT_AT,
     RunSnapshot,
 )
 
@@ -117,6 +118,10 @@ def find_validated_run(s, tracker, experiment_id: str | None, opts, client) -> F
             runs = [r for r in tracker.search_runs(experiment_id, tags=tags) if r.tags.get(TAG_VERDICT) in PASSING]
             if runs:
                 return Found(select_candidate(s.cfg, runs), f"run gated at {sha[:12]} ({how})", unverified=unverified)
+        reused = [r for verdict in PASSING for r in tracker.search_runs(experiment_id, tags={TAG_VERDICT_AT + sha: verdict})]
+        if reused:  # the check of this head reused an identical earlier run instead of training
+            run = select_candidate(s.cfg, sorted(reused, key=lambda r: r.start_time or 0, reverse=True))
+            return Found(run, f"run reused by the check of {sha[:12]} ({how})", unverified=unverified)
     return None
 
 

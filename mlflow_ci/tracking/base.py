@@ -23,6 +23,7 @@ __all__ = [  # what the wing's package re-exports
     "TAG_USER",
     "TAG_FINGERPRINT",
     "TAG_VERDICT",
+    "TAG_VERDICT_AT",
     "TAG_PR",
     "TAG_HEAD_SHA",
     "TAG_CANDIDATE",
@@ -54,6 +55,7 @@ TAG_RUN_NAME = "mlflow.runName"
 TAG_USER = "mlflow.user"
 TAG_FINGERPRINT = "mlflow_ci.fingerprint"
 TAG_VERDICT = "mlflow_ci.verdict"
+TAG_VERDICT_AT = "mlflow_ci.verdict_at."  # + a commit: a reused run's verdict for a head it was not trained at
 TAG_PR = "mlflow_ci.pr"
 TAG_HEAD_SHA = "mlflow_ci.head_sha"
 TAG_CANDIDATE = "mlflow_ci.candidate"

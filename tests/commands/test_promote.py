@@ -151,3 +151,35 @@ def test_promote_falls_back_to_the_merge_parents_when_github_cannot_list_the_pul
             def pulls_for_commit(self, sha):
                 raise GitHubError("server", status=502)
         _merged_pulls(Broken(), "a" * 40, stream)
+
+
+def test_a_pr_verdicted_by_a_reused_run_is_promoted_after_merge(project):
+    """A README-only PR reuses the identical run of main instead of training; merging it promotes that
+    run (here: already the champion, so nothing new) instead of refusing for want of a run at its head."""
+    from conftest import MODEL_SCRIPT
+
+    project.write("train.py", MODEL_SCRIPT)
+    project.write("params.json", json.dumps({"C": 1.0}))
+    project.write("mlflow-ci.yml", "experiment: iris\nmodel: iris\ntrain:\n  command: python train.py\n"
+                                   "  inputs: ['*.py', 'params.json']\ngate:\n  accuracy: {min: 0.8}\n")
+    project.commit("model project")
+    first = project.cli("check")
+    assert first.returncode == 0, first.stderr
+    run_id = project.result()["candidate"]["run_id"]
+    assert project.cli("promote", "--no-deploy").returncode == 0
+
+    project.branch("docs")
+    project.write("README.md", "how to use the model\n")
+    head = project.commit("README only")
+    cached = project.cli("check", "--base-branch", "main")
+    assert cached.returncode == 0 and "(reused, not retrained)" in cached.stdout
+    tracker = MlflowTracker(project.uri)
+    assert tracker.get_run(run_id).tags[f"mlflow_ci.verdict_at.{head}"] == "pass"
+    git(project.root, "checkout", "-q", "main")
+    git(project.root, "merge", "-q", "--no-ff", "docs", "-m", "Merge docs")
+
+    merged = project.cli("promote", "--no-deploy")
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert f"champion already is run {run_id}: nothing new to promote" in merged.stdout
+    assert f"run reused by the check of {head[:12]}" in merged.stdout
+    assert len(tracker.client.search_model_versions("name = 'iris'")) == 1
