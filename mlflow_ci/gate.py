@@ -170,22 +170,30 @@ def evaluate(
 
 
 def _significant(check: Check, rule: Rule, interval) -> Check:
-    """Re-decide a drop rule on the one-sided bootstrap bound of the paired difference."""
+    """Re-decide a drop rule on the one-sided bootstrap bound of the paired difference.
+
+    At level a, "higher is better" regresses significantly when even the one-sided (1 - a) *upper*
+    bound of Δ is below -allowed; "lower is better" when the one-sided (1 - a) *lower* bound is above
+    +allowed. The message shows that bound (also kept in ``bound``), not a two-sided interval.
+    """
     alpha = rule.significance
     base = check.baseline
     allowed = check.limit if check.rule in ("max_drop", "significance") else abs(base) * check.limit / 100
     if check.direction == "higher":
-        bound = interval.one_sided_upper(alpha)  # the best case for the candidate at level alpha
-        significant = bound < -allowed
+        bound, side, threshold = interval.one_sided_upper(alpha), "upper", -allowed
+        significant = bound < threshold
+        relation = "<" if significant else "≥"
     else:
-        bound = interval.one_sided_lower(alpha)
-        significant = bound > allowed
+        bound, side, threshold = interval.one_sided_lower(alpha), "lower", allowed
+        significant = bound > threshold
+        relation = ">" if significant else "≤"
     d = digits_for(interval.delta, bound, allowed)
-    shown = f"Δ {_fmt(interval.delta, d):s} [{_fmt(interval.low, d)}, {_fmt(interval.high, d)}]"
+    level = f"{(1 - alpha) * 100:g} %"
+    shown = f"Δ {_fmt(interval.delta, d)}, one-sided {level} {side} bound {_fmt(bound, d)} {relation} {_fmt(threshold, d)}"
     if significant:
-        return replace(check, passed=False, message=f"significant regression beyond {_fmt(allowed, d)} at level {alpha:g}: {shown}")
+        return replace(check, passed=False, bound=bound, message=f"{shown} → significant regression (level {alpha:g})")
     verdict = "no significant regression" if check.passed is False or interval.delta != 0 else "no change"
-    return replace(check, passed=True, message=f"{verdict} beyond {_fmt(allowed, d)} at level {alpha:g}: {shown}")
+    return replace(check, passed=True, bound=bound, message=f"{shown} → {verdict} (level {alpha:g})")
 
 
 def _check(

@@ -32,6 +32,11 @@ class Interval:
     def one_sided_lower(self, alpha: float) -> float:
         return float(np.quantile(self.samples, alpha))
 
+    def for_decision(self, alpha: float) -> "Interval":
+        """The two-sided (1 - 2·alpha) interval: its ends are the one-sided (1 - alpha) bounds a
+        significance rule at level alpha decides on, so what is shown is what decided."""
+        return Interval(self.delta, self.one_sided_lower(alpha), self.one_sided_upper(alpha), 1 - 2 * alpha, self.samples)
+
 
 @dataclass(frozen=True)
 class PairedResult:

@@ -74,22 +74,28 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     cand = replace(cand, metrics={**cand.metrics, **cand_metrics})
     if base is not None:
         base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **base_metrics}))
+    # A metric a significance rule decides is shown with the interval whose end is that rule's bound.
+    decided = {rule.metric: rule.significance for rule in cfg.gate if rule.significance}
+    shown = {name: iv.for_decision(decided[name]) if name in decided else iv for name, iv in intervals.items()}
     rows = []
     for row in cmp.diff_metrics(cfg, dict(cand.metrics), dict(base.run.metrics) if base else None):
-        interval = intervals.get(row.name)
+        interval = shown.get(row.name)
         rows.append(replace(row, ci_low=interval.low, ci_high=interval.high) if interval is not None else row)
     data_report = _data_checks(tracker, registry, X, cand, base)
     paired = base_model is not None
     note = (f"evaluated {'both models' if paired else 'the candidate'} on the same {len(y):,} rows of "
             f"{ecfg.data}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
                               f"{ecfg.confidence:.0%} intervals" if paired else ""))
+    level_notes = tuple(f"{name}: the {(1 - 2 * a) * 100:g} % interval shown ends at the one-sided {(1 - a) * 100:g} % bounds the gate uses"
+                        for name, a in sorted(decided.items()) if paired and name in intervals)
     summary = {"data": ecfg.data, "rows": int(len(y)), "task": ecfg.task, "metrics": list(ecfg.metrics),
                "resamples": ecfg.resamples if paired else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,
+               "decision_confidence": {name: 1 - 2 * a for name, a in decided.items() if name in intervals},
                "data_checks": data_report.as_dict(), "confusion": _confusion(ecfg.task, y, cand_out, base_out, classes)}
     checks = ecfg.data_checks
     data_gate = datachecks.checks(data_report, max_psi=checks.max_psi, max_missing=checks.max_missing,
                                   fail_on_removed_columns=checks.fail_on_removed_columns)
-    updated = cmp.Comparison(cand, base, tuple(rows), comparison.params, (*comparison.notes, note))
+    updated = cmp.Comparison(cand, base, tuple(rows), comparison.params, (*comparison.notes, note, *level_notes))
     return Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
 
 

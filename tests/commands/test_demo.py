@@ -29,8 +29,9 @@ def test_demo_tells_the_whole_story(tmp_path):
     assert "## ❌" in regress and "## ✅" in improve
     assert "registered model demo-breast-cancer version 1 (@&#8203;champion)" in regress
     # champion and candidate scored on the same rows: the regression is significant, the improvement passes
-    assert "| ❌ | eval.log\\_loss | max_drop | 0 |" in regress and "significant regression beyond 0 at level 0.05" in regress
-    assert "no significant regression beyond 0 at level 0.05" in improve
+    assert "| ❌ | eval.log\\_loss | max_drop | 0 |" in regress and "→ significant regression (level 0.05)" in regress
+    assert "one-sided 95 % lower bound" in regress and "→ no significant regression (level 0.05)" in improve
+    assert "the 90 % interval shown ends at the one-sided 95 % bounds the gate uses" in regress
     assert "**Confusion matrix, candidate**" in improve and "**Data checks** against the baseline's evaluation data: rows 171 → 171" in improve
     result = json.loads((tmp_path / "model-repo" / ".mlflow-ci" / "result.json").read_text())
     assert result["verdict"] == "pass" and result["baseline"]["source"] == "alias:champion"

@@ -8,8 +8,8 @@ from sklearn import metrics as sk
 
 from mlflow_ci.config.models import Rule
 from mlflow_ci.errors import UsageError
-from mlflow_ci.evaluate.metrics import build_metric, load_dataset, paired_bootstrap
-from mlflow_ci.gate import evaluate
+from mlflow_ci.evaluate.metrics import Interval, build_metric, load_dataset, paired_bootstrap
+from mlflow_ci.gate import evaluate, fmt
 
 rng = np.random.default_rng(42)
 N = 2000
@@ -108,7 +108,11 @@ def test_significance_gate():
         intervals = {"eval.roc_auc": result.intervals["roc_auc"]}
         check = evaluate((rule,), cand, base, intervals).checks[0]
         assert check.passed is (not expect_fail), check.message
-        assert check.message.startswith("significant regression beyond 0") is expect_fail
+        bound = result.intervals["roc_auc"].one_sided_upper(0.05)
+        assert check.bound == bound  # the bound that decided, not the baseline
+        assert check.message.startswith(f"Δ {fmt(result.intervals['roc_auc'].delta, 6)}, one-sided 95 % upper bound ")
+        assert check.message.endswith("→ significant regression (level 0.05)" if expect_fail else "→ no significant regression (level 0.05)")
+        assert (" < 0 →" in check.message) is expect_fail and (" ≥ 0 →" in check.message) is not expect_fail
     # without significance the same tiny noise would have failed a max_drop: 0 rule
     cand, base = {"eval.roc_auc": tiny.candidate["roc_auc"]}, {"eval.roc_auc": tiny.baseline["roc_auc"]}
     assert tiny.candidate["roc_auc"] < tiny.baseline["roc_auc"]
@@ -118,6 +122,19 @@ def test_significance_gate():
     assert (check.rule, check.passed) == ("significance", True)
     check = evaluate((alone,), cand, base, {}).checks[0]
     assert check.passed is None and "no bootstrap interval" in check.message
+
+
+def test_significance_wording_for_lower_is_better_and_the_interval_shown():
+    samples = np.sort(np.random.default_rng(5).normal(4.17, 2.5, 2000))
+    iv = Interval(4.17, float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975)), 0.95, samples)
+    check = evaluate((Rule("eval.rmse", max_drop=0.0, significance=0.05, direction="lower"),),
+                     {"eval.rmse": 60.0}, {"eval.rmse": 55.83}, {"eval.rmse": iv}).checks[0]
+    lower = iv.one_sided_lower(0.05)
+    assert iv.low < 0 < lower  # the two-sided 95 % interval contains 0; the one-sided 95 % bound does not
+    assert check.passed is False and check.bound == lower
+    assert check.message == f"Δ 4.17, one-sided 95 % lower bound {fmt(lower, 6)} > 0 → significant regression (level 0.05)"
+    shown = iv.for_decision(0.05)
+    assert (shown.low, shown.confidence) == (lower, pytest.approx(0.9))  # what the table shows is what decided
 
 
 def test_load_dataset(tmp_path):
