@@ -439,8 +439,8 @@ def rollback(config_path, out_dir, to_version, reason, no_deploy):
 def init(directory, command, experiment, force):
     """Write mlflow-ci.yml and the GitHub workflows (PR check, fork-safe comment, deploy).
 
-    Infers the experiment name, default branch, training command and run-cache inputs; never
-    overwrites an existing file without --force.
+    Infers the experiment name, default branch and training command (an MLproject's main entry point
+    first); the run cache's inputs are 'auto'. Never overwrites an existing file without --force.
     """
     from mlflow_ci.commands.init import init as run_init
 
@@ -450,7 +450,7 @@ def init(directory, command, experiment, force):
         echo(f"wrote {path.relative_to(root)}")
     echo(f"experiment {result.experiment!r}, training command {result.command!r}, default branch {result.default_branch!r}")
     echo("next: add gate rules to mlflow-ci.yml, run 'mlflow-ci check', commit, and require the")
-    echo(f"check 'mlflow-ci / {result.experiment}' in branch protection (see docs/github-setup.md)")
+    echo(f"check 'mlflow-ci / {result.experiment}' in branch protection (README, \"GitHub setup\")")
     return EXIT_OK
 
 

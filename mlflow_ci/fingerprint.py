@@ -1,20 +1,28 @@
 """The run-cache fingerprint: a hash of everything that can change the trained model.
 
 Always included: the experiment, the whole ``train`` section (command, working directory,
-environment, metrics file, the input globs themselves). Then every file matched by ``train.inputs``
-(path and content). A run is reused only when all of it is identical.
+environment, metrics file, the input settings themselves). Then every input file (path and
+content). A run is reused only when all of it is identical.
+
+The input files: with ``inputs: auto`` (the default), every file git tracks in the project folder and
+every untracked file git does not ignore, plus the files of ``train.data`` (data kept out of git),
+minus ``train.ignore`` (documentation by default); outside a git repository, every file under the
+project folder minus ``train.ignore``. With a list, the files its globs match.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
-from pathlib import Path
+import os
+import subprocess
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from mlflow_ci.config.models import Config
 
-FINGERPRINT_VERSION = "1"
+FINGERPRINT_VERSION = "2"
 _ALWAYS_SKIPPED = {".git", ".mlflow-ci", "__pycache__", "mlruns", "mlartifacts", ".venv"}
 
 
@@ -44,6 +52,62 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def input_files(cfg: Config, *, exclude: Iterable[Path] = ()) -> list[Path]:
+    """The files whose content decides the fingerprint, relative to the project folder, sorted."""
+    train = cfg.train
+    if not train.auto_inputs:
+        return matched_files(cfg.root, train.inputs, exclude=exclude)
+    excluded = {p.resolve() for p in exclude}
+    listed = _git_files(cfg.root)
+    found = set(listed if listed is not None else _walk(cfg.root))
+    found |= set(matched_files(cfg.root, train.data))
+    return sorted((rel for rel in found
+                   if not _skipped(rel) and not ignored(rel, train.ignore)
+                   and (cfg.root / rel).is_file() and (cfg.root / rel).resolve() not in excluded),
+                  key=lambda p: p.as_posix())
+
+
+def _git_files(root: Path) -> list[Path] | None:
+    """Tracked files and untracked ones git does not ignore, under ``root``; None outside a repository."""
+    try:
+        proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                              cwd=root, capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    names = proc.stdout.decode("utf-8", "surrogateescape").split("\0")
+    return [Path(name) for name in names if name]
+
+
+def _walk(root: Path) -> list[Path]:
+    out = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _ALWAYS_SKIPPED]
+        out.extend(Path(folder, name).relative_to(root) for name in names)
+    return out
+
+
+def _skipped(rel: Path) -> bool:
+    return bool(_ALWAYS_SKIPPED.intersection(rel.parts[:-1]))
+
+
+def ignored(rel: Path, patterns: Iterable[str]) -> bool:
+    """gitignore-like: a pattern without '/' matches a file name at any depth ('*.md'); 'dir/**'
+    matches everything below dir; any other pattern matches the whole relative path."""
+    posix = PurePosixPath(rel.as_posix())
+    for pattern in patterns:
+        if pattern.endswith("/**"):
+            if posix.as_posix().startswith(pattern[:-2]):
+                return True
+        elif "/" not in pattern:
+            if fnmatch.fnmatchcase(posix.name, pattern):
+                return True
+        elif fnmatch.fnmatchcase(posix.as_posix(), pattern):
+            return True
+    return False
+
+
 def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | None = None) -> str:
     """The fingerprint of the configured training, as ``sha256:<hex>``."""
     train = cfg.train
@@ -55,9 +119,10 @@ def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | N
         "workdir": train.workdir,
         "env": sorted(train.env),
         "metrics_file": train.metrics_file,
-        "inputs": list(train.inputs),
+        "inputs": "auto" if train.auto_inputs else list(train.inputs),
+        **({"ignore": list(train.ignore), "data": list(train.data)} if train.auto_inputs else {}),
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    for rel in matched_files(cfg.root, train.inputs, exclude=exclude):
+    for rel in input_files(cfg, exclude=exclude):
         digest.update(b"\0file\0" + rel.as_posix().encode() + b"\0" + _hash_file(cfg.root / rel).encode())
     return "sha256:" + digest.hexdigest()

@@ -96,7 +96,7 @@ def train(
     started = time.monotonic()
     experiment_id = tracker.experiment_id(cfg.experiment, create=True, artifact_location=artifact_location(cfg, tracker.tracking_uri))
     assert experiment_id is not None
-    fp = fingerprint(cfg, exclude=_store_files(tracker.tracking_uri), candidate=candidate) if cfg.train.inputs else None
+    fp = fingerprint(cfg, exclude=_store_files(tracker.tracking_uri), candidate=candidate) if cfg.train.cached else None
     if fp and use_cache:
         reused = tracker.search(
             experiment_id,

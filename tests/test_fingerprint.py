@@ -27,3 +27,57 @@ def test_fingerprint_depends_on_content_names_and_config(tmp_path: Path):
     assert fingerprint(cfg) != first
     other = parse_config('experiment: e2\ntrain: {command: x, inputs: ["*.py"]}\n', tmp_path / "mlflow-ci.yml")
     assert fingerprint(other) != fingerprint(cfg)
+
+
+def _repo(tmp_path: Path) -> Path:
+    from conftest import git
+
+    for name, text in {"train.py": "t", "data.csv": "1,2\n", "README.md": "r", "docs/guide.md": "g",
+                       ".github/workflows/ci.yml": "w", "src/model.py": "m", "mlflow-ci.yml": "x"}.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / ".gitignore").write_text("big/\n*.db\n")
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "raw.parquet").write_text("raw")
+    (tmp_path / "mlflow.db").write_text("store")
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "init")
+    return tmp_path
+
+
+def test_auto_inputs_are_what_git_knows_minus_documentation(tmp_path: Path):
+    from mlflow_ci.fingerprint import input_files
+
+    root = _repo(tmp_path)
+    cfg = parse_config("experiment: e\ntrain: {command: x}\n", root / "mlflow-ci.yml")
+    (root / "new_helper.py").write_text("untracked, not ignored: it may change the training")
+    names = [p.as_posix() for p in input_files(cfg)]
+    assert names == ["data.csv", "mlflow-ci.yml", "new_helper.py", "src/model.py", "train.py"]
+    with_data = parse_config("experiment: e\ntrain: {command: x, data: ['big/**']}\n", root / "mlflow-ci.yml")
+    assert "big/raw.parquet" in [p.as_posix() for p in input_files(with_data)]  # ignored by git, read by the training
+    custom = parse_config("experiment: e\ntrain: {command: x, ignore: ['src/**']}\n", root / "mlflow-ci.yml")
+    assert [p.as_posix() for p in input_files(custom)] == [  # ignore: replaces the default list
+        ".github/workflows/ci.yml", ".gitignore", "README.md", "data.csv", "docs/guide.md", "mlflow-ci.yml", "new_helper.py", "train.py"]
+
+
+def test_auto_inputs_see_a_root_level_data_change_and_not_a_readme_change(tmp_path: Path):
+    root = _repo(tmp_path)
+    cfg = parse_config("experiment: e\ntrain: {command: x}\n", root / "mlflow-ci.yml")
+    before = fingerprint(cfg)
+    (root / "README.md").write_text("better docs")
+    (root / "docs" / "guide.md").write_text("more")
+    assert fingerprint(cfg) == before
+    (root / "data.csv").write_text("1,2\n3,4\n")
+    assert fingerprint(cfg) != before
+
+
+def test_auto_inputs_outside_git_walk_the_folder(tmp_path: Path):
+    from mlflow_ci.fingerprint import input_files
+
+    for name in ("train.py", "data.csv", "README.md", ".mlflow-ci/result.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    cfg = parse_config("experiment: e\ntrain: {command: x}\n", tmp_path / "mlflow-ci.yml")
+    assert [p.as_posix() for p in input_files(cfg)] == ["data.csv", "train.py"]

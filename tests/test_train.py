@@ -97,11 +97,12 @@ def test_workdir_and_env_are_applied(project):
     project.write("src/train.py", "import os, json\njson.dump({'seed': float(os.environ['SEED'])}, open('m.json', 'w'))\n")
     project.write(
         "mlflow-ci.yml",
-        "experiment: e\ntrain:\n  command: python train.py\n  workdir: src\n  env: {SEED: 3}\n  metrics_file: m.json\n",
+        "experiment: e\ntrain:\n  command: python train.py\n  workdir: src\n  env: {SEED: 3}\n  metrics_file: m.json\n"
+        "  inputs: []\n",
     )
     result, _ = train(project)
     assert result.run.metrics == {"seed": 3.0}
-    assert result.fingerprint is None  # no train.inputs: no cache
+    assert result.fingerprint is None  # inputs: []: no cache
 
 
 def test_failure_marks_run_failed(project):
@@ -220,3 +221,21 @@ def test_cache_never_reuses_a_run_whose_inputs_differ(project):
         "mlflow-ci.yml", (project.root / "mlflow-ci.yml").read_text().replace("python train.py", "python -u train.py")))
     # a rename is a change too, even with identical content
     changed("a renamed data file", lambda: (project.root / "data" / "extra.csv").rename(project.root / "data" / "more.csv"))
+
+
+def test_auto_inputs_retrain_on_a_root_level_data_change_and_reuse_on_a_readme_change(project):
+    project.write("train.py", "import json\nrows = open('data.csv').read().count('\\n')\n"
+                              "json.dump({'accuracy': 0.9, 'rows': float(rows)}, open('metrics.json', 'w'))\n")
+    project.write("data.csv", "a,b\n1,2\n3,4\n")
+    project.write("mlflow-ci.yml", "experiment: e\ntrain:\n  command: python train.py\n  metrics_file: metrics.json\n")
+    project.commit("data at the root")
+    first, _ = train(project)
+    assert first.run.metrics["rows"] == 3.0 and first.fingerprint
+    project.write("README.md", "how to use it\n")
+    project.commit("README only")
+    readme, _ = train(project)
+    assert readme.cached and readme.run.run_id == first.run.run_id
+    project.write("data.csv", "a,b\n1,2\n")  # the data was truncated: a stale run must not decide
+    project.commit("less data")
+    data, _ = train(project)
+    assert not data.cached and data.run.metrics["rows"] == 2.0

@@ -1,7 +1,8 @@
 """`mlflow-ci init`: write mlflow-ci.yml and the workflows into a model repository.
 
-Infers what it can (experiment name, default branch, training command, fingerprint inputs) and asks
-nothing; never overwrites an existing file without ``--force``.
+Infers what it can (experiment name, default branch, training command — an MLproject's main entry
+point first) and asks nothing; the run cache's inputs are ``auto``. Never overwrites an existing file
+without ``--force``.
 """
 
 from __future__ import annotations
@@ -56,33 +57,53 @@ def infer_default_branch(root: Path) -> str:
 
 
 def infer_command(root: Path) -> str | None:
+    """The MLproject's ``main`` entry point when there is one (its parameters' defaults filled in),
+    else the first training script found."""
+    from_project = mlproject_command(root)
+    if from_project:
+        return from_project
     for script in TRAIN_SCRIPTS:
         if (root / script).is_file():
             return f"python {script}"
     return None
 
 
-def infer_inputs(root: Path) -> list[str]:
-    inputs = ["**/*.py"]
-    for pattern in ("requirements*.txt", "pyproject.toml", "uv.lock", "poetry.lock", "params.yaml", "params.json"):
-        if any(root.glob(pattern)):
-            inputs.append(pattern)
-    for folder in ("data", "conf", "configs"):
-        if (root / folder).is_dir():
-            inputs.append(f"{folder}/**")
-    return inputs
+def mlproject_command(root: Path) -> str | None:
+    """``entry_points.main.command`` of an MLproject file, with ``{param}`` replaced by each parameter's
+    default; refuses (exit 2) a parameter without one, saying which."""
+    import yaml
+
+    path = next((root / n for n in ("MLproject", "MLproject.yaml", "MLproject.yml") if (root / n).is_file()), None)
+    if path is None:
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"init: {path.name} is not readable YAML ({type(exc).__name__})") from None
+    main = ((data or {}).get("entry_points") or {}).get("main") if isinstance(data, dict) else None
+    if not isinstance(main, dict) or not isinstance(main.get("command"), str):
+        return None
+    command, params = main["command"], main.get("parameters") or {}
+    for name in re.findall(r"\{(\w+)\}", command):
+        spec = params.get(name)
+        default = spec.get("default") if isinstance(spec, dict) else spec
+        if default is None:
+            raise UsageError(f"init: {path.name}: entry_points.main parameter {name!r} has no default",
+                             hint="pass the training command yourself: mlflow-ci init --command '...'")
+        command = command.replace("{" + name + "}", str(default))
+    return " ".join(command.split())
 
 
-def render_config(experiment: str, command: str, inputs: list[str]) -> str:
-    quoted = ", ".join(f'"{i}"' for i in inputs)
+def render_config(experiment: str, command: str) -> str:
     return f"""# yaml-language-server: $schema={SCHEMA_URL}
 # mlflow-ci configuration: https://github.com/mlflow-ci/mlflow-ci/blob/main/docs/config.md
 experiment: {experiment}
 model: {experiment}
 train:
   command: {command}
-  # The run cache: a run is reused when none of these files (nor this section) changed.
-  inputs: [{quoted}]
+  # The run cache: a run is reused when no file git knows in this folder (nor this section) changed,
+  # documentation aside (train.ignore). Data kept out of git: list it under train.data, e.g. [data/**].
+  inputs: auto
   timeout: 1h
   # A script that does not use MLflow can write its metrics here instead:
   # metrics_file: metrics.json
@@ -109,7 +130,7 @@ def init(root: Path, *, command: str | None = None, experiment: str | None = Non
         )
     experiment = slug(experiment) if experiment else infer_experiment(root)
     branch = infer_default_branch(root)
-    files = {root / "mlflow-ci.yml": render_config(experiment, command, infer_inputs(root))}
+    files = {root / "mlflow-ci.yml": render_config(experiment, command)}
     for template, target in WORKFLOW_TARGETS.items():
         text = (WORKFLOWS / template).read_text(encoding="utf-8").replace("$default-branch", branch)
         files[root / target] = text

@@ -102,6 +102,13 @@ Texts = Annotated[tuple[Text, ...], BeforeValidator(_as_list, json_schema_input_
                   Says("a list of strings")]
 
 
+DEFAULT_IGNORE = ("*.md", "*.rst", "docs/**", ".github/**", "LICENSE", ".gitignore")
+# 'auto' is kept as None (the default); a list as its patterns; [] turns the run cache off.
+Inputs = Annotated[Texts | None, BeforeValidator(lambda v: None if v == "auto" else v,
+                                                 json_schema_input_type=Literal["auto"] | list[Text] | Text),
+                   Says("'auto' or a list of glob patterns")]
+
+
 class Section(BaseModel):
     """A mapping in the file: unknown keys are errors, nulls count as absent, values are frozen."""
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -121,7 +128,23 @@ class TrainConfig(Section):
     env: EnvVars = Field({}, validate_default=True, description="Extra environment variables for the command.")
     timeout: Duration = Field(DEFAULT_TIMEOUT, description="Seconds, or '90s', '30m', '2h'; the command is killed after it.")
     metrics_file: Text | None = Field(None, description="Flat JSON {name: number} the command writes; mlflow-ci logs it.")
-    inputs: Texts = Field((), description="Glob patterns of the files whose content decides whether an earlier run is reused.")
+    inputs: Inputs = Field(
+        None, description="What decides whether an earlier run is reused: 'auto' (every file git tracks in the project "
+                            "folder, untracked ones that are not ignored, and train.data; minus train.ignore), a list of "
+                            "glob patterns, or [] to always train.")
+    ignore: Texts = Field(DEFAULT_IGNORE, description="With inputs: auto, files that never change the model (globs; "
+                                                      "'*.md' matches at any depth, 'docs/**' a folder).")
+    data: Texts = Field((), description="With inputs: auto, globs of data the training reads that git does not track "
+                                        "(e.g. data/** kept out of git): their files count too.")
+
+    @property
+    def auto_inputs(self) -> bool:
+        return self.inputs is None
+
+    @property
+    def cached(self) -> bool:
+        """Whether earlier runs may be reused: unless ``inputs: []``."""
+        return self.inputs is None or bool(self.inputs)
 
 
 def _baseline_source(value: Any) -> str:

@@ -27,12 +27,23 @@ def test_init_infers_and_writes_a_valid_setup(repo):
     assert result.default_branch == "trunk"
     assert result.command == "python train.py"
     cfg = load_config(repo / "mlflow-ci.yml")
-    assert cfg.train.inputs == ("**/*.py", "requirements*.txt", "data/**")
+    assert cfg.train.auto_inputs and "inputs: auto" in (repo / "mlflow-ci.yml").read_text()
     pr = (repo / ".github/workflows/mlflow-ci.yml").read_text()
     assert "branches: [trunk]" in pr and "$default-branch" not in pr
     assert (repo / ".github/workflows/mlflow-ci-deploy.yml").is_file()
     assert (repo / ".github/workflows/mlflow-ci-comment.yml").is_file()
     assert ".mlflow-ci/" in (repo / ".gitignore").read_text()
+
+
+def test_init_takes_the_mlproject_main_entry_point(repo):
+    (repo / "MLproject").write_text(
+        "name: churn\nentry_points:\n  main:\n    parameters:\n      alpha: {type: float, default: 0.5}\n"
+        "      l1_ratio: 0.1\n    command: 'python train.py --alpha {alpha}\n      --l1-ratio {l1_ratio}'\n")
+    assert init(repo).command == "python train.py --alpha 0.5 --l1-ratio 0.1"
+    (repo / "MLproject").write_text("entry_points:\n  main:\n    parameters:\n      alpha: {type: float}\n"
+                                    "    command: python train.py --alpha {alpha}\n")
+    with pytest.raises(UsageError, match="MLproject: entry_points.main parameter 'alpha' has no default"):
+        init(repo, force=True)
 
 
 def test_init_uses_the_remote_name_and_never_overwrites(repo):

@@ -28,7 +28,7 @@ def test_minimal_config_gets_documented_defaults():
     assert cfg.model == "e"  # the registered model defaults to the experiment name
     assert cfg.train.workdir == "."
     assert cfg.train.timeout == DEFAULT_TIMEOUT
-    assert cfg.train.inputs == ()
+    assert cfg.train.auto_inputs and cfg.train.cached and "*.md" in cfg.train.ignore
     assert cfg.baseline.alias == "champion"
     assert cfg.baseline.sources == ("alias", "base_commit", "base_branch", "base_trained")
     assert cfg.gate == ()
