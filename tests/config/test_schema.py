@@ -83,7 +83,7 @@ def test_documented_configs_are_valid(validator):
 
 
 def test_init_config_points_editors_at_the_schema(validator):
-    text = render_config("churn", "python train.py", ["*.py"])
+    text = render_config("churn", "python train.py")
     assert text.splitlines()[0] == f"# yaml-language-server: $schema={SCHEMA_URL}"
     assert list(validator.iter_errors(yaml.safe_load(text))) == []
 
