@@ -291,6 +291,10 @@ class EvaluateConfig(Section):
     seed: Annotated[StrictInt, Field(ge=0), Says("a whole number >= 0")] = Field(0, description="Bootstrap seed.")
     confidence: Annotated[StrictFloat, Field(ge=0.5, lt=1), Says("a number from 0.5 to below 1 (e.g. 0.95)")] = Field(
         0.95, description="Confidence level of the intervals.")
+    output: Annotated[Literal["labels", "probabilities", "logits"], Says("'labels', 'probabilities' or 'logits'")] | None = Field(
+        None, description="What the models return when mlflow-ci cannot tell (a custom pyfunc, a PyTorch module that ends in softmax).")
+    classes: Annotated[tuple[StrictStr | StrictInt | StrictBool, ...], Says("a list of class labels")] | None = Field(
+        None, description="The class of each probability column the models return, in order (default: the model's own, else the sorted labels).")
     data_checks: DataChecksConfig = Field(default_factory=DataChecksConfig, description="Rules on the evaluation data itself.")
     slices: Texts = Field((), description="Categorical columns: metrics per value, with the same diff and gate.")
     slice_gate: Rules = Field({}, validate_default=True, description="Rules applied to every slice, per evaluate metric.")

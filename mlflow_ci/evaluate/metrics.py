@@ -310,14 +310,12 @@ def load_dataset(spec: str, target: str, root, where: str = "evaluate.data"):
 
 
 def model_output(model, X, task: str, classes=None):
-    """Probabilities (classification, columns in ``classes`` order) or predictions (regression)."""
+    """Probabilities of a scikit-learn estimator (columns in ``classes`` order), or its predictions
+    (regression). Logged models of any flavor go through :mod:`.predict`."""
+    from mlflow_ci.evaluate.predict import align
+
     if task == "regression":
         return np.asarray(model.predict(X), dtype=np.float64).ravel()
-    if not hasattr(model, "predict_proba"):
-        raise ValueError("classification metrics need a model with predict_proba (log it with its scikit-learn flavor)")
     proba = np.asarray(model.predict_proba(X), dtype=np.float64)
     own = np.asarray(model.classes_)
-    if classes is None or np.array_equal(own, classes):
-        return proba
-    index = {c: i for i, c in enumerate(own)}
-    return np.column_stack([proba[:, index[c]] if c in index else np.zeros(len(proba)) for c in classes])
+    return proba if classes is None else align(proba, own, np.asarray(classes))

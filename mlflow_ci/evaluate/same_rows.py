@@ -16,6 +16,7 @@ from mlflow_ci.config.models import Config, EvaluateConfig
 from mlflow_ci.errors import UsageError
 from mlflow_ci.evaluate import datachecks
 from mlflow_ci.evaluate import metrics as ev
+from mlflow_ci.evaluate import predict
 
 SLICE_LIMIT = 20  # most frequent values per column
 SLICE_MIN_ROWS = 30
@@ -54,12 +55,9 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     ev.register_user_metrics(ecfg.metrics, cfg.root)
     cand, base = comparison.candidate, comparison.baseline
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-eval-") as tmp:
-        cand_model = registry.load_model(cand.run_id, cfg.promote.model_path, Path(tmp) / "candidate")
-        base_model = registry.load_model(base.run.run_id, cfg.promote.model_path, Path(tmp) / "baseline") if base else None
-    classes = np.asarray(cand_model.classes_) if ecfg.task == "classification" and hasattr(cand_model, "classes_") else None
+        cand_out, classes = _outputs(cfg, registry, "candidate", cand.run_id, X, y, None, Path(tmp))
+        base_out = _outputs(cfg, registry, "baseline", base.run.run_id, X, y, classes, Path(tmp))[0] if base else None
     try:
-        cand_out = ev.model_output(cand_model, X, ecfg.task, classes)
-        base_out = ev.model_output(base_model, X, ecfg.task, classes) if base_model is not None else None
         cand_eval, base_eval, intervals = _scores(ecfg, y, cand_out, base_out, classes)
     except ValueError as exc:
         raise UsageError(f"evaluate: {exc}") from None
@@ -82,7 +80,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
         interval = shown.get(row.name)
         rows.append(replace(row, ci_low=interval.low, ci_high=interval.high) if interval is not None else row)
     data_report = _data_checks(tracker, registry, X, cand, base)
-    paired = base_model is not None
+    paired = base_out is not None
     note = (f"evaluated {'both models' if paired else 'the candidate'} on the same {len(y):,} rows of "
             f"{ecfg.data}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
                               f"{ecfg.confidence:.0%} intervals" if paired else ""))
@@ -97,6 +95,21 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
                                   fail_on_removed_columns=checks.fail_on_removed_columns)
     updated = cmp.Comparison(cand, base, tuple(rows), comparison.params, (*comparison.notes, note, *level_notes))
     return Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
+
+
+def _outputs(cfg: Config, registry, role: str, run_id: str, X, y, classes, work: Path):
+    """One model's predictions (regression) or class probabilities aligned to ``classes`` (the
+    candidate's, when given), and the classes; loaded and scored while its files exist."""
+    ecfg = cfg.evaluate
+    try:
+        model = registry.load_for_scoring(run_id, cfg.promote.model_path, work / role)
+    except UsageError as exc:
+        raise UsageError(f"evaluate: the {role} model: {exc.message}", hint=exc.hint) from None
+    who = predict.Who(role, run_id, model.flavor_label)
+    if ecfg.task == "regression":
+        return predict.regression(model, X, who), None
+    proba, own = predict.probabilities(model, X, y, who, output=ecfg.output, classes=ecfg.classes)
+    return (proba, own) if classes is None else (predict.align(proba, own, classes), classes)
 
 
 def _scores(ecfg: EvaluateConfig, y, cand_out, base_out, classes) -> tuple[dict, dict, dict]:

@@ -103,18 +103,17 @@ class RegistryMixin:
             self.client.set_terminated(run.info.run_id, "FINISHED")
             return run.info.run_id
 
-    def load_model(self, run_id: str, model_path: str, dst: Path):
-        """The run's logged model as a Python object: the scikit-learn flavor when it has one (for
-        ``predict_proba``), else the pyfunc."""
+    def load_for_scoring(self, run_id: str, model_path: str, dst: Path):
+        """The run's model, downloaded into ``dst`` and loaded for scoring (:mod:`.loading`)."""
+        from mlflow_ci.tracking.loading import load_for_scoring
+
         local = self.download_model(run_id, model_path, dst)
-        flavors = (Path(local) / "MLmodel").read_text(encoding="utf-8") if (Path(local) / "MLmodel").is_file() else ""
-        if "\n  sklearn:" in flavors:
-            import mlflow.sklearn
-
-            return mlflow.sklearn.load_model(local)
-        import mlflow.pyfunc
-
-        return mlflow.pyfunc.load_model(local)
+        with self._service(f"load the model of run {run_id}"):
+            try:
+                return load_for_scoring(local)
+            except ImportError as exc:
+                raise UsageError(f"the model of run {run_id} needs {exc.name or 'a package'} to load, which is not installed",
+                                 hint="install the model's requirements (its requirements.txt) next to mlflow-ci") from None
 
 
 class MlflowTracker(SearchMixin, RegistryMixin):

@@ -203,7 +203,7 @@ def test_zero_server_mode_promotes_the_recorded_artifact_into_the_default_branch
     assert imported.metrics["accuracy"] == result["candidate"]["metrics"]["accuracy"]
     downloaded = tracker.download_model(champion.run_id, "model", tmp_path / "registered")
     assert model_digest(downloaded) == record.digest
-    assert tracker.load_model(champion.run_id, "model", tmp_path / "loaded").predict([[5.1, 3.5, 1.4, 0.2]]).shape == (1,)
+    assert tracker.load_for_scoring(champion.run_id, "model", tmp_path / "loaded").native.predict([[5.1, 3.5, 1.4, 0.2]]).shape == (1,)
 
     again = project.cli("promote", "--no-deploy", env={**main_store, **on_push(gh, tmp_path, merged)})
     assert again.returncode == 0 and "already champion" in again.stdout
