@@ -94,9 +94,15 @@ def _loaders():
 
     def pytorch(p):
         import mlflow.pytorch
+        import torch
 
         model = mlflow.pytorch.load_model(p, map_location="cpu")
-        model.eval()
+        if not isinstance(model, torch.nn.Module) and callable(getattr(model, "module", None)):
+            model = model.module()  # the 'pt2' format loads as an ExportedProgram: score its module
+        try:
+            model.eval()
+        except NotImplementedError:  # exported graphs are already in inference form
+            pass
         return model
 
     return {"sklearn": sklearn, "xgboost": xgboost, "lightgbm": lightgbm, "pytorch": pytorch}
