@@ -324,6 +324,14 @@ def validate(config_path):
     cfg = load_config(config_path)
     from mlflow_ci.config import LIMIT_RULES
 
+    if cfg.evaluate is not None:  # what can be told without loading a model
+        from mlflow_ci.errors import ConfigError
+        from mlflow_ci.evaluate.metrics import static_problems
+
+        found = static_problems(cfg.evaluate, cfg.root)
+        if found:
+            raise ConfigError([f"{config_path}: {p}" for p in found], path=str(config_path))
+
     rules = sum(1 for r in cfg.gate for k in LIMIT_RULES if getattr(r, k) is not None)
     echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")
     return EXIT_OK

@@ -167,3 +167,23 @@ def test_bad_metrics_file_exit_3(project, bad):
     last = proc.stderr.splitlines()[-1]
     assert last.startswith("error: ") and "metrics.json" in last
     assert "Traceback" not in proc.stderr
+
+
+def test_validate_checks_the_evaluation_data_without_loading_a_model(project):
+    project.write("eval.csv", "a,b,label\n1,2,0\n")
+    base = (project.root / "mlflow-ci.yml").read_text()
+    project.write("mlflow-ci.yml", base + "evaluate:\n  data: eval.csv\n  target: label\n  task: classification\n"
+                                          "  slices: [region]\n")
+    proc = project.cli("validate")
+    assert proc.returncode == 2
+    assert "evaluate.slices: column 'region' is not in eval.csv (columns: a, b, label)" in proc.stderr
+    project.write("mlflow-ci.yml", base + "evaluate:\n  data: missing.csv\n  target: label\n  task: regression\n"
+                                          "  output: logits\n")
+    proc = project.cli("validate")
+    assert proc.returncode == 2
+    assert "evaluate.output: only for task: classification" in proc.stderr
+    project.write("mlflow-ci.yml", base + "evaluate:\n  data: missing.csv\n  target: label\n  task: regression\n")
+    proc = project.cli("validate")
+    assert proc.returncode == 2 and "evaluate.data: file not found:" in proc.stderr
+    project.write("mlflow-ci.yml", base + "evaluate:\n  data: eval.csv\n  target: label\n  task: classification\n")
+    assert project.cli("validate").returncode == 0

@@ -313,6 +313,13 @@ class EvaluateConfig(Section):
                               f"(expected one of: {', '.join(known)}, or module:function)", at=(i,))
         return metrics
 
+    @field_validator("output", "classes")
+    @classmethod
+    def _classification_only(cls, value, info: ValidationInfo):
+        if value is not None and info.data.get("task") == "regression":
+            raise problem("only for task: classification (a regression model returns one number per row)")
+        return value
+
     @field_validator("slice_gate")
     @classmethod
     def _slice_metrics(cls, rules: tuple[Rule, ...], info: ValidationInfo) -> tuple[Rule, ...]:

@@ -275,6 +275,32 @@ def paired_bootstrap(
 # Data and model outputs
 
 
+def static_problems(ecfg, root) -> list[str]:
+    """What ``validate`` can tell about ``evaluate:`` without loading a model or the data: the file
+    exists, and its header has the target and slice columns (CSV and Parquet headers are read alone)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(root) / ecfg.data
+    if ":" in ecfg.data and not path.exists():
+        return []  # module:function: imported only when a check runs
+    if not path.is_file():
+        return [f"evaluate.data: file not found: {path}"]
+    try:
+        if path.suffix in (".parquet", ".pq"):
+            import pyarrow.parquet
+
+            columns = list(pyarrow.parquet.read_schema(path).names)
+        else:
+            columns = list(pd.read_csv(path, nrows=0).columns)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem to the user
+        return [f"evaluate.data: {path.name} cannot be read ({type(exc).__name__})"]
+    wanted = [("evaluate.target", ecfg.target)] + [("evaluate.slices", c) for c in ecfg.slices]
+    return [f"{where}: column {name!r} is not in {path.name} (columns: {', '.join(map(str, columns[:20]))})"
+            for where, name in wanted if name not in columns]
+
+
 def load_dataset(spec: str, target: str, root, where: str = "evaluate.data"):
     """``spec``: a CSV/Parquet path (relative to the config) or ``module:function`` returning (X, y)
     or a DataFrame holding ``target``. Returns (X, y)."""
