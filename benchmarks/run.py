@@ -262,6 +262,52 @@ def bench_setup(work: Path) -> list[dict]:
     return [row("setup, fresh venv: uv vs pip", results["uv"], results["pip"], "ratio", results["uv"] / results["pip"], None, "")]
 
 
+EVAL_SCRIPT = textwrap.dedent("""
+    import mlflow, mlflow.sklearn, pandas as pd, sklearn
+    from sklearn.linear_model import LogisticRegression
+    data = pd.read_csv("train.csv")
+    model = LogisticRegression(max_iter=500).fit(data.drop(columns=["label"]), data["label"])
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+""")
+
+
+def eval_project(root: Path, evaluate: bool) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train.csv", 5000), ("eval.csv", 20000)):
+        X = rng.normal(size=(n, 8))
+        frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(8)])
+        frame["label"] = (X[:, 0] + X[:, 1] + rng.normal(0, 0.5, n) > 0).astype(int)
+        frame.to_csv(root / name, index=False)
+    (root / "train.py").write_text(EVAL_SCRIPT)
+    config = "experiment: bench-eval\ntrain:\n  command: python train.py\ngate:\n"
+    config += ("  eval.accuracy: {min: 0.5}\nevaluate:\n  data: eval.csv\n  target: label\n  task: classification\n"
+               if evaluate else "  train_rows: {min: 0, required: false}\n")
+    (root / "mlflow-ci.yml").write_text(config)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "bench"], cwd=root, check=True, env=env())
+    return root
+
+
+def bench_eval_cache(work: Path, repeat: int) -> list[dict]:
+    """A cached check (unchanged inputs) with evaluate: against the same cached check without it: the
+    models' outputs on unchanged data are read back from the runs, no model is loaded."""
+    check = ["mlflow-ci", "check", "--no-publish"]
+    seconds = {}
+    for evaluate in (False, True):
+        proj = eval_project(work / f"eval-cache-{evaluate}", evaluate)
+        environ = env(MLFLOW_TRACKING_URI=f"sqlite:///{work / f'eval-cache-{evaluate}.db'}")
+        timed(check, proj, environ)  # trains, evaluates, keeps the outputs
+        seconds[evaluate] = median(check, proj, environ, repeat)
+    return [row("cached check with evaluate: (20,000 rows) vs without", seconds[True], seconds[False], "ratio",
+                seconds[True] / seconds[False], 1.5, "")]
+
+
 def row(name, ours, reference, kind, value, target, unit) -> dict:
     ok = None if target is None else value < target
     return {"benchmark": name, "ours_s": float(f"{ours:.3g}"), "reference_s": float(f"{reference:.3g}"), "kind": kind,
@@ -284,8 +330,8 @@ def main() -> int:
     parser.add_argument("--train-seconds", type=float, default=10.0, help="training time for the cache row")
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the large experiment of the scale row")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    parser.add_argument("--only", default="overhead,cache,scale,startup,setup,store",
-                        help="comma-separated subset of: overhead, cache, scale, startup, setup, store")
+    parser.add_argument("--only", default="overhead,cache,evalcache,scale,startup,setup,store",
+                        help="comma-separated subset of: overhead, cache, evalcache, scale, startup, setup, store")
     args = parser.parse_args()
     only = set(args.only.split(","))
     repeat = 3 if args.quick else 5
@@ -296,6 +342,8 @@ def main() -> int:
             rows += bench_overhead(work, repeat)
         if "cache" in only:
             rows += bench_cache(work, 3.0 if args.quick else args.train_seconds)
+        if "evalcache" in only:
+            rows += bench_eval_cache(work, repeat)
         if "scale" in only:
             rows += bench_scale(work, 10, 1_000 if args.quick else args.runs, repeat)
         if "startup" in only:

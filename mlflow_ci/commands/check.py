@@ -51,7 +51,7 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None) -> Che
     progress.stage = "compare"
     comparison = do_compare(s, opts, tracker, trained.run)
     progress.stage = "evaluate"
-    evaluated = evaluate_same_rows(s.cfg, tracker, s.registry(), comparison) if s.cfg.evaluate is not None else None
+    evaluated = evaluate_same_rows(s.cfg, tracker, s.registry, comparison) if s.cfg.evaluate is not None else None
     progress.stage = "gate"
     if evaluated is None:
         gate = do_gate(s, comparison)

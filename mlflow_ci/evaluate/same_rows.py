@@ -5,11 +5,14 @@ module only orchestrates it around the two runs."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from mlflow_ci import compare as cmp
 from mlflow_ci.config.models import Config, EvaluateConfig
@@ -43,8 +46,9 @@ def slice_metric(metric: str, column: str, value: str) -> str:
 def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison) -> Evaluated:
     """Score candidate and baseline models on the same rows; paired bootstrap intervals.
 
-    ``tracker`` logs the ``eval.<metric>`` values to both runs; ``registry`` (MLflow's client) loads
-    the models.
+    ``tracker`` logs the ``eval.<metric>`` values to both runs and keeps each model's outputs with its
+    run (:class:`Scoring`); ``registry`` (MLflow's client, or a callable that builds it) loads the
+    models, only when their outputs on this data are not kept yet.
     """
     import numpy as np
 
@@ -54,9 +58,11 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     y = np.asarray(y)
     ev.register_user_metrics(ecfg.metrics, cfg.root)
     cand, base = comparison.candidate, comparison.baseline
+    data_digest = _data_digest(cfg)
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-eval-") as tmp:
-        cand_out, classes = _outputs(cfg, registry, "candidate", cand.run_id, X, y, None, Path(tmp))
-        base_out = _outputs(cfg, registry, "baseline", base.run.run_id, X, y, classes, Path(tmp))[0] if base else None
+        scoring = Scoring(cfg, tracker, registry, X, y, data_digest, Path(tmp))
+        cand_out, classes = scoring.outputs("candidate", cand.run_id, None)
+        base_out = scoring.outputs("baseline", base.run.run_id, classes)[0] if base else None
     try:
         cand_eval, base_eval, intervals = _scores(ecfg, y, cand_out, base_out, classes)
     except ValueError as exc:
@@ -79,7 +85,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     for row in cmp.diff_metrics(cfg, dict(cand.metrics), dict(base.run.metrics) if base else None):
         interval = shown.get(row.name)
         rows.append(replace(row, ci_low=interval.low, ci_high=interval.high) if interval is not None else row)
-    data_report = _data_checks(tracker, registry, X, cand, base)
+    data_report = _data_checks(tracker, X, cand, base)
     paired = base_out is not None
     note = (f"evaluated {'both models' if paired else 'the candidate'} on the same {len(y):,} rows of "
             f"{ecfg.data}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
@@ -97,19 +103,93 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     return Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
 
 
-def _outputs(cfg: Config, registry, role: str, run_id: str, X, y, classes, work: Path):
-    """One model's predictions (regression) or class probabilities aligned to ``classes`` (the
-    candidate's, when given), and the classes; loaded and scored while its files exist."""
-    ecfg = cfg.evaluate
-    try:
-        model = registry.load_for_scoring(run_id, cfg.promote.model_path, work / role)
-    except UsageError as exc:
-        raise UsageError(f"evaluate: the {role} model: {exc.message}", hint=exc.hint) from None
-    who = predict.Who(role, run_id, model.flavor_label)
-    if ecfg.task == "regression":
-        return predict.regression(model, X, who), None
-    proba, own = predict.probabilities(model, X, y, who, output=ecfg.output, classes=ecfg.classes)
-    return (proba, own) if classes is None else (predict.align(proba, own, classes), classes)
+SCORES = "mlflow_ci/scores"  # where a run keeps its model's outputs on evaluation data, by key
+SCORES_VERSION = 1
+
+
+@dataclass
+class Scoring:
+    """Each model's outputs on the evaluation rows: read back from the run when they were computed on
+    the same data with the same settings before (a cached check then loads no model), else computed
+    and kept with the run (``mlflow_ci/scores/<key>.npz``)."""
+    cfg: Config
+    tracker: Any
+    registry: Any  # MLflow's client, or a callable that builds it (models are loaded only on a miss)
+    X: Any
+    y: Any
+    data_digest: str | None
+    work: Path
+    hits: int = 0
+
+    def outputs(self, role: str, run_id: str, classes):
+        key = self._key(run_id)
+        cached = self._read(run_id, key) if key else None
+        if cached is None:
+            out, own = self._compute(role, run_id)
+            if key:
+                self._write(run_id, key, out, own)
+        else:
+            out, own = cached
+            self.hits += 1
+        if own is None or classes is None:
+            return out, own
+        return predict.align(out, own, classes), classes
+
+    def _key(self, run_id: str) -> str | None:
+        if self.data_digest is None:
+            return None  # data from module:function: no digest, no reuse
+        ecfg = self.cfg.evaluate
+        spec = {"v": SCORES_VERSION, "run": run_id, "data": self.data_digest, "target": ecfg.target, "task": ecfg.task,
+                "output": ecfg.output, "classes": list(ecfg.classes) if ecfg.classes else None,
+                "model_path": self.cfg.promote.model_path}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def _read(self, run_id: str, key: str):
+        import numpy as np
+
+        data = self.tracker.read_artifact(run_id, f"{SCORES}/{key}.npz", self.work / "cache")
+        if data is None:
+            return None
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+                out = saved["out"]
+                own = saved["classes"] if "classes" in saved.files else None
+        except (ValueError, KeyError, OSError):
+            return None  # unreadable: computed again (and rewritten)
+        return (out, own) if len(out) == len(self.y) else None
+
+    def _write(self, run_id: str, key: str, out, own) -> None:
+        import numpy as np
+
+        if own is not None and np.asarray(own).dtype == object:
+            return  # classes of mixed types do not round-trip without pickle: not kept
+        path = self.work / f"{key}.npz"
+        np.savez_compressed(path, out=out, **({"classes": np.asarray(own)} if own is not None else {}))
+        self.tracker.log_artifact(run_id, path, SCORES)
+
+    def _compute(self, role: str, run_id: str):
+        registry = self.registry() if callable(self.registry) else self.registry
+        ecfg = self.cfg.evaluate
+        try:
+            model = registry.load_for_scoring(run_id, self.cfg.promote.model_path, self.work / role)
+        except UsageError as exc:
+            raise UsageError(f"evaluate: the {role} model: {exc.message}", hint=exc.hint) from None
+        who = predict.Who(role, run_id, model.flavor_label)
+        if ecfg.task == "regression":
+            return predict.regression(model, self.X, who), None
+        return predict.probabilities(model, self.X, self.y, who, output=ecfg.output, classes=ecfg.classes)
+
+
+def _data_digest(cfg: Config) -> str | None:
+    """sha256 of the evaluation file; None for data produced by module:function."""
+    path = cfg.root / cfg.evaluate.data
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _scores(ecfg: EvaluateConfig, y, cand_out, base_out, classes) -> tuple[dict, dict, dict]:
@@ -161,13 +241,13 @@ def _slices(ecfg: EvaluateConfig, X, y, column: str, cand_out, base_out, classes
     return out
 
 
-def _data_checks(tracker, registry, X, cand, base) -> datachecks.DataReport:
+def _data_checks(tracker, X, cand, base) -> datachecks.DataReport:
     """Profile the evaluation data, keep it with the candidate run, compare with the baseline's."""
     current = datachecks.profile(X, None)
     before = None
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-profile-") as tmp:
         if base is not None:
-            text = registry.read_artifact_text(base.run.run_id, datachecks.PROFILE_ARTIFACT, Path(tmp))
+            text = tracker.read_artifact_text(base.run.run_id, datachecks.PROFILE_ARTIFACT, Path(tmp))
             before = json.loads(text) if text else None
         path = Path(tmp) / "data_profile.json"
         path.write_text(json.dumps(current), encoding="utf-8")

@@ -207,8 +207,8 @@ class MlflowTracker(SearchMixin, RegistryMixin):
         with self._service("upload an artifact"):
             self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
-        """The text of a run's artifact, or None when it does not exist."""
+    def read_artifact(self, run_id: str, artifact: str, dst: Path) -> bytes | None:
+        """The bytes of a run's artifact, or None when it does not exist."""
         with self._service(f"download {artifact} of run {run_id}"):
             try:
                 local = self.client.download_artifacts(run_id, artifact, str(dst))
@@ -216,7 +216,12 @@ class MlflowTracker(SearchMixin, RegistryMixin):
                 if self._not_found(exc) or isinstance(exc, (OSError, FileNotFoundError)) or "No such file" in str(exc):
                     return None
                 raise
-        return Path(local).read_text(encoding="utf-8")
+        return Path(local).read_bytes()
+
+    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
+        """The text of a run's artifact, or None when it does not exist."""
+        data = self.read_artifact(run_id, artifact, dst)
+        return None if data is None else data.decode("utf-8")
 
     def end_run(self, run_id: str, status: str) -> None:
         with self._service("finish the run"):

@@ -94,7 +94,7 @@ class RestTracker(SearchMixin):
         self._artifact_uris: dict[str, str] = {}
 
     # -- transport ---------------------------------------------------------------------------------
-    def _call(self, method: str, endpoint: str, what: str, *, params=None, body=None, data=None, path=None) -> dict:
+    def _call(self, method: str, endpoint: str, what: str, *, params=None, body=None, data=None, path=None, raw=False):
         import requests
 
         url = path or f"{self.base}/api/2.0/mlflow/{endpoint}"
@@ -106,6 +106,8 @@ class RestTracker(SearchMixin):
                 hint="check that the tracking server is up and MLFLOW_TRACKING_URI / credentials are right, then re-run",
             ) from None
         if response.status_code < 400:
+            if raw:
+                return response.content
             return response.json() if response.content and "json" in response.headers.get("content-type", "") else {}
         try:
             payload = response.json()
@@ -181,6 +183,29 @@ class RestTracker(SearchMixin):
         from mlflow_ci.tracking.mlflow_client import MlflowTracker  # direct-to-store artifact URIs need MLflow's clients
 
         MlflowTracker(self.tracking_uri).log_artifact(run_id, path, artifact_path)
+
+    def read_artifact(self, run_id: str, artifact: str, dst: Path) -> bytes | None:
+        """Through the server's artifact proxy (``mlflow-artifacts:``); other stores via MLflow."""
+        uri = self._artifact_uris.get(run_id) or ""
+        if not uri:
+            got = self._call("GET", "runs/get", f"read run {run_id}", params={"run_id": run_id})
+            uri = got["run"]["info"].get("artifact_uri", "")
+        if not uri.startswith("mlflow-artifacts:"):
+            from mlflow_ci.tracking.mlflow_client import MlflowTracker
+
+            return MlflowTracker(self.tracking_uri).read_artifact(run_id, artifact, dst)
+        rel = uri.split(":", 1)[1].lstrip("/")
+        target = f"{self.base}/api/2.0/mlflow-artifacts/artifacts/{quote(rel)}/{quote(artifact)}"
+        try:
+            return self._call("GET", "", f"download {artifact} of run {run_id}", path=target, raw=True)
+        except MlflowApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
+        data = self.read_artifact(run_id, artifact, dst)
+        return None if data is None else data.decode("utf-8")
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
         got = self._get_or_none("runs/get", f"read run {run_id}", {"run_id": run_id})

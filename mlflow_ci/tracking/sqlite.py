@@ -265,14 +265,18 @@ class SqliteTracker(SearchMixin):
         except OSError as exc:
             raise ServiceError(f"could not store artifact {path.name} in {target}: {exc.strerror or exc}") from None
 
-    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
+    def read_artifact(self, run_id: str, artifact: str, dst: Path) -> bytes | None:
         root = self._artifact_dir(run_id)
         if root is None:
-            return self.mlflow.read_artifact_text(run_id, artifact, dst)
+            return self.mlflow.read_artifact(run_id, artifact, dst)
         try:
-            return (root / artifact).read_text(encoding="utf-8")
+            return (root / artifact).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
+
+    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
+        data = self.read_artifact(run_id, artifact, dst)
+        return None if data is None else data.decode("utf-8")
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
         with self._service(f"read run {run_id}"):

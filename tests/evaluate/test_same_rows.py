@@ -95,3 +95,46 @@ gate:
     assert fnr["ci_low"] <= fnr["delta"] <= fnr["ci_high"] and fnr["direction"] == "lower"
     # the champion's run got the same-rows evaluation logged too, under the eval. prefix
     assert "eval.accuracy" in tracker.get_run(champion_run).metrics
+
+
+def test_a_cached_check_reuses_the_model_outputs_kept_with_the_runs(project):
+    """Second check on unchanged inputs: the candidate run is reused, and so are both models' outputs on
+    the unchanged evaluation data; no model is loaded. Changed data: computed again."""
+    import io
+
+    from mlflow_ci.commands.check import do_check
+    from mlflow_ci.commands.session import Options, make_session
+    from mlflow_ci.config.loader import load_config
+
+    make_data(1000, 0).to_csv(project.root / "train.csv", index=False)
+    make_data(500, 1).to_csv(project.root / "eval.csv", index=False)
+    project.write("train.py", SCRIPT)
+    project.write("params.json", json.dumps({"corrupt_region": None}))
+    project.write("mlflow-ci.yml", "experiment: cached\ntrain:\n  command: python train.py\nevaluate:\n  data: eval.csv\n"
+                                   "  target: label\n  task: classification\n  resamples: 200\ngate:\n  eval.accuracy: {min: 0.5}\n")
+    project.commit("model")
+
+    loads = []
+
+    def check():
+        s = make_session(load_config(project.root / "mlflow-ci.yml"), project.env(), project.root, io.StringIO())
+        registry = s.registry()
+        original = registry.load_for_scoring
+
+        def counting(run_id, *args, **kwargs):
+            loads.append(run_id)
+            return original(run_id, *args, **kwargs)
+
+        registry.load_for_scoring = counting
+        return do_check(s, Options(out_dir=project.root / ".mlflow-ci"))
+
+    first = check()
+    assert len(loads) == 1 and first.verdict == "pass"
+    again = check()
+    assert again.result.candidate.cached and len(loads) == 1  # nothing loaded the second time
+    assert again.result.candidate.metrics["eval.accuracy"] == first.result.candidate.metrics["eval.accuracy"]
+    make_data(500, 2).to_csv(project.root / "eval.csv", index=False)
+    project.commit("new evaluation rows")
+    third = check()
+    # new data is a new input: a new candidate run, and the baseline (the first run) is scored again on it
+    assert not third.result.candidate.cached and loads[1:] == [third.result.candidate.run_id, first.result.candidate.run_id]
