@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 
+from mlflow_ci.commands.calibrate import bootstrap_margin
 from mlflow_ci.config.models import Rule
 from mlflow_ci.evaluate.metrics import paired_bootstrap
 from mlflow_ci.gate import evaluate
@@ -74,14 +75,14 @@ def main() -> int:
         intervals = {f"eval.{k}": v for k, v in paired.intervals.items()}
         return evaluate(rules, cand, base, intervals).verdict == "fail", paired
 
-    # 1. calibrate the margin on seeds that are not used again
-    shortfall = {"roc_auc": [], "log_loss": []}
+    # 1. calibrate the margin on seeds that are not used again, as `mlflow-ci calibrate` does
+    intervals = {"roc_auc": [], "log_loss": []}
     for seed in range(1, args.calibration + 1):
         _, paired = gate(fit(seed, drop=False), seed, {"roc_auc": 0.0, "log_loss": 0.0})
-        shortfall["roc_auc"].append(-paired.intervals["roc_auc"].one_sided_upper(half))
-        shortfall["log_loss"].append(paired.intervals["log_loss"].one_sided_lower(half))
-    # the largest shortfall seen: with n calibration seeds, a fresh seed exceeds it with probability 1/(n+1)
-    margins = {k: max(max(v), 0.0) for k, v in shortfall.items()}
+        for name in intervals:
+            intervals[name].append(paired.intervals[name])
+    margins = {"roc_auc": bootstrap_margin(intervals["roc_auc"], half, "higher"),
+               "log_loss": bootstrap_margin(intervals["log_loss"], half, "lower")}
 
     # 2. and 3.
     counts = {"null (m = 0)": 0, "null": 0, "regressed": 0}

@@ -462,6 +462,38 @@ def init(directory, command, experiment, force):
     return EXIT_OK
 
 
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_out_option
+@click.option("--runs", type=click.IntRange(3, 500), default=10, show_default=True,
+              help="Trainings, with MLFLOW_CI_SEED=1..RUNS (1/RUNS is about the false-alarm rate the margins allow).")
+@click.option("--level", type=click.FloatRange(0.001, 0.5), default=0.05, show_default=True,
+              help="The false-alarm rate the margins aim for, for rules without significance.")
+@click.option("--write", is_flag=True, help="Set the proposed max_drop (or max_drop_pct) in mlflow-ci.yml.")
+def calibrate(config_path, out_dir, runs, level, write):
+    """Measure the seed-to-seed noise of the gated metrics and propose max_drop margins.
+
+    Retrains RUNS times with MLFLOW_CI_SEED set (seed your libraries from it, e.g.
+    random_state=int(os.environ.get("MLFLOW_CI_SEED", 0))); prints each rule's spread and the margin
+    that keeps retrains that change nothing from failing; --write puts them into mlflow-ci.yml. Later
+    checks warn when a rule allows less than the calibrated noise.
+    """
+    from mlflow_ci.commands.calibrate import do_calibrate
+
+    s = _session(config_path)
+    result = do_calibrate(s, _options(out_dir), runs=runs, level=level, write=write)
+    echo("")
+    echo(f"calibrated on {len(result.runs)} trainings (level {level:g}):")
+    for n in result.noise:
+        spread = f"{min(n.values):.6g} .. {max(n.values):.6g}" if n.values else "n/a"
+        current = "not set" if n.current is None else f"{n.current:g}"
+        echo(f"  {n.metric} ({n.direction} is better, {n.method}): values {spread}; "
+             f"{n.rule_key} now {current}, proposed {n.proposed:g}")
+    echo(f"{'written to' if result.written else 'not written to'} {s.cfg.path.name}"
+         + ("" if result.written else " (pass --write)") + f"; summary run {result.summary_run}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to the documented exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

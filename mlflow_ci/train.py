@@ -33,6 +33,7 @@ class TrainResult:
     fingerprint: str | None
     seconds: float
     experiment_id: str
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return {
@@ -145,7 +146,25 @@ def train(
     tracker.end_run(run_id, "FINISHED")
     run = tracker.get_run(run_id)
     assert run is not None
-    return TrainResult(run, False, fp, time.monotonic() - started, experiment_id)
+    notes = unseeded(tracker, experiment_id, run, fp) if fp else ()
+    return TrainResult(run, False, fp, time.monotonic() - started, experiment_id, notes)
+
+
+def unseeded(tracker, experiment_id: str, run: t.RunSnapshot, fp: str) -> tuple[str, ...]:
+    """A note when an earlier training of exactly the same inputs logged different metrics: the training
+    is not deterministic, so a retrain that changes nothing can pass or fail the gate by chance."""
+    for other in tracker.search_runs(experiment_id, tags={t.TAG_FINGERPRINT: fp}, limit=5):
+        if other.run_id == run.run_id:
+            continue
+        differ = sorted(k for k in set(run.metrics) & set(other.metrics)
+                        if not k.startswith("eval.") and run.metrics[k] != other.metrics[k])
+        if differ:
+            name = differ[0]
+            return (f"two trainings of the same inputs disagree ({name} {run.metrics[name]:.6g} vs {other.metrics[name]:.6g} "
+                    f"in run {other.run_id[:12]}): seed the training (e.g. from MLFLOW_CI_SEED) and calibrate the margins "
+                    f"(mlflow-ci calibrate)",)
+        return ()
+    return ()
 
 
 def artifact_location(cfg: Config, tracking_uri: str) -> str | None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
 from mlflow_ci import __version__, report
+from mlflow_ci.commands.calibrate import calibrated_noise, margin_notes
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import (
     CheckResult,
@@ -59,6 +60,9 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None) -> Che
         comparison = evaluated.comparison
         gate = do_gate(s, comparison, evaluated.intervals, evaluated.rules)
         gate = GateResult(gate.checks + evaluated.data_checks)
+    noise = calibrated_noise(tracker, trained.experiment_id)  # warnings about the noise, for the report
+    comparison = replace(comparison, notes=(*comparison.notes, *trained.notes, *margin_notes(
+        s.cfg, noise, dict(comparison.baseline.run.metrics) if comparison.baseline else None)))
     progress.stage = "report"
     outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,
                         evaluation=evaluated.summary if evaluated else None)
