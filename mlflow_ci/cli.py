@@ -469,7 +469,7 @@ def init(directory, command, experiment, force):
               help="Trainings, with MLFLOW_CI_SEED=1..RUNS (1/RUNS is about the false-alarm rate the margins allow).")
 @click.option("--level", type=click.FloatRange(0.001, 0.5), default=0.05, show_default=True,
               help="The false-alarm rate the margins aim for, for rules without significance.")
-@click.option("--write", is_flag=True, help="Set the proposed max_drop (or max_drop_pct) in mlflow-ci.yml.")
+@click.option("--write", is_flag=True, help="Raise max_drop (or max_drop_pct) in mlflow-ci.yml where it is below the proposed margin.")
 def calibrate(config_path, out_dir, runs, level, write):
     """Measure the seed-to-seed noise of the gated metrics and propose max_drop margins.
 
@@ -489,6 +489,8 @@ def calibrate(config_path, out_dir, runs, level, write):
         current = "not set" if n.current is None else f"{n.current:g}"
         echo(f"  {n.metric} ({n.direction} is better, {n.method}): values {spread}; "
              f"{n.rule_key} now {current}, proposed {n.proposed:g}")
+    if result.deterministic:
+        echo("every seed gave the same values: the training is deterministic, or it does not read MLFLOW_CI_SEED")
     echo(f"{'written to' if result.written else 'not written to'} {s.cfg.path.name}"
          + ("" if result.written else " (pass --write)") + f"; summary run {result.summary_run}")
     return EXIT_OK

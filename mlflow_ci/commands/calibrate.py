@@ -14,8 +14,8 @@ changed nothing; this command measures the spread and proposes margins.
      1/(n+1), so n ≥ 1/level - 1 runs keep false alarms under the level);
    - every other metric: all ordered pairs of seeds (one the champion, one the PR); the margin is the
      (1 - level) quantile of how far the "PR" regressed.
-3. Print the table; ``--write`` sets each rule's ``max_drop`` (or ``max_drop_pct``) in mlflow-ci.yml,
-   keeping every other line as it was. A summary run (``mlflow_ci.role=calibration-summary``) keeps the
+3. Print the table; ``--write`` raises each rule's ``max_drop`` (or ``max_drop_pct``) in mlflow-ci.yml
+   to the proposed margin where it is lower (never lowers one), keeping every other line as it was. A summary run (``mlflow_ci.role=calibration-summary``) keeps the
    margins: ``check`` warns when a rule allows less than the calibrated noise.
 """
 
@@ -58,6 +58,11 @@ class Calibration:
     noise: tuple[Noise, ...]
     summary_run: str
     written: bool
+    deterministic: bool  # every seed gave the same values: no noise, or MLFLOW_CI_SEED is not read
+
+
+def deterministic(noise) -> bool:
+    return all(n.margin == 0 and len(set(n.values)) <= 1 for n in noise)
 
 
 def calibrated_rules(cfg):
@@ -91,8 +96,8 @@ def do_calibrate(s: Session, opts: Options, *, runs: int, level: float, write: b
                                "mlflow_ci.calibration.at": time.strftime("%Y-%m-%d", time.gmtime(s.clock()))})
     tracker.end_run(summary, "FINISHED")
     if write:
-        write_margins(cfg.path, noise)
-    return Calibration(tuple(r.run_id for r in trained), level, noise, summary, write)
+        write_margins(cfg.path, [n for n in noise if n.current is None or n.proposed > n.current])
+    return Calibration(tuple(r.run_id for r in trained), level, noise, summary, write, deterministic(noise))
 
 
 def _evaluated_against_first(s: Session, runs) -> dict[str, list]:
@@ -128,8 +133,10 @@ def _noise(rule, runs, evaluated: dict[str, list], level: float) -> Noise:
     mean = float(np.mean([float(r.metrics.get(rule.metric, 0.0)) for r in runs])) if use_pct else 0.0
     proposed = margin / abs(mean) * 100 if use_pct and mean else margin
     current = rule.max_drop_pct if use_pct else rule.max_drop
+    # never below what the rule allows already: the noise is the least margin that avoids false alarms
+    proposed = max(_round_up(proposed), current or 0.0)
     return Noise(rule.metric, direction, values, margin, method, "max_drop_pct" if use_pct else "max_drop",
-                 _round_up(proposed), current)
+                 proposed, current)
 
 
 def bootstrap_margin(intervals, alpha: float, direction: str) -> float:

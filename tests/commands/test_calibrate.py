@@ -60,3 +60,13 @@ def test_margins_are_written_in_flow_and_block_style(tmp_path):
     assert text == ("gate:\n  auc: {min: 0.5, max_drop: 0.01}\n  'log_loss':\n    max: 1  # cap\n    max_drop: 0.02\n"
                     "  acc:\n    max_drop: 0.03\n    min: 0.1\n")
     assert json.dumps(text)
+
+
+def test_a_deterministic_training_is_said_and_no_margin_is_lowered(project):
+    project.commit("deterministic metrics-file training")
+    before = (project.root / "mlflow-ci.yml").read_text()
+    proc = project.cli("calibrate", "--runs", "3", "--write")
+    assert proc.returncode == 0, proc.stderr
+    assert "every seed gave the same values: the training is deterministic, or it does not read MLFLOW_CI_SEED" in proc.stdout
+    assert "accuracy (higher is better, seed pairs): values 0.9 .. 0.9; max_drop now 0.02, proposed 0.02" in proc.stdout
+    assert (project.root / "mlflow-ci.yml").read_text() == before  # max_drop: 0.02 stays
