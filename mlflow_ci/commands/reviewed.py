@@ -53,11 +53,14 @@ def publish_reviewed(env: Mapping[str, str], stream: TextIO, out_dir: Path, conf
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-reviewed-") as tmp:
         unpacked = fetch_artifact(client, run_id, ARTIFACT, Path(tmp))
         result = load_untrusted(unpacked / "result.json")
+        if result.error is not None:  # the PR's check failed: published as such, vouching for no model
+            result = result.model_copy(update={"experiment": cfg.experiment})
         if result.experiment != cfg.experiment:
             raise UsageError(f"the PR run's result is for experiment {result.experiment!r}, the configuration's is {cfg.experiment!r}")
         target = pub.Target(event.repository or "", pr, head_sha, event.run_url)
         pub.agrees(result, head_sha, pr, "reviewed")
-        record = record_from_dir(result, unpacked / MODEL_DIR, f"{run_id}/{ARTIFACT}", lambda m: say(stream, m))
+        record = (record_from_dir(result, unpacked / MODEL_DIR, f"{run_id}/{ARTIFACT}", lambda m: say(stream, m))
+                  if result.error is None else None)
     actor = env.get("GITHUB_ACTOR") or "a maintainer"
     markdown = report.render_markdown(result, cfg.report, cfg.root) + (
         f"\n> ✅ Computed by workflow run {run_id} of this fork PR at {head_sha[:12]}; accepted by {md(actor)}, "
