@@ -97,15 +97,27 @@ def sticky_marker(experiment: str) -> str:
     return f"<!-- mlflow-ci:report:{digest} -->"
 
 
-def run_url(cfg: Config, tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
-    """A link to the run in the MLflow UI: the configured ``report.ui_url``, else the tracking server's
-    address without credentials, query or fragment; None for local stores."""
+def ui_base(cfg: Config, tracking_uri: str) -> str | None:
+    """The MLflow UI: the configured ``report.ui_url``, else the tracking server's address without
+    credentials, query or fragment; None for local stores."""
     base = public_url(cfg.report.ui_url) if cfg.report.ui_url else None
     if not base and re.match(r"^https?://", tracking_uri):
         base = public_url(tracking_uri)
+    return base
+
+
+def run_url(cfg: Config, tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
+    """A link to the run in the MLflow UI (:func:`ui_base`), or None."""
+    base = ui_base(cfg, tracking_uri)
     if not base or not run_id or not experiment_id:
         return None
     return f"{base}/#/experiments/{quote(experiment_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def model_version_url(cfg: Config, tracking_uri: str, model: str, version: str) -> str | None:
+    """A link to a registered model version in the MLflow UI (:func:`ui_base`), or None."""
+    base = ui_base(cfg, tracking_uri)
+    return f"{base}/#/models/{quote(model, safe='')}/versions/{quote(version, safe='')}" if base else None
 
 
 def public_url(url: str) -> str | None:

@@ -107,6 +107,7 @@ ROUTES = [
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<sha>[0-9a-f]{40})/check-runs", "list_check_runs"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs/(?P<run>\d+)/artifacts", "list_artifacts"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs", "list_workflow_runs"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs/(?P<run>\d+)/approvals", "run_approvals"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/pulls/(?P<number>\d+)", "get_pull"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/artifacts/(?P<id>\d+)/zip", "download_artifact"),
 ]
@@ -123,7 +124,8 @@ class FakeGitHub:
         self.statuses: list[dict] = []
         self.pulls: list[dict] = []
         self.artifacts: list[dict] = []
-        self.workflow_runs: list[dict] = []  # {"id", "head_sha", "event", "status", "head_repository": {...}}  # {"id", "name", "run", "expired", "data": zip bytes}
+        self.workflow_runs: list[dict] = []
+        self.approvals: dict[int, list[dict]] = {}  # workflow run id -> deployment reviews  # {"id", "head_sha", "event", "status", "head_repository": {...}}  # {"id", "name", "run", "expired", "data": zip bytes}
         self.blob_requests: list[dict] = []  # headers of requests to the artifact storage
         self.forbidden: set[str] = set()
         self.faults: list[Fault] = []
@@ -356,6 +358,9 @@ class FakeGitHub:
                 if all(q.get(k) in (None, r.get(k)) for k in ("head_sha", "event", "status"))]
         status, page, headers = self._page(runs, q, f"/repos/{p['repo']}/actions/runs")
         return status, {"total_count": len(runs), "workflow_runs": page}, headers
+
+    def _run_approvals(self, p, q, body):
+        return 200, self.approvals.get(int(p["run"]), []), {}
 
     def _list_artifacts(self, p, q, body):
         found = [a for a in self.artifacts if a["run"] == int(p["run"]) and q.get("name") in (None, a["name"])]

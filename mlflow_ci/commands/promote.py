@@ -26,8 +26,9 @@ from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.validated import Found, find_validated_run
 from mlflow_ci.errors import DeployError, NotValidatedError, UsageError
 from mlflow_ci.github.actions import ActionsIO
+from mlflow_ci.github.client import GitHubError
 from mlflow_ci.process import run_logged
-from mlflow_ci.report import md, number
+from mlflow_ci.report import md, model_version_url, number
 from mlflow_ci.tracking import (
     TAG_CANDIDATE,
     TAG_HEAD_SHA,
@@ -61,6 +62,8 @@ class PromoteResult:
     found_by: str
     summary_path: Path
     provenance: str = "unverified"
+    approvals: tuple[str, ...] = ()
+    model_url: str | None = None
 
     @property
     def model_uri(self) -> str:
@@ -94,8 +97,28 @@ def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id
     result = promote(s, opts, client=client)
     io = ActionsIO(s.env, s.stream)
     io.add_summary(result.summary_path.read_text(encoding="utf-8"))
-    io.set_outputs({"version": result.version, "model-uri": result.model_uri})
+    io.set_outputs({"version": result.version, "model-uri": result.model_uri, "model-url": result.model_url or ""})
     return result
+
+
+def approvals(client, run_id: str | None, stream) -> tuple[str, ...]:
+    """Who approved this workflow run's deployment, per environment, as GitHub records it; nothing
+    when the run needed no approval or GitHub cannot say (the token lacks 'actions: read')."""
+    if client is None or not run_id or not run_id.isdigit():
+        return ()
+    try:
+        reviews = client.run_approvals(int(run_id))
+    except GitHubError as exc:
+        stream.write(f"mlflow-ci: could not read the deployment approvals ({exc.status}); the summary will not name them\n")
+        return ()
+    out = []
+    for review in reviews:
+        if review.get("state") != "approved":
+            continue
+        who = (review.get("user") or {}).get("login") or "someone"
+        where = ", ".join(str(e.get("name")) for e in review.get("environments") or [] if isinstance(e, dict) and e.get("name"))
+        out.append(f"{who} approved {where or 'the deployment'}" + (f": {review['comment']}" if review.get("comment") else ""))
+    return tuple(out)
 
 
 def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] = time.time) -> PromoteResult:
@@ -133,7 +156,8 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
             action = "redeployed"
     previous_run = tracker.get_run(previous.run_id) if previous and previous.run_id else None
     result = PromoteResult(action, cfg.model, alias, version.version, run, previous, previous_run, deployed, found.how,
-                           opts.out_dir / "promote.md", found.provenance)
+                           opts.out_dir / "promote.md", found.provenance, approvals(client, s.event.run_id, s.stream),
+                           model_version_url(cfg, s.tracking_uri, cfg.model, version.version))
     write_summary(result, s.cfg.gate)
     return result
 
@@ -273,6 +297,10 @@ def write_summary(result: PromoteResult, rules) -> None:
         ("🔒 Provenance " if result.provenance.startswith("verified") else "⚠️ Provenance ") + md(result.provenance) + ".",
         "",
     ]
+    if result.approvals:
+        lines += ["Approved: " + "; ".join(md(a, 300) for a in result.approvals) + ".", ""]
+    if result.model_url:
+        lines += [f"[{md(result.model)} version {result.version} in MLflow]({result.model_url})", ""]
     names = [r.metric for r in rules] or sorted(result.run.metrics)
     if result.previous_run is not None or result.run.metrics:
         prev = result.previous_run.metrics if result.previous_run else {}
@@ -286,5 +314,5 @@ def write_summary(result: PromoteResult, rules) -> None:
         "action": result.action, "model": result.model, "alias": result.alias, "version": result.version,
         "run_id": result.run.run_id, "previous_version": result.previous.version if result.previous else None,
         "deployed": result.deployed, "found_by": result.found_by, "model_uri": result.model_uri,
-        "provenance": result.provenance,
+        "provenance": result.provenance, "approvals": list(result.approvals), "model_url": result.model_url,
     }, indent=2) + "\n", encoding="utf-8")

@@ -239,6 +239,11 @@ class GitHubClient:
                              params={"head_sha": head_sha, "event": event, "status": "completed"}, key="workflow_runs")
         return sorted(runs, key=lambda run: run.get("id") if isinstance(run.get("id"), int) else 0, reverse=True)
 
+    def run_approvals(self, run_id: int) -> list[dict]:
+        """The deployment reviews of a workflow run (who approved or rejected which environment)."""
+        answer = self.request("GET", self._repo(f"/actions/runs/{run_id}/approvals"), what=f"read the approvals of workflow run {run_id}").json()
+        return [a for a in answer if isinstance(a, dict)] if isinstance(answer, list) else []
+
     def check_runs(self, ref: str, name: str) -> list[dict]:
         """Every check run named ``name`` on a commit, by any app, newest first."""
         runs = self.paginate(self._repo(f"/commits/{ref}/check-runs"), what=f"read the check runs of {ref[:12]}",

@@ -109,6 +109,10 @@ def test_the_recorded_model_is_promoted_not_a_run_forged_with_the_prs_tags(serve
     forged = forge_run(env["MLFLOW_TRACKING_URI"], served.name, {
         "mlflow_ci.head_sha": head, "mlflow_ci.pr": "2", "mlflow_ci.verdict": "pass", "mlflow.source.git.commit": head}, C=0.01)
     merged = merge(served, gh, 2, head)
+    gh.approvals[777] = [  # the deploy run waited for the production environment's reviewers
+        {"state": "rejected", "comment": "", "user": {"login": "mallory"}, "environments": [{"name": "production"}]},
+        {"state": "approved", "comment": "looks good", "user": {"login": "alice"}, "environments": [{"name": "production"}]},
+    ]
 
     promoted = served.cli("promote", env={**env, **on_push(gh, tmp_path, merged)})
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
@@ -119,7 +123,10 @@ def test_the_recorded_model_is_promoted_not_a_run_forged_with_the_prs_tags(serve
     assert champion.tags["mlflow_ci.provenance"].startswith("verified")
     summary = (served.root / ".mlflow-ci" / "promote.md").read_text()
     assert "🔒 Provenance verified" in summary
-    assert json.loads((served.root / ".mlflow-ci" / "promote.json").read_text())["provenance"].startswith("verified")
+    assert "Approved: alice approved production: looks good." in summary and "mallory" not in summary
+    promote_json = json.loads((served.root / ".mlflow-ci" / "promote.json").read_text())
+    assert promote_json["provenance"].startswith("verified") and promote_json["approvals"] == ["alice approved production: looks good"]
+    assert promote_json["model_url"] == f"{env['MLFLOW_TRACKING_URI']}/#/models/{served.name}/versions/1"
 
 
 def test_a_model_changed_after_the_gate_is_refused(served, gh, tmp_path):
