@@ -64,6 +64,10 @@ def psi(expected: list[float], actual: list[float]) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+SHOWN_PSI = 0.1  # a PSI above 0.1 is a small shift worth a look (0.25: a large one)
+SHOWN_MISSING = 0.01  # a missing rate that moved by more than one percentage point
+
+
 @dataclass(frozen=True)
 class DataReport:
     rows: tuple[int | None, int]
@@ -72,11 +76,22 @@ class DataReport:
     dtype_changes: tuple[tuple[str, str, str], ...]
     features: tuple[dict, ...]  # name, missing (base, cur), psi
 
-    def as_dict(self) -> dict:
+    def as_dict(self, *, psi_shown: float = SHOWN_PSI, missing_shown: float = SHOWN_MISSING) -> dict:
+        """The report for result.json; each feature says whether it ``changed`` enough to be listed: a
+        PSI above ``psi_shown``, a missing rate that moved by more than ``missing_shown``, a new dtype."""
+        retyped = {c for c, _, _ in self.dtype_changes}
+        features = [{**f, "changed": _changed(f, psi_shown, missing_shown) or f["name"] in retyped} for f in self.features]
+        features.sort(key=lambda f: (not f["changed"], -(f.get("psi") or 0.0)))  # what changed most, first
         return {"rows": {"baseline": self.rows[0], "current": self.rows[1]}, "added": list(self.added),
                 "removed": list(self.removed),
                 "dtype_changes": [{"column": c, "baseline": b, "current": n} for c, b, n in self.dtype_changes],
-                "features": list(self.features)}
+                "features": features, "shown": {"psi": psi_shown, "missing": missing_shown}}
+
+
+def _changed(feature: dict, psi_shown: float, missing_shown: float) -> bool:
+    value, before = feature.get("psi"), feature.get("baseline_missing")
+    moved = before is not None and abs(feature.get("missing", 0.0) - before) > missing_shown
+    return bool(moved or (value is not None and value > psi_shown))
 
 
 def compare_profiles(base: dict | None, current: dict, X) -> DataReport:

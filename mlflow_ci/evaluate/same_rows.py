@@ -95,7 +95,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     summary = {"data": ecfg.data, "rows": int(len(y)), "task": ecfg.task, "metrics": list(ecfg.metrics),
                "resamples": ecfg.resamples if paired else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,
                "decision_confidence": {name: 1 - 2 * a for name, a in decided.items() if name in intervals},
-               "data_checks": data_report.as_dict(), "confusion": _confusion(ecfg.task, y, cand_out, base_out, classes)}
+               "data_checks": data_report.as_dict(psi_shown=min(ecfg.data_checks.max_psi or datachecks.SHOWN_PSI, datachecks.SHOWN_PSI)), "confusion": _confusion(ecfg.task, y, cand_out, base_out, classes)}
     checks = ecfg.data_checks
     data_gate = datachecks.checks(data_report, max_psi=checks.max_psi, max_missing=checks.max_missing,
                                   fail_on_removed_columns=checks.fail_on_removed_columns)

@@ -32,6 +32,8 @@ def test_demo_tells_the_whole_story(tmp_path):
     assert "| ❌ | eval.log\\_loss | max_drop | 0 |" in regress and "→ significant regression (level 0.05)" in regress
     assert "one-sided 95 % lower bound" in regress and "→ no significant regression (level 0.05)" in improve
     assert "the 90 % interval shown ends at the one-sided 95 % bounds the gate uses" in regress
+    assert "30 of 30 features unchanged (PSI ≤ 0.1, missing rate within 1 percentage point, same dtype)." in improve
+    assert "| Feature | Missing | PSI |" not in improve  # nothing changed: no table of zeros
     assert "**Confusion matrix, candidate**" in improve and "**Data checks** against the baseline's evaluation data: rows 171 → 171" in improve
     result = json.loads((tmp_path / "model-repo" / ".mlflow-ci" / "result.json").read_text())
     assert result["verdict"] == "pass" and result["baseline"]["source"] == "alias:champion"

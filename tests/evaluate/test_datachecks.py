@@ -29,6 +29,19 @@ def test_same_distribution_has_small_psi_and_shift_is_caught():
     assert failed == {("data:age", "data_psi"), ("data:city", "data_psi"), ("data:income", "data_missing")}
 
 
+def test_only_features_that_changed_are_listed_first_the_rest_counted():
+    base = profile(frame(), None)
+    same = compare_profiles(base, profile(frame(seed=1), None), frame(seed=1)).as_dict()
+    assert not any(f["changed"] for f in same["features"]) and same["shown"] == {"psi": 0.1, "missing": 0.01}
+    shifted_frame = frame(shift=15)
+    shifted = compare_profiles(base, profile(shifted_frame, None), shifted_frame).as_dict(psi_shown=0.2)
+    assert [f["changed"] for f in shifted["features"]] == [True, True, True]
+    assert shifted["features"][0]["psi"] >= shifted["features"][1]["psi"]  # the largest shift first
+    retyped = frame().assign(age=lambda d: d["age"].round().astype(int))
+    report = compare_profiles(base, profile(retyped, None), retyped).as_dict()
+    assert {f["name"] for f in report["features"] if f["changed"]} == {"age"}  # a new dtype is listed
+
+
 def test_removed_columns_and_dtype_changes():
     base = profile(frame(), None)
     changed = frame().drop(columns=["city"]).assign(age=lambda d: d["age"].round().astype(int))
