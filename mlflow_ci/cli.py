@@ -149,10 +149,10 @@ def _publishing(publish: bool | None) -> bool:
 
 
 def _echo_outcome(outcome) -> None:
-    from mlflow_ci.report import summary_lines
+    from mlflow_ci.terminal import color_wanted, render
 
     echo("")
-    for line in summary_lines(outcome.result):
+    for line in render(outcome.result, color=color_wanted(os.environ, sys.stdout)):
         echo(line)
     echo(f"report: {outcome.report_path}")
     echo(f"result: {outcome.result_path}")

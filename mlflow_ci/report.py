@@ -279,19 +279,3 @@ def write_outputs(out_dir: Path, markdown: str, result: Result) -> tuple[Path, P
     report_path.write_text(markdown, encoding="utf-8")
     result_path.write_text(result.text(), encoding="utf-8")
     return report_path, result_path
-
-
-def summary_lines(result: Result) -> list[str]:
-    """A short human summary for the terminal."""
-    lines = [f"verdict: {result.verdict.upper()} ({result.experiment})"]
-    if result.error is not None:
-        return [*lines, f"stage: {result.error.stage}: {result.error.reason}"]
-    base = result.baseline
-    lines.append(f"baseline: {base.description}" if base else "baseline: none")
-    cand = result.candidate
-    lines.append(f"candidate: run {cand.run_id}" + (" (reused, not retrained)" if cand.cached else ""))
-    for check in result.checks:
-        mark = {True: "pass", False: "FAIL", None: "skip"}[check.passed]
-        suffix = "" if check.blocking else " (warn only)"
-        lines.append(f"  [{mark}] {check.metric} {check.rule}: {check.message}{suffix}")
-    return lines

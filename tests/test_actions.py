@@ -89,7 +89,7 @@ def test_root_action_blocks_a_regressed_model(runner_python, workspace):
     assert blocked.outcome == "failure"
     assert blocked.step("check").exit_code == 1
     assert blocked.outputs["verdict"] == "fail"
-    assert "[FAIL] accuracy min" in blocked.log
+    assert "[FAIL] accuracy  min" in blocked.log
     report_only = run_action(ROOT, inputs={**inputs, "baseline": base.outputs["run-id"], "fail-on-gate": "false"},
                              workspace=workspace, env=env)
     assert report_only.outcome == "success" and report_only.outputs["verdict"] == "fail"

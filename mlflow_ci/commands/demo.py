@@ -24,8 +24,8 @@ from mlflow_ci.commands.check import do_check
 from mlflow_ci.commands.session import Options, make_session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.config.loader import load_config
-from mlflow_ci.errors import MlflowCiError, UsageError
-from mlflow_ci.report import summary_lines
+from mlflow_ci.errors import MlflowCiError, UsageError, printable
+from mlflow_ci.terminal import color_wanted, render
 
 PROJECT = Path(__file__).parent.parent / "demo_project"
 REGRESS_BRANCH = "pr/fewer-features"
@@ -130,7 +130,7 @@ def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) 
         steps.append(DemoStep(branch, title, expected, outcome, kept))
 
     result = DemoResult(root, denv["MLFLOW_TRACKING_URI"], version, tuple(steps), time.monotonic() - started)
-    _print_summary(result, stream)
+    _print_summary(result, stream, env)
     return result
 
 
@@ -145,15 +145,17 @@ def _register_champion(tracking_uri: str, repo: Path, base: CheckResult) -> str:
     return version
 
 
-def _print_summary(result: DemoResult, stream: TextIO) -> None:
+def _print_summary(result: DemoResult, stream: TextIO, env: Mapping[str, str]) -> None:
+    color = color_wanted(env, stream)
     for step in result.steps:
-        _banner(stream, f"report for {step.branch} ({step.title})")
-        stream.write(step.report.read_text(encoding="utf-8"))
+        _banner(stream, f"decision for {step.branch} ({step.title}); the PR comment is {step.report}")
+        for line in render(step.outcome.result, color=color):
+            stream.write(printable(line) + "\n")
     _banner(stream, "summary")
     for step in result.steps:
         ok = "as designed" if step.outcome.verdict == step.expected else f"UNEXPECTED (expected {step.expected})"
         stream.write(f"{step.branch:<20} verdict {step.outcome.verdict.upper():<5} {ok}\n")
-        for line in summary_lines(step.outcome.result)[1:2]:
+        for line in render(step.outcome.result)[1:2]:
             stream.write(f"{'':<20} {line}\n")
     store = result.tracking_uri
     stream.write(

@@ -25,7 +25,9 @@ def test_demo_tells_the_whole_story(tmp_path):
     # both reports are printed and kept
     regress = (tmp_path / "report-pr-fewer-features.md").read_text()
     improve = (tmp_path / "report-pr-tune-c.md").read_text()
-    assert regress in out and improve in out
+    # the terminal gets the decision as plain text; the Markdown (the PR comment) is in the report files
+    assert regress not in out and "&#8203;" not in out and "verdict: FAIL (demo-breast-cancer)" in out
+    assert "  [FAIL] eval.log_loss" in out and "baseline: registered model demo-breast-cancer version 1 (@champion)" in out
     assert "## ❌" in regress and "## ✅" in improve
     assert "registered model demo-breast-cancer version 1 (@&#8203;champion)" in regress
     # champion and candidate scored on the same rows: the regression is significant, the improvement passes
