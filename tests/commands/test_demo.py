@@ -31,7 +31,8 @@ def test_demo_tells_the_whole_story(tmp_path):
     assert "## ❌" in regress and "## ✅" in improve
     assert "registered model demo-breast-cancer version 1 (@&#8203;champion)" in regress
     # champion and candidate scored on the same rows: the regression is significant, the improvement passes
-    assert "| ❌ | eval.log\\_loss | max_drop | 0 |" in regress and "→ significant regression (level 0.05)" in regress
+    assert "| ❌ | eval.log\\_loss max_drop | 0.1363 → 0.2075 |" in regress and "→ significant regression (level 0.05)" in regress
+    assert regress.index("| ❌ |") < regress.index("| ✅ |") < regress.index("All metrics")  # the decision first, failing first
     assert "one-sided 95 % lower bound" in regress and "→ no significant regression (level 0.05)" in improve
     assert "the 90 % interval shown ends at the one-sided 95 % bounds the gate uses" in regress
     assert "30 of 30 features unchanged (PSI ≤ 0.1, missing rate within 1 percentage point, same dtype)." in improve
