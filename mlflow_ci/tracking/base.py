@@ -140,7 +140,13 @@ def _version_info(mv) -> VersionInfo:
 
 
 class SearchMixin:
-    """``search`` on top of a client's bounded ``search_runs``."""
+    """What every client derives from its primitives: ``search`` on top of its bounded ``search_runs``,
+    ``read_artifact_text`` on top of its ``read_artifact``."""
+    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
+        """The text of a run's artifact, or None when it does not exist."""
+        data = self.read_artifact(run_id, artifact, dst)
+        return None if data is None else data.decode("utf-8")
+
     def search(
         self,
         experiment_id: str,

@@ -218,10 +218,6 @@ class MlflowTracker(SearchMixin, RegistryMixin):
                 raise
         return Path(local).read_bytes()
 
-    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
-        """The text of a run's artifact, or None when it does not exist."""
-        data = self.read_artifact(run_id, artifact, dst)
-        return None if data is None else data.decode("utf-8")
 
     def end_run(self, run_id: str, status: str) -> None:
         with self._service("finish the run"):

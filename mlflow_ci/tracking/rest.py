@@ -203,9 +203,6 @@ class RestTracker(SearchMixin):
                 return None
             raise
 
-    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
-        data = self.read_artifact(run_id, artifact, dst)
-        return None if data is None else data.decode("utf-8")
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
         got = self._get_or_none("runs/get", f"read run {run_id}", {"run_id": run_id})

@@ -274,9 +274,6 @@ class SqliteTracker(SearchMixin):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
-    def read_artifact_text(self, run_id: str, artifact: str, dst: Path) -> str | None:
-        data = self.read_artifact(run_id, artifact, dst)
-        return None if data is None else data.decode("utf-8")
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
         with self._service(f"read run {run_id}"):
