@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from mlflow_ci.config.models import Config
+from mlflow_ci.provenance import file_sha256
 
 FINGERPRINT_VERSION = "2"
 _ALWAYS_SKIPPED = {".git", ".mlflow-ci", "__pycache__", "mlruns", "mlartifacts", ".venv"}
@@ -42,14 +43,6 @@ def matched_files(root: Path, patterns: Iterable[str], *, exclude: Iterable[Path
                 continue
             found.add(rel)
     return sorted(found, key=lambda p: p.as_posix())
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def input_files(cfg: Config, *, exclude: Iterable[Path] = ()) -> list[Path]:
@@ -124,5 +117,5 @@ def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | N
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     for rel in input_files(cfg, exclude=exclude):
-        digest.update(b"\0file\0" + rel.as_posix().encode() + b"\0" + _hash_file(cfg.root / rel).encode())
+        digest.update(b"\0file\0" + rel.as_posix().encode() + b"\0" + file_sha256(cfg.root / rel).encode())
     return "sha256:" + digest.hexdigest()

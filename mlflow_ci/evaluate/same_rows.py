@@ -17,9 +17,9 @@ from typing import Any
 from mlflow_ci import compare as cmp
 from mlflow_ci.config.models import Config, EvaluateConfig
 from mlflow_ci.errors import UsageError
-from mlflow_ci.evaluate import datachecks
+from mlflow_ci.evaluate import datachecks, predict
 from mlflow_ci.evaluate import metrics as ev
-from mlflow_ci.evaluate import predict
+from mlflow_ci.provenance import file_sha256
 
 SLICE_LIMIT = 20  # most frequent values per column
 SLICE_MIN_ROWS = 30
@@ -183,13 +183,7 @@ class Scoring:
 def _data_digest(cfg: Config) -> str | None:
     """sha256 of the evaluation file; None for data produced by module:function."""
     path = cfg.root / cfg.evaluate.data
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path) if path.is_file() else None
 
 
 def _scores(ecfg: EvaluateConfig, y, cand_out, base_out, classes) -> tuple[dict, dict, dict]:
