@@ -82,7 +82,7 @@ class CheckRecord:
     how: str  # e.g. "head of merged PR #7 (GitHub API)"
 
 
-def find_record(client, heads: list[tuple[str, str]], check_name: str, app: str, *, pr: int | None) -> CheckRecord | None:
+def find_record(client, heads: list[tuple[str, str]], check_name: str, app: str) -> CheckRecord | None:
     """The newest check run named ``check_name`` by ``app`` on the first PR head that has one.
 
     Its conclusion must be success or neutral and it must carry a record, else promotion is refused:

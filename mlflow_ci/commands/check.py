@@ -146,14 +146,10 @@ def _experiment_of(config_path: Path) -> str:
     return name if isinstance(name, str) and name.strip() and len(name) <= 250 else "unknown"
 
 
-def clear_exported_model(opts: Options) -> None:
-    shutil.rmtree(opts.out_dir / MODEL_DIR, ignore_errors=True)
-
-
 def export_candidate_model(s: Session, opts: Options, outcome: CheckResult) -> Path | None:
     """Copy the candidate's model to ``OUT/model`` for the trusted publisher to digest (and, in the
-    zero-server mode, for promote to register). None, said on the stream, when the run has no model."""
-    clear_exported_model(opts)
+    zero-server mode, for promote to register). None, said on the stream, when the run has no model.
+    (``check`` cleared ``OUT/model`` when it started: :func:`clear_outputs`.)"""
     dst = opts.out_dir / MODEL_DIR
     run_id = outcome.result.candidate.run_id
     if not run_id:

@@ -103,7 +103,7 @@ def find_validated_run(s, tracker, experiment_id: str | None, opts, client) -> F
         unverified = "pushed without a pull request: the run was found by its store tags"
     else:
         check_name = cfg.publish.check_name or f"mlflow-ci / {cfg.experiment}"
-        recorded = find_record(client, heads, check_name, cfg.publish.app, pr=pr)
+        recorded = find_record(client, heads, check_name, cfg.publish.app)
         if recorded is not None:
             run, how = verified_run(s, experiment_id, recorded, client, pr)
             return Found(run, f"{how} on {recorded.head_sha[:12]} ({recorded.how})", chain=recorded)

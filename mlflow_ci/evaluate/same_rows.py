@@ -119,7 +119,6 @@ class Scoring:
     y: Any
     data_digest: str | None
     work: Path
-    hits: int = 0
 
     def outputs(self, role: str, run_id: str, classes):
         key = self._key(run_id)
@@ -130,7 +129,6 @@ class Scoring:
                 self._write(run_id, key, out, own)
         else:
             out, own = cached
-            self.hits += 1
         if own is None or classes is None:
             return out, own
         return predict.align(out, own, classes), classes

@@ -39,7 +39,6 @@ class LoadedModel:
     path: Path
     flavor: str  # the flavor mlflow-ci uses: one of NATIVE, or the first other flavor (scored as pyfunc)
     native: Any
-    model_class: str | None
     columns: tuple[ColumnSpec, ...] | None  # the input signature, when column-based
     tensors: tuple[TensorSpec, ...] | None  # the input signature, when tensor-based
     _pyfunc: Any = field(default=None, repr=False)
@@ -64,15 +63,9 @@ def load_for_scoring(path: Path) -> LoadedModel:
     flavors = meta.flavors
     flavor = next((f for f in NATIVE if f in flavors), None)
     other = next((f for f in flavors if f != "python_function"), "python_function")
-    native = _load_native(flavor, path) if flavor else None
-    model_class = (flavors.get(flavor or "", {}) or {}).get("model_class") or (flavors.get(flavor or "", {}) or {}).get("sklearn_model_class")
+    native = _loaders()[flavor](str(path)) if flavor else None
     columns, tensors = _signature(meta)
-    return LoadedModel(path, flavor or other, native, model_class if isinstance(model_class, str) else None, columns, tensors)
-
-
-def _load_native(flavor: str, path: Path):
-    loader = _loaders()[flavor]
-    return loader(str(path))
+    return LoadedModel(path, flavor or other, native, columns, tensors)
 
 
 @functools.cache
