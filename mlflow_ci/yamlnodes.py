@@ -82,7 +82,7 @@ def _convert(node: yaml.Node, path: Path, out: LoadedYaml, constructor: yaml.Saf
         constructor.flatten_mapping(node)
         mapping: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
+            key = _construct(constructor, key_node)
             if not isinstance(key, str):
                 key = str(key)
             child = path + (key,)
@@ -93,4 +93,14 @@ def _convert(node: yaml.Node, path: Path, out: LoadedYaml, constructor: yaml.Saf
         return mapping
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, path + (i,), out, constructor, budget) for i, item in enumerate(node.value)]
-    return constructor.construct_object(node, deep=True)
+    return _construct(constructor, node)
+
+
+def _construct(constructor: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """A scalar's value; a tag the safe loader refuses (``!!python/name:…``) or a value its tag cannot
+    hold (``!!timestamp nope``) is a syntax problem at that place, never an unexpected failure."""
+    try:
+        return constructor.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        problem = getattr(exc, "problem", None) or f"{node.tag.rsplit(':', 1)[-1]} value that cannot be read"
+        raise YamlSyntaxError(node.start_mark.line + 1, node.start_mark.column + 1, problem) from None

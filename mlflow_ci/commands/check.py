@@ -7,9 +7,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
-from mlflow_ci import __version__, report
+from mlflow_ci import __version__, report, yamlnodes
 from mlflow_ci.commands.calibrate import calibrated_noise, margin_notes
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import (
@@ -31,7 +29,13 @@ from mlflow_ci.evaluate.same_rows import evaluate_same_rows
 from mlflow_ci.gate import GateResult
 from mlflow_ci.provenance import MODEL_DIR, export_model
 from mlflow_ci.result import Result
-from mlflow_ci.tracking import TAG_BASELINE, TAG_HEAD_SHA, TAG_VERDICT, TAG_VERDICT_AT, RunSnapshot
+from mlflow_ci.tracking import (
+    TAG_BASELINE,
+    TAG_HEAD_SHA,
+    TAG_VERDICT,
+    TAG_VERDICT_AT,
+    RunSnapshot,
+)
 
 
 @dataclass
@@ -137,10 +141,11 @@ def _context_or_none(s: Session | None, opts: Options):
 
 
 def _experiment_of(config_path: Path) -> str:
-    """The experiment a configuration that failed to load names, when it can be read at all."""
+    """The experiment a configuration that failed to load names, when it can be read at all (with the
+    same bounded YAML reader as the configuration: aliases and nesting capped)."""
     try:
-        data = yaml.safe_load(config_path.read_text(encoding="utf-8")[:100_000])
-    except (OSError, ValueError, yaml.YAMLError, RecursionError):
+        data = yamlnodes.load(config_path.read_text(encoding="utf-8")).data
+    except (OSError, ValueError, yamlnodes.YamlSyntaxError):
         return "unknown"
     name = data.get("experiment") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name.strip() and len(name) <= 250 else "unknown"

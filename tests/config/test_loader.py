@@ -181,3 +181,17 @@ def test_missing_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yml")
     assert "file not found (create one with 'mlflow-ci init', or pass --config PATH)" in info.value.problems[0]
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("!!python/name:os.system", "could not determine a constructor for the tag"),
+    ("!!timestamp nope", "timestamp value that cannot be read"),
+    ("!!int 12x", "int value that cannot be read"),
+])
+def test_a_tag_the_safe_reader_refuses_is_a_located_problem_not_a_crash(tmp_path, value, problem):
+    path = tmp_path / "mlflow-ci.yml"
+    path.write_text(f"experiment: e\ntrain: {{command: x}}\nextra: {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [found] = caught.value.problems
+    assert found.startswith(f"{path}:3:8: invalid YAML: ") and problem in found
