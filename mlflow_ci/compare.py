@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from mlflow_ci.config.models import Config
 from mlflow_ci.errors import UsageError
@@ -29,7 +29,7 @@ class Tracker(Protocol):
 
     def search(self, experiment_id: str, *, tags, exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None: ...
 
-    def search_runs(self, experiment_id: str, *, tags) -> list[RunSnapshot]: ...
+    def search_runs(self, experiment_id: str, *, tags, limit: int = ...) -> list[RunSnapshot]: ...
 
 
 # Trains the base commit when nothing else gave a baseline; appends to the notes why it could not.
@@ -65,12 +65,28 @@ class ParamDiff:
 
 
 @dataclass(frozen=True)
+class Point:
+    """One gated run of the base branch, for the trend: its gated metrics."""
+    run_id: str
+    commit: str | None
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Trend:
+    """The last gated runs of the base branch, oldest first: the noise a change is measured against."""
+    branch: str
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
 class Comparison:
     candidate: RunSnapshot
     baseline: Baseline | None
     metrics: tuple[MetricDiff, ...]
     params: tuple[ParamDiff, ...]
     notes: tuple[str, ...] = ()  # why earlier baseline sources were passed over
+    trend: Trend | None = None
 
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -185,6 +201,21 @@ def _passed_over(where: str, skipped: list[tuple[str, str]]) -> str:
     return f"passed over {where}: runs {shown}{more}; only gated runs are baselines"
 
 
+def trend(tracker: Tracker, cfg: Config, ctx: GitContext, candidate: RunSnapshot) -> Trend | None:
+    """The last ``report.trend`` gated runs of the base branch (the pushed branch on a push), oldest
+    first, with the values of the gated metrics; None when the trend is turned off or the branch unknown."""
+    branch = ctx.base_branch or ctx.branch
+    if not cfg.report.trend or not branch:
+        return None
+    gated = [rule.metric for rule in cfg.gate]
+    # failed and ungated runs are skipped: look a few times further back than the points wanted
+    runs = tracker.search_runs(candidate.experiment_id, tags={TAG_BRANCH: branch}, limit=3 * cfg.report.trend + 1)
+    points = [Point(run.run_id, run.commit, {name: run.metrics[name] for name in gated if _finite(run.metrics.get(name))})
+              for run in runs
+              if run.run_id != candidate.run_id and run.tags.get(TAG_VERDICT) in ("pass", "warn")]
+    return Trend(branch, tuple(reversed(points[: cfg.report.trend])))
+
+
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -257,4 +288,5 @@ def compare(
         metrics=diff_metrics(cfg, dict(candidate.metrics), base_metrics),
         params=diff_params(dict(candidate.params), base_params),
         notes=notes,
+        trend=trend(tracker, cfg, ctx, candidate),
     )

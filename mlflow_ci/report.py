@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from mlflow_ci import __version__
+from mlflow_ci import __version__, charts
 from mlflow_ci.compare import Comparison
 from mlflow_ci.config.models import Config, ReportConfig
 from mlflow_ci.errors import UsageError, first_line
 from mlflow_ci.gate import GateResult, fmt
-from mlflow_ci.result import CHARTED, Result
+from mlflow_ci.result import CHARTED, CheckRow, MetricRow, Result
 
 CELL_LIMIT = 120
 VERDICT_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "⛔"}
@@ -182,6 +182,7 @@ def build_result(
         "ci_run_url": ci_run_url,
         "tool": {"name": "mlflow-ci", "version": __version__},
         "evaluation": evaluation,
+        "trend": _trend(comparison.trend),
     }
     if base is not None:
         result["baseline"] = {
@@ -194,6 +195,13 @@ def build_result(
             "url": run_url(cfg, tracking_uri, base.run.experiment_id, base.run.run_id),
         }
     return Result.build(result)
+
+
+def _trend(trend) -> dict | None:
+    if trend is None:
+        return None
+    return {"branch": trend.branch,
+            "runs": [{"run_id": p.run_id, "commit": p.commit, "metrics": dict(p.metrics)} for p in trend.points]}
 
 
 def _environment(search_path: Path):
@@ -212,6 +220,93 @@ def _environment(search_path: Path):
     )
     env.filters.update(md=md, code=code, signed=signed, num=number, fmt=fmt)
     return env
+
+
+def _outcome(checks: list[CheckRow]) -> str:
+    if any(c.passed is False and c.blocking for c in checks):
+        return "fail"
+    if any(c.passed is False for c in checks):
+        return "warn"
+    return "pass" if any(c.passed for c in checks) else "n/a"
+
+
+OUTCOME_ICON = {"fail": "❌", "warn": "⚠️", "pass": "✅", "n/a": "➖"}
+OUTCOME_ORDER = ("fail", "warn", "pass", "n/a")
+STATUS_ORDER = ("invalid", "worse", "removed", "new", "better", "same", "n/a")
+
+
+def _rule_first(c: CheckRow) -> int:
+    return 0 if c.passed is False and c.blocking else 1 if c.passed is False else 2 if c.passed else 3
+
+
+def gated_rows(result: Result) -> list[dict[str, Any]]:
+    """The decision table: one row per gated metric, failing first, with its rules (failing first), the
+    change and its interval, the change drawn against the allowed limit, and the base branch's trend."""
+    metrics = {m.name: m for m in result.metrics}
+    by_metric: dict[str, list[CheckRow]] = {}
+    for c in result.checks:
+        by_metric.setdefault(c.metric, []).append(c)
+    trend = result.trend
+    rows = []
+    for name, checks in by_metric.items():
+        checks = sorted(checks, key=_rule_first)
+        m = metrics.get(name) or MetricRow(name=name, status="n/a", candidate=checks[0].value, baseline=checks[0].baseline)
+        first = checks[0]
+        allowed = next((a for c in checks if (a := charts.allowed_change(c.rule, c.limit, c.baseline)) is not None), None)
+        history = [r.metrics[name] for r in trend.runs if name in r.metrics] if trend else []
+        commits = [r.commit for r in trend.runs if name in r.metrics] if trend else []
+        rows.append({
+            "metric": name,
+            "outcome": _outcome(checks),
+            "icon": OUTCOME_ICON[_outcome(checks)],
+            "same_rows": bool(CHARTED.fullmatch(name)),
+            "baseline": m.baseline if m.baseline is not None else first.baseline,
+            "candidate": m.candidate if m.candidate is not None else first.value,
+            "delta": m.delta, "ci_low": m.ci_low, "ci_high": m.ci_high,
+            "checks": [c.as_json() for c in checks],
+            "plot": charts.delta_plot(m.delta, m.ci_low, m.ci_high, allowed, m.direction),
+            "spark": charts.sparkline(history, m.candidate),
+            "runs": len(history),
+            "chart": charts.trend_chart(name, trend.branch if trend else "", commits, history, m.candidate,
+                                        _limit_line(first, allowed, m)),
+        })
+    return sorted(rows, key=lambda row: OUTCOME_ORDER.index(row["outcome"]))
+
+
+def _limit_line(check: CheckRow, allowed: float | None, m: MetricRow) -> float | None:
+    """The value the gate lets the candidate reach: baseline minus the allowed change, or an absolute limit."""
+    if allowed is not None and m.baseline is not None:
+        return m.baseline - allowed if m.direction == "higher" else m.baseline + allowed
+    return check.limit if check.rule in ("min", "max", "threshold") else None
+
+
+def metric_rows(result: Result) -> list[dict[str, Any]]:
+    """Every metric once: gated ones first (in the decision table's order), then the rest, worse first.
+    A metric logged by training with the same values as its same-rows twin (``accuracy`` and
+    ``eval.accuracy``) is one row, the gated one (or the same-rows one), naming its twin."""
+    gated = [row["metric"] for row in gated_rows(result)]
+    metrics = {m.name: m for m in result.metrics}
+    twins: dict[str, str] = {}
+    dropped: set[str] = set()
+    for name, m in metrics.items():
+        plain = name[len("eval."):]
+        other = metrics.get(plain) if CHARTED.fullmatch(name) else None
+        if other is None or not (_close(other.baseline, m.baseline) and _close(other.candidate, m.candidate)):
+            continue
+        keep, drop = (plain, name) if plain in gated and name not in gated else (name, plain)
+        twins[keep] = drop
+        if drop not in gated:
+            dropped.add(drop)
+        else:
+            twins[drop] = keep
+    rows = [{**m.as_json(), "gated": m.name in gated, "twin": twins.get(m.name)}
+            for m in result.metrics if m.name not in dropped]
+    return sorted(rows, key=lambda r: (gated.index(r["name"]) if r["gated"] else len(gated),
+                                       0 if r["gated"] else STATUS_ORDER.index(r["status"]), r["name"]))
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    return a is None and b is None or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12))
 
 
 def render_markdown(result: Result, settings: ReportConfig, root: Path) -> str:
@@ -238,8 +333,8 @@ def render_markdown(result: Result, settings: ReportConfig, root: Path) -> str:
         "title": settings.title or f"mlflow-ci · {result.experiment}",
         "precision": settings.precision,
         "marker": sticky_marker(result.experiment),
-        # only our own evaluate: metric names go into Mermaid charts (slice values are data)
-        "chartable": [m.name for m in result.metrics if CHARTED.fullmatch(m.name)],
+        "decision": gated_rows(result),
+        "all_metrics": metric_rows(result),
         "verdict_icon": VERDICT_ICON,
         "status_icon": STATUS_ICON,
     }

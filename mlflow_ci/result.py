@@ -229,12 +229,27 @@ def _first_notes(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+class TrendRun(Part):
+    run_id: RunId = None
+    commit: Sha = None
+    metrics: Annotated[dict[Annotated[str, cut(250)], Num], at_most(200), Says("expected an object")] = {}
+
+
+class TrendInfo(Part):
+    """The last gated runs of the base branch, oldest first, with their gated metrics."""
+    branch: Annotated[Text, cut(250)]
+    runs: Annotated[list[TrendRun], at_most(100), Says("expected a list of at most 100")] = []
+
+
 class ErrorInfo(Part):
     """Why a check could not decide: the stage that failed, its exit code, the message and what to do."""
     stage: Annotated[Literal[STAGES], Says("expected one of " + ", ".join(STAGES))]
     exit_code: Annotated[Literal[2, 3, 4], Says("expected 2, 3 or 4")]
     reason: Annotated[Text, cut(1000)]
     hint: Annotated[Text | None, cut(500)] = None
+
+
+OPTIONAL = ("evaluation", "leaderboard", "trend", "error")
 
 
 class Result(Part):
@@ -256,6 +271,7 @@ class Result(Part):
     tool: Annotated[Tool, Says("expected an object")] = Tool()
     evaluation: Annotated[dict[str, Any] | None, PlainSerializer(_json_safe)] = None  # evaluate: details (rows, data checks, confusion matrices)
     leaderboard: list[LeaderboardEntry] | None = None  # fan-in: every candidate of the PR
+    trend: Annotated[TrendInfo | None, Says("expected an object or null")] = None  # the base branch's recent runs
     error: Annotated[ErrorInfo | None, Says("expected an object or null")] = None  # only with verdict "error"
 
     @model_validator(mode="after")
@@ -280,8 +296,8 @@ class Result(Part):
         return value if isinstance(value, Result) else cls.build(value)
 
     def as_json(self) -> dict[str, Any]:
-        """The file's content; ``evaluation``, ``leaderboard`` and ``error`` appear only when a check has them."""
-        return self.model_dump(mode="json", exclude={k for k in ("evaluation", "leaderboard", "error") if getattr(self, k) is None})
+        """The file's content; ``evaluation``, ``leaderboard``, ``trend`` and ``error`` appear only when a check has them."""
+        return self.model_dump(mode="json", exclude={k for k in OPTIONAL if getattr(self, k) is None})
 
     def text(self) -> str:
         return json.dumps(self.as_json(), indent=2) + "\n"

@@ -122,3 +122,37 @@ def test_param_diff_only_lists_changes():
     rows = diff_params({"a": "1", "b": "2", "new": "x"}, {"a": "1", "b": "3", "old": "y"})
     assert [(p.name, p.status) for p in rows] == [("b", "changed"), ("new", "added"), ("old", "removed")]
     assert diff_params({"a": "1"}, None) == ()
+
+
+def test_trend_is_the_last_gated_runs_of_the_base_branch_oldest_first(tmp_path):
+    from mlflow_ci.compare import trend
+    from mlflow_ci.gitctx import GitContext
+    from mlflow_ci.tracking import TAG_BRANCH, TAG_VERDICT, RunSnapshot
+
+    def run(i, verdict, **metrics):
+        return RunSnapshot(run_id=f"r{i}", experiment_id="1", status="FINISHED", metrics=metrics, params={},
+                           tags={TAG_VERDICT: verdict, TAG_BRANCH: "main", "mlflow_ci.commit": f"{i:040x}"} if verdict else {TAG_BRANCH: "main"})
+
+    newest_first = [run(5, "pass", acc=0.9), run(4, "fail", acc=0.1), run(3, None, acc=0.2), run(2, "warn", acc=0.8, loss=1.0),
+                    run(1, "pass", acc=float("nan")), run(0, "pass", acc=0.7)]
+    seen = {}
+
+    class Tracker:
+        def search_runs(self, experiment_id, *, tags, limit):
+            seen.update(tags=tags, limit=limit)
+            return newest_first[:limit]
+
+    def load_config_text(text):
+        (tmp_path / "mlflow-ci.yml").write_text(text)
+        return load_config(tmp_path / "mlflow-ci.yml")
+
+    cfg = load_config_text("experiment: e\ntrain: {command: python t.py}\ngate:\n  acc: {min: 0}\nreport: {trend: 3}\n")
+    candidate = run(9, None, acc=1.0)
+    got = trend(Tracker(), cfg, GitContext(base_branch="main", branch="pr"), candidate)
+    assert seen == {"tags": {TAG_BRANCH: "main"}, "limit": 10}
+    assert got.branch == "main"
+    assert [p.run_id for p in got.points] == ["r1", "r2", "r5"]  # oldest first; failed and ungated runs left out
+    assert [dict(p.metrics) for p in got.points] == [{}, {"acc": 0.8}, {"acc": 0.9}]  # gated metrics only, finite only
+    off = load_config_text("experiment: e\ntrain: {command: python t.py}\ngate:\n  acc: {min: 0}\nreport: {trend: 0}\n")
+    assert trend(Tracker(), off, GitContext(base_branch="main"), candidate) is None
+    assert trend(Tracker(), cfg, GitContext(), candidate) is None  # no branch known: no trend

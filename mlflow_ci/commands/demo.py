@@ -1,7 +1,8 @@
 """`mlflow-ci demo`: the whole story on an embedded project, offline, in a temporary folder.
 
 1. A git repo with a small scikit-learn project (bundled breast cancer dataset) on ``main``.
-2. ``check`` on main trains the baseline; its model is registered and aliased ``champion``.
+2. ``check`` on main, twice (two commits: the trend the PRs are drawn against); the second model is
+   registered and aliased ``champion``.
 3. Branch ``pr/fewer-features`` regresses the model; ``check`` fails the gate.
 4. Branch ``pr/tune-c`` improves it; ``check`` passes.
 Exit 0 when the first PR failed and the second passed, as designed.
@@ -101,13 +102,18 @@ def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) 
         shutil.copy(PROJECT / name, repo / name)
     (repo / ".gitignore").write_text(".mlflow-ci/\nmlartifacts/\n", encoding="utf-8")
 
-    _banner(stream, f"mlflow-ci demo in {root}\n1/3 main: train the baseline and register it as champion")
+    _banner(stream, f"mlflow-ci demo in {root}\n1/3 main: two commits, each checked (the trend), the second registered as champion")
     _git(repo, denv, "init", "-q", "-b", "main")
+    _edit(repo / "params.yaml", r"^C: .*$", "C: 0.01")
     _git(repo, denv, "add", "-A")
-    _git(repo, denv, "commit", "-q", "-m", "Baseline model: logistic regression, C=0.02")
-    base = _check(repo, denv, stream)
-    if base.verdict == "fail":
-        raise MlflowCiError("demo: the baseline itself failed its gate; the demo project is broken")
+    _git(repo, denv, "commit", "-q", "-m", "First model: logistic regression, C=0.01")
+    for commit in ("first", "second"):
+        if commit == "second":
+            _edit(repo / "params.yaml", r"^C: .*$", "C: 0.02")
+            _git(repo, denv, "commit", "-q", "-am", "Baseline model: C=0.02")
+        base = _check(repo, denv, stream)
+        if base.verdict == "fail":
+            raise MlflowCiError(f"demo: the {commit} commit on main failed its gate; the demo project is broken")
     version = _register_champion(denv["MLFLOW_TRACKING_URI"], repo, base)
     stream.write(f"registered demo-breast-cancer version {version} as @champion\n")
 
@@ -127,6 +133,7 @@ def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) 
         outcome = _check(repo, denv, stream)
         kept = root / f"report-{branch.replace('/', '-')}.md"
         shutil.copy(outcome.report_path, kept)
+        shutil.copy(outcome.result_path, root / f"result-{branch.replace('/', '-')}.json")
         steps.append(DemoStep(branch, title, expected, outcome, kept))
 
     result = DemoResult(root, denv["MLFLOW_TRACKING_URI"], version, tuple(steps), time.monotonic() - started)
@@ -161,7 +168,7 @@ def _print_summary(result: DemoResult, stream: TextIO, env: Mapping[str, str]) -
     stream.write(
         f"\nMLflow store: {store}\n"
         f"browse it:    mlflow ui --backend-store-uri {store}\n"
-        f"reports:      {result.directory}/report-*.md\n"
+        f"reports:      {result.directory}/report-*.md (and each one's result-*.json)\n"
         f"demo took {result.seconds:.1f}s; the demo {'behaved as designed' if result.as_designed else 'did NOT behave as designed'}\n"
     )
     stream.flush()

@@ -229,6 +229,8 @@ class ReportConfig(Section):
     precision: Annotated[StrictInt, Field(ge=1, le=12), Says("a whole number from 1 to 12")] = Field(4, description="Significant digits shown.")
     ui_url: Annotated[StrictStr, StringConstraints(pattern=r"^https?://\S+$"), AfterValidator(lambda url: url.rstrip("/")),
                       Says("an http(s) URL of the MLflow UI")] | None = Field(None, description="MLflow UI base URL for run links.")
+    trend: Annotated[StrictInt, Field(ge=0, le=100), Says("a whole number from 0 to 100")] = Field(
+        20, description="Gated runs of the base branch drawn in each gated metric's trend (0: no trend).")
 
 
 class PublishConfig(Section):

@@ -99,7 +99,8 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     checks = ecfg.data_checks
     data_gate = datachecks.checks(data_report, max_psi=checks.max_psi, max_missing=checks.max_missing,
                                   fail_on_removed_columns=checks.fail_on_removed_columns)
-    updated = cmp.Comparison(cand, base, tuple(rows), comparison.params, (*comparison.notes, note, *level_notes))
+    updated = replace(comparison, candidate=cand, baseline=base, metrics=tuple(rows),
+                      notes=(*comparison.notes, note, *level_notes))
     return Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
 
 

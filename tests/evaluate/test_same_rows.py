@@ -88,8 +88,9 @@ gate:
     assert all(c["passed"] for c in result["checks"] if c["rule"] == "data_psi")  # same data: no shift
     report = (project.root / ".mlflow-ci" / "report.md").read_text()
     assert "eval.accuracy/region:south" in report
-    assert 'title "eval.accuracy: baseline vs candidate"' in report
-    assert "region:south" not in report.split("```mermaid", 1)[1].split("```", 1)[0]  # data never enters a chart
+    charts = [block.split("```", 1)[0] for block in report.split("```mermaid")[1:]]
+    assert any('title "eval.accuracy: last gated run on main, then this PR' in chart for chart in charts)  # the trend
+    assert not any("region:" in chart for chart in charts)  # data never enters a chart
     # a user metric function gets the same paired interval
     fnr = rows["eval.fnr"]  # "fnr" reads as lower-is-better
     assert fnr["ci_low"] <= fnr["delta"] <= fnr["ci_high"] and fnr["direction"] == "lower"
