@@ -308,6 +308,45 @@ def bench_eval_cache(work: Path, repeat: int) -> list[dict]:
                 seconds[True] / seconds[False], 1.5, "")]
 
 
+def bench_perf_noise(trials: int) -> list[dict]:
+    """perf.* A/A: one scikit-learn model measured against a copy of itself, ``trials`` checks, with a
+    busy process on the other core for half of them: how far the candidate/baseline ratio strays when
+    nothing changed (what a max_drop_pct limit must stay above)."""
+    import pickle
+
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlflow_ci.config.models import PerfConfig
+    from mlflow_ci.evaluate import perf
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+    twin = pickle.loads(pickle.dumps(model))
+    subjects = [perf.Subject(role, lambda rows, m=m: m.predict_proba(X.iloc[rows]), None)
+                for role, m in (("candidate", model), ("baseline", twin))]
+    worst = {"perf.latency_p95_ms": 1.0, "perf.batch_ms_per_1k_p50": 1.0}
+    seconds = []
+    for i in range(trials):
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if i % 2 else None
+        try:
+            start = time.perf_counter()
+            got = perf.measure(subjects, len(X), PerfConfig())
+            seconds.append(time.perf_counter() - start)
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+        for name in worst:
+            ratio = got["candidate"][name] / got["baseline"][name]
+            worst[name] = max(worst[name], ratio, 1 / ratio)
+    mean = sum(seconds) / len(seconds)
+    return [row(f"perf A/A, worst of {trials} checks: {name} ratio (identical models)", mean, mean, "ratio", worst[name], 2.0, "")
+            for name in worst]
+
+
 def row(name, ours, reference, kind, value, target, unit) -> dict:
     ok = None if target is None else value < target
     return {"benchmark": name, "ours_s": float(f"{ours:.3g}"), "reference_s": float(f"{reference:.3g}"), "kind": kind,
@@ -330,8 +369,8 @@ def main() -> int:
     parser.add_argument("--train-seconds", type=float, default=10.0, help="training time for the cache row")
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the large experiment of the scale row")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    parser.add_argument("--only", default="overhead,cache,evalcache,scale,startup,setup,store",
-                        help="comma-separated subset of: overhead, cache, evalcache, scale, startup, setup, store")
+    parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,scale,startup,setup,store",
+                        help="comma-separated subset of: overhead, cache, evalcache, perfnoise, scale, startup, setup, store")
     args = parser.parse_args()
     only = set(args.only.split(","))
     repeat = 3 if args.quick else 5
@@ -344,6 +383,8 @@ def main() -> int:
             rows += bench_cache(work, 3.0 if args.quick else args.train_seconds)
         if "evalcache" in only:
             rows += bench_eval_cache(work, repeat)
+        if "perfnoise" in only:
+            rows += bench_perf_noise(10 if args.quick else 20)
         if "scale" in only:
             rows += bench_scale(work, 10, 1_000 if args.quick else args.runs, repeat)
         if "startup" in only:

@@ -27,8 +27,8 @@ _MLFLOW_ZERO_BASELINE_EPS = Decimal("1e-10")
 
 
 def infer_direction(metric: str) -> str:
-    """'lower' for error-like names (rmse, log_loss, val_error...), else 'higher'."""
-    return "lower" if _LOWER_IS_BETTER.search(metric) else "higher"
+    """'lower' for error-like names (rmse, log_loss, val_error...) and costs (perf.*), else 'higher'."""
+    return "lower" if metric.startswith("perf.") or _LOWER_IS_BETTER.search(metric) else "higher"
 
 
 def rule_direction(rule: Rule | None, metric: str) -> str:

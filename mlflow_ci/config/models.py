@@ -282,6 +282,18 @@ class DataChecksConfig(Section):
     fail_on_removed_columns: Flag = Field(False, description="Fail when the data lost a column the baseline had.")
 
 
+PERF_PREFIX = "perf."
+
+
+class PerfConfig(Section):
+    repeats: Annotated[StrictInt, Field(ge=3, le=1000), Says("a whole number from 3 to 1000")] = Field(
+        15, description="Timed batch predictions per model (p50 and p95 are taken over them).")
+    batch_rows: Annotated[StrictInt, Field(ge=1, le=1_000_000), Says("a whole number from 1 to 1000000")] = Field(
+        1000, description="Rows per timed batch (at most the evaluation rows); times are per 1,000 rows.")
+    single_rows: Annotated[StrictInt, Field(ge=3, le=10_000), Says("a whole number from 3 to 10000")] = Field(
+        100, description="Single-row predictions timed per model (latency p50 and p95).")
+
+
 class EvaluateConfig(Section):
     data: Text = Field(description="Evaluation data: a CSV/Parquet file, or module:function returning a frame.")
     target: Text = Field(description="The label column.")
@@ -300,6 +312,8 @@ class EvaluateConfig(Section):
     data_checks: DataChecksConfig = Field(default_factory=DataChecksConfig, description="Rules on the evaluation data itself.")
     slices: Texts = Field((), description="Categorical columns: metrics per value, with the same diff and gate.")
     slice_gate: Rules = Field({}, validate_default=True, description="Rules applied to every slice, per evaluate metric.")
+    perf: PerfConfig | None = Field(None, description="Measure prediction time, latency, size and memory of both models "
+                                                      "(perf.* metrics; on by default when a gate rule names one).")
 
     @field_validator("metrics")
     @classmethod
@@ -355,6 +369,22 @@ class Config(Section):
 
     _path: Path = PrivateAttr(Path("mlflow-ci.yml"))
     _rule_lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("evaluate")
+    @classmethod
+    def _perf_rules_need_evaluate(cls, evaluate: "EvaluateConfig | None", info: ValidationInfo) -> "EvaluateConfig | None":
+        perf = [rule.metric for rule in info.data.get("gate", ()) if rule.metric.startswith(PERF_PREFIX)]
+        if perf and evaluate is not None and evaluate.perf is None:
+            return evaluate.model_copy(update={"perf": PerfConfig()})
+        return evaluate
+
+    @model_validator(mode="after")
+    def _perf_metrics_come_from_evaluate(self) -> "Config":
+        perf = [rule.metric for rule in self.gate if rule.metric.startswith(PERF_PREFIX)]
+        if perf and self.evaluate is None:
+            raise problem(f"{perf[0]} is measured by evaluate: (add an evaluate section with the data to time the models on)",
+                          at=("gate", perf[0]), key=True)
+        return self
 
     @model_validator(mode="before")
     @classmethod

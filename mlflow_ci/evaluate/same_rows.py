@@ -10,14 +10,14 @@ import io
 import json
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlflow_ci import compare as cmp
-from mlflow_ci.config.models import Config, EvaluateConfig
+from mlflow_ci.config.models import PERF_PREFIX, Config, EvaluateConfig
 from mlflow_ci.errors import UsageError
-from mlflow_ci.evaluate import datachecks, predict
+from mlflow_ci.evaluate import datachecks, perf, predict
 from mlflow_ci.evaluate import metrics as ev
 from mlflow_ci.provenance import file_sha256
 
@@ -63,6 +63,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
         scoring = Scoring(cfg, tracker, registry, X, y, data_digest, Path(tmp))
         cand_out, classes = scoring.outputs("candidate", cand.run_id, None)
         base_out = scoring.outputs("baseline", base.run.run_id, classes)[0] if base else None
+        timed = _perf(scoring, cand.run_id, base.run.run_id if base else None) if ecfg.perf else None
     try:
         cand_eval, base_eval, intervals = _scores(ecfg, y, cand_out, base_out, classes)
     except ValueError as exc:
@@ -72,9 +73,12 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     cand_metrics = {f"eval.{short(k)}": v for k, v in cand_eval.items()}
     base_metrics = {f"eval.{short(k)}": v for k, v in base_eval.items()}
     slice_rules = _add_slices(ecfg, X, y, cand_out, base_out, classes, cand_metrics, base_metrics, intervals)
-    tracker.log_metrics(cand.run_id, cand_metrics)
+    tracker.log_metrics(cand.run_id, {**cand_metrics, **(timed["candidate"] if timed else {})})
+    if timed:  # this machine's figures, now: logged with the candidate only, compared within this check
+        cand_metrics.update(timed["candidate"])
+        base_metrics = {**base_metrics, **timed.get("baseline", {})} if base is not None else base_metrics
     if base is not None and base_metrics:
-        tracker.log_metrics(base.run.run_id, base_metrics)
+        tracker.log_metrics(base.run.run_id, {k: v for k, v in base_metrics.items() if not k.startswith(PERF_PREFIX)})
     cand = replace(cand, metrics={**cand.metrics, **cand_metrics})
     if base is not None:
         base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **base_metrics}))
@@ -95,6 +99,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     summary = {"data": ecfg.data, "rows": int(len(y)), "task": ecfg.task, "metrics": list(ecfg.metrics),
                "resamples": ecfg.resamples if paired else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,
                "decision_confidence": {name: 1 - 2 * a for name, a in decided.items() if name in intervals},
+               "perf": perf.summary(timed, ecfg.perf, len(y)) if timed else None,
                "data_checks": data_report.as_dict(psi_shown=min(ecfg.data_checks.max_psi or datachecks.SHOWN_PSI, datachecks.SHOWN_PSI)), "confusion": _confusion(ecfg.task, y, cand_out, base_out, classes)}
     checks = ecfg.data_checks
     data_gate = datachecks.checks(data_report, max_psi=checks.max_psi, max_missing=checks.max_missing,
@@ -120,6 +125,7 @@ class Scoring:
     y: Any
     data_digest: str | None
     work: Path
+    loaded: dict = field(default_factory=dict)  # role -> the loaded model
 
     def outputs(self, role: str, run_id: str, classes):
         key = self._key(run_id)
@@ -166,17 +172,42 @@ class Scoring:
         np.savez_compressed(path, out=out, **({"classes": np.asarray(own)} if own is not None else {}))
         self.tracker.log_artifact(run_id, path, SCORES)
 
-    def _compute(self, role: str, run_id: str):
-        registry = self.registry() if callable(self.registry) else self.registry
-        ecfg = self.cfg.evaluate
-        try:
-            model = registry.load_for_scoring(run_id, self.cfg.promote.model_path, self.work / role)
-        except UsageError as exc:
-            raise UsageError(f"evaluate: the {role} model: {exc.message}", hint=exc.hint) from None
+    def model(self, role: str, run_id: str):
+        """The run's model, loaded once (only when outputs or timings need it)."""
+        if role not in self.loaded:
+            registry = self.registry() if callable(self.registry) else self.registry
+            try:
+                self.loaded[role] = registry.load_for_scoring(run_id, self.cfg.promote.model_path, self.work / role)
+            except UsageError as exc:
+                raise UsageError(f"evaluate: the {role} model: {exc.message}", hint=exc.hint) from None
+        return self.loaded[role]
+
+    def predictor(self, role: str, run_id: str):
+        """A function of evaluation rows (a slice) giving the model's outputs on them, as the check computes them."""
+        import numpy as np
+
+        model = self.model(role, run_id)
         who = predict.Who(role, run_id, model.flavor_label)
-        if ecfg.task == "regression":
-            return predict.regression(model, self.X, who), None
-        return predict.probabilities(model, self.X, self.y, who, output=ecfg.output, classes=ecfg.classes)
+        ecfg = self.cfg.evaluate
+
+        def outputs(rows: slice = slice(None)):
+            X = self.X.iloc[rows] if hasattr(self.X, "iloc") else self.X[rows]
+            if ecfg.task == "regression":
+                return predict.regression(model, X, who), None
+            # a few rows (timing) may not show every class: name the classes of all the rows
+            classes = ecfg.classes if ecfg.classes or rows == slice(None) else tuple(np.unique(self.y).tolist())
+            return predict.probabilities(model, X, self.y[rows], who, output=ecfg.output, classes=classes)
+        return outputs
+
+    def _compute(self, role: str, run_id: str):
+        return self.predictor(role, run_id)()
+
+
+def _perf(scoring: Scoring, cand_run: str, base_run: str | None) -> dict[str, dict[str, float]]:
+    """perf.* of both models, measured now, interleaved (models are loaded even when outputs were cached)."""
+    subjects = [perf.Subject(role, scoring.predictor(role, run), scoring.model(role, run).path)
+                for role, run in (("candidate", cand_run), ("baseline", base_run)) if run]
+    return perf.measure(subjects, len(scoring.y), scoring.cfg.evaluate.perf)
 
 
 def _data_digest(cfg: Config) -> str | None:
