@@ -21,6 +21,7 @@ from mlflow_ci.config.models import Config, ReportConfig
 from mlflow_ci.errors import UsageError, first_line
 from mlflow_ci.gate import GateResult, fmt
 from mlflow_ci.result import CHARTED, CheckRow, MetricRow, Result
+from mlflow_ci.tracking.base import TAG_TRAIN_SECONDS
 
 CELL_LIMIT = 120
 VERDICT_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "⛔"}
@@ -163,6 +164,7 @@ def build_result(
             "fingerprint": fingerprint,
             "name": cand.tags.get("mlflow_ci.candidate"),
             "url": run_url(cfg, tracking_uri, cand.experiment_id, cand.run_id),
+            "train_seconds": _seconds(cand.tags.get(TAG_TRAIN_SECONDS)),
         },
         "baseline": None,
         "checks": [{**c.as_dict(), "line": cfg.rule_line(c.metric)} for c in gate.checks],
@@ -193,8 +195,17 @@ def build_result(
             "branch": base.run.branch,
             "metrics": dict(base.run.metrics),
             "url": run_url(cfg, tracking_uri, base.run.experiment_id, base.run.run_id),
+            "train_seconds": _seconds(base.run.tags.get(TAG_TRAIN_SECONDS)),
         }
     return Result.build(result)
+
+
+def _seconds(text: str | None) -> float | None:
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 def _trend(trend) -> dict | None:

@@ -181,6 +181,7 @@ class Candidate(Part):
     fingerprint: Annotated[Text | None, cut(100)] = None
     name: str | None = None  # fan-out candidate name: only our own checks have one
     url: Url = None
+    train_seconds: Num = None  # how long training ran (for a reused run: when it was trained)
 
     @model_validator(mode="after")
     def _no_name_or_link_from_artifacts(self, info: ValidationInfo) -> "Candidate":
@@ -195,6 +196,7 @@ class BaselineRef(Part):
     branch: Annotated[Text | None, cut(250)] = None
     metrics: Metrics = {}
     url: Url = None
+    train_seconds: Num = None
 
     @model_validator(mode="after")
     def _no_link_from_artifacts(self, info: ValidationInfo) -> "BaselineRef":

@@ -143,6 +143,7 @@ def train(
         _safe(lambda: tracker.end_run(run_id, "FAILED"))
         raise
     tracker.log_artifact(run_id, log_path)
+    tracker.set_tags(run_id, {t.TAG_TRAIN_SECONDS: f"{time.monotonic() - started:.3f}"})
     tracker.end_run(run_id, "FINISHED")
     run = tracker.get_run(run_id)
     assert run is not None

@@ -5,6 +5,7 @@ it: params, metrics and the model all land in the run that mlflow-ci compares an
 """
 
 import mlflow
+import mlflow.models
 import mlflow.sklearn
 import sklearn
 import yaml
@@ -47,6 +48,7 @@ with mlflow.start_run():
     mlflow.sklearn.log_model(
         model,
         name="model",
+        signature=mlflow.models.infer_signature(X_test, model.predict_proba(X_test)),
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"],
     )
     print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

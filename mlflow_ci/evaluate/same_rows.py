@@ -64,6 +64,8 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
         cand_out, classes = scoring.outputs("candidate", cand.run_id, None)
         base_out = scoring.outputs("baseline", base.run.run_id, classes)[0] if base else None
         timed = _perf(scoring, cand.run_id, base.run.run_id if base else None) if ecfg.perf else None
+        cards = {"candidate": scoring.card("candidate", cand.run_id),
+                 "baseline": scoring.card("baseline", base.run.run_id) if base else None}
     try:
         cand_eval, base_eval, intervals = _scores(ecfg, y, cand_out, base_out, classes)
     except ValueError as exc:
@@ -100,6 +102,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
                "resamples": ecfg.resamples if paired else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,
                "decision_confidence": {name: 1 - 2 * a for name, a in decided.items() if name in intervals},
                "perf": perf.summary(timed, ecfg.perf, len(y)) if timed else None,
+               "models": cards, "data_digest": data_digest,
                "data_checks": data_report.as_dict(psi_shown=min(ecfg.data_checks.max_psi or datachecks.SHOWN_PSI, datachecks.SHOWN_PSI)), "confusion": _confusion(ecfg.task, y, cand_out, base_out, classes)}
     checks = ecfg.data_checks
     data_gate = datachecks.checks(data_report, max_psi=checks.max_psi, max_missing=checks.max_missing,
@@ -110,6 +113,8 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
 
 
 SCORES = "mlflow_ci/scores"  # where a run keeps its model's outputs on evaluation data, by key
+CARD = "mlflow_ci/model_card.json"  # the model's flavor, signature and size, kept with its run
+CARD_FIELDS = 12  # signature entries kept in a card
 SCORES_VERSION = 1
 
 
@@ -181,6 +186,26 @@ class Scoring:
             except UsageError as exc:
                 raise UsageError(f"evaluate: the {role} model: {exc.message}", hint=exc.hint) from None
         return self.loaded[role]
+
+    def card(self, role: str, run_id: str) -> dict | None:
+        """The model's flavor, signature and size: from the model when it was loaded (and kept with the
+        run), else as kept by an earlier check; None when neither."""
+        model = self.loaded.get(role)
+        if model is None:
+            text = self.tracker.read_artifact_text(run_id, CARD, self.work / "card")
+            try:
+                card = json.loads(text) if text else None
+            except ValueError:
+                return None
+            return card if isinstance(card, dict) else None
+        card = {"flavor": model.flavor_label, "inputs": list(model.inputs[:CARD_FIELDS]), "inputs_total": len(model.inputs),
+                "outputs": list(model.outputs[:CARD_FIELDS]), "size_mb": perf.folder_mb(model.path)}
+        folder, name = CARD.rsplit("/", 1)
+        path = self.work / f"card-{role}" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(card), encoding="utf-8")
+        self.tracker.log_artifact(run_id, path, folder)
+        return card
 
     def predictor(self, role: str, run_id: str):
         """A function of evaluation rows (a slice) giving the model's outputs on them, as the check computes them."""

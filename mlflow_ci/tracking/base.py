@@ -21,7 +21,7 @@ __all__ = [  # what the wing's package re-exports
     "TAG_SOURCE_TYPE",
     "TAG_RUN_NAME",
     "TAG_USER",
-    "TAG_FINGERPRINT",
+    "TAG_FINGERPRINT", "TAG_TRAIN_SECONDS",
     "TAG_VERDICT",
     "TAG_VERDICT_AT",
     "TAG_PR",
@@ -54,6 +54,7 @@ TAG_SOURCE_TYPE = "mlflow.source.type"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_USER = "mlflow.user"
 TAG_FINGERPRINT = "mlflow_ci.fingerprint"
+TAG_TRAIN_SECONDS = "mlflow_ci.train_seconds"  # how long the training command ran
 TAG_VERDICT = "mlflow_ci.verdict"
 TAG_VERDICT_AT = "mlflow_ci.verdict_at."  # + a commit: a reused run's verdict for a head it was not trained at
 TAG_PR = "mlflow_ci.pr"

@@ -42,6 +42,8 @@ class LoadedModel:
     columns: tuple[ColumnSpec, ...] | None  # the input signature, when column-based
     tensors: tuple[TensorSpec, ...] | None  # the input signature, when tensor-based
     _pyfunc: Any = field(default=None, repr=False)
+    inputs: tuple[str, ...] = ()  # the signature as text, "name: type" per input and output
+    outputs: tuple[str, ...] = ()
 
     @property
     def flavor_label(self) -> str:
@@ -65,7 +67,20 @@ def load_for_scoring(path: Path) -> LoadedModel:
     other = next((f for f in flavors if f != "python_function"), "python_function")
     native = _loaders()[flavor](str(path)) if flavor else None
     columns, tensors = _signature(meta)
-    return LoadedModel(path, flavor or other, native, columns, tensors)
+    inputs, outputs = (_described(part) for part in (meta.signature.inputs, meta.signature.outputs)) if meta.signature else ((), ())
+    return LoadedModel(path, flavor or other, native, columns, tensors, inputs=inputs, outputs=outputs)
+
+
+def _described(schema) -> tuple[str, ...]:
+    """Each input or output of a signature as ``name: type`` (``[shape]`` for tensors)."""
+    if schema is None:
+        return ()
+    out = []
+    for spec in schema.inputs:
+        kind = getattr(spec.type, "name", None) or str(spec.type)
+        shape = getattr(spec, "shape", None)
+        out.append(f"{spec.name or '(unnamed)'}: {kind}" + (f" {list(shape)}" if shape is not None else ""))
+    return tuple(out)
 
 
 @functools.cache

@@ -134,6 +134,10 @@ def test_a_cached_check_reuses_the_model_outputs_kept_with_the_runs(project):
     again = check()
     assert again.result.candidate.cached and len(loads) == 1  # nothing loaded the second time
     assert again.result.candidate.metrics["eval.accuracy"] == first.result.candidate.metrics["eval.accuracy"]
+    card = first.result.evaluation["models"]["candidate"]
+    assert card["flavor"] == "scikit-learn" and card["size_mb"] > 0 and card["inputs_total"] == len(card["inputs"])  # no signature logged here
+    assert again.result.evaluation["models"]["candidate"] == card  # the model card kept with the run, read back
+    assert again.result.candidate.train_seconds == first.result.candidate.train_seconds > 0
     make_data(500, 2).to_csv(project.root / "eval.csv", index=False)
     project.commit("new evaluation rows")
     third = check()
