@@ -107,9 +107,12 @@ def cli(debug: bool) -> None:
 @click.option("--comment", "comment_mode", type=click.Choice(COMMENT_MODES), help="PR comment mode (default: publish.comment, then always).")
 @click.option("--candidate", help="Fan-out: name this candidate (matrix job); 'report --pr N' aggregates them.")
 @_train_base_option
+@click.option("--all", "all_projects", is_flag=True,
+              help="Every mlflow-ci.yml of the repository: check the models whose files changed since the base, one comment, a check run each.")
 @click.option("--export-model", is_flag=True,
               help="Copy the candidate's model to OUT/model, for a trusted publisher to digest (publish --model-dir).")
-def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode, candidate, train_base, export_model):
+def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode, candidate, train_base,
+          export_model, all_projects):
     """The PR check: train, compare with the baseline, gate, write the report, publish.
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
@@ -118,6 +121,8 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
 
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number,
                     use_cache=not no_cache, candidate=candidate, train_base=train_base)
+    if all_projects:
+        return _check_all(opts, publish, comment_mode)
     clear_outputs(opts.out_dir)  # never a stale report, result or model from an earlier check
     progress, s = Progress(), None
     try:
@@ -142,6 +147,30 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
 
         ActionsIO(s.env, sys.stdout).set_outputs(step_outputs(outcome.result, str(outcome.report_path)))
     return _verdict_exit(outcome.verdict)
+
+
+def _check_all(opts, publish, comment_mode) -> int:
+    """``check --all``: the changed projects of the repository, one comment, a check run per project."""
+    from mlflow_ci.commands.projects import check_all, overall
+
+    projects = check_all(Path.cwd(), os.environ, sys.stdout, opts)
+    echo("")
+    for project in projects:
+        echo(f"{project.folder:<30} {project.experiment:<30} {project.verdict}")
+    if not any(p.outcome for p in projects):
+        echo("nothing to check: no model's files changed since the base commit")
+    echo(f"report: {opts.out_dir / 'report.md'}")
+    if _publishing(publish):
+        from mlflow_ci.commands.publish import publish_projects
+
+        head = next((p.outcome.result.head_sha for p in projects if p.outcome), None)
+        publish_projects(os.environ, sys.stdout, projects, (opts.out_dir / "report.md").read_text(encoding="utf-8"),
+                         comment_mode=comment_mode or "always", head_sha=head)
+    from mlflow_ci.github.actions import ActionsIO
+
+    ActionsIO(os.environ, sys.stdout).set_outputs({"verdict": overall(projects), "report-path": str(opts.out_dir / "report.md")})
+    errors = [p.outcome.result.error.exit_code for p in projects if p.outcome and p.outcome.result.error]
+    return max(errors) if errors else _verdict_exit(overall(projects))
 
 
 def _publishing(publish: bool | None) -> bool:

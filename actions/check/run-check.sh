@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run `mlflow-ci check` with the action's inputs (passed through the environment, never inlined).
 #   MLFLOW_CI_CONFIG, MLFLOW_CI_OUT, MLFLOW_CI_COMMENT, MLFLOW_CI_PUBLISH (auto|true|false),
-#   MLFLOW_CI_BASELINE, MLFLOW_CI_FAIL_ON_GATE (true|false), MLFLOW_CI_TRACKING_URI
+#   MLFLOW_CI_BASELINE, MLFLOW_CI_FAIL_ON_GATE (true|false), MLFLOW_CI_TRACKING_URI, MLFLOW_CI_ALL (true|false)
 set -uo pipefail
 # An empty input must not clobber a MLFLOW_TRACKING_URI set on the job.
 if [ -n "${MLFLOW_CI_TRACKING_URI:-}" ]; then export MLFLOW_TRACKING_URI="$MLFLOW_CI_TRACKING_URI"; fi
@@ -14,6 +14,11 @@ case "${MLFLOW_CI_PUBLISH:-auto}" in
   *) echo "::error title=mlflow-ci::input 'publish' must be auto, true or false"; exit 2 ;;
 esac
 if [ -n "${MLFLOW_CI_BASELINE:-}" ]; then args+=(--baseline "$MLFLOW_CI_BASELINE"); fi
+case "${MLFLOW_CI_ALL:-false}" in
+  true) args+=(--all) ;;
+  false) ;;
+  *) echo "::error title=mlflow-ci::input 'all-projects' must be true or false"; exit 2 ;;
+esac
 mlflow-ci "${args[@]}"
 code=$?
 echo "exit-code=${code}" >> "$GITHUB_OUTPUT"

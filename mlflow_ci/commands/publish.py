@@ -9,6 +9,7 @@ from typing import Mapping, TextIO
 
 from mlflow_ci import report
 from mlflow_ci.commands.chain import record_from_dir, record_from_store
+from mlflow_ci.commands.projects import MARKER, overall
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.config.loader import load_config
@@ -168,3 +169,30 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
         provenance=record,
     )
 
+
+
+def publish_projects(env: Mapping[str, str], stream: TextIO, projects, combined: str, *, comment_mode: str, head_sha: str | None):
+    """``check --all``: a check run per project (an unchanged one succeeds, so each can be required),
+    then the one PR comment with a section per model."""
+    event = ghevent.from_env(env)
+    client = github_client(env, event, stream)
+    target = pub.Target(event.repository or "", event.pr_number, event.head_sha or head_sha or event.sha, event.run_url)
+    io, log = ActionsIO(env, stream), (lambda m: say(stream, m))
+    if client is None:
+        pub.Publisher(None, io, log).warn("no GitHub token (GITHUB_TOKEN): no PR comment or check runs were written")
+        return None
+    for project in projects:
+        if project.outcome is None:
+            if target.head_sha:
+                pub.Publisher(client, io, log).plain_check(
+                    target, project.check_name, "unchanged: nothing to check",
+                    f"No file of {project.folder} changed since the base commit, so {project.experiment} was not checked.")
+            continue
+        outcome = project.outcome
+        pub.Publisher(client, io, log, "never", project.check_name).publish(
+            target, outcome.result, outcome.report_path.read_text(encoding="utf-8"), report_path=str(outcome.report_path))
+    verdict = overall(projects)
+    comment = (pub.Publisher(client, io, log, comment_mode).sticky_comment(target, MARKER, verdict, combined)
+               if target.pr_number else ("skipped", None))
+    io.set_outputs({"comment-url": comment[1] or ""})
+    return comment

@@ -83,7 +83,7 @@ class Publisher:
             if target.head_sha:
                 check_kind, check_url = self.check(target, result, markdown, provenance)
             if target.pr_number:
-                comment_action, comment_url = self.sticky_comment(target, result, markdown)
+                comment_action, comment_url = self.sticky_comment(target, sticky_marker(result.experiment), result.verdict, markdown)
         outcome = PublishResult(comment_action, comment_url, check_kind, check_url, tuple(self.warnings))
         if self.warnings:
             self.io.add_summary("\n".join(f"> ⚠️ {w}" for w in self.warnings))
@@ -101,17 +101,17 @@ class Publisher:
             ))
 
     # -- sticky comment ----------------------------------------------------------------------------
-    def sticky_comment(self, target: Target, result: Result, markdown: str) -> tuple[str, str | None]:
+    def sticky_comment(self, target: Target, marker: str, verdict: str, markdown: str) -> tuple[str, str | None]:
+        """Create or update our one comment that carries ``marker`` (as ``comment_mode`` says)."""
         assert self.client is not None and target.pr_number
         mode = self.comment_mode
         if mode == "never":
             return "skipped", None
-        marker = sticky_marker(result.experiment)
         body = fit_comment(markdown, target.run_url)
         try:
             existing = self._ours(target.pr_number, marker)
             if not existing:
-                if mode == "on-failure" and result.verdict == "pass":
+                if mode == "on-failure" and verdict == "pass":
                     return "skipped", None
                 created = self.client.create_comment(target.pr_number, body)
                 return "created", self._dedupe(target.pr_number, marker, created, body)
@@ -193,6 +193,15 @@ class Publisher:
                 "'statuses: write', as on fork PRs); the job's exit code carries the verdict"
             )
             return "none", None
+
+    def plain_check(self, target: Target, name: str, title: str, summary: str) -> str | None:
+        """A successful check run that carries no result (a model no file of the PR touched)."""
+        assert self.client is not None and target.head_sha
+        run = self.client.create_check_run({
+            "name": name, "head_sha": target.head_sha, "status": "completed", "conclusion": "success",
+            "output": {"title": title, "summary": summary}, **({"details_url": target.run_url} if target.run_url else {}),
+        })
+        return run.get("html_url")
 
     def _check_run(self, target: Target, name: str, result: Result, markdown: str, provenance: Record | None) -> str | None:
         """The check run; with a provenance record in ``external_id`` (what promote reads back) and at

@@ -1,0 +1,164 @@
+"""``mlflow-ci check --all``: a repository of several model projects, one ``mlflow-ci.yml`` per folder.
+
+Only the projects whose files changed since the PR's base are checked, each into ``OUT/<folder>/``
+as a single check would; ``OUT/projects.json`` lists every project and ``OUT/report.md`` is the one
+PR comment, a section per model, failing first, the unchanged ones said to be unchanged. Publishing
+writes that comment once and a check run per project (an unchanged one succeeds), so branch
+protection can require each model's check.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping, TextIO
+
+from mlflow_ci import gitctx
+from mlflow_ci.commands.check import Progress, check_failed, clear_outputs, do_check
+from mlflow_ci.commands.session import Options, make_session
+from mlflow_ci.commands.stages import CheckResult
+from mlflow_ci.config.loader import load_config
+from mlflow_ci.errors import MlflowCiError, UsageError
+from mlflow_ci.fingerprint import input_files
+from mlflow_ci.report import VERDICT_ICON, md
+
+CONFIG_NAME = "mlflow-ci.yml"
+INDEX = "projects.json"
+MARKER = "<!-- mlflow-ci:report:projects -->"
+ORDER = ("error", "fail", "warn", "pass", "unchanged")
+
+
+@dataclass(frozen=True)
+class Project:
+    folder: str  # relative to the repository root, "." for the root
+    config: Path
+    experiment: str
+    check_name: str
+    changed: bool
+    outcome: CheckResult | None = None
+
+    @property
+    def verdict(self) -> str:
+        return self.outcome.verdict if self.outcome else "unchanged"
+
+    @property
+    def slug(self) -> str:
+        return "root" if self.folder == "." else re.sub(r"[^A-Za-z0-9_.-]", "_", self.folder)
+
+
+def find_configs(root: Path) -> list[Path]:
+    """Every ``mlflow-ci.yml`` git tracks (or, outside git, every one under ``root``), sorted."""
+    listed = gitctx.git(["ls-files", "-z", "--", CONFIG_NAME, f"*/{CONFIG_NAME}"], root)
+    if listed is not None:
+        return sorted(root / rel for rel in listed.split("\0") if rel)
+    return sorted(p for p in root.rglob(CONFIG_NAME) if ".git" not in p.parts)
+
+
+def changed_paths(root: Path, base_commit: str | None) -> set[str] | None:
+    """Paths changed since ``base_commit`` (committed, staged, modified or untracked); None when the
+    base is unknown (then every project counts as changed)."""
+    if not base_commit:
+        return None
+    committed = gitctx.git(["diff", "--name-only", "-z", base_commit, "HEAD"], root)
+    if committed is None:
+        return None
+    local = gitctx.git(["status", "--porcelain", "-z", "--untracked-files=all"], root) or ""
+    paths = {p for p in committed.split("\0") if p}
+    paths |= {entry[3:] for entry in local.split("\0") if len(entry) > 3}
+    return paths
+
+
+def touched(cfg, root: Path, changed: set[str] | None) -> bool:
+    """A project changed when a changed path is in its folder or is one of its training inputs."""
+    if changed is None:
+        return True
+    folder = cfg.root.resolve().relative_to(root.resolve()).as_posix()
+    prefix = "" if folder == "." else folder + "/"
+    if any(path.startswith(prefix) for path in changed):
+        return True
+    top = root.resolve()
+    files = [(cfg.root / rel).resolve() for rel in input_files(cfg)]
+    return bool({f.relative_to(top).as_posix() for f in files if f.is_relative_to(top)} & changed)
+
+
+def check_all(root: Path, env: Mapping[str, str], stream: TextIO, opts: Options) -> list[Project]:
+    """Check the changed projects of the repository at ``root``; write the index and the combined report."""
+    ctx = gitctx.detect(root, env, default_base_branch=opts.base_branch)
+    top = ctx.repo_root or root
+    base = gitctx.merge_base(ctx, top)
+    changed = changed_paths(top, base)
+    configs = find_configs(top)
+    if not configs:
+        raise UsageError(f"check --all: no {CONFIG_NAME} in {top} (git ls-files finds none)")
+    projects = []
+    for path in configs:
+        cfg = load_config(path)
+        folder = path.parent.resolve().relative_to(top.resolve()).as_posix()
+        project = Project(folder, path, cfg.experiment, cfg.publish.check_name or f"mlflow-ci / {cfg.experiment}",
+                          touched(cfg, top, changed))
+        if project.changed:
+            project = replace(project, outcome=_check_one(path, env, stream, opts, project.slug))
+        projects.append(project)
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    write_index(opts.out_dir, projects, base)
+    (opts.out_dir / "report.md").write_text(combined_markdown(projects, base), encoding="utf-8")
+    return projects
+
+
+def _check_one(config: Path, env: Mapping[str, str], stream: TextIO, opts: Options, slug: str) -> CheckResult:
+    """One project's check into ``OUT/<slug>/``; a failure leaves its error result, as ``check`` does."""
+    own = replace(opts, out_dir=opts.out_dir / slug)
+    clear_outputs(own.out_dir)
+    progress, session = Progress(), None
+    stream.write(f"\n== {config}\n")
+    try:
+        session = make_session(load_config(config), env, config.parent, stream)
+        return do_check(session, own, progress)
+    except MlflowCiError as exc:
+        return check_failed(session, own, progress, exc, config)
+
+
+def write_index(out_dir: Path, projects: list[Project], base: str | None) -> Path:
+    path = out_dir / INDEX
+    path.write_text(json.dumps({"base_commit": base, "projects": [
+        {"folder": p.folder, "experiment": p.experiment, "check_name": p.check_name, "changed": p.changed,
+         "verdict": p.verdict, "out": p.slug if p.outcome else None} for p in projects]}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def overall(projects: list[Project]) -> str:
+    """The verdict of the repository: the worst checked project's, ``pass`` when nothing was checked."""
+    checked = [p.verdict for p in projects if p.outcome]
+    return min(checked, key=ORDER.index) if checked else "pass"
+
+
+def combined_markdown(projects: list[Project], base: str | None) -> str:
+    """The one PR comment: a summary table, then a section per model, failing first (open), the rest
+    collapsed; unchanged ones say so."""
+    ordered = sorted(projects, key=lambda p: ORDER.index(p.verdict))
+    checked = [p for p in projects if p.outcome]
+    verdict = overall(projects)
+    headline = {"pass": "passed", "warn": "passed with warnings", "fail": "failed", "error": "could not decide"}[verdict]
+    lines = [MARKER, f"## {VERDICT_ICON[verdict]} mlflow-ci · {len(projects)} models: {headline}", ""]
+    if not checked:
+        lines += [f"Nothing to check: no model's files changed since the base commit {(base or '')[:12]}.", ""]
+    else:
+        lines += [f"{len(checked)} of {len(projects)} models changed since the base commit {(base or 'unknown')[:12]} and were checked.", ""]
+    lines += ["| Model | Folder | Verdict |", "|---|---|---|"]
+    for p in ordered:
+        icon = VERDICT_ICON.get(p.verdict, "➖")
+        lines.append(f"| {md(p.experiment)} | {md(p.folder)} | {icon} {p.verdict} |")
+    lines.append("")
+    for p in ordered:
+        opened = " open" if p.verdict in ("fail", "error") else ""
+        lines += [f"<details{opened}><summary>{VERDICT_ICON.get(p.verdict, '➖')} {md(p.experiment)} ({md(p.folder)}): {p.verdict}</summary>", ""]
+        if p.outcome is None:
+            lines += ["No file of this model changed since the base commit: nothing to check; its check passes.", ""]
+        else:
+            body = p.outcome.report_path.read_text(encoding="utf-8")
+            body = "\n".join(line for line in body.splitlines() if not line.startswith("<!-- mlflow-ci:report:"))
+            lines += [re.sub(r"^## ", "### ", body, flags=re.M), ""]
+        lines += ["</details>", ""]
+    return "\n".join(lines)
