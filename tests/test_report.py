@@ -137,3 +137,17 @@ def test_broken_user_template_is_a_usage_error(tmp_path):
     cfg, result = make_result(tmp_path, template="missing.md.j2")
     with pytest.raises(UsageError, match="report.template: file not found"):
         render_markdown(result, cfg.report, cfg.root)
+
+
+def test_no_html_from_untrusted_text_survives_githubs_parser(tmp_path):
+    """The hostile report through cmark-gfm: only the tags our template writes, no link but ours,
+    no comment but our marker, and every table whole."""
+    from render_checks import ALLOWED_TAGS, parsed, table_problems
+
+    cfg, result = make_result(tmp_path)
+    markdown = render_markdown(result, cfg.report, cfg.root)
+    page = parsed(markdown)
+    assert {tag for tag, _ in page.tags} <= ALLOWED_TAGS
+    assert {attrs.get("href", "").split("/#/")[0] for tag, attrs in page.tags if tag == "a"} <= {"https://mlflow.example.com"}
+    assert page.comments == [sticky_marker("churn")[4:-3]]
+    assert not table_problems(markdown)

@@ -157,8 +157,33 @@ def combined_markdown(projects: list[Project], base: str | None) -> str:
         if p.outcome is None:
             lines += ["No file of this model changed since the base commit: nothing to check; its check passes.", ""]
         else:
-            body = p.outcome.report_path.read_text(encoding="utf-8")
-            body = "\n".join(line for line in body.splitlines() if not line.startswith("<!-- mlflow-ci:report:"))
-            lines += [re.sub(r"^## ", "### ", body, flags=re.M), ""]
+            lines += [decision_part(p.outcome.report_path.read_text(encoding="utf-8"), p.check_name), ""]
         lines += ["</details>", ""]
     return "\n".join(lines)
+
+
+PASSED_ROW = re.compile(r"^\| (✅|➖)&nbsp;")
+
+
+def kept_rows(lines: list[str]) -> int:
+    return sum(1 for line in lines if line.startswith("| ") and not line.startswith(("| Metric |", "|---|")))
+
+
+def decision_part(report: str, check_name: str) -> str:
+    """A model's section of the combined comment: its report down to the first collapsed section,
+    headings one level down, and of the decision table only the rows that failed or warned (ten
+    models of fifty metrics stay far inside a comment); the whole report is in the model's check run."""
+    kept, hidden = [], 0
+    for line in report.split("\n<details", 1)[0].splitlines():
+        if line.startswith("<!-- mlflow-ci:report:"):
+            continue
+        if PASSED_ROW.match(line):
+            hidden += 1
+            continue
+        kept.append(re.sub(r"^## ", "### ", line))
+    if hidden and kept_rows(kept) == 0:  # nothing failed: no empty table, no legend of it
+        kept = [line for line in kept if not line.startswith(("| Metric |", "|---|", "<sub>Δ"))]
+    if hidden:
+        kept.append(f"\n{hidden} passing metric{'' if hidden == 1 else 's'} not listed; the check run "
+                    f"{md(check_name)} has the whole report.")
+    return "\n".join(kept).strip()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import clean_env
+from render_checks import mermaid_blocks, mermaid_problems, table_problems
 
 
 def test_demo_tells_the_whole_story(tmp_path):
@@ -31,10 +32,19 @@ def test_demo_tells_the_whole_story(tmp_path):
     assert "## ❌" in regress and "## ✅" in improve
     assert "registered model demo-breast-cancer version 1 (@&#8203;champion)" in regress
     # champion and candidate scored on the same rows: the regression is significant, the improvement passes
-    assert "| ❌ | eval.log\\_loss max_drop | 0.1363 → 0.2075 |" in regress and "→ significant regression (level 0.05)" in regress
-    assert regress.index("| ❌ |") < regress.index("| ✅ |") < regress.index("All metrics")  # the decision first, failing first
+    assert "| ❌&nbsp;eval.log\\_loss | 0.1363 → 0.2075 | +0.0711 [+0.054, +0.0881] |" in regress
+    assert "→ significant regression (level 0.05)" in regress
+    first_fold = regress.index("<details")
+    assert regress.index("| ❌&nbsp;") < regress.index("| ✅&nbsp;") < first_fold  # the decision first, failing first
+    assert "| Trend |" in regress[:first_fold] and "→" in regress[:first_fold]  # the trend column sits in the decision table
+    assert regress.index("Why each rule decided") < regress.index("Trends on main") < regress.index("All metrics")
     assert "one-sided 95 % lower bound" in regress and "→ no significant regression (level 0.05)" in improve
     assert "the 90 % interval shown ends at the one-sided 95 % bounds the gate uses" in regress
+    assert "Model card: scikit-learn" in regress and "mean radius: double" in regress
+    for report in (regress, improve):  # as GitHub parses it: tables whole, every chart drawable
+        assert not table_problems(report)
+        charts = mermaid_blocks(report)
+        assert len(charts) == 5 and not mermaid_problems(charts)
     assert "30 of 30 features unchanged (PSI ≤ 0.1, missing rate within 1 percentage point, same dtype)." in improve
     assert "| Feature | Missing | PSI |" not in improve  # nothing changed: no table of zeros
     assert "**Confusion matrix, candidate**" in improve and "**Data checks** against the baseline's evaluation data: rows 171 → 171" in improve

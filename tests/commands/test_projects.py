@@ -100,3 +100,45 @@ def test_through_the_action_one_comment_and_a_check_run_per_model(tmp_path, runn
         assert {r["conclusion"] for r in runs.values()} == {"success"}
         assert runs["mlflow-ci / churn"]["output"]["title"] == "unchanged: nothing to check"
         assert {r["head_sha"] for r in runs.values()} == {payload["pull_request"]["head"]["sha"]}
+
+
+def test_ten_models_of_fifty_gated_metrics_fit_one_comment(tmp_path):
+    """The combined comment lists only what failed or warned per model: 10 × 50 metrics stay inside
+    GitHub's 65,536 characters, with every table whole and no chart left broken."""
+    from mlflow_ci.commands.projects import Project, combined_markdown
+    from mlflow_ci.commands.stages import CheckResult
+    from mlflow_ci.config.loader import load_config
+    from mlflow_ci.report import render_markdown
+    from mlflow_ci.result import Result
+    from render_checks import mermaid_blocks, table_problems
+
+    gate = "".join(f"  metric_{i:02d}: {{min: 0.5, max_drop: 0.01}}\n" for i in range(50))
+    (tmp_path / "mlflow-ci.yml").write_text(f"experiment: m\ntrain: {{command: x}}\ngate:\n{gate}")
+    cfg = load_config(tmp_path / "mlflow-ci.yml")
+    projects = []
+    for model in range(10):
+        checks, metrics = [], []
+        for i in range(50):
+            name, failed = f"metric_{i:02d}", i < 5 and model % 2 == 0
+            value = 0.8 if failed else 0.905
+            checks += [{"metric": name, "rule": "max_drop", "limit": 0.01, "value": value, "baseline": 0.9, "passed": not failed,
+                        "message": f"regressed by {0.9 - value:g}" if failed else "did not regress"},
+                       {"metric": name, "rule": "min", "limit": 0.5, "value": value, "baseline": 0.9, "passed": True, "message": "ok"}]
+            metrics.append({"name": name, "baseline": 0.9, "candidate": value, "delta": value - 0.9, "status": "worse" if failed else "better"})
+        result = Result.build({"schema": 1, "verdict": "fail" if model % 2 == 0 else "pass", "experiment": f"model-{model}",
+                               "candidate": {"run_id": "c" * 32, "metrics": {m["name"]: m["candidate"] for m in metrics}},
+                               "baseline": {"run_id": "b" * 32, "metrics": {m["name"]: 0.9 for m in metrics}},
+                               "checks": checks, "metrics": metrics,
+                               "trend": {"branch": "main", "runs": [{"commit": f"{r:040x}", "metrics": {m["name"]: 0.9 for m in metrics}}
+                                                                    for r in range(20)]}})
+        folder = tmp_path / f"model-{model}"
+        folder.mkdir()
+        (folder / "report.md").write_text(render_markdown(result, cfg.report, cfg.root))
+        projects.append(Project(f"models/model-{model}", folder / "mlflow-ci.yml", f"model-{model}", f"mlflow-ci / model-{model}",
+                                True, CheckResult(result.verdict, result, folder / "report.md", folder / "result.json", None)))
+    combined = combined_markdown(projects, "a" * 40)
+    assert len(combined) < 65_536, len(combined)
+    assert combined.count("| ❌&nbsp;metric\\_0") == 25 and "45 passing metrics not listed" in combined
+    assert not table_problems(combined) and not mermaid_blocks(combined)
+    single = (tmp_path / "model-0" / "report.md").read_text()
+    assert len(single) < 65_536, len(single)  # one model's whole report fits its check run
