@@ -64,10 +64,9 @@ def changed_paths(root: Path, base_commit: str | None) -> set[str] | None:
     committed = gitctx.git(["diff", "--name-only", "-z", base_commit, "HEAD"], root)
     if committed is None:
         return None
-    local = gitctx.git(["status", "--porcelain", "-z", "--untracked-files=all"], root) or ""
-    paths = {p for p in committed.split("\0") if p}
-    paths |= {entry[3:] for entry in local.split("\0") if len(entry) > 3}
-    return paths
+    local = gitctx.git(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"], root) or ""
+    staged = gitctx.git(["diff", "--name-only", "-z", "--cached"], root) or ""
+    return {path for listing in (committed, local, staged) for path in listing.split("\0") if path}
 
 
 def touched(cfg, root: Path, changed: set[str] | None) -> bool:

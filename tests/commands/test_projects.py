@@ -142,3 +142,15 @@ def test_ten_models_of_fifty_gated_metrics_fit_one_comment(tmp_path):
     assert not table_problems(combined) and not mermaid_blocks(combined)
     single = (tmp_path / "model-0" / "report.md").read_text()
     assert len(single) < 65_536, len(single)  # one model's whole report fits its check run
+
+
+def test_uncommitted_and_untracked_files_count_as_changes(tmp_path):
+    from mlflow_ci.commands.projects import changed_paths
+
+    repo = monorepo(tmp_path)
+    base = git(repo, "rev-parse", "HEAD")
+    set_accuracy(repo, "churn", 0.91)  # modified, not staged
+    (repo / "models" / "fraud" / "notes.txt").write_text("new")  # untracked
+    (repo / "models" / "ranking" / "train.py").unlink()  # deleted
+    assert changed_paths(repo, base) == {"models/churn/params.json", "models/fraud/notes.txt", "models/ranking/train.py"}
+    assert changed_paths(repo, None) is None
