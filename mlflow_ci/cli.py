@@ -6,6 +6,7 @@ Exit codes (PRODUCT.md): 0 passed, 1 gate failed, 2 bad usage or configuration, 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -173,6 +174,36 @@ def _check_all(opts, publish, comment_mode) -> int:
     return max(errors) if errors else _verdict_exit(overall(projects))
 
 
+def _folder_list(text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"--changed: expected a JSON list of folders, got {text[:80]!r}")
+    return value
+
+
+@cli.command("projects", context_settings=CONTEXT)
+@click.option("--base-branch", help="Base branch of the PR (default: GITHUB_BASE_REF); without one, every project counts as changed.")
+def projects(base_branch):
+    """List the model projects of the repository (every mlflow-ci.yml git tracks) and which changed since the base.
+
+    Prints {"base_commit": ..., "projects": [{folder, experiment, check_name, changed}]}; in GitHub Actions it also
+    sets the step outputs changed (JSON list of the changed folders: the reusable PR workflow's matrix), all and any.
+    """
+    from mlflow_ci.commands.projects import list_projects
+    from mlflow_ci.github.actions import ActionsIO
+
+    listed, base = list_projects(Path.cwd(), os.environ, base_branch)
+    echo(json.dumps({"base_commit": base, "projects": [
+        {"folder": p.folder, "experiment": p.experiment, "check_name": p.check_name, "changed": p.changed} for p in listed]}, indent=2))
+    changed = [p.folder for p in listed if p.changed]
+    ActionsIO(os.environ, sys.stdout).set_outputs({"changed": json.dumps(changed), "all": json.dumps([p.folder for p in listed]),
+                                                    "any": "true" if changed else "false"})
+    return EXIT_OK
+
+
 def _publishing(publish: bool | None) -> bool:
     return publish if publish is not None else os.environ.get("GITHUB_ACTIONS") == "true"
 
@@ -216,7 +247,10 @@ def _echo_published(result) -> None:
               help="The workflow artifact that carries --model-dir, recorded so that promote can fetch the model (zero-server mode).")
 @click.option("--pr", "pr_number", type=int, help="With --head-sha, under workflow_dispatch: accept a reviewed fork PR's verdict (maintainers).")
 @click.option("--head-sha", metavar="SHA", help="The fork PR commit the maintainer reviewed (full SHA); see --pr.")
-def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_artifact, pr_number, head_sha):
+@click.option("--projects", "projects_dir", type=click.Path(file_okay=False),
+              help="Monorepo: the folder of the downloaded per-model result artifacts; run in the base commit's checkout.")
+@click.option("--changed", "changed_json", metavar="JSON", help="With --projects: the JSON list of the folders the matrix checked.")
+def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_artifact, pr_number, head_sha, projects_dir, changed_json):
     """Publish a result: sticky PR comment, check run (or commit status), job summary, annotations, outputs.
 
     Without --from it publishes OUT/result.json of an earlier check (to retry a failed publish).
@@ -233,6 +267,14 @@ def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_arti
     """
     from mlflow_ci.commands.publish import publish_saved
 
+    if projects_dir is not None or changed_json is not None:
+        from mlflow_ci.commands.publish import publish_gathered
+
+        changed = _folder_list(changed_json) if projects_dir and changed_json is not None else None
+        if changed is None or from_file or model_dir or pr_number is not None:
+            raise UsageError("publish: --projects and --changed go together, without --from, --model-dir or --pr")
+        publish_gathered(dict(os.environ), sys.stdout, Path(projects_dir), changed, Path(out_dir), comment_mode=comment_mode)
+        return EXIT_OK
     if pr_number is not None or head_sha is not None:
         if pr_number is None or head_sha is None or from_file or model_dir:
             raise UsageError("publish: --pr and --head-sha go together, without --from or --model-dir")

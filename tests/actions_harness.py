@@ -573,7 +573,15 @@ def _uses_artifacts(step, ctx, status, runner) -> dict | None:
     uses = str(step["uses"])
     if not uses.startswith(("actions/upload-artifact@", "actions/download-artifact@")):
         return None
-    store = ctx["__artifacts__"] / step["with"]["name"]
+    options = step["with"]
+    if uses.startswith("actions/download-artifact@") and "pattern" in options:
+        # download-artifact documents: with a pattern and without merge-multiple, each matching artifact
+        # lands in a folder of its own name under path
+        dest = Path(options.get("path") or runner.workspace)
+        for found in sorted(ctx["__artifacts__"].glob(options["pattern"])) if ctx["__artifacts__"].is_dir() else []:
+            shutil.copytree(found, dest / found.name, dirs_exist_ok=True)
+        return {"download-path": str(dest)}
+    store = ctx["__artifacts__"] / options["name"]
     if uses.startswith("actions/upload-artifact@"):
         # As upload-artifact documents: one search path is its own root (a file's folder); several
         # share their least common ancestor as the root, so relative layouts survive.
@@ -595,6 +603,7 @@ def _uses_artifacts(step, ctx, status, runner) -> dict | None:
 @dataclass
 class JobResult(StepsResult):
     temp: Path
+    job_outputs: dict[str, str] = field(default_factory=dict)  # the job's outputs: (what needs.<job>.outputs gives)
 
 
 def run_job(
@@ -608,6 +617,7 @@ def run_job(
     inputs: dict[str, Any] | None = None,
     secrets: dict[str, str] | None = None,
     matrix: dict[str, Any] | None = None,
+    needs: dict[str, Any] | None = None,
     cache: ActionsCache,
     repositories: dict[str, Path] | None = None,
     artifacts: Path | None = None,
@@ -625,6 +635,9 @@ def run_job(
     unknown = set(inputs or {}) - set(declared)
     if unknown:
         raise ExpressionError(f"inputs not declared by the workflow: {sorted(unknown)}")
+    declared_matrix = set(((spec["jobs"][job].get("strategy") or {}).get("matrix") or {}))
+    if declared_matrix - set(matrix or {}):  # the job's expressions would read an undefined matrix value
+        raise ExpressionError(f"job {job} has a matrix of {sorted(declared_matrix)}: pass a value for each")
     temp = Path(tempfile.mkdtemp(prefix="runner-temp-"))
     files = _runner_files(temp)
     event_path = temp / "event.json"
@@ -647,6 +660,7 @@ def run_job(
         "env": dict(base_env),
         "secrets": dict(secrets or {}),
         "matrix": dict(matrix or {}),
+        "needs": dict(needs or {}),
         "steps": {},
         "__cache__": cache,
         "__repositories__": dict(repositories or {}),
@@ -656,4 +670,5 @@ def run_job(
     runner = _Runner(workspace, base_env, ctx, temp, files, timeout,
                      handlers=(_uses_setup, _uses_checkout, _uses_cache, _uses_artifacts))
     runner.run(spec["jobs"][job]["steps"])
-    return JobResult(runner.status, runner.records, files["GITHUB_STEP_SUMMARY"].read_text(), temp)
+    outputs = {name: interpolate(value, ctx) for name, value in (spec["jobs"][job].get("outputs") or {}).items()}
+    return JobResult(runner.status, runner.records, files["GITHUB_STEP_SUMMARY"].read_text(), temp, outputs)

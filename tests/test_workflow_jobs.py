@@ -97,7 +97,8 @@ class Actions:
         return self.run(DEPLOY_WORKFLOW, "promote", ref="main", github={
             "event_name": "push", "ref": "refs/heads/main", "event": {"ref": "refs/heads/main", "after": sha}})
 
-    def pull_request(self, branch: str, gh: FakeGitHub, number: int = 7):
+    def pr_context(self, branch: str, gh: FakeGitHub, number: int = 7) -> tuple[dict, dict]:
+        """The github context and environment of a pull_request event for ``branch`` into main."""
         payload = copy.deepcopy(json.loads((EVENTS / "pull_request.opened.json").read_text()))
         pr = payload["pull_request"]
         pr["number"] = payload["number"] = number
@@ -107,8 +108,11 @@ class Actions:
         payload["repository"]["full_name"] = REPOSITORY
         github = {"event_name": "pull_request", "ref": f"refs/pull/{number}/merge", "base_ref": "main", "head_ref": branch,
                   "event": payload, "token": TOKEN}
-        env = {"GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": "https://github.test"}
-        check, ws = self.run(PR_WORKFLOW, "check", ref=branch, matrix={"candidate": ""}, github=github, env=env)
+        return github, {"GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": "https://github.test"}
+
+    def pull_request(self, branch: str, gh: FakeGitHub, number: int = 7):
+        github, env = self.pr_context(branch, gh, number)
+        check, ws = self.run(PR_WORKFLOW, "check", ref=branch, matrix={"candidate": "", "project": "."}, github=github, env=env)
         publish, _ = self.run(PR_WORKFLOW, "publish", ref=branch, github=github, env=env, same_run=True)
         return check, publish, ws
 
@@ -272,7 +276,7 @@ def test_a_maintainer_turns_a_reviewed_fork_verdict_into_the_required_check(mode
     pr["base"].update(ref="main", sha=git(models, "rev-parse", "main"))
     with FakeGitHub(TOKEN) as gh:
         env = {"GITHUB_API_URL": gh.url, "GITHUB_SERVER_URL": "https://github.test"}
-        check, _ = actions.run(PR_WORKFLOW, "check", ref="fork-change", matrix={"candidate": ""}, env=env, github={
+        check, _ = actions.run(PR_WORKFLOW, "check", ref="fork-change", matrix={"candidate": "", "project": "."}, env=env, github={
             "event_name": "pull_request", "ref": "refs/pull/12/merge", "base_ref": "main", "head_ref": "fork-change",
             "event": payload, "token": ""})
         assert check.outcome == "success", check.log
@@ -292,3 +296,40 @@ def test_a_maintainer_turns_a_reviewed_fork_verdict_into_the_required_check(mode
         assert published["name"] == "mlflow-ci / iris" and published["head_sha"] == head
         assert Record.parse(published["external_id"]).artifact == f"{fork_run}/mlflow-ci-result"
         assert "accepted by maintainer" in gh.comments[12][0]["body"]
+
+
+def test_a_monorepo_pr_checks_the_changed_models_in_a_matrix_and_publishes_once(tmp_path, called, runner_python):
+    """all-projects: the projects job lists the changed models (reading the PR as data), the check job runs
+    once per changed model, and the trusted publisher, from the base commit's configurations, posts a
+    check run per model (unchanged ones pass) and one comment."""
+    models = tmp_path / "mono"
+    shutil.copytree(ROOT / "examples" / "monorepo", models)
+    git(models, "init", "-q", "-b", "main")
+    git(models, "add", "-A")
+    git(models, "commit", "-q", "-m", "three models")
+    git(models, "checkout", "-q", "-b", "pr/fraud")
+    (models / "models" / "fraud" / "params.json").write_text(json.dumps({"metrics": {"accuracy": 0.7}}))
+    git(models, "commit", "-q", "-am", "fraud regresses")
+    git(models, "checkout", "-q", "main")
+    actions = Actions(models, tmp_path, called, runner_python, ActionsCache(tmp_path / "cache"))
+    inputs = {"all-projects": True}
+    with FakeGitHub(TOKEN) as gh:
+        github, env = actions.pr_context("pr/fraud", gh, number=9)
+        listed, _ = actions.run(PR_WORKFLOW, "projects", ref="pr/fraud", github=github, env=env, inputs=inputs)
+        assert listed.outcome == "success", listed.log
+        assert listed.job_outputs == {"changed": '["models/fraud"]', "any": "true"}
+        for folder in json.loads(listed.job_outputs["changed"]):
+            check, ws = actions.run(PR_WORKFLOW, "check", ref="pr/fraud", github=github, env=env, inputs=inputs, same_run=True,
+                                    matrix={"candidate": "", "project": folder})
+            assert check.outcome == "failure" and check.step("check").exit_code == 1, check.log  # fraud fails its gate
+            assert json.loads((ws / folder / ".mlflow-ci" / "result.json").read_text())["verdict"] == "fail"
+        assert (actions.artifacts / "mlflow-ci-result-models_fraud" / "result.json").is_file()
+        publish, _ = actions.run(PR_WORKFLOW, "publish", ref="pr/fraud", github=github, env=env, inputs=inputs, same_run=True,
+                                 needs={"projects": {"outputs": listed.job_outputs, "result": "success"}})
+        assert publish.outcome == "success", publish.log
+        runs = {r["name"]: r["conclusion"] for r in gh.check_runs}
+        assert runs == {"mlflow-ci / churn": "success", "mlflow-ci / fraud": "failure", "mlflow-ci / ranking": "success"}
+        comments = gh.comments[9]
+        assert len(comments) == 1
+        body = comments[0]["body"]
+        assert body.count("nothing to check; its check passes") == 2 and "<details open><summary>❌ fraud (models/fraud): fail" in body

@@ -124,11 +124,11 @@ def test_pr_workflow_splits_untrusted_and_trusted_halves_and_cancels_stale_runs(
     assert check["permissions"] == {"contents": "read"}
     assert not any("github.token" in json.dumps(step) or "GITHUB_TOKEN" in json.dumps(step) for step in check["steps"])
     # the half that writes: same-repository PRs only (forks: workflow_run), and it never checks out the PR
-    assert publish["needs"] == "check" and "head.repo.full_name == github.repository" in publish["if"]
+    assert publish["needs"] == ["projects", "check"] and "head.repo.full_name == github.repository" in publish["if"]
     assert set(publish["permissions"]) == {"contents", "pull-requests", "checks", "statuses"}
     checkouts = [s for s in publish["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")]
-    assert [s["with"].get("ref") for s in checkouts] == ["${{ steps.source.outputs.ref }}", "${{ github.event.pull_request.base.sha }}"]
-    run = next(s for s in publish["steps"] if "mlflow-ci publish" in s.get("run", ""))
+    assert [s["with"].get("ref") for s in checkouts] == ["${{ steps.source.outputs.ref }}", *["${{ github.event.pull_request.base.sha }}"] * 2]
+    run = next(s for s in publish["steps"] if "mlflow-ci publish --from" in s.get("run", ""))
     assert "--from" in run["run"] and ".mlflow-ci-base/" in run["env"]["MLFLOW_CI_CONFIG"]
     deploy = load(ROOT / ".github/workflows/mlflow-ci-deploy.yml")
     assert deploy["concurrency"]["cancel-in-progress"] is False

@@ -82,24 +82,38 @@ def touched(cfg, root: Path, changed: set[str] | None) -> bool:
     return bool({f.relative_to(top).as_posix() for f in files if f.is_relative_to(top)} & changed)
 
 
-def check_all(root: Path, env: Mapping[str, str], stream: TextIO, opts: Options) -> list[Project]:
-    """Check the changed projects of the repository at ``root``; write the index and the combined report."""
-    ctx = gitctx.detect(root, env, default_base_branch=opts.base_branch)
+SAFE_FOLDER = re.compile(r"^(\.|[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*)$")
+
+
+def list_projects(root: Path, env: Mapping[str, str], base_branch: str | None) -> tuple[list[Project], str | None]:
+    """Every project of the repository at ``root`` and whether it changed since the merge-base with
+    ``base_branch`` (every one, when the base is unknown); and that merge-base."""
+    ctx = gitctx.detect(root, env, default_base_branch=base_branch)
     top = ctx.repo_root or root
     base = gitctx.merge_base(ctx, top)
-    changed = changed_paths(top, base)
+    return projects_at(top, changed_paths(top, base)), base
+
+
+def projects_at(top: Path, changed: set[str] | None = None) -> list[Project]:
+    """The projects of the repository at ``top`` (``changed``: paths changed since the base, None: all)."""
     configs = find_configs(top)
     if not configs:
-        raise UsageError(f"check --all: no {CONFIG_NAME} in {top} (git ls-files finds none)")
+        raise UsageError(f"no {CONFIG_NAME} in {top} (git ls-files finds none)")
     projects = []
     for path in configs:
-        cfg = load_config(path)
         folder = path.parent.resolve().relative_to(top.resolve()).as_posix()
-        project = Project(folder, path, cfg.experiment, cfg.publish.check_name or f"mlflow-ci / {cfg.experiment}",
-                          touched(cfg, top, changed))
-        if project.changed:
-            project = replace(project, outcome=_check_one(path, env, stream, opts, project.slug))
-        projects.append(project)
+        if not SAFE_FOLDER.match(folder):
+            raise UsageError(f"{folder}/{CONFIG_NAME}: a model project's folder may hold only letters, digits, '.', '_', '-' and '/'")
+        cfg = load_config(path)
+        projects.append(Project(folder, path, cfg.experiment, cfg.publish.check_name or f"mlflow-ci / {cfg.experiment}",
+                                touched(cfg, top, changed)))
+    return projects
+
+
+def check_all(root: Path, env: Mapping[str, str], stream: TextIO, opts: Options) -> list[Project]:
+    """Check the changed projects of the repository at ``root``; write the index and the combined report."""
+    listed, base = list_projects(root, env, opts.base_branch)
+    projects = [replace(p, outcome=_check_one(p.config, env, stream, opts, p.slug)) if p.changed else p for p in listed]
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     write_index(opts.out_dir, projects, base)
     (opts.out_dir / "report.md").write_text(combined_markdown(projects, base), encoding="utf-8")

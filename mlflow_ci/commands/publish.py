@@ -4,12 +4,13 @@ from the environment, and the glue between a result and :class:`~mlflow_ci.githu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, TextIO
 
 from mlflow_ci import report
 from mlflow_ci.commands.chain import record_from_dir, record_from_store
-from mlflow_ci.commands.projects import MARKER, overall
+from mlflow_ci.commands.projects import MARKER, Project, combined_markdown, overall, projects_at
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.config.loader import load_config
@@ -196,3 +197,66 @@ def publish_projects(env: Mapping[str, str], stream: TextIO, projects, combined:
                if target.pr_number else ("skipped", None))
     io.set_outputs({"comment-url": comment[1] or ""})
     return comment
+
+
+RESULT_ARTIFACT = "mlflow-ci-result"  # the PR workflow's artifact; per model of a monorepo: mlflow-ci-result-<folder slug>
+
+
+def publish_gathered(env: Mapping[str, str], stream: TextIO, results: Path, changed: list[str], out_dir: Path, *,
+                     comment_mode: str | None):
+    """The trusted publisher of a monorepo's PR: the projects are the base commit's (the working
+    directory is its checkout: check names and report settings come from there), ``changed`` the
+    folders the matrix checked; each checked model's result is read from ``results`` as untrusted data
+    (``<artifact>-<slug>/result.json``, its model next to it) and published under its check name with
+    its provenance record; an unchanged model gets a passing check run; then the one comment."""
+    event = ghevent.from_env(env)
+    if not (env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")):
+        raise UsageError("publish needs a GitHub token: set GITHUB_TOKEN (in a workflow: env: GITHUB_TOKEN: ${{ github.token }})")
+    if event.event_name not in ghevent.PR_EVENTS or not event.head_sha:
+        raise UsageError(f"publish --projects needs a pull_request event (this is {event.event_name or 'not GitHub Actions'})")
+    client = github_client(env, event, stream)
+    io, log = ActionsIO(env, stream), (lambda m: say(stream, m))
+    target = pub.Target(event.repository or "", event.pr_number, event.head_sha, event.run_url)
+    base = projects_at(Path.cwd())
+    gathered = []
+    for project in base:
+        if project.folder not in changed:
+            pub.Publisher(client, io, log).plain_check(
+                target, project.check_name, "unchanged: nothing to check",
+                f"No file of {project.folder} changed since the base commit, so {project.experiment} was not checked.")
+            gathered.append(replace(project, changed=False))
+            continue
+        gathered.append(_publish_one(env, stream, event, client, project, results, out_dir))
+    combined = combined_markdown(gathered, event.base_sha)
+    added = sorted(set(changed) - {p.folder for p in base})
+    if added:  # new in this PR: no check run can be required for them yet; their results are not published
+        combined += f"\nNew model folders in this PR, checked in their own jobs, published once merged: {', '.join(report.md(f) for f in added)}.\n"
+    verdict = overall(gathered)
+    comment = (pub.Publisher(client, io, log, comment_mode or "always").sticky_comment(target, MARKER, verdict, combined)
+               if target.pr_number else ("skipped", None))
+    io.set_outputs({"verdict": verdict, "comment-url": comment[1] or ""})
+    return comment
+
+
+def _publish_one(env, stream, event, client, project: Project, results: Path, out_dir: Path) -> Project:
+    """One changed model of a monorepo: its untrusted result validated, rendered with the base's settings, published."""
+    cfg = load_config(project.config)
+    folder = results / f"{RESULT_ARTIFACT}-{project.slug}"
+    try:
+        result = load_untrusted(folder / "result.json", flag=f"{project.folder}:")
+        if result.experiment != cfg.experiment:
+            raise UsageError(f"the result is for experiment {result.experiment!r}, the configuration's is {cfg.experiment!r}")
+    except UsageError as exc:  # no result, or one refused: the model's check fails and says why
+        result = Result.build({"schema": 1, "verdict": "error", "experiment": cfg.experiment, "candidate": {}, "checks": [],
+                               "error": {"stage": "report", "exit_code": 2, "reason": f"{project.folder}: {exc.message}"[:1000],
+                                         "hint": "the check job's log says why it wrote no usable result"}})
+    target = pub.event_target(event, result, client)
+    record = None
+    if result.error is None:
+        artifact = f"{env.get('GITHUB_RUN_ID')}/{folder.name}" if env.get("GITHUB_RUN_ID") else None
+        record = record_from_dir(result, folder / "model", artifact, lambda m: say(stream, m))
+    markdown = report.render_markdown(result, cfg.report, cfg.root)
+    report_path, result_path = report.write_outputs(out_dir / project.slug, markdown, result)
+    pub.Publisher(client, ActionsIO(env, stream), lambda m: say(stream, m), "never", project.check_name).publish(
+        target, result, markdown, report_path=str(report_path), provenance=record)
+    return replace(project, changed=True, outcome=CheckResult(result.verdict, result, report_path, result_path, None))
