@@ -347,6 +347,38 @@ def bench_perf_noise(trials: int) -> list[dict]:
             for name in worst]
 
 
+def bench_fingerprint(work: Path, gigabytes: float) -> list[dict]:
+    """The run-cache fingerprint of a project with ``gigabytes`` of data files git tracks: the new path
+    (blob ids from git's index) against hashing every byte as the fingerprint did before (sha256)."""
+    from mlflow_ci.config.loader import parse_config
+    from mlflow_ci.fingerprint import fingerprint, input_files
+    from mlflow_ci.provenance import file_sha256
+
+    root = work / "fingerprint"
+    (root / "data").mkdir(parents=True)
+    (root / "train.py").write_text("print('train')\n")
+    files, chunk = 8, os.urandom(1 << 20)
+    for i in range(files):
+        with (root / "data" / f"part-{i}.bin").open("wb") as handle:
+            for _ in range(int(gigabytes * 1024 / files)):
+                handle.write(chunk)
+    quiet = {"capture_output": True, "check": True}
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, **quiet)
+    subprocess.run(["git", "-c", "core.bigFileThreshold=1m", "add", "-A"], cwd=root, **quiet)
+    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "data"], cwd=root, **quiet)
+    cfg = parse_config("experiment: e\ntrain: {command: python train.py}\n", root / "mlflow-ci.yml")
+    start = time.perf_counter()
+    for rel in input_files(cfg):
+        file_sha256(root / rel)
+    hashing = time.perf_counter() - start
+    fingerprint(cfg)  # the first call may write its cache; time the steady state
+    start = time.perf_counter()
+    fingerprint(cfg)
+    ours = time.perf_counter() - start
+    return [row(f"fingerprint of {gigabytes:g} GB of tracked data files vs hashing every byte", ours, hashing, "ratio",
+                ours / hashing, 0.01, "")]
+
+
 def row(name, ours, reference, kind, value, target, unit) -> dict:
     ok = None if target is None else value < target
     return {"benchmark": name, "ours_s": float(f"{ours:.3g}"), "reference_s": float(f"{reference:.3g}"), "kind": kind,
@@ -369,8 +401,9 @@ def main() -> int:
     parser.add_argument("--train-seconds", type=float, default=10.0, help="training time for the cache row")
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the large experiment of the scale row")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,scale,startup,setup,store",
-                        help="comma-separated subset of: overhead, cache, evalcache, perfnoise, scale, startup, setup, store")
+    parser.add_argument("--fingerprint-gb", type=float, default=2.0, help="data size of the fingerprint row")
+    parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,fingerprint,scale,startup,setup,store",
+                        help="comma-separated subset of: overhead, cache, evalcache, perfnoise, fingerprint, scale, startup, setup, store")
     args = parser.parse_args()
     only = set(args.only.split(","))
     repeat = 3 if args.quick else 5
@@ -385,6 +418,8 @@ def main() -> int:
             rows += bench_eval_cache(work, repeat)
         if "perfnoise" in only:
             rows += bench_perf_noise(10 if args.quick else 20)
+        if "fingerprint" in only:
+            rows += bench_fingerprint(work, 0.25 if args.quick else args.fingerprint_gb)
         if "scale" in only:
             rows += bench_scale(work, 10, 1_000 if args.quick else args.runs, repeat)
         if "startup" in only:
