@@ -1,8 +1,9 @@
 """The run-cache fingerprint: a hash of everything that can change the trained model.
 
 Always included: the experiment, the whole ``train`` section (command, working directory,
-environment, metrics file, the input settings themselves). Then every input file (path and
-content). A run is reused only when all of it is identical.
+environment, metrics file, the input settings themselves). Then every input file: its path and its
+content id (:mod:`mlflow_ci.fileids`: git's blob id, read from the index for unmodified tracked files,
+so a check costs O(files), not O(bytes)). A run is reused only when all of it is identical.
 
 The input files: with ``inputs: auto`` (the default), every file git tracks in the project folder and
 every untracked file git does not ignore, plus the files of ``train.data`` (data kept out of git),
@@ -21,9 +22,9 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from mlflow_ci.config.models import Config
-from mlflow_ci.provenance import file_sha256
+from mlflow_ci.fileids import FileIds
 
-FINGERPRINT_VERSION = "2"
+FINGERPRINT_VERSION = "3"  # 3: files are identified by their git blob id (mlflow_ci.fileids)
 _ALWAYS_SKIPPED = {".git", ".mlflow-ci", "__pycache__", "mlruns", "mlartifacts", ".venv"}
 
 
@@ -116,6 +117,9 @@ def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | N
         **({"ignore": list(train.ignore), "data": list(train.data)} if train.auto_inputs else {}),
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    for rel in input_files(cfg, exclude=exclude):
-        digest.update(b"\0file\0" + rel.as_posix().encode() + b"\0" + file_sha256(cfg.root / rel).encode())
+    names = [rel.as_posix() for rel in input_files(cfg, exclude=exclude)]
+    ids = FileIds.scan(cfg.root, names)
+    for name in names:
+        digest.update(b"\0file\0" + name.encode() + b"\0" + ids.id(name).encode())
+    ids.save()
     return "sha256:" + digest.hexdigest()

@@ -169,3 +169,37 @@ def test_every_metric_the_config_accepts_is_implemented(task):
     assert set(DEFAULT_METRICS[task]) <= set(names)
     for name in names:
         assert np.isfinite(build_metric(name, task, y, output, classes).value(None)), name
+
+
+@pytest.mark.slow
+def test_the_batched_poisson_bootstrap_agrees_with_a_plain_multinomial_one():
+    """The intervals of the fast path (Poisson weights in batches, presorted AUC, float32 sums) against
+    the textbook bootstrap (resample rows with replacement, compute each metric again): the ends agree
+    within Monte-Carlo error. At 2,000 resamples a 2.5% quantile wanders by about 1.5% of the interval's
+    width, the difference of two independent ones by about 2%; 12% is six of those (seen: at most 6.5%)."""
+    from sklearn.metrics import roc_auc_score
+
+    def f1(t, p):
+        predicted = p > 0.5
+        return 2 * (predicted & (t == 1)).sum() / (predicted.sum() + (t == 1).sum())
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    cand = np.clip(0.55 * y + rng.normal(0.22, 0.2, n), 0.01, 0.99).round(2)  # rounded: many tied scores
+    base = np.clip(0.5 * y + rng.normal(0.25, 0.2, n), 0.01, 0.99).round(2)
+    scorers = {"accuracy": lambda t, p: ((p > 0.5) == t).mean(), "f1": f1,
+               "log_loss": lambda t, p: -np.log(np.where(t == 1, p, 1 - p)).mean(), "roc_auc": roc_auc_score}
+    fast = paired_bootstrap(list(scorers), "classification", y, np.column_stack([1 - cand, cand]),
+                            np.column_stack([1 - base, base]), classes=np.array([0, 1]), resamples=2000, seed=3)
+    textbook = {name: [] for name in scorers}
+    for _ in range(2000):
+        rows = rng.integers(0, n, n)
+        for name, score in scorers.items():
+            textbook[name].append(score(y[rows], cand[rows]) - score(y[rows], base[rows]))
+    for name in scorers:
+        low, high = np.quantile(textbook[name], [0.025, 0.975])
+        width = high - low
+        got = fast.intervals[name]
+        assert abs(got.low - low) < 0.12 * width and abs(got.high - high) < 0.12 * width, (name, got.low, got.high, low, high)
+        assert got.delta == pytest.approx(scorers[name](y, cand) - scorers[name](y, base), abs=1e-9)
