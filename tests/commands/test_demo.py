@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,7 +33,8 @@ def test_demo_tells_the_whole_story(tmp_path):
     assert "## ❌" in regress and "## ✅" in improve
     assert "registered model demo-breast-cancer version 1 (@&#8203;champion)" in regress
     # champion and candidate scored on the same rows: the regression is significant, the improvement passes
-    assert "| ❌&nbsp;eval.log\\_loss | 0.1363 → 0.2075 | +0.0711 [+0.054, +0.0881] |" in regress
+    row = re.search(r"^\| ❌&nbsp;eval\.log\\_loss \| 0\.1363 → 0\.2075 \| \+0\.0711 \[\+(0\.\d+), \+(0\.\d+)\] \|", regress, re.M)
+    assert row and 0 < float(row.group(1)) < 0.0711 < float(row.group(2))  # significant: the interval excludes 0
     assert "→ significant regression (level 0.05)" in regress
     first_fold = regress.index("<details")
     assert regress.index("| ❌&nbsp;") < regress.index("| ✅&nbsp;") < first_fold  # the decision first, failing first
