@@ -118,7 +118,13 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
     """
-    from mlflow_ci.commands.check import Progress, check_failed, clear_outputs, do_check, export_candidate_model
+    from mlflow_ci.commands.check import (
+        Progress,
+        check_failed,
+        clear_outputs,
+        do_check,
+        export_candidate_model,
+    )
 
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number,
                     use_cache=not no_cache, candidate=candidate, train_base=train_base)

@@ -10,7 +10,13 @@ from typing import Mapping, TextIO
 
 from mlflow_ci import report
 from mlflow_ci.commands.chain import record_from_dir, record_from_store
-from mlflow_ci.commands.projects import MARKER, Project, combined_markdown, overall, projects_at
+from mlflow_ci.commands.projects import (
+    MARKER,
+    Project,
+    combined_markdown,
+    overall,
+    projects_at,
+)
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.config.loader import load_config
@@ -22,6 +28,7 @@ from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.github.client import GitHubClient, RetryPolicy
 from mlflow_ci.provenance import Record
 from mlflow_ci.result import Result, load_untrusted, validate_untrusted
+from mlflow_ci.tracking import MlflowTracker, resolve_tracking_uri
 
 
 def github_client(env: Mapping[str, str], event: ghevent.EventContext, stream: TextIO):
@@ -173,8 +180,9 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
 
 
 def publish_projects(env: Mapping[str, str], stream: TextIO, projects, combined: str, *, comment_mode: str, head_sha: str | None):
-    """``check --all``: a check run per project (an unchanged one succeeds, so each can be required),
-    then the one PR comment with a section per model."""
+    """``check --all``: a check run per project (an unchanged one succeeds, so each can be required;
+    a checked one carries its model's provenance record, as a single check's does), then the one PR
+    comment with a section per model."""
     event = ghevent.from_env(env)
     client = github_client(env, event, stream)
     target = pub.Target(event.repository or "", event.pr_number, event.head_sha or head_sha or event.sha, event.run_url)
@@ -184,18 +192,33 @@ def publish_projects(env: Mapping[str, str], stream: TextIO, projects, combined:
         return None
     for project in projects:
         if project.outcome is None:
-            if target.head_sha:
-                pub.Publisher(client, io, log).plain_check(
-                    target, project.check_name, "unchanged: nothing to check",
-                    f"No file of {project.folder} changed since the base commit, so {project.experiment} was not checked.")
+            _unchanged(client, io, log, target, project)
             continue
         outcome = project.outcome
+        record = None
+        if outcome.result.error is None and outcome.result.candidate.run_id and target.head_sha:
+            cfg = load_config(project.config)
+            registry = MlflowTracker(resolve_tracking_uri(cfg.tracking_uri, env, cfg.root))
+            record = record_from_store(registry, outcome.result.candidate.run_id, cfg.promote.model_path, log)
         pub.Publisher(client, io, log, "never", project.check_name).publish(
-            target, outcome.result, outcome.report_path.read_text(encoding="utf-8"), report_path=str(outcome.report_path))
-    verdict = overall(projects)
+            target, outcome.result, outcome.report_path.read_text(encoding="utf-8"), report_path=str(outcome.report_path),
+            provenance=record)
+    return _one_comment(client, io, log, target, comment_mode, overall(projects), combined)
+
+
+def _unchanged(client, io, log, target: pub.Target, project: Project) -> None:
+    """The passing check run of a model no file of the PR touched."""
+    if target.head_sha:
+        pub.Publisher(client, io, log).plain_check(
+            target, project.check_name, "unchanged: nothing to check",
+            f"No file of {project.folder} changed since the base commit, so {project.experiment} was not checked.")
+
+
+def _one_comment(client, io, log, target: pub.Target, comment_mode: str, verdict: str, combined: str):
+    """The one sticky comment of a repository of several models."""
     comment = (pub.Publisher(client, io, log, comment_mode).sticky_comment(target, MARKER, verdict, combined)
                if target.pr_number else ("skipped", None))
-    io.set_outputs({"comment-url": comment[1] or ""})
+    io.set_outputs({"verdict": verdict, "comment-url": comment[1] or ""})
     return comment
 
 
@@ -221,21 +244,16 @@ def publish_gathered(env: Mapping[str, str], stream: TextIO, results: Path, chan
     gathered = []
     for project in base:
         if project.folder not in changed:
-            pub.Publisher(client, io, log).plain_check(
-                target, project.check_name, "unchanged: nothing to check",
-                f"No file of {project.folder} changed since the base commit, so {project.experiment} was not checked.")
+            _unchanged(client, io, log, target, project)
             gathered.append(replace(project, changed=False))
             continue
         gathered.append(_publish_one(env, stream, event, client, project, results, out_dir))
     combined = combined_markdown(gathered, event.base_sha)
     added = sorted(set(changed) - {p.folder for p in base})
-    if added:  # new in this PR: no check run can be required for them yet; their results are not published
-        combined += f"\nNew model folders in this PR, checked in their own jobs, published once merged: {', '.join(report.md(f) for f in added)}.\n"
-    verdict = overall(gathered)
-    comment = (pub.Publisher(client, io, log, comment_mode or "always").sticky_comment(target, MARKER, verdict, combined)
-               if target.pr_number else ("skipped", None))
-    io.set_outputs({"verdict": verdict, "comment-url": comment[1] or ""})
-    return comment
+    if added:  # their configuration is the PR's own: nothing trusted names their check, so none is posted
+        combined += (f"\nNew model folders in this PR, not on the base branch: {', '.join(report.md(f) for f in added)}. "
+                     "They were checked in their jobs (see the workflow run); their check runs start once they are merged.\n")
+    return _one_comment(client, io, log, target, comment_mode or "always", overall(gathered), combined)
 
 
 def _publish_one(env, stream, event, client, project: Project, results: Path, out_dir: Path) -> Project:

@@ -105,12 +105,13 @@ def test_through_the_action_one_comment_and_a_check_run_per_model(tmp_path, runn
 def test_ten_models_of_fifty_gated_metrics_fit_one_comment(tmp_path):
     """The combined comment lists only what failed or warned per model: 10 × 50 metrics stay inside
     GitHub's 65,536 characters, with every table whole and no chart left broken."""
+    from render_checks import mermaid_blocks, table_problems
+
     from mlflow_ci.commands.projects import Project, combined_markdown
     from mlflow_ci.commands.stages import CheckResult
     from mlflow_ci.config.loader import load_config
     from mlflow_ci.report import render_markdown
     from mlflow_ci.result import Result
-    from render_checks import mermaid_blocks, table_problems
 
     gate = "".join(f"  metric_{i:02d}: {{min: 0.5, max_drop: 0.01}}\n" for i in range(50))
     (tmp_path / "mlflow-ci.yml").write_text(f"experiment: m\ntrain: {{command: x}}\ngate:\n{gate}")
