@@ -261,8 +261,9 @@ def gated_rows(result: Result) -> list[dict[str, Any]]:
     rows = []
     for name, checks in by_metric.items():
         checks = sorted(checks, key=_rule_first)
-        m = metrics.get(name) or MetricRow(name=name, status="n/a", candidate=checks[0].value, baseline=checks[0].baseline)
         first = checks[0]
+        m = metrics.get(name) or MetricRow(name=name, status="n/a", candidate=first.value, baseline=first.baseline,
+                                           direction=first.direction)
         allowed = next((a for c in checks if (a := charts.allowed_change(c.rule, c.limit, c.baseline)) is not None), None)
         history = [r.metrics[name] for r in trend.runs if name in r.metrics] if trend else []
         commits = [r.commit for r in trend.runs if name in r.metrics] if trend else []
@@ -277,7 +278,6 @@ def gated_rows(result: Result) -> list[dict[str, Any]]:
             "checks": [c.as_json() for c in checks],
             "plot": charts.delta_plot(m.delta, m.ci_low, m.ci_high, allowed, m.direction),
             "spark": charts.sparkline(history, m.candidate),
-            "runs": len(history),
             "chart": charts.trend_chart(name, trend.branch if trend else "", commits, history, m.candidate,
                                         _limit_line(first, allowed, m)),
         })
