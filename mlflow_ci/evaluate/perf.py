@@ -96,14 +96,17 @@ def measure(subjects: list[Subject], n: int, settings: PerfConfig, *, clock: Clo
 def _peak_mb(predict: Predict, batch: slice) -> float:
     """Peak of the memory one batch prediction allocates through Python's allocators (NumPy's and
     pandas' arrays included; a native library's own allocator is not seen)."""
-    tracemalloc.start()
+    ours = not tracemalloc.is_tracing()  # someone else's tracing is left running
+    if ours:
+        tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         predict(batch)
         return max(0, tracemalloc.get_traced_memory()[1] - base) / 1e6
     finally:
-        tracemalloc.stop()
+        if ours:
+            tracemalloc.stop()
 
 
 def summary(measured: Mapping[str, Mapping[str, float]], settings: PerfConfig, rows: int) -> dict[str, Any]:
