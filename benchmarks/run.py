@@ -409,6 +409,29 @@ def bench_bootstrap(rows: int, resamples: int) -> list[dict]:
                 ours, reference, "ratio", ours / reference, 0.1, "")]
 
 
+def bench_install(work: Path) -> list[dict]:
+    """Cold installs (fresh virtualenv, empty uv cache, packages from PyPI): mlflow-ci for the PR check
+    against a tracking server (no extras), for a local store (`[local]`), and full MLflow alone."""
+    uv = shutil.which("uv") or str(BIN / "uv")
+    measured = {}
+    for name, spec in (("server", str(ROOT)), ("local", f"{ROOT}[local]"), ("mlflow", "mlflow==3.17.2")):
+        venv, cache = work / f"install-{name}", work / f"uv-cache-{name}"
+        subprocess.run([uv, "venv", "-q", "--python", PY, str(venv)], check=True)
+        start = time.perf_counter()
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), spec], check=True,
+                       env={**os.environ, "UV_CACHE_DIR": str(cache)})
+        seconds = time.perf_counter() - start
+        size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+        measured[name] = (seconds, size)
+    (server_s, server_mb), (local_s, local_mb), (full_s, full_mb) = measured["server"], measured["local"], measured["mlflow"]
+    return [row("cold install, mlflow-ci for a tracking server vs full MLflow alone (seconds)", server_s, full_s, "ratio",
+                server_s / full_s, 0.5, ""),
+            row(f"cold install size, mlflow-ci for a tracking server {server_mb:.0f} MB vs full MLflow {full_mb:.0f} MB",
+                server_mb, full_mb, "ratio", server_mb / full_mb, 0.25, ""),
+            row(f"cold install, mlflow-ci[local] ({local_mb:.0f} MB) vs full MLflow alone (seconds)", local_s, full_s, "ratio",
+                local_s / full_s, None, "")]
+
+
 def row(name, ours, reference, kind, value, target, unit) -> dict:
     ok = None if target is None else value < target
     return {"benchmark": name, "ours_s": float(f"{ours:.3g}"), "reference_s": float(f"{reference:.3g}"), "kind": kind,
@@ -432,8 +455,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the large experiment of the scale row")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--fingerprint-gb", type=float, default=2.0, help="data size of the fingerprint row")
-    parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,fingerprint,bootstrap,scale,startup,setup,store",
-                        help="comma-separated subset of: overhead, cache, evalcache, perfnoise, fingerprint, bootstrap, scale, startup, setup, store")
+    parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,fingerprint,bootstrap,install,scale,startup,setup,store",
+                        help="comma-separated subset of: overhead, cache, evalcache, perfnoise, fingerprint, bootstrap, install, scale, startup, setup, store")
     args = parser.parse_args()
     only = set(args.only.split(","))
     repeat = 3 if args.quick else 5
@@ -452,6 +475,8 @@ def main() -> int:
             rows += bench_fingerprint(work, 0.25 if args.quick else args.fingerprint_gb)
         if "bootstrap" in only:
             rows += bench_bootstrap(100_000, 200 if args.quick else 1000)
+        if "install" in only and not args.quick:
+            rows += bench_install(work)
         if "scale" in only:
             rows += bench_scale(work, 10, 1_000 if args.quick else args.runs, repeat)
         if "startup" in only:

@@ -22,10 +22,10 @@ from mlflow_ci.errors import (
     EXIT_SERVICE,
     ConfigError,
     MlflowCiError,
+    UsageError,
     first_line,
     printable,
 )
-from mlflow_ci.evaluate.same_rows import evaluate_same_rows
 from mlflow_ci.gate import GateResult
 from mlflow_ci.provenance import MODEL_DIR, export_model
 from mlflow_ci.result import Result
@@ -56,7 +56,7 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None) -> Che
     progress.stage = "compare"
     comparison = do_compare(s, opts, tracker, trained.run)
     progress.stage = "evaluate"
-    evaluated = evaluate_same_rows(s.cfg, tracker, s.registry, comparison) if s.cfg.evaluate is not None else None
+    evaluated = _evaluate(s, tracker, comparison) if s.cfg.evaluate is not None else None
     progress.stage = "gate"
     if evaluated is None:
         gate = do_gate(s, comparison)
@@ -78,6 +78,16 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None) -> Che
         tags[TAG_VERDICT_AT + head] = gate.verdict  # this head was verdicted by the reused run: promote finds it
     tracker.set_tags(trained.run.run_id, tags)
     return CheckResult(outcome.verdict, outcome.result, outcome.report_path, outcome.result_path, trained)
+
+
+def _evaluate(s: Session, tracker, comparison):
+    """``evaluate:``: imported only when configured (it needs NumPy and pandas, which a check without it does not)."""
+    try:
+        from mlflow_ci.evaluate.same_rows import evaluate_same_rows
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"evaluate: needs {exc.name}, which is not installed: pip install 'mlflow-ci[evaluate]' "
+                         "(or add numpy and pandas to the project's requirements)") from None
+    return evaluate_same_rows(s.cfg, tracker, s.registry, comparison)
 
 
 OUTPUTS = ("report.md", "result.json", MODEL_DIR)

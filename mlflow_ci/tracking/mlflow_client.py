@@ -27,6 +27,22 @@ from mlflow_ci.tracking.base import (
 )
 
 
+LOCAL_STACK = ("sqlalchemy", "alembic")  # MLflow's SQL store: in the full mlflow distribution, not in mlflow-skinny
+
+
+def needs_local_stack(tracking_uri: str) -> None:
+    """A store MLflow itself opens from this machine (SQLite, PostgreSQL, MySQL, a folder) needs MLflow's
+    SQL store, which mlflow-ci's own install leaves out: say which install line brings it (exit 2)."""
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        return
+    import importlib.util
+
+    missing = [name for name in LOCAL_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"the tracking store {redact(tracking_uri)} is opened by MLflow's SQL store, which is not installed "
+                         f"(no {', '.join(missing)}): pip install 'mlflow-ci[local]', or use a tracking server (MLFLOW_TRACKING_URI=https://…)")
+
+
 def _is_service_failure(exc: BaseException, remote: bool) -> bool:
     """True when the store could not be reached or answered with a server-side failure."""
     import requests
@@ -120,6 +136,7 @@ class MlflowTracker(SearchMixin, RegistryMixin):
     """MLflow client wrapper returning plain snapshots; construct once per command."""
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
+        needs_local_stack(tracking_uri)
         with self._service("connect to the MLflow tracking store"):
             from mlflow.tracking import MlflowClient
 

@@ -1,0 +1,66 @@
+"""The install each path needs: against a tracking server the bare package (MLflow's client only) runs
+the PR check; what needs more says which extra to install, in one line, exit 2."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, clean_env, git
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory) -> Path:
+    """A fresh virtualenv holding `pip install mlflow-ci` of this checkout: no extras."""
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), str(ROOT)], check=True, timeout=600)
+    return venv
+
+
+def run(venv: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environ = clean_env(**env)
+    environ["PATH"] = f"{venv / 'bin'}:/usr/bin:/bin"
+    return subprocess.run([str(venv / "bin" / "mlflow-ci"), *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300)
+
+
+def metrics_project(root: Path, extra: str = "") -> Path:
+    root.mkdir()
+    (root / "train.py").write_text('import json\njson.dump({"accuracy": 0.9}, open("metrics.json", "w"))\n')
+    (root / "mlflow-ci.yml").write_text(f"experiment: bare-{root.name}\ntrain:\n  command: python train.py\n  metrics_file: metrics.json\n"
+                                        f"gate:\n  accuracy: {{min: 0.8}}\n{extra}")
+    (root / ".gitignore").write_text(".mlflow-ci/\nmetrics.json\nmlflow.db\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "project")
+    return root
+
+
+def test_the_bare_install_holds_no_server_sql_store_or_numpy(bare):
+    probe = subprocess.run([str(bare / "bin" / "python"), "-c",
+                            "import importlib.util as u; print([m for m in ('mlflow', 'sqlalchemy', 'alembic', 'flask', 'numpy', 'pandas') if u.find_spec(m)])"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "['mlflow']"  # mlflow-skinny's client, nothing else
+
+
+def test_the_bare_install_checks_against_a_tracking_server(bare, tmp_path, mlflow_server):
+    project = metrics_project(tmp_path / "served")
+    out = run(bare, project, "check", "--no-publish", MLFLOW_TRACKING_URI=mlflow_server.uri)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[pass] accuracy" in out.stdout
+
+
+def test_a_local_store_or_evaluate_says_which_extra_to_install(bare, tmp_path, mlflow_server):
+    local = run(bare, metrics_project(tmp_path / "local"), "check", "--no-publish")
+    assert local.returncode == 2 and "pip install 'mlflow-ci[local]'" in local.stderr, local.stdout + local.stderr
+    assert "Traceback" not in local.stderr and len(local.stderr.strip().splitlines()) == 1
+    evaluated = metrics_project(tmp_path / "evaluated", "evaluate: {data: eval.csv, target: y, task: classification}\n")
+    (evaluated / "eval.csv").write_text("x,y\n1,0\n2,1\n")
+    out = run(bare, evaluated, "check", "--no-publish", MLFLOW_TRACKING_URI=mlflow_server.uri)
+    assert out.returncode == 2 and "pip install 'mlflow-ci[evaluate]'" in out.stderr, out.stdout + out.stderr
