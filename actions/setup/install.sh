@@ -29,8 +29,7 @@ elif [ -n "${MLFLOW_CI_REQUIREMENTS:-}" ] && [ "$MLFLOW_CI_REQUIREMENTS" != "req
   echo "::error title=mlflow-ci setup::requirements file '$MLFLOW_CI_REQUIREMENTS' not found"
   exit 2
 fi
-# our own package always comes from this source, even over an install of the same version
-uv pip install --quiet --python "$python_bin" --compile-bytecode --reinstall-package mlflow-ci "${packages[@]}"
+uv pip install --quiet --python "$python_bin" --compile-bytecode "${packages[@]}"
 version="$("$python_bin" -m mlflow_ci --version)"
 echo "installed ${version} for ${python_bin} (${store} store)"
 echo "version=${version##* }" >> "$GITHUB_OUTPUT"
