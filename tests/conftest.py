@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from processes import leftovers, start_registry, track, untrack
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -24,6 +25,23 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "test@example.invalid",
     "GIT_CONFIG_NOSYSTEM": "1",
 }
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controlling process (with xdist, the workers inherit it)
+        config._mlflow_ci_processes = start_registry()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    folder = getattr(session.config, "_mlflow_ci_processes", None)
+    if folder is None:
+        return
+    found = leftovers(folder)
+    if found:
+        for pgid, what in found:
+            sys.stderr.write(f"\nleft running by the suite, now stopped: process group {pgid} ({what})\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    shutil.rmtree(folder, ignore_errors=True)
+
 
 # A training script that does not use MLflow: it reads params.json and writes metrics.json.
 METRICS_SCRIPT = textwrap.dedent(
@@ -165,6 +183,7 @@ class MlflowServer:
              "--port", str(self.port), "--workers", "1"],
             cwd=self.root, env=env, stdout=log, stderr=log, start_new_session=True,
         )
+        track(self.proc.pid, f"mlflow server on 127.0.0.1:{self.port}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -187,6 +206,8 @@ class MlflowServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.proc:
+            untrack(self.proc.pid)
         self.proc = None
 
 
