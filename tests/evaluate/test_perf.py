@@ -114,23 +114,24 @@ gate:
         assert out.returncode in (0, 1), out.stdout + out.stderr
         return project.result()
 
-    champion = check_with(0.004, "champion")
+    champion = check_with(0.010, "champion")
     tracker = MlflowTracker(project.uri)
     champion_run = champion["candidate"]["run_id"]
     tracker.set_alias("sleepy", "champion", tracker.register(champion_run, "sleepy"))
     logged = tracker.get_run(champion_run).metrics["perf.latency_p95_ms"]  # its own check logged it
 
     project.branch("slow")
-    slow = check_with(0.020, "five times slower")
+    slow = check_with(0.050, "five times slower")
     checks = {c["metric"]: c for c in slow["checks"]}
     assert slow["verdict"] == "fail" and checks["perf.latency_p95_ms"]["passed"] is False, checks
     metrics = {m["name"]: m for m in slow["metrics"]}
     ratio = metrics["perf.latency_p95_ms"]["candidate"] / metrics["perf.latency_p95_ms"]["baseline"]
-    assert ratio > 2.5, ratio  # ~5× the sleep, diluted only by the shared overhead of a call
+    # 5× the sleep, diluted by the overhead of a call both share (a few ms on a loaded runner): far above the 2× limit
+    assert ratio > 3, ratio
     assert slow["evaluation"]["perf"]["single_rows"] == 30 and "candidate" in slow["evaluation"]["perf"]
 
     project.branch("same-speed")
-    same = check_with(0.004, "as fast")
+    same = check_with(0.010, "as fast")
     assert same["verdict"] == "pass", same["checks"]
     # timings belong to the check that took them: logged with its candidate, never written onto the baseline's run
     assert tracker.get_run(champion_run).metrics["perf.latency_p95_ms"] == logged
