@@ -64,3 +64,28 @@ def test_a_local_store_or_evaluate_says_which_extra_to_install(bare, tmp_path, m
     (evaluated / "eval.csv").write_text("x,y\n1,0\n2,1\n")
     out = run(bare, evaluated, "check", "--no-publish", MLFLOW_TRACKING_URI=mlflow_server.uri)
     assert out.returncode == 2 and "pip install 'mlflow-ci[evaluate]'" in out.stderr, out.stdout + out.stderr
+
+
+def test_the_bare_install_publishes_and_lists_projects(bare, tmp_path):
+    """What the trusted jobs run (installed with MLFLOW_CI_STORE=none): publish an artifact, list projects."""
+    import json
+
+    from fakegithub import EVENTS, TOKEN, FakeGitHub
+
+    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(payload))
+    result = {"schema": 1, "verdict": "pass", "experiment": "bare-repo", "pr": payload["number"],
+              "head_sha": payload["pull_request"]["head"]["sha"], "candidate": {"run_id": "c" * 32, "metrics": {"accuracy": 0.9}},
+              "baseline": None, "checks": []}
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    project = metrics_project(tmp_path / "repo")
+    with FakeGitHub(TOKEN) as gh:
+        out = run(bare, project, "publish", "--from", str(tmp_path / "result.json"), "--out", str(tmp_path / "out"),
+                  GITHUB_ACTIONS="true", GITHUB_EVENT_NAME="pull_request", GITHUB_EVENT_PATH=str(event),
+                  GITHUB_REPOSITORY=payload["repository"]["full_name"], GITHUB_API_URL=gh.url, GITHUB_TOKEN=TOKEN,
+                  GITHUB_OUTPUT=str(tmp_path / "output"), GITHUB_STEP_SUMMARY=str(tmp_path / "summary"))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "mlflow-ci · bare-repo" in gh.comments[payload["number"]][0]["body"]
+    listed = run(bare, project, "projects")
+    assert listed.returncode == 0 and '"folder": "."' in listed.stdout, listed.stdout + listed.stderr

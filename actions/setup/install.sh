@@ -5,6 +5,7 @@
 #   MLFLOW_CI_REQUIREMENTS  requirements file of the model project, relative to the working directory
 #   MLFLOW_CI_STORE         server: what a check against a tracking server needs (mlflow-skinny);
 #                           local: also MLflow's SQL store, for a store on the runner;
+#                           none: a job that opens no store and scores nothing (the trusted publishers);
 #                           auto (default): server when MLFLOW_CI_TRACKING_URI or MLFLOW_TRACKING_URI is http(s)
 set -euo pipefail
 python_bin="$(command -v python || command -v python3)"
@@ -19,9 +20,10 @@ if [ "$store" = auto ]; then
   esac
 fi
 case "$store" in
+  none) packages=("${MLFLOW_CI_SOURCE}") ;;
   server) packages=("${MLFLOW_CI_SOURCE}[evaluate]") ;;
   local) packages=("${MLFLOW_CI_SOURCE}[local,evaluate]") ;;
-  *) echo "::error title=mlflow-ci setup::MLFLOW_CI_STORE must be server, local or auto"; exit 2 ;;
+  *) echo "::error title=mlflow-ci setup::MLFLOW_CI_STORE must be server, local, none or auto"; exit 2 ;;
 esac
 if [ -n "${MLFLOW_CI_REQUIREMENTS:-}" ] && [ -f "$MLFLOW_CI_REQUIREMENTS" ]; then
   packages+=(-r "$MLFLOW_CI_REQUIREMENTS")
