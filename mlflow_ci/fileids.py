@@ -14,54 +14,36 @@ same content has the same id whichever way it was found:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow_ci import yamlnodes
+from mlflow_ci.gitctx import git, git_names
+from mlflow_ci.provenance import file_digest
 
 CACHE = Path(".mlflow-ci") / "file-ids.json"
 CACHE_VERSION = 1
-CHUNK = 1 << 20
 RACY_SECONDS = 2  # a file written this recently may change again within the same timestamp: not remembered
-
-
-def _git(args: list[str], cwd: Path) -> bytes | None:
-    try:
-        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def _names(raw: bytes) -> list[str]:
-    return [name for name in raw.decode("utf-8", "surrogateescape").split("\0") if name]
 
 
 def blob_id(path: Path, algorithm: str = "sha1") -> str:
     """git's blob id of the file's bytes (``git hash-object``)."""
-    digest = hashlib.new(algorithm)
-    digest.update(b"blob %d\0" % path.stat().st_size)
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, algorithm, header=b"blob %d\0" % path.stat().st_size)
 
 
 def git_index(root: Path) -> tuple[dict[str, str], str]:
     """Blob ids of the tracked, unmodified files under ``root`` (paths relative to it) and the
     repository's object format; empty outside a repository."""
-    staged = _git(["ls-files", "-s", "-z"], root)
+    staged = git_names(["ls-files", "-s", "-z"], root)
     if staged is None:
         return {}, "sha1"
-    fmt = (_git(["rev-parse", "--show-object-format"], root) or b"sha1").decode().strip() or "sha1"
-    modified = set(_names(_git(["ls-files", "-m", "-z"], root) or b""))
+    fmt = git(["rev-parse", "--show-object-format"], root) or "sha1"
+    modified = set(git_names(["ls-files", "-m", "-z"], root) or [])
     index = {}
-    for entry in _names(staged):
+    for entry in staged:
         meta, _, name = entry.partition("\t")
         mode, blob, stage = meta.split(" ")
         if stage == "0" and mode != "160000" and name not in modified:  # not a conflict, not a submodule

@@ -17,12 +17,12 @@ import fnmatch
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from mlflow_ci.config.models import Config
 from mlflow_ci.fileids import FileIds
+from mlflow_ci.gitctx import git_names
 
 FINGERPRINT_VERSION = "3"  # 3: files are identified by their git blob id (mlflow_ci.fileids)
 _ALWAYS_SKIPPED = {".git", ".mlflow-ci", "__pycache__", "mlruns", "mlartifacts", ".venv"}
@@ -63,15 +63,8 @@ def input_files(cfg: Config, *, exclude: Iterable[Path] = ()) -> list[Path]:
 
 def _git_files(root: Path) -> list[Path] | None:
     """Tracked files and untracked ones git does not ignore, under ``root``; None outside a repository."""
-    try:
-        proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                              cwd=root, capture_output=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0:
-        return None
-    names = proc.stdout.decode("utf-8", "surrogateescape").split("\0")
-    return [Path(name) for name in names if name]
+    names = git_names(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], root)
+    return None if names is None else [Path(name) for name in names]
 
 
 def _walk(root: Path) -> list[Path]:

@@ -43,6 +43,18 @@ def git(args: list[str], cwd: Path) -> str | None:
     return proc.stdout.strip()
 
 
+def git_names(args: list[str], cwd: Path) -> list[str] | None:
+    """Run a git command that prints NUL-separated paths (``-z``) and return them, or None when it
+    fails. Bytes, not stripped text: a path may start with a space or hold bytes that are not UTF-8."""
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return [name for name in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if name]
+
+
 def _pr_from_ref(ref: str | None) -> int | None:
     match = re.fullmatch(r"refs/pull/(\d+)/(?:merge|head)", ref or "")
     return int(match.group(1)) if match else None

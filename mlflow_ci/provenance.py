@@ -66,12 +66,18 @@ def _files(root: Path):
         yield from (Path(folder) / name for name in names)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256", *, header: bytes = b"") -> str:
+    """The hex digest of ``header`` followed by the file's bytes, read in chunks."""
+    digest = hashlib.new(algorithm)
+    digest.update(header)
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return file_digest(path)
 
 
 def logged_model_id(root: Path) -> str | None:

@@ -50,9 +50,9 @@ class Project:
 
 def find_configs(root: Path) -> list[Path]:
     """Every ``mlflow-ci.yml`` git tracks (or, outside git, every one under ``root``), sorted."""
-    listed = gitctx.git(["ls-files", "-z", "--", CONFIG_NAME, f"*/{CONFIG_NAME}"], root)
+    listed = gitctx.git_names(["ls-files", "-z", "--", CONFIG_NAME, f"*/{CONFIG_NAME}"], root)
     if listed is not None:
-        return sorted(root / rel for rel in listed.split("\0") if rel)
+        return sorted(root / rel for rel in listed)
     return sorted(p for p in root.rglob(CONFIG_NAME) if ".git" not in p.parts)
 
 
@@ -61,12 +61,12 @@ def changed_paths(root: Path, base_commit: str | None) -> set[str] | None:
     base is unknown (then every project counts as changed)."""
     if not base_commit:
         return None
-    committed = gitctx.git(["diff", "--name-only", "-z", base_commit, "HEAD"], root)
+    committed = gitctx.git_names(["diff", "--name-only", "-z", base_commit, "HEAD"], root)
     if committed is None:
         return None
-    local = gitctx.git(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"], root) or ""
-    staged = gitctx.git(["diff", "--name-only", "-z", "--cached"], root) or ""
-    return {path for listing in (committed, local, staged) for path in listing.split("\0") if path}
+    local = gitctx.git_names(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"], root) or []
+    staged = gitctx.git_names(["diff", "--name-only", "-z", "--cached"], root) or []
+    return {*committed, *local, *staged}
 
 
 def touched(cfg, root: Path, changed: set[str] | None) -> bool:
