@@ -26,7 +26,6 @@ NAMES = {
     "latency_p50": "latency_p50_ms", "latency_p95": "latency_p95_ms",
     "size": "model_size_mb", "memory": "predict_memory_mb",
 }
-METRICS = tuple(PERF_PREFIX + name for name in NAMES.values())
 
 
 @dataclass(frozen=True)

@@ -214,13 +214,14 @@ class Scoring:
         model = self.model(role, run_id)
         who = predict.Who(role, run_id, model.flavor_label)
         ecfg = self.cfg.evaluate
+        # a few rows (timing) may not show every class: they are named after all the rows', once, not per call
+        every_class = ecfg.classes or (tuple(np.unique(self.y).tolist()) if ecfg.task == "classification" else None)
 
         def outputs(rows: slice = slice(None)):
             X = self.X.iloc[rows] if hasattr(self.X, "iloc") else self.X[rows]
             if ecfg.task == "regression":
                 return predict.regression(model, X, who), None
-            # a few rows (timing) may not show every class: name the classes of all the rows
-            classes = ecfg.classes if ecfg.classes or rows == slice(None) else tuple(np.unique(self.y).tolist())
+            classes = ecfg.classes if rows == slice(None) else every_class
             return predict.probabilities(model, X, self.y[rows], who, output=ecfg.output, classes=classes)
         return outputs
 
