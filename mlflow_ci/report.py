@@ -291,11 +291,11 @@ def _limit_line(check: CheckRow, allowed: float | None, m: MetricRow) -> float |
     return check.limit if check.rule in ("min", "max", "threshold") else None
 
 
-def metric_rows(result: Result) -> list[dict[str, Any]]:
-    """Every metric once: gated ones first (in the decision table's order), then the rest, worse first.
+def metric_rows(result: Result, decision: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every metric once: gated ones first (in the order of ``decision``, :func:`gated_rows`), then the rest, worse first.
     A metric logged by training with the same values as its same-rows twin (``accuracy`` and
     ``eval.accuracy``) is one row, the gated one (or the same-rows one), naming its twin."""
-    gated = [row["metric"] for row in gated_rows(result)]
+    gated = [row["metric"] for row in decision]
     metrics = {m.name: m for m in result.metrics}
     twins: dict[str, str] = {}
     dropped: set[str] = set()
@@ -339,13 +339,14 @@ def render_markdown(result: Result, settings: ReportConfig, root: Path) -> str:
     else:
         env = _environment(Path(__file__).parent / "templates")
         name = "report.md.j2"
+    decision = gated_rows(result)
     context = {
         "r": result.as_json(),
         "title": settings.title or f"mlflow-ci · {result.experiment}",
         "precision": settings.precision,
         "marker": sticky_marker(result.experiment),
-        "decision": gated_rows(result),
-        "all_metrics": metric_rows(result),
+        "decision": decision,
+        "all_metrics": metric_rows(result, decision),
         "verdict_icon": VERDICT_ICON,
         "status_icon": STATUS_ICON,
     }
