@@ -4,7 +4,7 @@ Every built-in metric is a function of weighted sums of per-row statistics, so a
 weight vector and the sums are a matrix product, never a re-run of scikit-learn. Resamples are drawn
 in batches: a batch of Poisson(1) row weights (the Poisson bootstrap, the standard for large data; the
 weights come from a 65,536-entry inverse-CDF table over random 16-bit numbers, so P(k) is exact to
-1/65,536 and a weight is at most 7), one float64 product for every sum-based statistic of both models,
+1/65,536 and a weight is at most 7), one float32 product for every distinct sum-based statistic of both models,
 and ROC AUC from integer cumulative sums over rows presorted by the candidate's score (the baseline's
 order is one gather per batch). Both models are scored on the same resampled rows (paired), so the
 interval is on the *difference*, which is what the gate needs.
