@@ -19,6 +19,7 @@ same run, on the same machine (machines are noisy; absolute numbers travel badly
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
+sys.path.insert(0, str(ROOT / "tests"))  # the same real servers the tests start (tests/stack.py)
+
+from stack import S3, MlflowServer, Postgres  # noqa: E402
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -78,40 +82,6 @@ def project(root: Path, command: str, *, inputs: bool = False) -> Path:
     return root
 
 
-class Server:
-    def __init__(self, root: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [PY, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"],
-            cwd=root, env=env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.25)
-        self.stop()
-        raise SystemExit("mlflow server did not start")
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-
-
 def bench_overhead(work: Path, repeat: int) -> list[dict]:
     rows = []
     proj = project(work / "overhead", "python make_metrics.py")
@@ -121,7 +91,7 @@ def bench_overhead(work: Path, repeat: int) -> list[dict]:
     timed(check, proj, env(MLFLOW_TRACKING_URI=store))  # creates the store and experiment
     local = median(check, proj, env(MLFLOW_TRACKING_URI=store), repeat)
     rows.append(row("overhead, local SQLite store", local, alone, "difference", local - alone, 1.5, "s"))
-    server = Server(work / "server")
+    server = MlflowServer(work / "server").start()
     try:
         timed(check, proj, env(MLFLOW_TRACKING_URI=server.uri))
         remote = median(check, proj, env(MLFLOW_TRACKING_URI=server.uri), repeat)
@@ -134,7 +104,7 @@ def bench_overhead(work: Path, repeat: int) -> list[dict]:
 def bench_cache(work: Path, seconds: float) -> list[dict]:
     rows = []
     check = ["mlflow-ci", "check", "--no-publish"]
-    server = Server(work / "mlflow-server-cache")
+    server = MlflowServer(work / "mlflow-server-cache").start()
     try:
         for label, uri in (("local SQLite", f"sqlite:///{work / 'cache.db'}"), ("mlflow server", server.uri)):
             proj = project(work / f"cache-{label.split()[-1].lower()}", f"python make_metrics.py {seconds}", inputs=True)
@@ -204,6 +174,102 @@ def bench_scale(work: Path, small: int, large: int, repeat: int) -> list[dict]:
         row(f"scale, `mlflow-ci compare` command, {large:,} vs {small} runs", command[large], command[small],
             "ratio", command[large] / command[small], 1.5, ""),
     ]
+
+
+def seed_postgres(pg: Postgres, database: str, experiment_id: str, count: int) -> None:
+    """``count`` finished, gated runs written straight into MLflow's tables (the REST API would take hours
+    for 100,000): run i has commit ``{i:040x}`` on main, fingerprint ``md5('fp' || i)`` and one metric, and
+    starts 30 minutes after run i - 1 (48 runs a day: 100,000 runs are 5.7 years of a busy project)."""
+    run = "md5('{e}-' || i)".format(e=experiment_id)
+    series = f"FROM generate_series(1, {count}) AS i"
+    pg.sql(database, f"""
+        INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time,
+                          end_time, source_version, lifecycle_stage, artifact_uri, experiment_id)
+        SELECT {run}, 'run-' || i, 'LOCAL', '', '', 'bench', 'FINISHED', 1600000000000 + i::bigint * 1800000,
+               1600000000000 + i::bigint * 1800000 + 500, '', 'active', 'mlflow-artifacts:/bench/' || {run}, {experiment_id} {series};
+        INSERT INTO tags (key, value, run_uuid)
+        SELECT t.key, CASE t.key WHEN 'mlflow.source.git.commit' THEN lpad(to_hex(i), 40, '0')
+                                 WHEN 'mlflow_ci.fingerprint' THEN md5('fp' || i) ELSE t.value END, {run}
+        {series} CROSS JOIN (VALUES ('mlflow.source.git.branch', 'main'), ('mlflow.source.git.commit', ''),
+                                    ('mlflow_ci.fingerprint', ''), ('mlflow_ci.verdict', 'pass')) AS t(key, value);
+        INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
+        SELECT 'accuracy', 0.8 + i * 1e-7, 1600000000000 + i::bigint * 1800000, {run}, 0, false {series};
+        INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
+        SELECT 'accuracy', 0.8 + i * 1e-7, 1600000000000 + i::bigint * 1800000, 0, false, {run} {series};
+        ANALYZE;""")
+
+
+# The index docs/shared-server.md adds to a PostgreSQL store (what mlflow-ci adds to a local SQLite store).
+TAG_VALUE_INDEX_SQL = (ROOT / "docs" / "shared-server" / "tag-index.sql").read_text()
+
+
+def lookup_seconds(uri: str, proj: Path, count: int, repeat: int) -> tuple[float, float]:
+    """The two lookups a check makes against a tracking server, in process through mlflow-ci's REST client:
+    the training cache (a run with this fingerprint, oldest run's: the worst case for a newest-first search)
+    and the baseline of the base branch with the compare (the base commit is the oldest run's too)."""
+    from mlflow_ci.compare import compare
+    from mlflow_ci.config.loader import load_config
+    from mlflow_ci.gitctx import GitContext
+    from mlflow_ci.tracking import open_tracker
+    from mlflow_ci.tracking.base import TAG_FINGERPRINT, TAG_VERDICT
+
+    tracker = open_tracker(uri, {})
+    exp = tracker.experiment_id("bench", create=False)
+    cfg = load_config(proj / "mlflow-ci.yml")
+    newest = tracker.search(exp, tags={"mlflow.source.git.commit": f"{count:040x}"})
+    ctx = GitContext(commit="f" * 40, branch="feature", base_branch="main", base_commit=f"{1:040x}")
+    oldest_fp = hashlib.md5(b"fp1").hexdigest()
+
+    def cache() -> object:
+        return tracker.search(exp, tags={TAG_FINGERPRINT: oldest_fp}, skip_verdicts=("error",), require_tag=TAG_VERDICT)
+
+    def baseline() -> object:
+        return compare(tracker, cfg, ctx, newest).baseline
+
+    timings = []
+    for lookup in (cache, baseline):
+        assert lookup() is not None  # warm, and found
+        timings.append(statistics.median(_seconds(lookup) for _ in range(repeat)))
+    return timings[0], timings[1]
+
+
+def _seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def bench_shared(work: Path, small: int, large: int, repeat: int) -> list[dict]:
+    """`mlflow server` on PostgreSQL with artifacts in an S3-compatible bucket (moto): the check's lookups
+    with ``large`` runs in the experiment against ``small``."""
+    proj = project(work / "shared-project", "python make_metrics.py")
+    pg, s3 = Postgres().start(), None
+    measured = {}
+    try:
+        s3 = S3(work / "s3").start()
+        for count in (small, large):
+            server = MlflowServer(work / f"shared-{count}", backend=pg.create_database(f"mlflow_{count}"),
+                                  artifacts=f"s3://{s3.bucket}/{count}", extra_env=s3.env()).start()
+            try:
+                from mlflow_ci.tracking import open_tracker
+
+                exp = open_tracker(server.uri, {}).experiment_id("bench", create=True)
+                seed_postgres(pg, f"mlflow_{count}", exp, count)
+                stock = lookup_seconds(server.uri, proj, count, repeat)
+                pg.sql(f"mlflow_{count}", TAG_VALUE_INDEX_SQL + "; ANALYZE")
+                measured[count] = (*stock, *lookup_seconds(server.uri, proj, count, repeat))
+            finally:
+                server.stop()
+    finally:
+        if s3 is not None:
+            s3.stop()
+        pg.stop()
+    rows = []
+    for i, what in enumerate(("training-cache lookup, MLflow's schema", "baseline lookup + compare, MLflow's schema",
+                              "training-cache lookup, with the tag index", "baseline lookup + compare, with the tag index")):
+        few, many = measured[small][i], measured[large][i]
+        rows.append(row(f"PostgreSQL + S3 server, {what}, {large:,} vs {small} runs", many, few, "ratio", many / few, 1.5, ""))
+    return rows
 
 
 def bench_startup(repeat: int) -> list[dict]:
@@ -453,10 +519,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer runs and repeats, no setup row")
     parser.add_argument("--train-seconds", type=float, default=10.0, help="training time for the cache row")
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the large experiment of the scale row")
+    parser.add_argument("--shared-runs", type=int, default=100_000,
+                        help="runs in the large experiment of the PostgreSQL + S3 row")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--fingerprint-gb", type=float, default=2.0, help="data size of the fingerprint row")
-    parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,fingerprint,bootstrap,install,scale,startup,setup,store",
-                        help="comma-separated subset of: overhead, cache, evalcache, perfnoise, fingerprint, bootstrap, install, scale, startup, setup, store")
+    parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,fingerprint,bootstrap,install,scale,shared,startup,setup,store",
+                        help="comma-separated subset of: overhead, cache, evalcache, perfnoise, fingerprint, bootstrap, install, scale, shared, startup, setup, store")
     args = parser.parse_args()
     only = set(args.only.split(","))
     repeat = 3 if args.quick else 5
@@ -479,6 +547,8 @@ def main() -> int:
             rows += bench_install(work)
         if "scale" in only:
             rows += bench_scale(work, 10, 1_000 if args.quick else args.runs, repeat)
+        if "shared" in only:
+            rows += bench_shared(work, 100, 10_000 if args.quick else args.shared_runs, repeat * 2)
         if "startup" in only:
             rows += bench_startup(repeat * 2)
         if "setup" in only and not args.quick:

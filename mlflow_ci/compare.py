@@ -29,7 +29,7 @@ class Tracker(Protocol):
 
     def search(self, experiment_id: str, *, tags, exclude_run_id=None, skip_verdicts=(), require_tag=None) -> RunSnapshot | None: ...
 
-    def search_runs(self, experiment_id: str, *, tags, limit: int = ...) -> list[RunSnapshot]: ...
+    def search_runs(self, experiment_id: str, *, tags, limit: int = ..., since_ms: int | None = None) -> list[RunSnapshot]: ...
 
 
 # Trains the base commit when nothing else gave a baseline; appends to the notes why it could not.
@@ -208,12 +208,30 @@ def trend(tracker: Tracker, cfg: Config, ctx: GitContext, candidate: RunSnapshot
     if not cfg.report.trend or not branch:
         return None
     gated = [rule.metric for rule in cfg.gate]
-    # failed and ungated runs are skipped: look a few times further back than the points wanted
-    runs = tracker.search_runs(candidate.experiment_id, tags={TAG_BRANCH: branch}, limit=3 * cfg.report.trend + 1)
+    runs = recent_runs(tracker, candidate, {TAG_BRANCH: branch}, limit=3 * cfg.report.trend + 1)
     points = [Point(run.run_id, run.commit, {name: run.metrics[name] for name in gated if _finite(run.metrics.get(name))})
               for run in runs
               if run.run_id != candidate.run_id and run.tags.get(TAG_VERDICT) in ("pass", "warn")]
     return Trend(branch, tuple(reversed(points[: cfg.report.trend])))
+
+
+# How far back the trend looks, widening until it has enough runs: a stock MLflow schema has no index that
+# serves "newest runs with this tag" (the search sorts every run of the branch), so a recent window keeps
+# the query's cost to the runs in it rather than to the experiment's whole history.
+TREND_WINDOWS_DAYS = (14, 112, 896, None)
+DAY_MS = 86_400_000
+
+
+def recent_runs(tracker: Tracker, candidate: RunSnapshot, tags: dict[str, str], *, limit: int) -> list:
+    """The newest ``limit`` finished runs with ``tags`` (failed and ungated runs are skipped by the caller,
+    hence the limit a few times the points wanted), searched in widening windows before the candidate."""
+    anchor = candidate.start_time
+    for days in TREND_WINDOWS_DAYS if anchor else (None,):
+        since = None if days is None else anchor - days * DAY_MS
+        runs = tracker.search_runs(candidate.experiment_id, tags=tags, limit=limit, since_ms=since)
+        if len(runs) >= limit:
+            break
+    return runs
 
 
 def _finite(value: float | None) -> bool:

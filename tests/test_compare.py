@@ -129,8 +129,12 @@ def test_trend_is_the_last_gated_runs_of_the_base_branch_oldest_first(tmp_path):
     from mlflow_ci.gitctx import GitContext
     from mlflow_ci.tracking import TAG_BRANCH, TAG_VERDICT, RunSnapshot
 
-    def run(i, verdict, **metrics):
+    day = 86_400_000
+    now = 1_800_000_000_000
+
+    def run(i, verdict, **metrics):  # run i started i * 30 days after run 0; run 9 (the candidate) is now
         return RunSnapshot(run_id=f"r{i}", experiment_id="1", status="FINISHED", metrics=metrics, params={},
+                           start_time=now - (9 - i) * 30 * day,
                            tags={TAG_VERDICT: verdict, TAG_BRANCH: "main", "mlflow_ci.commit": f"{i:040x}"} if verdict else {TAG_BRANCH: "main"})
 
     newest_first = [run(5, "pass", acc=0.9), run(4, "fail", acc=0.1), run(3, None, acc=0.2), run(2, "warn", acc=0.8, loss=1.0),
@@ -138,9 +142,10 @@ def test_trend_is_the_last_gated_runs_of_the_base_branch_oldest_first(tmp_path):
     seen = {}
 
     class Tracker:
-        def search_runs(self, experiment_id, *, tags, limit):
+        def search_runs(self, experiment_id, *, tags, limit, since_ms=None):
             seen.update(tags=tags, limit=limit)
-            return newest_first[:limit]
+            seen.setdefault("windows", []).append(None if since_ms is None else (now - since_ms) // day)
+            return [r for r in newest_first if since_ms is None or r.start_time >= since_ms][:limit]
 
     def load_config_text(text):
         (tmp_path / "mlflow-ci.yml").write_text(text)
@@ -149,10 +154,14 @@ def test_trend_is_the_last_gated_runs_of_the_base_branch_oldest_first(tmp_path):
     cfg = load_config_text("experiment: e\ntrain: {command: python t.py}\ngate:\n  acc: {min: 0}\nreport: {trend: 3}\n")
     candidate = run(9, None, acc=1.0)
     got = trend(Tracker(), cfg, GitContext(base_branch="main", branch="pr"), candidate)
-    assert seen == {"tags": {TAG_BRANCH: "main"}, "limit": 10}
+    assert seen == {"tags": {TAG_BRANCH: "main"}, "limit": 10, "windows": [14, 112, 896, None]}  # widened until all
     assert got.branch == "main"
     assert [p.run_id for p in got.points] == ["r1", "r2", "r5"]  # oldest first; failed and ungated runs left out
     assert [dict(p.metrics) for p in got.points] == [{}, {"acc": 0.8}, {"acc": 0.9}]  # gated metrics only, finite only
+    seen.clear()
+    few = load_config_text("experiment: e\ntrain: {command: python t.py}\ngate:\n  acc: {min: 0}\nreport: {trend: 1}\n")
+    assert [p.run_id for p in trend(Tracker(), few, GitContext(base_branch="main"), candidate).points] == ["r5"]
+    assert seen["windows"] == [14, 112, 896]  # the four runs one point needs are within 896 days: no unbounded search
     off = load_config_text("experiment: e\ntrain: {command: python t.py}\ngate:\n  acc: {min: 0}\nreport: {trend: 0}\n")
     assert trend(Tracker(), off, GitContext(base_branch="main"), candidate) is None
     assert trend(Tracker(), cfg, GitContext(), candidate) is None  # no branch known: no trend

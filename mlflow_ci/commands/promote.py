@@ -130,11 +130,8 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
     if found is None:
         found = _missing(s, opts)
     run = found.run
-    version = tracker.version_for_run(cfg.model, run.run_id)
-    if version is None:
-        number = tracker.register(run.run_id, cfg.model, artifact_path=cfg.promote.model_path, tags=version_tags(found, s.env, clock))
-        version = tracker.version(cfg.model, number)
-        assert version is not None
+    version = tracker.register_once(run.run_id, cfg.model, artifact_path=cfg.promote.model_path,
+                                    tags=version_tags(found, s.env, clock))
     current = tracker.alias_version(cfg.model, alias)
     earlier = tracker.alias_version(cfg.model, prev_alias)
     if current is not None and current.version == version.version:

@@ -166,9 +166,11 @@ class SearchMixin:
 
 
 
-def finished_with_tags(tags: Mapping[str, str]) -> str:
-    """MLflow search filter: FINISHED runs whose tags equal ``tags``."""
+def finished_with_tags(tags: Mapping[str, str], since_ms: int | None = None) -> str:
+    """MLflow search filter: FINISHED runs whose tags equal ``tags`` (started at ``since_ms`` or later)."""
     clauses = [f"tags.`{k}` = '{quote_value(v)}'" for k, v in tags.items()]
+    if since_ms is not None:
+        clauses.append(f"attributes.start_time >= {int(since_ms)}")
     return " and ".join([*clauses, "attributes.status = 'FINISHED'"])
 
 

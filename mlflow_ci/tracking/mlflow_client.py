@@ -82,6 +82,23 @@ class RegistryMixin:
         versions = sorted((_version_info(mv) for mv in found), key=lambda v: int(v.version))
         return versions[0] if versions else None
 
+    def register_once(self, run_id: str, model: str, *, artifact_path: str, tags: Mapping[str, str]) -> VersionInfo:
+        """The version of ``model`` registered from ``run_id``: the existing one, else a new one. Two jobs
+        promoting the same run at once can both register it; each then keeps the lowest-numbered version of
+        the run and deletes its own if that is not the one, so a single version remains."""
+        existing = self.version_for_run(model, run_id)
+        if existing is not None:
+            return existing
+        number = self.register(run_id, model, artifact_path=artifact_path, tags=tags)
+        first = self.version_for_run(model, run_id)
+        if first is not None and first.version != number:
+            with self._service(f"delete the duplicate version {number} of {model}"):
+                self.client.delete_model_version(model, number)
+            return first
+        mine = self.version(model, number)
+        assert mine is not None
+        return mine
+
     def set_version_tags(self, model: str, version: str, tags: Mapping[str, str]) -> None:
         with self._service(f"tag {model} version {version}"):
             for key, value in tags.items():
@@ -244,11 +261,12 @@ class MlflowTracker(SearchMixin, RegistryMixin):
         run = self._or_none(f"read run {run_id}", lambda: self.client.get_run(run_id))
         return _snapshot(run) if run else None
 
-    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
-        """Newest FINISHED runs with these tags (bounded)."""
+    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW,
+                    since_ms: int | None = None) -> list[RunSnapshot]:
+        """Newest FINISHED runs with these tags (bounded; started at ``since_ms`` or later)."""
         with self._service("search runs"):
             runs = self.client.search_runs(
-                [experiment_id], filter_string=finished_with_tags(tags),
+                [experiment_id], filter_string=finished_with_tags(tags, since_ms),
                 order_by=["attributes.start_time DESC"], max_results=limit,
             )
         return [_snapshot(run) for run in runs]

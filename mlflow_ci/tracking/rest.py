@@ -208,8 +208,9 @@ class RestTracker(SearchMixin):
         got = self._get_or_none("runs/get", f"read run {run_id}", {"run_id": run_id})
         return _snapshot(got["run"]) if got else None
 
-    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
-        body = {"experiment_ids": [experiment_id], "filter": finished_with_tags(tags), "max_results": limit,
+    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW,
+                    since_ms: int | None = None) -> list[RunSnapshot]:
+        body = {"experiment_ids": [experiment_id], "filter": finished_with_tags(tags, since_ms), "max_results": limit,
                 "order_by": ["attributes.start_time DESC"]}
         return [_snapshot(run) for run in self._call("POST", "runs/search", "search runs", body=body).get("runs", [])]
 

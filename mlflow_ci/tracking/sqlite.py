@@ -280,15 +280,18 @@ class SqliteTracker(SearchMixin):
             runs = self._snapshots([run_id])
         return runs[0] if runs else None
 
-    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW) -> list[RunSnapshot]:
-        """Newest FINISHED, active runs whose tags equal ``tags`` (bounded)."""
+    def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW,
+                    since_ms: int | None = None) -> list[RunSnapshot]:
+        """Newest FINISHED, active runs whose tags equal ``tags`` (bounded; started at ``since_ms`` or later)."""
         joins = "".join(f" JOIN tags t{i} ON t{i}.run_uuid = r.run_uuid AND t{i}.key = ? AND t{i}.value = ?"
                         for i in range(len(tags)))
         args = [part for key, value in tags.items() for part in (key, str(value))]
+        since = "" if since_ms is None else " AND r.start_time >= ?"
         sql = (f"SELECT r.run_uuid FROM runs r{joins} WHERE r.experiment_id = ? AND r.status = 'FINISHED'"
-               " AND r.lifecycle_stage = 'active' ORDER BY r.start_time DESC, r.run_uuid LIMIT ?")
+               f" AND r.lifecycle_stage = 'active'{since} ORDER BY r.start_time DESC, r.run_uuid LIMIT ?")
+        bounds = () if since_ms is None else (int(since_ms),)
         with self._service("search runs"):
-            ids = [row[0] for row in self._rows(sql, (*args, int(experiment_id), int(limit)))]
+            ids = [row[0] for row in self._rows(sql, (*args, int(experiment_id), *bounds, int(limit)))]
             return self._snapshots(ids)
 
     def _snapshots(self, run_ids: list[str]) -> list[RunSnapshot]:

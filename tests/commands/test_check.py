@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import clean_env, free_port
+from conftest import clean_env
 from fakegithub import EVENTS, TOKEN, FakeGitHub
+from stack import free_port
 
 from mlflow_ci.tracking import MlflowTracker
 

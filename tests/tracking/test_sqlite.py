@@ -148,6 +148,25 @@ def test_registry_reads_match_mlflow(store, tmp_path):
     assert ours.run_for_version("model-a", version) is None and theirs.run_for_version("model-a", version) is None
 
 
+def test_register_once_leaves_one_version_when_two_jobs_race(store, monkeypatch):
+    uri, _, exp = store
+    tracker = MlflowTracker(uri)
+    run_id = tracker.start_run(exp, run_name="m", tags={})
+    tracker.end_run(run_id, "FINISHED")
+    first = tracker.register_once(run_id, "model-r", artifact_path="model", tags={"k": "v"})
+    assert tracker.register_once(run_id, "model-r", artifact_path="model", tags={}) == first  # a re-run reuses it
+    # the race: the other job's version 1 was not there when this one looked, so this one registered version 2
+    real, blind = MlflowTracker.version_for_run, iter(["the first look misses it"])
+    monkeypatch.setattr(MlflowTracker, "version_for_run", lambda self, *a: None if next(blind, None) else real(self, *a))
+    deleted = []
+    monkeypatch.setattr(tracker.client, "delete_model_version", lambda *a, real=tracker.client.delete_model_version: (
+        deleted.append(a), real(*a)))
+    kept = tracker.register_once(run_id, "model-r", artifact_path="model", tags={})
+    assert (kept.version, kept.run_id, kept.tags) == ("1", run_id, {"k": "v"})
+    versions = tracker.client.search_model_versions("name = 'model-r'")
+    assert [str(v.version) for v in versions] == ["1"] and deleted == [("model-r", "2")]  # the job that made 2 deleted it
+
+
 def test_experiments_missing_deleted_and_created_through_mlflow(store, tmp_path):
     uri, _, exp = store
     ours = fast(uri)
