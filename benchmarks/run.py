@@ -1,19 +1,12 @@
 """mlflow-ci benchmarks: every figure is a ratio or difference against a reference measured in the
 same run, on the same machine (machines are noisy; absolute numbers travel badly).
 
-    python benchmarks/run.py                # all five rows (about 4 minutes)
-    python benchmarks/run.py --quick        # fewer runs and repeats, no setup row (about 1 minute)
+    python benchmarks/run.py                     # every row
+    python benchmarks/run.py --quick             # fewer runs and repeats; no install or setup rows
+    python benchmarks/run.py --only bootstrap,shared
+    python benchmarks/run.py --readme            # and replace the README's table with this run's
 
-1. overhead  `mlflow-ci check` with a trivial training command vs the command alone
-             (local SQLite store, and a local `mlflow server`)        target: difference < 1.5 s
-2. cache     a second `check` with unchanged inputs vs the first (training ~10 s), both stores
-                                                                                target: < 15 %
-3. scale     baseline lookup + compare with 10,000 runs vs 10 runs in the experiment  target: < 1.5
-4. start-up  `mlflow-ci --help` vs `python -c pass`                       target: difference < 0.2 s
-5. setup     fresh virtualenv install of mlflow-ci with uv vs with pip                 (ratio)
-6. store     the demo project's first pull request on a runner with nothing restored (the base
-             commit trained in the job) vs the same check with the base branch's store restored
-                                                                                          (ratio)
+What each row measures, against what, and its target: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -23,15 +16,12 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -514,6 +504,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+README = ROOT / "README.md"
+README_START, README_END = "<!-- benchmark-table -->", "<!-- /benchmark-table -->"
+
+
+def write_readme(rows: list[dict], command: str) -> None:
+    """Put this run's table between the README's benchmark markers (the whole table, never a merge)."""
+    text = README.read_text(encoding="utf-8")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    block = (f"Measured on {time.strftime('%Y-%m-%d')} on this project's {os.cpu_count()}-core machine, "
+             f"one run of `{command}`:\n\n{table(rows)}\n")
+    README.write_text(f"{head}{README_START}\n{block}{README_END}{tail}", encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs and repeats, no setup row")
@@ -522,6 +526,7 @@ def main() -> int:
     parser.add_argument("--shared-runs", type=int, default=100_000,
                         help="runs in the large experiment of the PostgreSQL + S3 row")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--readme", action="store_true", help="replace the README's benchmark table with this run's")
     parser.add_argument("--fingerprint-gb", type=float, default=2.0, help="data size of the fingerprint row")
     parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,fingerprint,bootstrap,install,scale,shared,startup,setup,store",
                         help="comma-separated subset of: overhead, cache, evalcache, perfnoise, fingerprint, bootstrap, install, scale, shared, startup, setup, store")
@@ -556,6 +561,8 @@ def main() -> int:
         if "store" in only:
             rows += bench_store(work, 1 if args.quick else 3)
     print(table(rows))
+    if args.readme:
+        write_readme(rows, "python benchmarks/run.py " + " ".join(sys.argv[1:]))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -36,6 +36,7 @@ from mlflow_ci.tracking import (
     TAG_VERDICT_AT,
     RunSnapshot,
 )
+from mlflow_ci.train import TrainResult
 
 
 @dataclass
@@ -46,11 +47,14 @@ class Progress:
     cached: bool = False
 
 
-def do_check(s: Session, opts: Options, progress: Progress | None = None) -> CheckResult:
-    """train → compare → gate → report; tags the candidate run with the verdict and baseline."""
+def do_check(s: Session, opts: Options, progress: Progress | None = None, *, trained: TrainResult | None = None) -> CheckResult:
+    """train → compare → gate → report; tags the candidate run with the verdict and baseline.
+
+    ``trained``: the run was already trained for this commit (the demo trains its commits side by side,
+    as CI runs independent jobs); the check then starts at compare."""
     progress = progress if progress is not None else Progress()
     progress.stage = "train"
-    trained = do_train(s, opts, require_gated=True)
+    trained = trained or do_train(s, opts, require_gated=True)
     progress.run, progress.cached = trained.run, trained.cached
     tracker = s.tracker()
     progress.stage = "compare"

@@ -1,23 +1,28 @@
 """`mlflow-ci demo`: the whole story on an embedded project, offline, in a temporary folder.
 
 1. A git repo with a small scikit-learn project (bundled breast cancer dataset) on ``main``.
-2. ``check`` on main, twice (two commits: the trend the PRs are drawn against); the second model is
+2. Two more commits on ``main`` and two pull requests are made, each in a git worktree, and the four
+   models train at once (as CI runs independent jobs side by side); each check below starts from its run.
+3. ``check`` on main, twice (two commits: the trend the PRs are drawn against); the second model is
    registered and aliased ``champion``.
-3. Branch ``pr/fewer-features`` regresses the model; ``check`` fails the gate.
-4. Branch ``pr/tune-c`` improves it; ``check`` passes.
+4. Branch ``pr/fewer-features`` regresses the model; ``check`` fails the gate.
+5. Branch ``pr/tune-c`` improves it; ``check`` passes.
 Exit 0 when the first PR failed and the second passed, as designed.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, TextIO
 
@@ -27,6 +32,7 @@ from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.config.loader import load_config
 from mlflow_ci.errors import MlflowCiError, UsageError, printable
 from mlflow_ci.terminal import color_wanted, render
+from mlflow_ci.train import TrainResult, artifact_location, train
 
 PROJECT = Path(__file__).parent.parent / "demo_project"
 REGRESS_BRANCH = "pr/fewer-features"
@@ -78,15 +84,23 @@ def _edit(path: Path, pattern: str, replacement: str) -> None:
     path.write_text(re.sub(pattern, replacement, text, count=1, flags=re.MULTILINE), encoding="utf-8")
 
 
-def _check(repo: Path, env: Mapping[str, str], stream: TextIO) -> CheckResult:
+def _check(repo: Path, env: Mapping[str, str], stream: TextIO, trained: TrainResult) -> CheckResult:
     cfg = load_config(repo / "mlflow-ci.yml")
     session = make_session(cfg, env, repo, stream)
-    return do_check(session, Options(out_dir=repo / ".mlflow-ci", base_branch="main"))
+    return do_check(session, Options(out_dir=repo / ".mlflow-ci", base_branch="main"), trained=trained)
 
 
 def _banner(stream: TextIO, text: str) -> None:
     stream.write(f"\n{'=' * 100}\n{text}\n{'=' * 100}\n")
     stream.flush()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One commit of the story: where it is checked out while its model trains."""
+    branch: str
+    sha: str
+    worktree: Path
 
 
 def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) -> DemoResult:
@@ -102,43 +116,99 @@ def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) 
         shutil.copy(PROJECT / name, repo / name)
     (repo / ".gitignore").write_text(".mlflow-ci/\nmlartifacts/\n", encoding="utf-8")
 
-    _banner(stream, f"mlflow-ci demo in {root}\n1/3 main: two commits, each checked (the trend), the second registered as champion")
-    _git(repo, denv, "init", "-q", "-b", "main")
-    _edit(repo / "params.yaml", r"^C: .*$", "C: 0.01")
-    _git(repo, denv, "add", "-A")
-    _git(repo, denv, "commit", "-q", "-m", "First model: logistic regression, C=0.01")
-    for commit in ("first", "second"):
-        if commit == "second":
-            _edit(repo / "params.yaml", r"^C: .*$", "C: 0.02")
-            _git(repo, denv, "commit", "-q", "-am", "Baseline model: C=0.02")
-        base = _check(repo, denv, stream)
+    _banner(stream, f"mlflow-ci demo in {root}\nfour commits: two on main, two pull requests; their models train side by side, "
+                    "as CI runs independent jobs")
+    first, second, regress, improve = _commits(repo, root / "worktrees", denv)
+    trained = _train_side_by_side(repo, denv, (first, second, regress, improve), stream)
+    for planned in (first, second, regress, improve):
+        _git(repo, denv, "worktree", "remove", "--force", str(planned.worktree))
+
+    _banner(stream, "1/3 main: two commits, each checked (the trend), the second registered as champion")
+    for planned in (first, second):
+        _git(repo, denv, "merge", "-q", "--ff-only", planned.sha)
+        base = _check(repo, denv, stream, trained[planned.sha])
         if base.verdict == "fail":
-            raise MlflowCiError(f"demo: the {commit} commit on main failed its gate; the demo project is broken")
+            raise MlflowCiError(f"demo: commit {planned.sha[:12]} on main failed its gate; the demo project is broken")
     version = _register_champion(denv["MLFLOW_TRACKING_URI"], repo, base)
     stream.write(f"registered demo-breast-cancer version {version} as @champion\n")
 
     steps = []
-    plan = (
-        (REGRESS_BRANCH, "PR 1: use only the ten 'mean' features (regresses)", "fail",
-         r"^features: .*$", "features: [mean radius, mean texture, mean perimeter, mean area, mean smoothness, "
-         "mean compactness, mean concavity, mean concave points, mean symmetry, mean fractal dimension]"),
-        (IMPROVE_BRANCH, "PR 2: weaker regularisation, C=0.3 (improves)", "pass", r"^C: .*$", "C: 0.3"),
-    )
-    for number, (branch, title, expected, pattern, replacement) in enumerate(plan, start=2):
-        _banner(stream, f"{number}/3 {branch}: {title}")
-        _git(repo, denv, "checkout", "-q", "main")
-        _git(repo, denv, "checkout", "-q", "-b", branch)
-        _edit(repo / "params.yaml", pattern, replacement)
-        _git(repo, denv, "commit", "-q", "-am", title)
-        outcome = _check(repo, denv, stream)
-        kept = root / f"report-{branch.replace('/', '-')}.md"
+    plan = ((regress, "PR 1: use only the ten 'mean' features (regresses)", "fail"),
+            (improve, "PR 2: weaker regularisation, C=0.3 (improves)", "pass"))
+    for number, (planned, title, expected) in enumerate(plan, start=2):
+        _banner(stream, f"{number}/3 {planned.branch}: {title}")
+        _git(repo, denv, "checkout", "-q", planned.branch)
+        outcome = _check(repo, denv, stream, trained[planned.sha])
+        kept = root / f"report-{planned.branch.replace('/', '-')}.md"
         shutil.copy(outcome.report_path, kept)
-        shutil.copy(outcome.result_path, root / f"result-{branch.replace('/', '-')}.json")
-        steps.append(DemoStep(branch, title, expected, outcome, kept))
+        shutil.copy(outcome.result_path, root / f"result-{planned.branch.replace('/', '-')}.json")
+        steps.append(DemoStep(planned.branch, title, expected, outcome, kept))
 
     result = DemoResult(root, denv["MLFLOW_TRACKING_URI"], version, tuple(steps), time.monotonic() - started)
     _print_summary(result, stream, env)
     return result
+
+
+# Each pull request edits one line of params.yaml.
+REGRESS_FEATURES = ("features: [mean radius, mean texture, mean perimeter, mean area, mean smoothness, "
+                    "mean compactness, mean concavity, mean concave points, mean symmetry, mean fractal dimension]")
+
+
+def _commits(repo: Path, worktrees: Path, denv: Mapping[str, str]) -> tuple[Planned, ...]:
+    """The story's four commits, each checked out in a worktree of its own: main's first (C=0.01, where
+    ``main`` points for now) and second (C=0.02), and the two pull requests branched from the second."""
+    _git(repo, denv, "init", "-q", "-b", "main")
+    _edit(repo / "params.yaml", r"^C: .*$", "C: 0.01")
+    _git(repo, denv, "add", "-A")
+    _git(repo, denv, "commit", "-q", "-m", "First model: logistic regression, C=0.01")
+    first = _worktree(repo, denv, worktrees / "main-1", "main", branch=None)
+    second = _worktree(repo, denv, worktrees / "main-2", "main", branch=None,
+                       edit=(r"^C: .*$", "C: 0.02", "Baseline model: C=0.02"))
+    regress = _worktree(repo, denv, worktrees / "pr-1", second.sha, branch=REGRESS_BRANCH,
+                        edit=(r"^features: .*$", REGRESS_FEATURES, "PR 1: use only the ten 'mean' features (regresses)"))
+    improve = _worktree(repo, denv, worktrees / "pr-2", second.sha, branch=IMPROVE_BRANCH,
+                        edit=(r"^C: .*$", "C: 0.3", "PR 2: weaker regularisation, C=0.3 (improves)"))
+    return (replace(first, branch="main"), replace(second, branch="main"), regress, improve)
+
+
+def _worktree(repo: Path, denv: Mapping[str, str], path: Path, start: str, *, branch: str | None,
+              edit: tuple[str, str, str] | None = None) -> Planned:
+    """A worktree at ``start`` (on a new ``branch``, else detached), with one commit editing params.yaml."""
+    _git(repo, denv, "worktree", "add", "-q", *(["-b", branch] if branch else ["--detach"]), str(path), start)
+    if edit is not None:
+        pattern, replacement, message = edit
+        _edit(path / "params.yaml", pattern, replacement)
+        _git(path, denv, "commit", "-q", "-am", message)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, env=dict(denv), capture_output=True, text=True,
+                         check=True).stdout.strip()
+    return Planned(branch or "", sha, path)
+
+
+def _train_side_by_side(repo: Path, denv: Mapping[str, str], commits: tuple[Planned, ...], stream: TextIO) -> dict:
+    """Train every commit at once, each in its worktree; the checks that follow start from these runs.
+    Returns the TrainResult per commit; each training's output is written to ``stream`` when it ends."""
+    cfg = load_config(repo / "mlflow-ci.yml")
+    session = make_session(cfg, denv, repo, stream)
+    session.tracker().experiment_id(cfg.experiment, create=True, artifact_location=artifact_location(cfg, session.tracking_uri))
+    started = time.monotonic()
+    lock = threading.Lock()
+
+    def one(planned: Planned):
+        captured = io.StringIO()
+        wcfg = load_config(planned.worktree / "mlflow-ci.yml")
+        ws = make_session(wcfg, denv, planned.worktree, captured)
+        opts = Options(out_dir=planned.worktree / ".mlflow-ci", base_branch="main")
+        ctx = ws.context(opts).with_overrides(branch=planned.branch)
+        result = train(wcfg, ws.tracker(), ctx, denv, out_dir=opts.out_dir, use_cache=False, stream=captured)
+        with lock:
+            stream.write(f"--- {planned.branch} @ {planned.sha[:7]}: trained in {result.seconds:.1f}s\n{captured.getvalue()}")
+            stream.flush()
+        return planned.sha, result
+
+    with ThreadPoolExecutor(max_workers=len(commits)) as pool:
+        trained = dict(pool.map(one, commits))
+    stream.write(f"four models trained side by side in {time.monotonic() - started:.1f}s\n")
+    return trained
 
 
 def _register_champion(tracking_uri: str, repo: Path, base: CheckResult) -> str:

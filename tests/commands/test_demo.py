@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from conftest import clean_env
+from conftest import clean_env, git
 from render_checks import mermaid_blocks, mermaid_problems, table_problems
 
 
@@ -52,6 +52,12 @@ def test_demo_tells_the_whole_story(tmp_path):
     assert "**Confusion matrix, candidate**" in improve and "**Data checks** against the baseline's evaluation data: rows 171 → 171" in improve
     result = json.loads((tmp_path / "model-repo" / ".mlflow-ci" / "result.json").read_text())
     assert result["verdict"] == "pass" and result["baseline"]["source"] == "alias:champion"
+    # the four models trained side by side, each run tagged as if trained where it is checked
+    assert "four models trained side by side in" in out and out.count("trained in") == 4
+    repo = tmp_path / "model-repo"
+    assert result["candidate"]["commit"] == git(repo, "rev-parse", "pr/tune-c") and not result["candidate"]["cached"]
+    assert [p["commit"] for p in result["trend"]["runs"]] == [git(repo, "rev-parse", "main~1"), git(repo, "rev-parse", "main")]
+    assert git(repo, "worktree", "list").count("\n") == 0  # the worktrees are gone
     # the demo never touches the caller's working directory or a default store
     assert "Traceback" not in proc.stderr
 
