@@ -85,3 +85,17 @@ def test_readme_opens_with_the_two_commands():
     assert readme.index("<!-- test-command -->") < readme.index("## How a check works")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "<!-- test-command -->" in ci
+
+
+def test_every_benchmark_row_is_documented_and_the_readme_shows_a_whole_table():
+    source = (ROOT / "benchmarks" / "run.py").read_text(encoding="utf-8")
+    groups = re.search(r'"--only", default="([^"]+)"', source).group(1).split(",")
+    doc = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    assert [g for g in groups if f"| {g} |" not in doc] == []
+    assert f"(rows: {', '.join(groups)})" in doc
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- benchmark-table -->")[1].split("<!-- /benchmark-table -->")[0]
+    lines = [line for line in block.strip().splitlines() if line.startswith("|")]
+    assert lines[:2] == ["| benchmark | ours (s) | reference (s) | figure | target | met |", "|---|---:|---:|---:|---:|:-:|"]
+    assert all(line.count("|") == 7 for line in lines), "a row with the wrong number of cells"
+    assert re.search(r"Measured on \d{4}-\d{2}-\d{2} .*`python benchmarks/run\.py", block)

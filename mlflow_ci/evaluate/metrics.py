@@ -25,12 +25,20 @@ BATCH_CELLS = 4_000_000  # row weights drawn at once (resamples × rows): bounds
 # Poisson(1) by inverse CDF over 16-bit uniforms: entry u is the smallest k with P(X <= k) > u / 65536.
 _POISSON_CDF = np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, k + 1, dtype=np.float64)) for k in range(8)])
 POISSON_TABLE = np.minimum(np.searchsorted(_POISSON_CDF * 65536, np.arange(65536), side="right"), 7).astype(np.uint8)
+# The same draw a byte at a time: the first byte of the uniform decides the weight, except for the 5 of
+# 256 values that a CDF boundary splits (marked 255), which a second byte settles.
+_BY_BYTES = POISSON_TABLE.reshape(256, 256)
+FIRST_BYTE = np.where(_BY_BYTES.min(axis=1) == _BY_BYTES.max(axis=1), _BY_BYTES[:, 0], 255).astype(np.uint8)
 
 
 def poisson_weights(rng: np.random.Generator, resamples: int, rows: int) -> np.ndarray:
-    """A batch of Poisson(1) row weights (resamples × rows, uint8)."""
-    uniform = np.frombuffer(rng.bytes(2 * resamples * rows), dtype=np.uint16)
-    return POISSON_TABLE[uniform].reshape(resamples, rows)
+    """A batch of Poisson(1) row weights (resamples × rows, uint8), distributed exactly as
+    ``POISSON_TABLE`` over 16-bit uniforms, with one random byte per weight for 98% of them."""
+    first = np.frombuffer(rng.bytes(resamples * rows), dtype=np.uint8)
+    weights = np.take(FIRST_BYTE, first)
+    unsettled = np.flatnonzero(weights == 255)
+    weights[unsettled] = _BY_BYTES[first[unsettled], np.frombuffer(rng.bytes(len(unsettled)), dtype=np.uint8)]
+    return weights.reshape(resamples, rows)
 
 
 @dataclass(frozen=True)
@@ -81,45 +89,51 @@ class _Metric:
 
 
 class _Auc:
-    """Binary ROC AUC with integer row weights: one sort up front, then per resample batch a gather
-    (none when the rows are already in this order), one integer cumulative sum and one product. Tied
-    scores: their pairs count half, corrected on the rows of tied groups only."""
+    """Binary ROC AUC with integer row weights. Per resample batch: the negatives' weights summed
+    cumulatively in score order, then each positive row takes the negative weight below its score (tied
+    negatives count half) — one cumulative sum over the negatives, one gather and one product over the
+    positives. When the rows come as [negatives | positives], each block in this score's order (what
+    ``paired_bootstrap`` arranges for the candidate), nothing else is reordered."""
     def __init__(self, y: np.ndarray, score: np.ndarray) -> None:
-        order = np.argsort(score, kind="mergesort")
-        self.order = None if np.array_equal(order, np.arange(len(order))) else order
-        self.pos = (y[order] == 1).astype(np.uint8)
-        sorted_scores = score[order]
-        starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-        sizes = np.diff(np.r_[starts, len(order)])
-        tied = sizes > 1
-        # the rows of tied groups (in order), and where each tied group starts among them
-        self.tied_rows = np.concatenate([np.arange(a, a + k) for a, k in zip(starts[tied], sizes[tied])]) if tied.any() else None
-        self.tied_starts = np.r_[0, np.cumsum(sizes[tied])[:-1]] if tied.any() else None
+        self.rows = len(y)
+        neg, pos = np.flatnonzero(y != 1), np.flatnonzero(y == 1)
+        self.neg, self.pos = _block(neg), _block(pos)
+        order = np.argsort(score[neg], kind="mergesort")
+        self.neg_order = None if np.array_equal(order, np.arange(len(order))) else order
+        sorted_neg, pos_scores = score[neg][order], score[pos]
+        self.below = np.searchsorted(sorted_neg, pos_scores, side="left")  # negatives scored lower
+        upto = np.searchsorted(sorted_neg, pos_scores, side="right")  # ... or the same
+        tied = np.flatnonzero(upto != self.below)
+        self.tied, self.tied_upto = (tied, upto[tied]) if len(tied) else (None, None)
 
     def value(self, weights: np.ndarray | None) -> float:
         return float(self.values(None if weights is None else weights[None, :].astype(np.int32))[0])
 
     def values(self, weights: np.ndarray | None) -> np.ndarray:
         if weights is None:
-            weights = np.ones((1, len(self.pos)), dtype=np.uint8)
-        w = weights if self.order is None else weights[:, self.order]
-        p = w * self.pos
-        n = w - p
-        wide = np.int32 if int(w.max(initial=0)) * w.shape[1] < 2**31 else np.int64
-        below = _cumsum(n, wide)[:, :-1]  # negative weight before each row
-        # every positive row outranks the negatives before it...
-        numerator = np.einsum("ij,ij->i", p, below, dtype=np.float64, casting="unsafe")
-        if self.tied_rows is not None:  # ...but within a group of equal scores each pair counts half
-            rows, starts = self.tied_rows, self.tied_starts
-            p_t, n_t, below_t = p[:, rows], n[:, rows], below[:, rows]
-            group_p = np.add.reduceat(p_t, starts, axis=1, dtype=np.float64)
-            group_n = np.add.reduceat(n_t, starts, axis=1, dtype=np.float64)
-            numerator += (-np.einsum("ij,ij->i", p_t, below_t, dtype=np.float64, casting="unsafe")
-                          + np.einsum("ij,ij->i", group_p, below_t[:, starts] + 0.5 * group_n))
-        total_n = (below[:, -1] + n[:, -1]).astype(np.float64)
-        total_p = w.sum(axis=1, dtype=np.float64) - total_n
+            weights = np.ones((1, self.rows), dtype=np.uint8)
+        neg = weights[:, self.neg]
+        if self.neg_order is not None:
+            neg = np.take(neg, self.neg_order, axis=1)
+        most = 255 if weights.dtype == np.uint8 else int(weights.max(initial=0))
+        wide = np.int32 if most * weights.shape[1] < 2**31 else np.int64
+        below = _cumsum(neg, wide)  # below[:, k]: the weight of the k lowest-scored negatives
+        pos = weights[:, self.pos]
+        numerator = np.einsum("ij,ij->i", pos, np.take(below, self.below, axis=1), dtype=np.float64, casting="unsafe")
+        if self.tied is not None:
+            ties = np.take(below, self.tied_upto, axis=1) - np.take(below, self.below[self.tied], axis=1)
+            numerator += 0.5 * np.einsum("ij,ij->i", pos[:, self.tied], ties, dtype=np.float64, casting="unsafe")
+        total_n = below[:, -1].astype(np.float64)
+        total_p = pos.sum(axis=1, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where((total_p > 0) & (total_n > 0), numerator / (total_p * total_n), np.nan)
+
+
+def _block(index: np.ndarray) -> slice | np.ndarray:
+    """A slice when the indices are consecutive (a view instead of a gather), else the indices."""
+    if len(index) and index[-1] - index[0] == len(index) - 1:
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index if len(index) else slice(0, 0)
 
 
 def _cumsum(a: np.ndarray, dtype) -> np.ndarray:
@@ -312,9 +326,11 @@ def paired_bootstrap(
     """Point estimates for both models and the bootstrap interval of each difference."""
     y = np.asarray(y)
     n = len(y)
-    if "roc_auc" in names and task == "classification" and np.ndim(candidate_output) == 2 and candidate_output.shape[1] == 2:
-        # rows in the candidate's score order: its AUC needs no gather (row order is free in a bootstrap)
-        order = np.argsort(candidate_output[:, 1], kind="mergesort")
+    if ("roc_auc" in names and task == "classification" and classes is not None and len(classes) == 2
+            and np.ndim(candidate_output) == 2 and candidate_output.shape[1] == 2):
+        # negatives then positives, each in the candidate's score order: the candidate's AUC reorders
+        # nothing, the baseline's only its negatives (row order is free in a bootstrap)
+        order = np.lexsort((candidate_output[:, 1], y == classes[1]))
         y, candidate_output, baseline_output = y[order], candidate_output[order], baseline_output[order]
     cand = {name: build_metric(name, task, y, candidate_output, classes) for name in names}
     base = {name: build_metric(name, task, y, baseline_output, classes) for name in names}
