@@ -53,6 +53,9 @@ MAX_TAG_VALUE = 8000
 DOUBLE_MAX = 1.7976931348623157e308
 DELETED_VERSION_STAGE = "Deleted_Internal"
 TAG_VALUE_INDEX = "mlflow_ci_tags_key_value"
+# MLflow's schema indexes neither: runs by tag value (the cache, baseline and PR lookups) and an
+# experiment's runs by start time (the trend: the newest runs of a branch, walked newest first).
+INDEXES = {TAG_VALUE_INDEX: "tags (key, value)", "mlflow_ci_runs_recent": "runs (experiment_id, start_time)"}
 BUSY_TIMEOUT_MS = 60_000  # how long a write waits for another writer (parallel candidates, the training child)
 
 
@@ -146,15 +149,17 @@ class SqliteTracker(SearchMixin):
             self._db.execute("COMMIT")
 
     def _ensure_tag_index(self) -> None:
-        """Add the tag-value index once. It is an optimisation: a read-only store, or one another
+        """Add mlflow-ci's indexes once. They are an optimisation: a read-only store, or one another
         writer holds for more than half a second, just stays slower this time."""
         with contextlib.suppress(sqlite3.Error):
-            if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
-                                (TAG_VALUE_INDEX,)).fetchone() is not None:
+            present = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            missing = [name for name in INDEXES if name not in present]
+            if not missing:
                 return
             self._db.execute("PRAGMA busy_timeout = 500")
             try:
-                self._db.execute(f"CREATE INDEX IF NOT EXISTS {TAG_VALUE_INDEX} ON tags (key, value)")
+                for name in missing:
+                    self._db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {INDEXES[name]}")
             finally:
                 self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
@@ -283,11 +288,15 @@ class SqliteTracker(SearchMixin):
     def search_runs(self, experiment_id: str, *, tags: Mapping[str, str], limit: int = SEARCH_WINDOW,
                     since_ms: int | None = None) -> list[RunSnapshot]:
         """Newest FINISHED, active runs whose tags equal ``tags`` (bounded; started at ``since_ms`` or later)."""
-        joins = "".join(f" JOIN tags t{i} ON t{i}.run_uuid = r.run_uuid AND t{i}.key = ? AND t{i}.value = ?"
+        # The plan is chosen here, not left to SQLite's guess (a unary + keeps a column's index out of it):
+        # a lookup by tag value seeks the tag-value index (a commit, a fingerprint: a few rows); a recent-runs
+        # query walks the experiment's runs newest first and stops at ``limit`` (a branch: many rows).
+        value, experiment = ("+t{i}.value", "r.experiment_id") if since_ms is not None else ("t{i}.value", "+r.experiment_id")
+        joins = "".join(f" JOIN tags t{i} ON t{i}.run_uuid = r.run_uuid AND t{i}.key = ? AND {value.format(i=i)} = ?"
                         for i in range(len(tags)))
         args = [part for key, value in tags.items() for part in (key, str(value))]
         since = "" if since_ms is None else " AND r.start_time >= ?"
-        sql = (f"SELECT r.run_uuid FROM runs r{joins} WHERE r.experiment_id = ? AND r.status = 'FINISHED'"
+        sql = (f"SELECT r.run_uuid FROM runs r{joins} WHERE {experiment} = ? AND r.status = 'FINISHED'"
                f" AND r.lifecycle_stage = 'active'{since} ORDER BY r.start_time DESC, r.run_uuid LIMIT ?")
         bounds = () if since_ms is None else (int(since_ms),)
         with self._service("search runs"):

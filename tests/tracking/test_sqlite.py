@@ -207,6 +207,56 @@ def test_tag_lookups_are_index_seeks_and_mlflow_still_opens_the_store(store):
     assert MlflowTracker(uri).experiment_id("exp", create=False) == exp
 
 
+def grow(path: Path, exp: str, runs: int) -> None:
+    """``runs`` more finished runs on main, one a minute, written straight into MLflow's tables."""
+    with sqlite3.connect(path) as db:
+        db.execute(f"""WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < {runs})
+            INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time,
+                              end_time, source_version, lifecycle_stage, artifact_uri, experiment_id)
+            SELECT printf('%032x', n), 'r', 'LOCAL', '', '', 'u', 'FINISHED', 1700000000000 + n * 60000,
+                   1700000000000 + n * 60000 + 1, '', 'active', 'x', {int(exp)} FROM i""")
+        db.execute(f"""INSERT INTO tags (key, value, run_uuid) SELECT ?, 'main', run_uuid FROM runs
+                       WHERE experiment_id = {int(exp)}""", (BRANCH,))
+        db.execute(f"""INSERT INTO tags (key, value, run_uuid) SELECT ?, run_uuid, run_uuid FROM runs
+                       WHERE experiment_id = {int(exp)}""", (COMMIT,))
+
+
+def steps(tracker: SqliteTracker, call) -> int:
+    """SQLite virtual-machine steps (in thousands) the call takes: work done, whatever the machine's speed."""
+    count = [0]
+
+    def tick():
+        count[0] += 1
+        return 0
+
+    tracker._db.set_progress_handler(tick, 1000)
+    try:
+        call()
+    finally:
+        tracker._db.set_progress_handler(None, 0)
+    return count[0]
+
+
+def test_lookups_cost_the_same_at_ten_times_the_runs(tmp_path):
+    """The trend's newest-runs query walks runs newest first and stops; the lookup by commit seeks the tag
+    index: neither grows with the experiment (counted in SQLite's own steps, not seconds)."""
+    cost = {}
+    for runs in (500, 5000):
+        path = tmp_path / f"s{runs}.db"
+        uri = f"sqlite:///{path}"
+        exp = MlflowTracker(uri).experiment_id("exp", create=True, artifact_location=str(tmp_path / "a"))
+        grow(path, exp, runs)
+        tracker = fast(uri)
+        newest = 1700000000000 + runs * 60000
+        recent = lambda: tracker.search_runs(exp, tags={BRANCH: "main"}, limit=61, since_ms=newest - 14 * 86_400_000)
+        assert len(recent()) == 61 and recent()[0].run_id == f"{runs:032x}"
+        by_commit = lambda: tracker.search_runs(exp, tags={COMMIT: f"{7:032x}"})
+        assert [r.run_id for r in by_commit()] == [f"{7:032x}"]
+        cost[runs] = (steps(tracker, recent), steps(tracker, by_commit))
+    assert cost[5000][0] <= 1.5 * cost[500][0] + 2, cost
+    assert cost[5000][1] <= 1.5 * cost[500][1] + 2, cost
+
+
 def test_a_busy_store_is_used_without_the_index_and_gets_it_later(store):
     uri, path, exp = store
     MlflowTracker(uri).start_run(exp, run_name="x", tags={COMMIT: "c"})
