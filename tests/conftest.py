@@ -176,6 +176,19 @@ with mlflow.start_run():
 """
 
 
+def server_config(name: str, extra: str = "") -> str:
+    """mlflow-ci.yml of a model on a tracking server: experiment and model ``name``, gated on accuracy."""
+    return textwrap.dedent(f"""\
+        experiment: {name}
+        model: {name}
+        train:
+          command: python train.py
+          inputs: ["*.py", "params.json"]
+        gate:
+          accuracy: {{min: 0.8}}
+        """) + extra
+
+
 @pytest.fixture
 def served(project, mlflow_server):
     """The project on the shared server, under a fresh experiment and model name."""
@@ -183,17 +196,7 @@ def served(project, mlflow_server):
     project.write("train.py", MODEL_SCRIPT)
     project.write("params.json", json.dumps({"C": 1.0}))
     project.write("deploy.sh", 'echo "deploying $MODEL_URI v$MODEL_VERSION ($MODEL_NAME)" >> deployed.txt\nexit "${DEPLOY_EXIT:-0}"\n')
-    project.write("mlflow-ci.yml", f"""\
-experiment: {name}
-model: {name}
-train:
-  command: python train.py
-  inputs: ["*.py", "params.json"]
-gate:
-  accuracy: {{min: 0.8}}
-deploy:
-  command: sh deploy.sh
-""")
+    project.write("mlflow-ci.yml", server_config(name, "deploy:\n  command: sh deploy.sh\n"))
     project.write(".gitignore", ".mlflow-ci/\ndeployed.txt\n")
     project.commit("model project")
     project.server_env = clean_env(

@@ -42,14 +42,13 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@dataclass
 class Process:
     """One server process, leader of its own process group."""
 
+    proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    log: Path | None = field(default=None, init=False, repr=False)
     name = "server"
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen | None = None
-        self.log: Path | None = None
 
     def spawn(self, cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, what: str, **popen) -> None:
         self.log = log
@@ -118,7 +117,6 @@ class Postgres(Process):
     name = "PostgreSQL"
 
     def __post_init__(self) -> None:
-        Process.__init__(self)
         self.dir: Path | None = None
 
     @property
@@ -176,9 +174,6 @@ class S3(Process):
     port: int = field(default_factory=free_port)
     name = "moto S3 server"
 
-    def __post_init__(self) -> None:
-        Process.__init__(self)
-
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -216,9 +211,6 @@ class MlflowServer(Process):
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     name = "mlflow server"
-
-    def __post_init__(self) -> None:
-        Process.__init__(self)
 
     @property
     def uri(self) -> str:

@@ -27,6 +27,38 @@ with mlflow.start_run():
     mlflow.sklearn.log_model(model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
 """
 
+def check_candidates(root, env, names, *, pr: int, timeout: float = 600) -> dict[str, subprocess.CompletedProcess]:
+    """`check --candidate NAME` for every name at once, each its own process (a matrix job each)."""
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "mlflow_ci", "check", "--candidate", name, "--pr", str(pr), "--out",
+             f".mlflow-ci/{name}", "--base-branch", "main"],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in names
+    }
+    try:
+        outputs = {name: proc.communicate(timeout=timeout) for name, proc in procs.items()}
+        return {name: subprocess.CompletedProcess(procs[name].args, procs[name].returncode, out, err)
+                for name, (out, err) in outputs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+
+
+def merge_and_push(root, gh, tmp_path, *, branch: str, number: int, head: str) -> dict[str, str]:
+    """Merge PR ``number`` (``branch``, head ``head``) into main with a merge commit, tell the fake GitHub
+    the PR is merged, and return the environment of the push event's workflow."""
+    git(root, "checkout", "-q", "main")
+    git(root, "merge", "-q", "--no-ff", branch, "-m", f"Merge PR {number}")
+    merged = git(root, "rev-parse", "HEAD")
+    gh.pulls.append({"number": number, "state": "closed", "merged_at": "2026-11-29T08:00:00Z", "merge_commit_sha": merged,
+                     "head": {"sha": head}})
+    push = tmp_path / "push.json"
+    push.write_text(json.dumps({"ref": "refs/heads/main", "after": merged, "deleted": False}))
+    return {"GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(push)}
+
+
 CANDIDATES = {"weak": {"C": 0.01, "accuracy": 0.5}, "good": {"C": 1.0, "accuracy": 0.93}, "best": {"C": 10.0, "accuracy": 0.97}}
 
 
@@ -40,17 +72,10 @@ def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path
     head = served.commit("candidates")
 
     started = time.monotonic()
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "mlflow_ci", "check", "--candidate", name, "--pr", "7", "--out", f".mlflow-ci/{name}",
-             "--base-branch", "main"],
-            cwd=served.root, env=served.server_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for name in CANDIDATES
-    }
-    codes = {name: proc.wait(timeout=600) for name, proc in procs.items()}
+    checked = check_candidates(served.root, served.server_env, CANDIDATES, pr=7)
     parallel_seconds = time.monotonic() - started
-    assert codes == {"weak": 1, "good": 0, "best": 0}, {n: p.stderr.read() for n, p in procs.items()}
+    assert {n: p.returncode for n, p in checked.items()} == {"weak": 1, "good": 0, "best": 0}, {
+        n: p.stderr for n, p in checked.items()}
 
     payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
     payload["pull_request"]["number"] = 7
@@ -77,14 +102,8 @@ def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path
         assert Record.parse(gh.check_runs[0]["external_id"]).run_id == best_run  # the one promote will pick
         print(f"\nfan-out: 3 candidates in parallel {parallel_seconds:.1f}s, aggregate report {aggregate_seconds:.1f}s")
 
-        git(served.root, "checkout", "-q", "main")
-        git(served.root, "merge", "-q", "--no-ff", "pr-7", "-m", "Merge PR 7")
-        merged = git(served.root, "rev-parse", "HEAD")
-        gh.pulls.append({"number": 7, "state": "closed", "merged_at": "2026-11-29T08:00:00Z", "merge_commit_sha": merged,
-                         "head": {"sha": head}})
-        push = tmp_path / "push.json"
-        push.write_text(json.dumps({"ref": "refs/heads/main", "after": merged, "deleted": False}))
-        promoted = served.cli("promote", env={**env, "GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(push)})
+        pushed = merge_and_push(served.root, gh, tmp_path, branch="pr-7", number=7, head=head)
+        promoted = served.cli("promote", env={**env, **pushed})
         assert promoted.returncode == 0, promoted.stderr
         assert f"(run {best_run}, run recorded by the check run on {head[:12]}" in promoted.stdout
     assert head  # the PR head the runs were tagged with

@@ -16,10 +16,19 @@ import uuid
 import pytest
 import requests
 import yaml
-from commands.test_leaderboard import FANOUT_SCRIPT
-from conftest import ROOT, clean_env, git
+from commands.test_leaderboard import FANOUT_SCRIPT, check_candidates, merge_and_push
+from conftest import ROOT, clean_env, server_config
 from fakegithub import EVENTS, TOKEN, FakeGitHub
-from stack import S3, S3_KEYS, MlflowServer, Postgres, Process, base_env, free_port, postgres_bin
+from stack import (
+    S3,
+    S3_KEYS,
+    MlflowServer,
+    Postgres,
+    Process,
+    base_env,
+    free_port,
+    postgres_bin,
+)
 
 from mlflow_ci.tracking import MlflowTracker
 
@@ -75,38 +84,17 @@ def test_twenty_parallel_checks_one_leaderboard_one_version(shared, project, tmp
     fleet = candidates(20)
     project.write("train.py", FANOUT_SCRIPT)
     project.write("params.json", json.dumps({"candidates": fleet}))
-    project.write("mlflow-ci.yml", f"""\
-experiment: {name}
-model: {name}
-train:
-  command: python train.py
-  inputs: ["*.py", "params.json"]
-gate:
-  accuracy: {{min: 0.8}}
-promote:
-  select: {{metric: accuracy, direction: higher}}
-""")
+    project.write("mlflow-ci.yml", server_config(name, "promote:\n  select: {metric: accuracy, direction: higher}\n"))
     project.commit("a fleet of candidates")
     project.branch("pr-9")
     head = project.commit("twenty candidates")
 
     started = time.monotonic()
-    procs = {
-        cand: subprocess.Popen(
-            [sys.executable, "-m", "mlflow_ci", "check", "--candidate", cand, "--pr", "9", "--out", f".mlflow-ci/{cand}",
-             "--base-branch", "main"],
-            cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for cand in fleet
-    }
-    try:
-        codes = {cand: proc.wait(timeout=900) for cand, proc in procs.items()}
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
+    checked = check_candidates(project.root, env, fleet, pr=9, timeout=900)
     seconds = time.monotonic() - started
     expected = {cand: 0 if spec["accuracy"] >= 0.8 else 1 for cand, spec in fleet.items()}
-    assert codes == expected, {c: p.stderr.read()[-1500:] for c, p in procs.items() if codes[c] != expected[c]}
+    assert {c: proc.returncode for c, proc in checked.items()} == expected, {
+        c: proc.stderr[-1500:] for c, proc in checked.items() if proc.returncode != expected[c]}
 
     # nothing lost: one finished, gated run per candidate in PostgreSQL, its files in the bucket, none on the server's disk
     (exp_id,) = pg.sql("mlflow", f"SELECT experiment_id FROM experiments WHERE name = '{name}'")[0]
@@ -139,14 +127,7 @@ promote:
         assert entries[0]["selected"] and sum(e["selected"] for e in entries) == 1
         best_run = entries[0]["run_id"]
 
-        git(project.root, "checkout", "-q", "main")
-        git(project.root, "merge", "-q", "--no-ff", "pr-9", "-m", "Merge PR 9")
-        merged = git(project.root, "rev-parse", "HEAD")
-        gh.pulls.append({"number": 9, "state": "closed", "merged_at": "2026-11-29T08:00:00Z", "merge_commit_sha": merged,
-                         "head": {"sha": head}})
-        push = tmp_path / "push.json"
-        push.write_text(json.dumps({"ref": "refs/heads/main", "after": merged, "deleted": False}))
-        promote_env = {**gh_env, "GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(push)}
+        promote_env = {**gh_env, **merge_and_push(project.root, gh, tmp_path, branch="pr-9", number=9, head=head)}
         # two deploy jobs racing (a re-run while the first still runs): one version, one champion
         racing = [subprocess.Popen([sys.executable, "-m", "mlflow_ci", "promote", "--out", f".mlflow-ci/promote-{i}"],
                                    cwd=project.root, env=promote_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
