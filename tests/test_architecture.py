@@ -18,7 +18,7 @@ LAYERS = [
     ("mlflow_ci.config", "mlflow_ci.result"),
     ("mlflow_ci.tracking",),
     ("mlflow_ci.gate", "mlflow_ci.compare", "mlflow_ci.fingerprint", "mlflow_ci.train"),
-    ("mlflow_ci.report", "mlflow_ci.terminal", "mlflow_ci.evaluate", "mlflow_ci.github"),
+    ("mlflow_ci.report", "mlflow_ci.terminal", "mlflow_ci.evaluate", "mlflow_ci.genai", "mlflow_ci.github"),
     ("mlflow_ci.commands",),
     ("mlflow_ci.cli", "mlflow_ci.__main__"),
 ]
