@@ -338,6 +338,27 @@ def paired_bootstrap(
         y, candidate_output, baseline_output = y[order], candidate_output[order], baseline_output[order]
     cand = {name: build_metric(name, task, y, candidate_output, classes) for name in names}
     base = {name: build_metric(name, task, y, baseline_output, classes) for name in names}
+    return paired_metrics(cand, base, n, resamples=resamples, seed=seed, confidence=confidence)
+
+
+def mean_of_scored(values: np.ndarray) -> _Metric:
+    """The mean of per-row values over the rows that have one (NaN: the row was not scored), e.g. a
+    scorer's pass rate: a resample's value is the weighted sum of the scored rows' values over their weight."""
+    values = np.asarray(values, dtype=np.float64)
+    scored = ~np.isnan(values)
+    return _Metric(np.column_stack([np.where(scored, values, 0.0), scored.astype(np.float64)]), _scored_mean)
+
+
+def _scored_mean(s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(s[1] > 0, s[0] / np.where(s[1] > 0, s[1], 1), np.nan)
+
+
+def paired_metrics(cand: dict, base: dict, n: int, *, resamples: int = 1000, seed: int = 0,
+                   confidence: float = 0.95) -> PairedResult:
+    """Point estimates of each named metric for both sides, and the paired bootstrap interval of each
+    difference: every resample weighs the same rows for both."""
+    names = list(cand)
     point_c = {name: float(m.value(None)) for name, m in cand.items()}
     point_b = {name: float(m.value(None)) for name, m in base.items()}
     # One matrix of every sum-based statistic of both models: one product per batch of resamples.

@@ -1,0 +1,127 @@
+"""Candidate and baseline app on the same rows: every scorer's verdict per row for both, each scorer's
+pass rate as a ``genai.<scorer>`` metric with the paired bootstrap interval of its change (so
+``significance:`` rules work as for models), and the rows whose verdict changed — the ones that passed
+before and fail now first — with the input, both outputs and the scorer's reason, for the report.
+
+Outputs and rationales are the app's and the judge's text: untrusted. They are kept as plain strings,
+cut to a bounded length here; the report escapes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from mlflow_ci.genai.judge import Judge
+from mlflow_ci.genai.runner import DataRow, Output
+from mlflow_ci.genai.scorers import Row, Score, Scorer
+
+PREFIX = "genai."
+SHOWN_CHARS = 500  # of an input, an output or a reason, per changed row
+SHOWN_ROWS = 20  # changed rows kept per scorer
+
+
+@dataclass(frozen=True)
+class ChangedRow:
+    scorer: str
+    row: int
+    change: str  # "regressed" (passed before, fails now) or "fixed"
+    inputs: str
+    candidate_output: str
+    baseline_output: str
+    reason: str  # the scorer's reason for the candidate's verdict
+
+
+@dataclass(frozen=True)
+class GenaiComparison:
+    rows: int
+    candidate: dict[str, float]  # genai.<scorer> -> pass rate
+    baseline: dict[str, float] | None
+    intervals: dict  # genai.<scorer> -> Interval of the change (paired), when there is a baseline
+    changed: tuple[ChangedRow, ...]
+    regressed: dict[str, int]  # per scorer: rows that passed before and fail now
+    fixed: dict[str, int]
+    errors: dict[str, int]  # per side: rows where the app raised
+    judge: dict = field(default_factory=dict)  # calls, tokens, flipped rows per judge scorer
+
+
+class JudgeScorer:
+    """A scorer asking an LLM judge about one row; counts the rows whose repeats disagreed."""
+
+    def __init__(self, judge: Judge, instructions: str) -> None:
+        self.judge, self.instructions, self.flipped = judge, instructions, 0
+
+    def __call__(self, row: Row) -> Score:
+        question = (f"Inputs:\n{_cut(json.dumps(dict(row.inputs), ensure_ascii=False), 4000)}\n\n"
+                    f"Answer:\n{_cut(row.output, 8000)}")
+        if row.expectations:
+            question += f"\n\nExpectations:\n{_cut(json.dumps(dict(row.expectations), ensure_ascii=False), 4000)}"
+        judged = self.judge.judge(self.instructions, question)
+        self.flipped += judged.flipped
+        return Score(judged.passed, judged.rationale)
+
+
+def score_rows(scorers: Mapping[str, Scorer], rows: list[DataRow], outputs: list[Output]) -> dict[str, list[Score | None]]:
+    """Every scorer's verdict on every row; a row where the app raised fails every scorer."""
+    if len(outputs) != len(rows):
+        raise ValueError(f"the app answered {len(outputs)} of {len(rows)} rows")
+    scored = {}
+    for name, scorer in scorers.items():
+        verdicts = []
+        for data, out in zip(rows, outputs):
+            if out.error is not None:
+                verdicts.append(Score(False, f"the app raised: {out.error}"))
+            else:
+                verdicts.append(scorer(Row(data.inputs, out.text, data.expectations, out.latency_ms)))
+        scored[name] = verdicts
+    return scored
+
+
+def compare_apps(rows: list[DataRow], candidate: dict[str, list[Score | None]], cand_outputs: list[Output],
+                 baseline: dict[str, list[Score | None]] | None, base_outputs: list[Output] | None, *,
+                 resamples: int = 1000, seed: int = 0, confidence: float = 0.95, judge: dict | None = None) -> GenaiComparison:
+    import numpy as np
+
+    from mlflow_ci.evaluate.metrics import mean_of_scored, paired_metrics
+
+    def rates(scored: dict[str, list[Score | None]]) -> dict:
+        return {PREFIX + name: mean_of_scored(np.array([np.nan if s is None else float(s.passed) for s in verdicts]))
+                for name, verdicts in scored.items()}
+
+    cand_metrics = rates(candidate)
+    errors = {"candidate": sum(o.error is not None for o in cand_outputs)}
+    if baseline is None or base_outputs is None:
+        points = {name: float(metric.value(None)) for name, metric in cand_metrics.items()}
+        return GenaiComparison(len(rows), points, None, {}, (), {}, {}, errors, judge or {})
+    errors["baseline"] = sum(o.error is not None for o in base_outputs)
+    paired = paired_metrics(cand_metrics, rates(baseline), len(rows), resamples=resamples, seed=seed,
+                            confidence=confidence)
+    changed, regressed, fixed = [], {}, {}
+    for name in candidate:
+        flips = [(i, c, b) for i, (c, b) in enumerate(zip(candidate[name], baseline[name]))
+                 if c is not None and b is not None and c.passed != b.passed]
+        regressed[name] = sum(1 for _, c, _ in flips if not c.passed)
+        fixed[name] = len(flips) - regressed[name]
+        for i, c, _ in sorted(flips, key=lambda f: (f[1].passed, f[0]))[:SHOWN_ROWS]:  # regressions first
+            changed.append(ChangedRow(name, i, "fixed" if c.passed else "regressed",
+                                      _cut(json.dumps(dict(rows[i].inputs), ensure_ascii=False, default=str), SHOWN_CHARS),
+                                      _cut(cand_outputs[i].text, SHOWN_CHARS), _cut(base_outputs[i].text, SHOWN_CHARS),
+                                      _cut(c.rationale, SHOWN_CHARS)))
+    return GenaiComparison(len(rows), paired.candidate, paired.baseline, paired.intervals, tuple(changed),
+                           regressed, fixed, errors, judge or {})
+
+
+def judge_summary(scorers: Mapping[str, Scorer]) -> dict:
+    """What the judges cost and how steady they were: requests and tokens spent (retries and repeats
+    included, one budget per check) and, per judge scorer, the rows whose repeats disagreed."""
+    judged = {name: s for name, s in scorers.items() if isinstance(s, JudgeScorer)}
+    if not judged:
+        return {}
+    budget = next(iter(judged.values())).judge.budget
+    return {"calls": budget.calls, "tokens": budget.tokens, "max_calls": budget.max_calls,
+            "flipped": {name: s.flipped for name, s in judged.items()}}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
