@@ -135,15 +135,19 @@ class Postgres(Process):
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         data, env = self.dir / "data", base_env(LC_ALL="C.UTF-8", TZ="UTC")
-        subprocess.run([str(pgbin / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-                        "--no-sync", "--locale=C.UTF-8"], cwd=self.dir, env=env, check=True, capture_output=True,
-                       **self.run_as)
-        log = self.dir / "postgres.log"  # opened by this process, so root may keep it in the cluster's folder
-        self.spawn([str(pgbin / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.dir),
-                    "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                    "-c", "max_connections=200"],
-                   cwd=self.dir, env=env, log=log, what=f"PostgreSQL on 127.0.0.1:{self.port}", **self.run_as)
-        self.wait_ready(lambda: self.sql("postgres", "SELECT 1") is not None, timeout)
+        try:
+            subprocess.run([str(pgbin / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8",
+                            "--no-sync", "--locale=C.UTF-8"], cwd=self.dir, env=env, check=True, capture_output=True,
+                           **self.run_as)
+            log = self.dir / "postgres.log"  # opened by this process, so root may keep it in the cluster's folder
+            self.spawn([str(pgbin / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port),
+                        "-k", str(self.dir), "-c", "fsync=off", "-c", "synchronous_commit=off",
+                        "-c", "full_page_writes=off", "-c", "max_connections=200"],
+                       cwd=self.dir, env=env, log=log, what=f"PostgreSQL on 127.0.0.1:{self.port}", **self.run_as)
+            self.wait_ready(lambda: self.sql("postgres", "SELECT 1") is not None, timeout)
+        except BaseException:
+            self.stop()  # nothing half-started stays behind: the server by its group, the cluster's folder
+            raise
         return self
 
     def sql(self, database: str, statement: str, *, autocommit: bool = True):
