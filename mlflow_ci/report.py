@@ -144,6 +144,7 @@ def build_result(
     ci_run_url: str | None = None,
     config_path: str | None = None,
     evaluation: dict | None = None,
+    genai: dict | None = None,
 ) -> Result:
     cand = comparison.candidate
     base = comparison.baseline
@@ -184,6 +185,7 @@ def build_result(
         "ci_run_url": ci_run_url,
         "tool": {"name": "mlflow-ci", "version": __version__},
         "evaluation": evaluation,
+        "genai": genai,
         "trend": _trend(comparison.trend),
     }
     if base is not None:

@@ -251,7 +251,7 @@ class ErrorInfo(Part):
     hint: Annotated[Text | None, cut(500)] = None
 
 
-OPTIONAL = ("evaluation", "leaderboard", "trend", "error")
+OPTIONAL = ("evaluation", "genai", "leaderboard", "trend", "error")
 
 
 class Result(Part):
@@ -272,6 +272,7 @@ class Result(Part):
     ci_run_url: Url = None
     tool: Annotated[Tool, Says("expected an object")] = Tool()
     evaluation: Annotated[dict[str, Any] | None, PlainSerializer(_json_safe)] = None  # evaluate: details (rows, data checks, confusion matrices)
+    genai: Annotated[dict[str, Any] | None, PlainSerializer(_json_safe)] = None  # genai: details (rows, changed rows, judges)
     leaderboard: list[LeaderboardEntry] | None = None  # fan-in: every candidate of the PR
     trend: Annotated[TrendInfo | None, Says("expected an object or null")] = None  # the base branch's recent runs
     error: Annotated[ErrorInfo | None, Says("expected an object or null")] = None  # only with verdict "error"
@@ -284,8 +285,8 @@ class Result(Part):
 
     @model_validator(mode="after")
     def _only_ours_evaluate(self, info: ValidationInfo) -> "Result":
-        if _untrusted(info) and (self.evaluation is not None or self.leaderboard is not None):
-            return self.model_copy(update={"evaluation": None, "leaderboard": None})
+        if _untrusted(info) and (self.evaluation is not None or self.genai is not None or self.leaderboard is not None):
+            return self.model_copy(update={"evaluation": None, "genai": None, "leaderboard": None})
         return self
 
     @classmethod

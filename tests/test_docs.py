@@ -61,6 +61,7 @@ def test_product_commands_exist():
         ("`report`", field_names(models.ReportConfig)),
         ("`gate`", field_names(models.Rule)),
         ("`evaluate`", field_names(models.EvaluateConfig)),
+        ("`genai`", field_names(models.GenaiConfig)),
     ],
 )
 def test_every_config_key_is_documented(section, keys):

@@ -61,19 +61,22 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
     comparison = do_compare(s, opts, tracker, trained.run)
     progress.stage = "evaluate"
     evaluated = _evaluate(s, tracker, comparison) if s.cfg.evaluate is not None else None
+    intervals, extra_rules, data_checks = {}, (), ()
+    if evaluated is not None:
+        comparison, intervals = evaluated.comparison, evaluated.intervals
+        extra_rules, data_checks = evaluated.rules, evaluated.data_checks
+    genai = _genai(s, opts, comparison, intervals) if s.cfg.genai is not None else None
+    if genai is not None:
+        comparison, intervals = genai.comparison, genai.intervals
     progress.stage = "gate"
-    if evaluated is None:
-        gate = do_gate(s, comparison)
-    else:
-        comparison = evaluated.comparison
-        gate = do_gate(s, comparison, evaluated.intervals, evaluated.rules)
-        gate = GateResult(gate.checks + evaluated.data_checks)
+    gate = do_gate(s, comparison, intervals or None, extra_rules)
+    gate = GateResult(gate.checks + data_checks)
     noise = calibrated_noise(tracker, trained.experiment_id)  # warnings about the noise, for the report
     comparison = replace(comparison, notes=(*comparison.notes, *trained.notes, *margin_notes(
         s.cfg, noise, dict(comparison.baseline.run.metrics) if comparison.baseline else None)))
     progress.stage = "report"
     outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,
-                        evaluation=evaluated.summary if evaluated else None)
+                        evaluation=evaluated.summary if evaluated else None, genai=genai.summary if genai else None)
     tags = {TAG_VERDICT: gate.verdict}
     if comparison.baseline:
         tags[TAG_BASELINE] = comparison.baseline.run.run_id
@@ -92,6 +95,15 @@ def _evaluate(s: Session, tracker, comparison):
         raise UsageError(f"evaluate: needs {exc.name}, which is not installed: pip install 'mlflow-ci[evaluate]' "
                          "(or add numpy and pandas to the project's requirements)") from None
     return evaluate_same_rows(s.cfg, tracker, s.registry, comparison)
+
+
+def _genai(s: Session, opts: Options, comparison, intervals: dict):
+    """``genai:``: imported only when configured (the intervals need NumPy)."""
+    try:
+        from mlflow_ci.commands.genai import run_genai
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"genai: needs {exc.name}, which is not installed: pip install 'mlflow-ci[evaluate]'") from None
+    return run_genai(s, opts, comparison, intervals)
 
 
 OUTPUTS = ("report.md", "result.json", MODEL_DIR)

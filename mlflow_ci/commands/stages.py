@@ -112,6 +112,7 @@ def do_report(
     cached: bool,
     fingerprint: str | None,
     evaluation: dict | None = None,
+    genai: dict | None = None,
 ) -> CheckResult:
     ctx = s.context(opts)
     cand = comparison.candidate
@@ -119,7 +120,7 @@ def do_report(
         s.cfg, comparison, gate, cached=cached, fingerprint=fingerprint,
         tracking_uri=s.tracking_uri, pr_number=ctx.pr_number or _pr_tag(cand),
         head_sha=ctx.head_sha or ctx.commit, ci_run_url=ctx.run_url, config_path=s.config_path(),
-        evaluation=evaluation,
+        evaluation=evaluation, genai=genai,
     )
     markdown = report.render_markdown(result, s.cfg.report, s.cfg.root)
     report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)

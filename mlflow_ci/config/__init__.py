@@ -25,4 +25,7 @@ CLASSIFICATION = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", 
 REGRESSION = ("mae", "mse", "rmse", "r2", "mape")
 DEFAULT_METRICS = {"classification": ("accuracy", "f1_macro", "roc_auc", "log_loss"),
                    "regression": ("rmse", "mae", "r2")}
+# Deterministic GenAI scorers (mlflow_ci.genai.scorers): those that need an argument, and those that take none.
+GENAI_SCORERS = ("exact_match", "contains")
+GENAI_SCORERS_WITH_ARGUMENT = ("regex", "json_valid", "max_length", "max_latency_ms")
 USER_METRIC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # module:function(y_true, output) -> float

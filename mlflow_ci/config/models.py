@@ -39,6 +39,8 @@ from mlflow_ci.config import (
     COMMENT_MODES,
     DEFAULT_METRICS,
     DEFAULT_TIMEOUT,
+    GENAI_SCORERS,
+    GENAI_SCORERS_WITH_ARGUMENT,
     LIMIT_RULES,
     REGRESSION,
     RULE_MLFLOW,
@@ -350,6 +352,85 @@ class EvaluateConfig(Section):
         return rules
 
 
+GENAI_PREFIX = "genai."
+
+
+def _scorer_entries(value: Any) -> Any:
+    """``[exact_match, {max_length: 400}]`` as (name, argument) pairs; a bare string is one scorer."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return value
+    out = []
+    for entry in value:
+        if isinstance(entry, str):
+            out.append((entry, None))
+        elif isinstance(entry, dict) and len(entry) == 1:
+            out.append(next(iter(entry.items())))
+        else:
+            out.append(entry)  # refused below with its position
+    return out
+
+
+ScorerEntry = tuple[StrictStr, Any]
+
+
+class GenaiConfig(Section):
+    data: Text = Field(description="The rows: a JSONL file ({\"inputs\": {...}, \"expectations\": {...}} per line) or a CSV "
+                                   "(expected_* columns are expectations, the others inputs).")
+    predict_fn: Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"),
+                          Says("module:function (the app, called with each row's inputs as keyword arguments)")] = Field(
+        description="The app: module:function in the repository, run for the candidate in this checkout and for the "
+                    "baseline in a worktree of the base commit.")
+    scorers: Annotated[tuple[ScorerEntry, ...], BeforeValidator(_scorer_entries, json_schema_input_type=list[Any]),
+                       Says("a list of scorer names or {name: argument}")] = Field(
+        description="Per-row scorers; each one's pass rate is the metric genai.<name>.")
+    timeout: Duration = Field(600.0, description="Seconds, or '90s', '30m': the app must answer every row within it.")
+    resamples: Annotated[StrictInt, Field(ge=100, le=100_000), Says("a whole number from 100 to 100000")] = Field(
+        1000, description="Paired bootstrap resamples.")
+    seed: Annotated[StrictInt, Field(ge=0), Says("a whole number >= 0")] = Field(0, description="Bootstrap seed.")
+    confidence: Annotated[StrictFloat, Field(ge=0.5, lt=1), Says("a number from 0.5 to below 1 (e.g. 0.95)")] = Field(
+        0.95, description="Confidence level of the intervals.")
+
+    @field_validator("scorers")
+    @classmethod
+    def _known_scorers(cls, scorers: tuple[ScorerEntry, ...]) -> tuple[ScorerEntry, ...]:
+        if not scorers:
+            raise problem("expected at least one scorer")
+        known = (*GENAI_SCORERS, *GENAI_SCORERS_WITH_ARGUMENT)
+        seen = set()
+        for i, (name, argument) in enumerate(scorers):
+            if name not in known:
+                raise problem(f"unknown scorer {name!r}{did_you_mean(name, known)} (expected one of: {', '.join(known)})", at=(i,))
+            if name in seen:
+                raise problem(f"scorer {name} appears twice", at=(i,))
+            seen.add(name)
+            wrong = _scorer_argument_problem(name, argument)
+            if wrong:
+                raise problem(wrong, at=(i,) if argument is None else (i, name))
+        return scorers
+
+
+def _scorer_argument_problem(name: str, argument: Any) -> str | None:
+    """What is wrong with a scorer's argument, or None."""
+    if name in GENAI_SCORERS:
+        return None if argument is None else f"scorer {name} takes no argument (write it as a plain name)"
+    if argument is None:
+        return None if name == "json_valid" else f"scorer {name} needs an argument, e.g. {{{name}: ...}}"
+    if name in ("max_length", "max_latency_ms"):
+        number = isinstance(argument, (int, float)) and not isinstance(argument, bool)
+        return None if number and argument > 0 else "expected a number > 0"
+    if name == "regex":
+        if not isinstance(argument, str):
+            return "expected a regular expression (a string)"
+        try:
+            re.compile(argument)
+        except re.error as exc:
+            return f"not a regular expression: {exc}"
+        return None
+    return None if isinstance(argument, dict) else "expected a JSON Schema (a mapping), or no argument"
+
+
 class Config(Section):
     """The whole file. ``path`` (where it was read from) is set by the loader."""
     model_config = ConfigDict(title="mlflow-ci.yml")
@@ -366,6 +447,8 @@ class Config(Section):
     promote: PromoteConfig = Field(default_factory=PromoteConfig, description="What happens on merge.")
     deploy: DeployConfig = Field(default_factory=DeployConfig, description="The deploy hook run by promote and rollback.")
     evaluate: EvaluateConfig | None = Field(None, description="Score candidate and baseline on the same rows.")
+    genai: GenaiConfig | None = Field(None, description="A GenAI app scored per row, candidate against the base commit's "
+                                                         "code on the same rows (genai.* metrics).")
 
     _path: Path = PrivateAttr(Path("mlflow-ci.yml"))
     _rule_lines: dict[str, int] = PrivateAttr(default_factory=dict)
@@ -384,6 +467,11 @@ class Config(Section):
         if perf and self.evaluate is None:
             raise problem(f"{perf[0]} is measured by evaluate: (add an evaluate section with the data to time the models on)",
                           at=("gate", perf[0]), key=True)
+        scored = {f"{GENAI_PREFIX}{name}" for name, _ in self.genai.scorers} if self.genai else set()
+        for rule in self.gate:
+            if rule.metric.startswith(GENAI_PREFIX) and rule.metric not in scored:
+                where = "no genai: section scores it" if self.genai is None else f"genai.scorers has no {rule.metric[len(GENAI_PREFIX):]}"
+                raise problem(f"{rule.metric} is a GenAI scorer's pass rate, but {where}", at=("gate", rule.metric), key=True)
         return self
 
     @model_validator(mode="before")

@@ -80,6 +80,7 @@ def run_app(function: str, rows: list[DataRow], workdir: Path, env: Mapping[str,
     from mlflow_ci.process import run_logged
     from mlflow_ci.tracking.base import child_environment
 
+    log_path = log_path.resolve()  # the child runs in another folder
     work = log_path.parent
     work.mkdir(parents=True, exist_ok=True)
     given, answers = work / f"{log_path.stem}.rows.json", work / f"{log_path.stem}.outputs.json"

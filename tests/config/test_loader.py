@@ -101,7 +101,7 @@ report:
   precision: 0
 """
     assert problems(text) == [
-        "mlflow-ci.yml:2: modle: unknown key; did you mean 'model'? (expected one of: experiment, model, tracking_uri, artifact_location, train, baseline, gate, report, publish, promote, deploy, evaluate)",
+        "mlflow-ci.yml:2: modle: unknown key; did you mean 'model'? (expected one of: experiment, model, tracking_uri, artifact_location, train, baseline, gate, report, publish, promote, deploy, evaluate, genai)",
         "mlflow-ci.yml:5: train.timeout: expected a duration in seconds (a number > 0, or a string like '90s', '30m', '2h'), got 'soon'",
         "mlflow-ci.yml:6: train.inputs[0]: expected a non-empty string, got 1",
         "mlflow-ci.yml:8: gate.rmse.max: expected a finite number, got 'abc'",
@@ -195,3 +195,35 @@ def test_a_tag_the_safe_reader_refuses_is_a_located_problem_not_a_crash(tmp_path
         load_config(path)
     [found] = caught.value.problems
     assert found.startswith(f"{path}:3:8: invalid YAML: ") and problem in found
+
+
+GENAI = MINIMAL + "genai:\n  data: faq.jsonl\n  predict_fn: faq_app:answer\n  scorers: {scorers}\n"
+
+
+def test_genai_scorers_are_names_or_one_key_mappings():
+    cfg = parse(GENAI.format(scorers='[contains, {max_length: 400}, {regex: "^A"}, json_valid]')
+                + "gate:\n  genai.contains: {min: 0.9, significance: 0.05}\n")
+    assert cfg.genai.scorers == (("contains", None), ("max_length", 400), ("regex", "^A"), ("json_valid", None))
+    assert cfg.genai.timeout == 600 and cfg.genai.resamples == 1000
+
+
+@pytest.mark.parametrize("scorers,message", [
+    ("[contians]", "genai.scorers[0]: unknown scorer 'contians'; did you mean 'contains'?"),
+    ('[{regex: "("}]', "genai.scorers[0].regex: not a regular expression: missing )"),
+    ("[{max_length: true}]", "genai.scorers[0].max_length: expected a number > 0"),
+    ("[{exact_match: 1}]", "genai.scorers[0].exact_match: scorer exact_match takes no argument"),
+    ("[{json_valid: 3}]", "genai.scorers[0].json_valid: expected a JSON Schema (a mapping), or no argument"),
+    ("[contains, contains]", "genai.scorers[1]: scorer contains appears twice"),
+    ("[max_length]", "genai.scorers[0]: scorer max_length needs an argument, e.g. {max_length: ...}"),
+    ("[]", "genai.scorers: expected at least one scorer"),
+])
+def test_bad_genai_scorers_are_located(scorers, message):
+    (problem,) = problems(GENAI.format(scorers=scorers))
+    assert problem.startswith("mlflow-ci.yml:7: ") and message in problem
+
+
+def test_a_rule_on_a_genai_metric_needs_its_scorer():
+    (problem,) = problems(GENAI.format(scorers="[contains]") + "gate:\n  genai.exact_match: {min: 0.9}\n")
+    assert "gate.genai.exact_match: genai.exact_match is a GenAI scorer's pass rate, but genai.scorers has no exact_match" in problem
+    (problem,) = problems(MINIMAL + "gate:\n  genai.contains: {min: 0.9}\n")
+    assert "but no genai: section scores it" in problem

@@ -47,3 +47,10 @@ def test_regex_json_and_budgets():
 def test_bad_scorer_config_is_a_usage_error(name, argument, message):
     with pytest.raises(UsageError, match=message):
         build(name, argument)
+
+
+def test_the_config_knows_every_scorer_by_the_same_name():
+    from mlflow_ci.config import GENAI_SCORERS, GENAI_SCORERS_WITH_ARGUMENT
+    from mlflow_ci.genai.scorers import PLAIN, WITH_ARGUMENT
+
+    assert set(PLAIN) == set(GENAI_SCORERS) and set(WITH_ARGUMENT) == set(GENAI_SCORERS_WITH_ARGUMENT)

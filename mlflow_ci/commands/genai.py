@@ -1,0 +1,89 @@
+"""``genai:`` in a check: the app of this checkout (the candidate) and the app of the base commit (the
+baseline, from a git worktree) answer the same rows; every scorer judges both; each scorer's pass rate
+becomes ``genai.<scorer>`` on both sides of the comparison, with the paired interval of its change, so
+the gate's rules (``significance:`` included) decide on it as on any metric."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mlflow_ci import compare as cmp
+from mlflow_ci.commands.session import Options, Session
+from mlflow_ci.genai.compare import GenaiComparison, compare_apps, score_rows
+from mlflow_ci.genai.runner import load_rows, run_app
+from mlflow_ci.genai.scorers import build
+from mlflow_ci.gitctx import git
+
+
+@dataclass(frozen=True)
+class GenaiOutcome:
+    comparison: cmp.Comparison  # with genai.<scorer> merged into both sides
+    intervals: dict  # genai.<scorer> -> the paired interval of the change
+    summary: dict  # result.json's "genai"
+
+
+def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: dict) -> GenaiOutcome:
+    g = s.cfg.genai
+    assert g is not None
+    rows = load_rows(s.cfg.resolve(g.data))
+    scorers = {name: build(name, argument) for name, argument in g.scorers}
+    ctx = s.context(opts)
+    cand_out = run_app(g.predict_fn, rows, s.cfg.root, s.env, timeout=g.timeout,
+                       log_path=opts.out_dir / "genai-candidate.log", stream=s.stream)
+    base_out, where = None, "no base commit to compare with"
+    if ctx.base_commit and ctx.repo_root and ctx.base_commit not in (ctx.commit, ctx.head_sha):
+        base_out, where = _base_outputs(s, opts, ctx.repo_root, ctx.base_commit, rows)
+    elif ctx.base_commit:
+        where = "this is the base commit itself"
+    scored = compare_apps(rows, score_rows(scorers, rows, cand_out), cand_out,
+                          score_rows(scorers, rows, base_out) if base_out is not None else None, base_out,
+                          resamples=g.resamples, seed=g.seed, confidence=g.confidence)
+    s.tracker().log_metrics(comparison.candidate.run_id, scored.candidate)
+    return _merge(s, comparison, intervals, scored, where)
+
+
+def _base_outputs(s: Session, opts: Options, repo_root: Path, sha: str, rows):
+    """The base commit's app on the rows, from a throw-away worktree (None and why, when it cannot run)."""
+    g = s.cfg.genai
+    folder = s.cfg.root.resolve().relative_to(repo_root.resolve())
+    with tempfile.TemporaryDirectory(prefix="mlflow-ci-genai-base-") as tmp:
+        worktree = Path(tmp) / "base"
+        if git(["worktree", "add", "--detach", str(worktree), sha], repo_root) is None:
+            return None, f"could not check out base commit {sha[:12]} (is the history fetched? actions/checkout: fetch-depth: 0)"
+        try:
+            out = run_app(g.predict_fn, rows, worktree / folder, s.env, timeout=g.timeout,
+                          log_path=opts.out_dir / "genai-baseline.log", stream=s.stream)
+        finally:
+            git(["worktree", "remove", "--force", str(worktree)], repo_root)
+    return out, f"the app at base commit {sha[:12]}"
+
+
+def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: GenaiComparison, where: str) -> GenaiOutcome:
+    cand = replace(comparison.candidate, metrics={**comparison.candidate.metrics, **scored.candidate})
+    base = comparison.baseline
+    if base is not None and scored.baseline is not None:
+        base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **scored.baseline}))
+    decided = {rule.metric: rule.significance for rule in s.cfg.gate if rule.significance}
+    shown = {name: iv.for_decision(decided[name]) if name in decided else iv for name, iv in scored.intervals.items()}
+    merged_intervals = {**intervals, **scored.intervals}
+    rows = []
+    for row in cmp.diff_metrics(s.cfg, dict(cand.metrics), dict(base.run.metrics) if base else None):
+        previous = next((r for r in comparison.metrics if r.name == row.name), None)
+        interval = shown.get(row.name)
+        if interval is not None:
+            row = replace(row, ci_low=interval.low, ci_high=interval.high)
+        elif previous is not None and previous.ci_low is not None:
+            row = replace(row, ci_low=previous.ci_low, ci_high=previous.ci_high)
+        rows.append(row)
+    g = s.cfg.genai
+    note = (f"GenAI: {g.predict_fn} answered the same {scored.rows:,} rows of {g.data} for the candidate and for "
+            f"{where}" + (f"; {g.resamples:,} paired bootstrap resamples (seed {g.seed})" if scored.baseline else ""))
+    summary = {"data": g.data, "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
+               "scorers": [name for name, _ in g.scorers], "errors": scored.errors,
+               "regressed": scored.regressed, "fixed": scored.fixed,
+               "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None}
+    updated = replace(comparison, candidate=cand, baseline=base, metrics=tuple(rows), notes=(*comparison.notes, note))
+    return GenaiOutcome(updated, merged_intervals, summary)
+

@@ -1,0 +1,78 @@
+"""`check` with `genai:`: a FAQ app in a real git repository, the pull request's code against the base
+commit's on the same rows, gated on a scorer's pass rate with a paired interval."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import git
+
+APP = '''
+FAQ = {"hours": "We are open 9 to 5.", "refund": "Refunds take 14 days.", "shipping": "Shipping is free over 50 EUR.",
+       "returns": "Returns within 30 days."}
+TEMPLATE = "{text}"
+
+def answer(topic, n):
+    return TEMPLATE.format(text=FAQ[topic], n=n)
+'''
+FACTS = {"hours": "9 to 5", "refund": "14 days", "shipping": "50 EUR", "returns": "30 days"}
+CONFIG = """\
+experiment: faq-bot
+train:
+  command: python train.py
+  metrics_file: metrics.json
+  inputs: ["*.py", "params.json"]
+genai:
+  data: faq.jsonl
+  predict_fn: faq_app:answer
+  scorers: [contains, {max_length: 60}]
+  resamples: 500
+gate:
+  genai.contains: {min: 0.5, max_drop: 0, significance: 0.05}
+  genai.max_length: {min: 0.9, mode: warn}
+"""
+
+
+def faq_project(project):
+    project.write("faq_app.py", APP)
+    rows = [{"inputs": {"topic": topic, "n": n}, "expectations": {"expected_facts": [FACTS[topic]]}}
+            for n in range(48) for topic in [list(FACTS)[n % 4]]]
+    project.write("faq.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    project.write("mlflow-ci.yml", CONFIG)
+    project.commit("a FAQ bot")
+
+
+def pr(project, branch: str, template: str):
+    project.branch(branch)
+    project.write("faq_app.py", APP.replace('TEMPLATE = "{text}"', f"TEMPLATE = {template!r}"))
+    project.commit(f"template on {branch}")
+    return project.cli("check", "--no-publish", "--base-branch", "main")
+
+
+def test_a_template_that_loses_the_facts_fails_with_the_rows_that_regressed(project):
+    faq_project(project)
+    on_main = project.cli("check", "--no-publish")
+    assert on_main.returncode == 0, on_main.stdout + on_main.stderr
+    assert project.result()["genai"]["baseline"] == "this is the base commit itself"
+
+    broken = pr(project, "pr/short", "{text:.12}")
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    result = project.result()
+    contains = next(m for m in result["metrics"] if m["name"] == "genai.contains")
+    assert contains["baseline"] == 1.0 and contains["candidate"] < 0.5 and contains["ci_high"] < 0
+    failed = {(c["metric"], c["rule"]) for c in result["checks"] if c["passed"] is False}
+    assert ("genai.contains", "max_drop") in failed
+    g = result["genai"]
+    assert g["baseline"].startswith("the app at base commit ") and g["regressed"]["contains"] >= 24
+    assert g["changed"][0]["change"] == "regressed" and g["changed"][0]["baseline_output"] == "We are open 9 to 5."
+    report = (project.root / ".mlflow-ci" / "report.md").read_text()
+    assert "<details open><summary>GenAI: faq\\_app:answer on 48 rows of faq.jsonl" in report
+    assert "| ❌ | contains |" in report and "| We are open | We are open 9 to 5. | missing 1 of 1 expected facts: 9 to 5 |" in report
+    assert (project.root / ".mlflow-ci" / "genai-baseline.log").exists()
+    assert "mlflow-ci-genai-base" not in git(project.root, "worktree", "list")  # the base commit's worktree is gone
+
+    git(project.root, "checkout", "-q", "main")
+    better = pr(project, "pr/polite", "Thanks for asking! {text}")
+    assert better.returncode == 0, better.stdout + better.stderr
+    g = project.result()["genai"]
+    assert g["regressed"] == {"contains": 0, "max_length": 0} and g["changed"] == []
