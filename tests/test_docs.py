@@ -62,6 +62,7 @@ def test_product_commands_exist():
         ("`gate`", field_names(models.Rule)),
         ("`evaluate`", field_names(models.EvaluateConfig)),
         ("`genai`", field_names(models.GenaiConfig)),
+        ("`genai.judge`", field_names(models.JudgeConfig)),
     ],
 )
 def test_every_config_key_is_documented(section, keys):

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from mlflow_ci import compare as cmp
 from mlflow_ci.commands.session import Options, Session
-from mlflow_ci.genai.compare import GenaiComparison, compare_apps, score_rows
+from mlflow_ci.config.models import JUDGE
+from mlflow_ci.genai.compare import GenaiComparison, JudgeScorer, compare_apps, judge_summary, score_rows
+from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.runner import load_rows, run_app
 from mlflow_ci.genai.scorers import build
 from mlflow_ci.gitctx import git
@@ -28,7 +30,7 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
     g = s.cfg.genai
     assert g is not None
     rows = load_rows(s.cfg.resolve(g.data))
-    scorers = {name: build(name, argument) for name, argument in g.scorers}
+    scorers = _scorers(s)
     ctx = s.context(opts)
     cand_out = run_app(g.predict_fn, rows, s.cfg.root, s.env, timeout=g.timeout,
                        log_path=opts.out_dir / "genai-candidate.log", stream=s.stream)
@@ -37,11 +39,30 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
         base_out, where = _base_outputs(s, opts, ctx.repo_root, ctx.base_commit, rows)
     elif ctx.base_commit:
         where = "this is the base commit itself"
-    scored = compare_apps(rows, score_rows(scorers, rows, cand_out), cand_out,
-                          score_rows(scorers, rows, base_out) if base_out is not None else None, base_out,
-                          resamples=g.resamples, seed=g.seed, confidence=g.confidence)
+    cand_scores = score_rows(scorers, rows, cand_out)
+    base_scores = score_rows(scorers, rows, base_out) if base_out is not None else None
+    scored = compare_apps(rows, cand_scores, cand_out, base_scores, base_out, resamples=g.resamples, seed=g.seed,
+                          confidence=g.confidence, judge=judge_summary(scorers))
     s.tracker().log_metrics(comparison.candidate.run_id, scored.candidate)
     return _merge(s, comparison, intervals, scored, where)
+
+
+def _scorers(s: Session) -> dict:
+    """Each scorer by its metric name; the judge scorers share one judge, hence one budget."""
+    g = s.cfg.genai
+    judge = None
+    if g.judge is not None:
+        j = g.judge
+        judge = Judge(JudgeSettings(model=j.model, base_url=j.base_url, api_key_env=j.api_key_env, temperature=j.temperature,
+                                    max_calls=j.max_calls, max_tokens=j.max_tokens, max_response_tokens=j.max_response_tokens,
+                                    repeats=j.repeats, aggregate=j.aggregate, retries=j.retries, timeout_s=j.timeout), s.env)
+    scorers = {}
+    for name, argument in g.scorers:
+        if name == JUDGE:
+            scorers[argument["name"]] = JudgeScorer(judge, argument["instructions"])
+        else:
+            scorers[name] = build(name, argument)
+    return scorers
 
 
 def _base_outputs(s: Session, opts: Options, repo_root: Path, sha: str, rows):
@@ -81,7 +102,7 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
     note = (f"GenAI: {g.predict_fn} answered the same {scored.rows:,} rows of {g.data} for the candidate and for "
             f"{where}" + (f"; {g.resamples:,} paired bootstrap resamples (seed {g.seed})" if scored.baseline else ""))
     summary = {"data": g.data, "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
-               "scorers": [name for name, _ in g.scorers], "errors": scored.errors,
+               "scorers": list(g.metric_names()), "errors": scored.errors,
                "regressed": scored.regressed, "fixed": scored.fixed,
                "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None}
     updated = replace(comparison, candidate=cand, baseline=base, metrics=tuple(rows), notes=(*comparison.notes, note))

@@ -373,6 +373,31 @@ def _scorer_entries(value: Any) -> Any:
 
 
 ScorerEntry = tuple[StrictStr, Any]
+JUDGE = "judge"  # a scorer entry {judge: {name: ..., instructions: ...}}: an LLM judge's verdict per row
+JUDGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,59}")
+
+
+class JudgeConfig(Section):
+    """The LLM judge behind the ``judge`` scorers: one pinned model, one budget for the whole check."""
+    model: Text = Field(description="The judge model's id, as the endpoint names it.")
+    base_url: Annotated[StrictStr, StringConstraints(pattern=r"^https?://\S+$"), Says("an http(s) URL")] = Field(
+        description="An OpenAI-compatible API (POST {base_url}/chat/completions), e.g. https://api.openai.com/v1.")
+    api_key_env: EnvName | None = Field("OPENAI_API_KEY", description="The environment variable holding the key "
+                                                                        "(null: no key, e.g. a local server). Never the key itself.")
+    temperature: Annotated[StrictFloat, Field(ge=0, le=2), Says("a number from 0 to 2")] = Field(0.0, description="Sampling temperature.")
+    max_calls: Annotated[StrictInt, Field(ge=1), Says("a whole number >= 1")] = Field(
+        200, description="Requests the check may send, retries and repeats included; checked before each one (exit 4 when spent).")
+    max_tokens: Annotated[StrictInt, Field(ge=1), Says("a whole number >= 1")] | None = Field(
+        None, description="Tokens (prompt + completion, as the endpoint reports them) the check may use; the next request's worst case is counted first.")
+    max_response_tokens: Annotated[StrictInt, Field(ge=1, le=100_000), Says("a whole number from 1 to 100000")] = Field(
+        300, description="max_tokens of each request.")
+    repeats: Annotated[StrictInt, Field(ge=1, le=15), Says("a whole number from 1 to 15")] = Field(
+        1, description="Verdicts per row, aggregated; the report says how many rows flipped between them.")
+    aggregate: Annotated[Literal["majority", "mean"], Says("'majority' or 'mean'")] = Field(
+        "majority", description="How repeats make one verdict: majority (ties fail), or mean (half or more pass).")
+    retries: Annotated[StrictInt, Field(ge=0, le=10), Says("a whole number from 0 to 10")] = Field(
+        4, description="Retries of a request on 408/409/429/5xx or a dropped connection, with backoff (each one counted).")
+    timeout: Duration = Field(60.0, description="Seconds per request.")
 
 
 class GenaiConfig(Section):
@@ -385,6 +410,7 @@ class GenaiConfig(Section):
     scorers: Annotated[tuple[ScorerEntry, ...], BeforeValidator(_scorer_entries, json_schema_input_type=list[Any]),
                        Says("a list of scorer names or {name: argument}")] = Field(
         description="Per-row scorers; each one's pass rate is the metric genai.<name>.")
+    judge: JudgeConfig | None = Field(None, description="The LLM judge for {judge: {name, instructions}} scorers.")
     timeout: Duration = Field(600.0, description="Seconds, or '90s', '30m': the app must answer every row within it.")
     resamples: Annotated[StrictInt, Field(ge=100, le=100_000), Says("a whole number from 100 to 100000")] = Field(
         1000, description="Paired bootstrap resamples.")
@@ -397,18 +423,39 @@ class GenaiConfig(Section):
     def _known_scorers(cls, scorers: tuple[ScorerEntry, ...]) -> tuple[ScorerEntry, ...]:
         if not scorers:
             raise problem("expected at least one scorer")
-        known = (*GENAI_SCORERS, *GENAI_SCORERS_WITH_ARGUMENT)
+        known = (*GENAI_SCORERS, *GENAI_SCORERS_WITH_ARGUMENT, JUDGE)
         seen = set()
         for i, (name, argument) in enumerate(scorers):
             if name not in known:
                 raise problem(f"unknown scorer {name!r}{did_you_mean(name, known)} (expected one of: {', '.join(known)})", at=(i,))
-            if name in seen:
-                raise problem(f"scorer {name} appears twice", at=(i,))
-            seen.add(name)
-            wrong = _scorer_argument_problem(name, argument)
+            wrong = _judge_problem(argument) if name == JUDGE else _scorer_argument_problem(name, argument)
             if wrong:
                 raise problem(wrong, at=(i,) if argument is None else (i, name))
+            metric = argument["name"] if name == JUDGE else name
+            if metric in seen:
+                raise problem(f"scorer {metric} appears twice", at=(i,))
+            seen.add(metric)
         return scorers
+
+    @model_validator(mode="after")
+    def _judges_need_a_judge(self) -> "GenaiConfig":
+        if self.judge is None and any(name == JUDGE for name, _ in self.scorers):
+            raise problem("a judge scorer needs genai.judge (the model, the endpoint and the budget)", at=("scorers",))
+        return self
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Each scorer's name in ``genai.<name>``: its own, or the name a judge scorer is given."""
+        return tuple(argument["name"] if name == JUDGE else name for name, argument in self.scorers)
+
+
+def _judge_problem(argument: Any) -> str | None:
+    if not isinstance(argument, dict) or set(argument) != {"name", "instructions"}:
+        return "expected {name: ..., instructions: ...}"
+    if not isinstance(argument["name"], str) or not JUDGE_NAME.fullmatch(argument["name"]):
+        return "name: expected a name of letters, digits and '_' (the metric is genai.<name>)"
+    if not isinstance(argument["instructions"], str) or not argument["instructions"].strip():
+        return "instructions: expected what the judge must decide, as text"
+    return None
 
 
 def _scorer_argument_problem(name: str, argument: Any) -> str | None:
@@ -467,7 +514,7 @@ class Config(Section):
         if perf and self.evaluate is None:
             raise problem(f"{perf[0]} is measured by evaluate: (add an evaluate section with the data to time the models on)",
                           at=("gate", perf[0]), key=True)
-        scored = {f"{GENAI_PREFIX}{name}" for name, _ in self.genai.scorers} if self.genai else set()
+        scored = {f"{GENAI_PREFIX}{name}" for name in self.genai.metric_names()} if self.genai else set()
         for rule in self.gate:
             if rule.metric.startswith(GENAI_PREFIX) and rule.metric not in scored:
                 where = "no genai: section scores it" if self.genai is None else f"genai.scorers has no {rule.metric[len(GENAI_PREFIX):]}"

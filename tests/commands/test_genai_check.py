@@ -76,3 +76,45 @@ def test_a_template_that_loses_the_facts_fails_with_the_rows_that_regressed(proj
     assert better.returncode == 0, better.stdout + better.stderr
     g = project.result()["genai"]
     assert g["regressed"] == {"contains": 0, "max_length": 0} and g["changed"] == []
+
+
+def judged_config(url: str, max_calls: int) -> str:
+    return CONFIG.replace("  scorers: [contains, {max_length: 60}]\n", f"""\
+  scorers:
+    - contains
+    - {{max_length: 60}}
+    - judge: {{name: says_when, instructions: "Does the answer give a number of days or hours?"}}
+  judge: {{model: judge-1, base_url: "{url}", api_key_env: JUDGE_KEY, max_calls: {max_calls}}}
+""")
+
+
+def test_a_judge_scorer_in_a_check_within_its_budget_and_a_check_that_would_overspend(project):
+    from fakellm import FakeLLM
+
+    def answer(body):  # the judge passes an answer that names days, or the hours 9 to 5
+        text = body["messages"][1]["content"].split("Answer:\n", 1)[1].split("\n\nExpectations:")[0]
+        return '{"verdict": "%s", "rationale": "checked"}' % ("pass" if "days" in text or "9 to 5" in text else "fail")
+
+    faq_project(project)
+    with FakeLLM(answer=answer) as llm:
+        project.write("mlflow-ci.yml", judged_config(llm.url, 96))  # 48 rows, both apps
+        project.commit("a judge")
+        project.branch("pr/short")
+        project.write("faq_app.py", APP.replace('TEMPLATE = "{text}"', "TEMPLATE = '{text:.12}'"))
+        project.commit("short answers")
+        env = project.env(JUDGE_KEY="sk-judge-test")
+        checked = project.cli("check", "--no-publish", "--base-branch", "main", env=env)
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        assert len(llm.requests) == 96 and "sk-judge-test" not in checked.stdout + checked.stderr
+        g = project.result()["genai"]
+        assert g["judge"]["calls"] == 96 and g["regressed"]["says_when"] > 0 and "says_when" in g["scorers"]
+        assert "Judges: 96 of 96 requests" in (project.root / ".mlflow-ci" / "report.md").read_text()
+
+        project.write("mlflow-ci.yml", judged_config(llm.url, 50))
+        project.commit("a smaller budget")
+        stopped = project.cli("check", "--no-publish", "--base-branch", "main", env=env)
+        assert stopped.returncode == 4, stopped.stdout + stopped.stderr
+        assert len(llm.requests) == 96 + 50  # not one request beyond the budget
+        result = project.result()
+        assert result["verdict"] == "error" and "judge budget spent: 50 of max_calls 50" in result["error"]["reason"]
+        assert "Traceback" not in stopped.stderr
