@@ -462,11 +462,15 @@ def schema():
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="Where to build the demo (default: a new temp folder).")
-def demo(directory):
+@click.option("--genai", is_flag=True, help="The GenAI story: a FAQ answerer whose PRs change its prompt template and retrieval.")
+def demo(directory, genai):
     """The whole story offline: a baseline on main, a PR that regresses and one that improves."""
-    from mlflow_ci.commands.demo import run_demo
+    if genai:
+        from mlflow_ci.commands.demo_genai import run_genai_demo as run
+    else:
+        from mlflow_ci.commands.demo import run_demo as run
 
-    outcome = run_demo(Path(directory) if directory else None, env=dict(os.environ), stream=sys.stdout)
+    outcome = run(Path(directory) if directory else None, env=dict(os.environ), stream=sys.stdout)
     return EXIT_OK if outcome.as_designed else EXIT_GATE_FAILED
 
 

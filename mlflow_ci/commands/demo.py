@@ -84,7 +84,7 @@ def _edit(path: Path, pattern: str, replacement: str) -> None:
     path.write_text(re.sub(pattern, replacement, text, count=1, flags=re.MULTILINE), encoding="utf-8")
 
 
-def _check(repo: Path, env: Mapping[str, str], stream: TextIO, trained: TrainResult) -> CheckResult:
+def _check(repo: Path, env: Mapping[str, str], stream: TextIO, trained: TrainResult | None = None) -> CheckResult:
     cfg = load_config(repo / "mlflow-ci.yml")
     session = make_session(cfg, env, repo, stream)
     return do_check(session, Options(out_dir=repo / ".mlflow-ci", base_branch="main"), trained=trained)

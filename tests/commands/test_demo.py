@@ -71,3 +71,19 @@ def test_demo_refuses_a_non_empty_folder(tmp_path):
     )
     assert proc.returncode == 2
     assert "already exists and is not empty" in proc.stderr
+
+
+def test_the_genai_demo_fails_the_breaking_prompt_and_passes_the_better_retrieval(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mlflow_ci", "demo", "--genai", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, env=clean_env(), timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "pr/shorter-answers   verdict FAIL  as designed" in out and "pr/better-retrieval  verdict PASS  as designed" in out
+    assert "genai.contains    max_drop  Δ -0.55" in out and "significant regression (level 0.05)" in out
+    broken = (tmp_path / "report-pr-shorter-answers.md").read_text()
+    assert "<details open><summary>GenAI: faq\\_app:answer on 40 rows of faq.jsonl: 22 row verdicts regressed" in broken
+    assert "| ❌ | contains | {\"question\": \"When are you open?\"} | Our shop is open Monday to Friday, 9:00 |" in broken
+    assert not table_problems(broken)
+    better = json.loads((tmp_path / "result-pr-better-retrieval.json").read_text())
+    assert better["genai"]["fixed"]["contains"] == 3 and better["genai"]["regressed"]["contains"] == 0
+    assert "Traceback" not in proc.stderr
