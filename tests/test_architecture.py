@@ -124,3 +124,11 @@ def test_command_modules_stay_small():
     big = {name: n for name, path in modules().items()
            if name.startswith("mlflow_ci.commands.") and (n := len(path.read_text(encoding="utf-8").splitlines())) > 400}
     assert not big, big
+
+
+def test_test_modules_have_unique_names():
+    """The suite runs without __init__.py files: pytest imports each test module by its bare name, so two
+    of the same name in different folders collide (an error at collection, in CI only when both are collected)."""
+    tests = Path(__file__).resolve().parent
+    names = [path.name for path in tests.rglob("test_*.py") if "fixtures" not in path.parts]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
