@@ -251,6 +251,41 @@ class ErrorInfo(Part):
     hint: Annotated[Text | None, cut(500)] = None
 
 
+class GenaiChangedRow(Part):
+    """A row whose verdict changed: the app's and the scorer's text, untrusted (cut here, escaped by the report)."""
+    scorer: Annotated[StrictStr, cut(60)]
+    row: Annotated[StrictInt, Field(ge=0), Says("expected a row number")]
+    change: Annotated[Literal["regressed", "fixed"], Says("expected regressed or fixed")]
+    inputs: Annotated[StrictStr, cut(500)] = ""
+    candidate_output: Annotated[StrictStr, cut(500)] = ""
+    baseline_output: Annotated[StrictStr, cut(500)] = ""
+    reason: Annotated[StrictStr, cut(500)] = ""
+
+
+Counts = Annotated[dict[Annotated[str, cut(60)], Annotated[StrictInt, Field(ge=0)]], at_most(50), Says("expected an object of counts")]
+
+
+class GenaiJudge(Part):
+    calls: Annotated[StrictInt, Field(ge=0)] = 0
+    tokens: Annotated[StrictInt, Field(ge=0)] = 0
+    max_calls: Annotated[StrictInt, Field(ge=0)] = 0
+    flipped: Counts = {}
+
+
+class GenaiInfo(Part):
+    """``genai:`` details: validated as data, so the trusted publisher can show a fork's changed rows."""
+    data: Annotated[StrictStr, cut(250)]
+    rows: Annotated[StrictInt, Field(ge=0), Says("expected a row count")]
+    predict_fn: Annotated[StrictStr, cut(250)]
+    baseline: Annotated[StrictStr, cut(250)]
+    scorers: Annotated[list[Annotated[StrictStr, cut(60)]], at_most(50), Says("expected a list of at most 50")]
+    errors: Counts = {}
+    regressed: Counts = {}
+    fixed: Counts = {}
+    changed: Annotated[list[GenaiChangedRow], at_most(1000), Says("expected a list of at most 1000")] = []
+    judge: GenaiJudge | None = None
+
+
 OPTIONAL = ("evaluation", "genai", "leaderboard", "trend", "error")
 
 
@@ -272,7 +307,7 @@ class Result(Part):
     ci_run_url: Url = None
     tool: Annotated[Tool, Says("expected an object")] = Tool()
     evaluation: Annotated[dict[str, Any] | None, PlainSerializer(_json_safe)] = None  # evaluate: details (rows, data checks, confusion matrices)
-    genai: Annotated[dict[str, Any] | None, PlainSerializer(_json_safe)] = None  # genai: details (rows, changed rows, judges)
+    genai: Annotated[GenaiInfo | None, Says("expected an object or null")] = None  # genai: details (rows, changed rows, judges)
     leaderboard: list[LeaderboardEntry] | None = None  # fan-in: every candidate of the PR
     trend: Annotated[TrendInfo | None, Says("expected an object or null")] = None  # the base branch's recent runs
     error: Annotated[ErrorInfo | None, Says("expected an object or null")] = None  # only with verdict "error"
@@ -285,8 +320,8 @@ class Result(Part):
 
     @model_validator(mode="after")
     def _only_ours_evaluate(self, info: ValidationInfo) -> "Result":
-        if _untrusted(info) and (self.evaluation is not None or self.genai is not None or self.leaderboard is not None):
-            return self.model_copy(update={"evaluation": None, "genai": None, "leaderboard": None})
+        if _untrusted(info) and (self.evaluation is not None or self.leaderboard is not None):
+            return self.model_copy(update={"evaluation": None, "leaderboard": None})
         return self
 
     @classmethod

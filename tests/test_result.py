@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,26 @@ def test_an_untrusted_list_of_notes_is_bounded_like_every_list():
     assert len(validate_untrusted(ours(notes=["n"] * 5000)).notes) == 20
     with pytest.raises(UsageError, match="notes: expected a list of at most 5000"):
         validate_untrusted(ours(notes=["n"] * 5001))
+
+
+def test_genai_details_from_an_artifact_are_kept_as_bounded_data():
+    """A fork's changed rows reach the trusted publisher's comment: validated, cut, never trusted."""
+    hostile = "@maintainers see <img src=x onerror=alert(1)> " + "A" * 10_000
+    genai = {"data": "faq.jsonl", "rows": 40, "predict_fn": "faq_app:answer", "baseline": "the app at base commit 8a33e2deef94",
+             "scorers": ["contains"], "errors": {"candidate": 0}, "regressed": {"contains": 1}, "fixed": {"contains": 0},
+             "changed": [{"scorer": "contains", "row": 3, "change": "regressed", "inputs": "{}", "candidate_output": hostile,
+                          "baseline_output": "ok", "reason": "missing", "extra": "dropped"}],
+             "judge": {"calls": 10, "tokens": 900, "max_calls": 20, "flipped": {"polite": 2}}}
+    result = validate_untrusted(ours(genai=genai))
+    row = result.genai.changed[0]
+    assert len(row.candidate_output) == 500 and row.candidate_output.startswith("@maintainers")  # cut; escaped when rendered
+    assert result.genai.judge.flipped == {"polite": 2} and result.as_json()["genai"]["regressed"] == {"contains": 1}
+    from mlflow_ci.config.models import ReportConfig
+    from mlflow_ci.report import render_markdown
+
+    markdown = render_markdown(result, ReportConfig(), Path("."))
+    assert "<details open><summary>GenAI:" in markdown and "| ❌ | contains |" in markdown
+    assert "<img" not in markdown and "@&#8203;maintainers" in markdown  # escaped as every untrusted cell
+    assert "Judges: 10 of 20 requests and 900 tokens spent; polite: 2 rows where repeats disagreed." in markdown
+    with pytest.raises(UsageError, match=r"genai.changed\[0\].change: expected regressed or fixed"):
+        validate_untrusted(ours(genai={**genai, "changed": [{**genai["changed"][0], "change": "worse"}]}))
