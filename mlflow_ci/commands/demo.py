@@ -73,24 +73,24 @@ def demo_env(env: Mapping[str, str]) -> dict[str, str]:
     return clean
 
 
-def _git(repo: Path, env: Mapping[str, str], *args: str) -> None:
+def run_git(repo: Path, env: Mapping[str, str], *args: str) -> None:
     proc = subprocess.run(["git", *args], cwd=repo, env=dict(env), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise UsageError(f"demo: git {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
-def _edit(path: Path, pattern: str, replacement: str) -> None:
+def edit_line(path: Path, pattern: str, replacement: str) -> None:
     text = path.read_text(encoding="utf-8")
     path.write_text(re.sub(pattern, replacement, text, count=1, flags=re.MULTILINE), encoding="utf-8")
 
 
-def _check(repo: Path, env: Mapping[str, str], stream: TextIO, trained: TrainResult | None = None) -> CheckResult:
+def check_repo(repo: Path, env: Mapping[str, str], stream: TextIO, trained: TrainResult | None = None) -> CheckResult:
     cfg = load_config(repo / "mlflow-ci.yml")
     session = make_session(cfg, env, repo, stream)
     return do_check(session, Options(out_dir=repo / ".mlflow-ci", base_branch="main"), trained=trained)
 
 
-def _banner(stream: TextIO, text: str) -> None:
+def banner(stream: TextIO, text: str) -> None:
     stream.write(f"\n{'=' * 100}\n{text}\n{'=' * 100}\n")
     stream.flush()
 
@@ -103,30 +103,39 @@ class Planned:
     worktree: Path
 
 
-def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) -> DemoResult:
-    started = time.monotonic()
+def prepare(directory: Path | None, env: Mapping[str, str], *, repo_name: str, project: Path, files: tuple[str, ...],
+            ignored: str) -> tuple[Path, Path, dict[str, str]]:
+    """The demo's folder, its repository with the project's ``files`` (not yet committed) and the
+    environment of its commands (a SQLite store in the folder)."""
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="mlflow-ci-demo-"))
-    repo = root / "model-repo"
+    repo = root / repo_name
     if repo.exists() and any(repo.iterdir()):
         raise UsageError(f"demo: {repo} already exists and is not empty; pass another --dir")
     repo.mkdir(parents=True, exist_ok=True)
     denv = demo_env(env)
     denv["MLFLOW_TRACKING_URI"] = f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    for name in ("train.py", "data.py", "params.yaml", "mlflow-ci.yml"):
-        shutil.copy(PROJECT / name, repo / name)
-    (repo / ".gitignore").write_text(".mlflow-ci/\nmlartifacts/\n", encoding="utf-8")
+    for name in files:
+        shutil.copy(project / name, repo / name)
+    (repo / ".gitignore").write_text(ignored, encoding="utf-8")
+    return root, repo, denv
 
-    _banner(stream, f"mlflow-ci demo in {root}\nfour commits: two on main, two pull requests; their models train side by side, "
+
+def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) -> DemoResult:
+    started = time.monotonic()
+    root, repo, denv = prepare(directory, env, repo_name="model-repo", project=PROJECT,
+                               files=("train.py", "data.py", "params.yaml", "mlflow-ci.yml"), ignored=".mlflow-ci/\nmlartifacts/\n")
+
+    banner(stream, f"mlflow-ci demo in {root}\nfour commits: two on main, two pull requests; their models train side by side, "
                     "as CI runs independent jobs")
     first, second, regress, improve = _commits(repo, root / "worktrees", denv)
     trained = _train_side_by_side(repo, denv, (first, second, regress, improve), stream)
     for planned in (first, second, regress, improve):
-        _git(repo, denv, "worktree", "remove", "--force", str(planned.worktree))
+        run_git(repo, denv, "worktree", "remove", "--force", str(planned.worktree))
 
-    _banner(stream, "1/3 main: two commits, each checked (the trend), the second registered as champion")
+    banner(stream, "1/3 main: two commits, each checked (the trend), the second registered as champion")
     for planned in (first, second):
-        _git(repo, denv, "merge", "-q", "--ff-only", planned.sha)
-        base = _check(repo, denv, stream, trained[planned.sha])
+        run_git(repo, denv, "merge", "-q", "--ff-only", planned.sha)
+        base = check_repo(repo, denv, stream, trained[planned.sha])
         if base.verdict == "fail":
             raise MlflowCiError(f"demo: commit {planned.sha[:12]} on main failed its gate; the demo project is broken")
     version = _register_champion(denv["MLFLOW_TRACKING_URI"], repo, base)
@@ -136,16 +145,16 @@ def run_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) 
     plan = ((regress, "PR 1: use only the ten 'mean' features (regresses)", "fail"),
             (improve, "PR 2: weaker regularisation, C=0.3 (improves)", "pass"))
     for number, (planned, title, expected) in enumerate(plan, start=2):
-        _banner(stream, f"{number}/3 {planned.branch}: {title}")
-        _git(repo, denv, "checkout", "-q", planned.branch)
-        outcome = _check(repo, denv, stream, trained[planned.sha])
+        banner(stream, f"{number}/3 {planned.branch}: {title}")
+        run_git(repo, denv, "checkout", "-q", planned.branch)
+        outcome = check_repo(repo, denv, stream, trained[planned.sha])
         kept = root / f"report-{planned.branch.replace('/', '-')}.md"
         shutil.copy(outcome.report_path, kept)
         shutil.copy(outcome.result_path, root / f"result-{planned.branch.replace('/', '-')}.json")
         steps.append(DemoStep(planned.branch, title, expected, outcome, kept))
 
     result = DemoResult(root, denv["MLFLOW_TRACKING_URI"], version, tuple(steps), time.monotonic() - started)
-    _print_summary(result, stream, env)
+    print_summary(result, stream, env)
     return result
 
 
@@ -157,10 +166,10 @@ REGRESS_FEATURES = ("features: [mean radius, mean texture, mean perimeter, mean 
 def _commits(repo: Path, worktrees: Path, denv: Mapping[str, str]) -> tuple[Planned, ...]:
     """The story's four commits, each checked out in a worktree of its own: main's first (C=0.01, where
     ``main`` points for now) and second (C=0.02), and the two pull requests branched from the second."""
-    _git(repo, denv, "init", "-q", "-b", "main")
-    _edit(repo / "params.yaml", r"^C: .*$", "C: 0.01")
-    _git(repo, denv, "add", "-A")
-    _git(repo, denv, "commit", "-q", "-m", "First model: logistic regression, C=0.01")
+    run_git(repo, denv, "init", "-q", "-b", "main")
+    edit_line(repo / "params.yaml", r"^C: .*$", "C: 0.01")
+    run_git(repo, denv, "add", "-A")
+    run_git(repo, denv, "commit", "-q", "-m", "First model: logistic regression, C=0.01")
     first = _worktree(repo, denv, worktrees / "main-1", "main", branch=None)
     second = _worktree(repo, denv, worktrees / "main-2", "main", branch=None,
                        edit=(r"^C: .*$", "C: 0.02", "Baseline model: C=0.02"))
@@ -174,11 +183,11 @@ def _commits(repo: Path, worktrees: Path, denv: Mapping[str, str]) -> tuple[Plan
 def _worktree(repo: Path, denv: Mapping[str, str], path: Path, start: str, *, branch: str | None,
               edit: tuple[str, str, str] | None = None) -> Planned:
     """A worktree at ``start`` (on a new ``branch``, else detached), with one commit editing params.yaml."""
-    _git(repo, denv, "worktree", "add", "-q", *(["-b", branch] if branch else ["--detach"]), str(path), start)
+    run_git(repo, denv, "worktree", "add", "-q", *(["-b", branch] if branch else ["--detach"]), str(path), start)
     if edit is not None:
         pattern, replacement, message = edit
-        _edit(path / "params.yaml", pattern, replacement)
-        _git(path, denv, "commit", "-q", "-am", message)
+        edit_line(path / "params.yaml", pattern, replacement)
+        run_git(path, denv, "commit", "-q", "-am", message)
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, env=dict(denv), capture_output=True, text=True,
                          check=True).stdout.strip()
     return Planned(branch or "", sha, path)
@@ -222,13 +231,13 @@ def _register_champion(tracking_uri: str, repo: Path, base: CheckResult) -> str:
     return version
 
 
-def _print_summary(result: DemoResult, stream: TextIO, env: Mapping[str, str]) -> None:
+def print_summary(result: DemoResult, stream: TextIO, env: Mapping[str, str]) -> None:
     color = color_wanted(env, stream)
     for step in result.steps:
-        _banner(stream, f"decision for {step.branch} ({step.title}); the PR comment is {step.report}")
+        banner(stream, f"decision for {step.branch} ({step.title}); the PR comment is {step.report}")
         for line in render(step.outcome.result, color=color):
             stream.write(printable(line) + "\n")
-    _banner(stream, "summary")
+    banner(stream, "summary")
     for step in result.steps:
         ok = "as designed" if step.outcome.verdict == step.expected else f"UNEXPECTED (expected {step.expected})"
         stream.write(f"{step.branch:<20} verdict {step.outcome.verdict.upper():<5} {ok}\n")

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Mapping, TextIO
 
-from mlflow_ci.commands.demo import PROJECT, DemoResult, DemoStep, _banner, _check, _edit, _git, _print_summary, demo_env
-from mlflow_ci.errors import MlflowCiError, UsageError
+from mlflow_ci.commands.demo import (
+    PROJECT,
+    DemoResult,
+    DemoStep,
+    banner,
+    check_repo,
+    edit_line,
+    prepare,
+    print_summary,
+    run_git,
+)
+from mlflow_ci.errors import MlflowCiError
 
 GENAI_PROJECT = PROJECT / "genai"
 FILES = ("faq_app.py", "faq.json", "faq.jsonl", "train.py", "mlflow-ci.yml")
@@ -35,44 +44,36 @@ def _better_retrieval(repo: Path) -> None:
 
 PLAN = (
     ("pr/shorter-answers", "PR 1: cut every answer to 40 characters (regresses)", "fail",
-     lambda repo: _edit(repo / "faq_app.py", r'^TEMPLATE = .*$', 'TEMPLATE = "{answer:.40}"')),
+     lambda repo: edit_line(repo / "faq_app.py", r'^TEMPLATE = .*$', 'TEMPLATE = "{answer:.40}"')),
     ("pr/better-retrieval", "PR 2: better keywords for two FAQ entries (improves)", "pass", _better_retrieval),
 )
 
 
 def run_genai_demo(directory: Path | None, *, env: Mapping[str, str], stream: TextIO) -> DemoResult:
     started = time.monotonic()
-    root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="mlflow-ci-demo-genai-"))
-    repo = root / "faq-bot"
-    if repo.exists() and any(repo.iterdir()):
-        raise UsageError(f"demo: {repo} already exists and is not empty; pass another --dir")
-    repo.mkdir(parents=True, exist_ok=True)
-    denv = demo_env(env)
-    denv["MLFLOW_TRACKING_URI"] = f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    for name in FILES:
-        shutil.copy(GENAI_PROJECT / name, repo / name)
-    (repo / ".gitignore").write_text(".mlflow-ci/\nmlartifacts/\nmetrics.json\n__pycache__/\n", encoding="utf-8")
+    root, repo, denv = prepare(directory, env, repo_name="faq-bot", project=GENAI_PROJECT, files=FILES,
+                               ignored=".mlflow-ci/\nmlartifacts/\nmetrics.json\n__pycache__/\n")
 
-    _banner(stream, f"mlflow-ci demo --genai in {root}\n1/3 main: the FAQ answerer, checked")
-    _git(repo, denv, "init", "-q", "-b", "main")
-    _git(repo, denv, "add", "-A")
-    _git(repo, denv, "commit", "-q", "-m", "FAQ answerer: keyword retrieval and a prompt template")
-    if _check(repo, denv, stream).verdict == "fail":
+    banner(stream, f"mlflow-ci demo --genai in {root}\n1/3 main: the FAQ answerer, checked")
+    run_git(repo, denv, "init", "-q", "-b", "main")
+    run_git(repo, denv, "add", "-A")
+    run_git(repo, denv, "commit", "-q", "-m", "FAQ answerer: keyword retrieval and a prompt template")
+    if check_repo(repo, denv, stream).verdict == "fail":
         raise MlflowCiError("demo: the FAQ answerer on main failed its gate; the demo project is broken")
 
     steps = []
     for number, (branch, title, expected, change) in enumerate(PLAN, start=2):
-        _banner(stream, f"{number}/3 {branch}: {title}")
-        _git(repo, denv, "checkout", "-q", "main")
-        _git(repo, denv, "checkout", "-q", "-b", branch)
+        banner(stream, f"{number}/3 {branch}: {title}")
+        run_git(repo, denv, "checkout", "-q", "main")
+        run_git(repo, denv, "checkout", "-q", "-b", branch)
         change(repo)
-        _git(repo, denv, "commit", "-q", "-am", title)
-        outcome = _check(repo, denv, stream)
+        run_git(repo, denv, "commit", "-q", "-am", title)
+        outcome = check_repo(repo, denv, stream)
         kept = root / f"report-{branch.replace('/', '-')}.md"
         shutil.copy(outcome.report_path, kept)
         shutil.copy(outcome.result_path, root / f"result-{branch.replace('/', '-')}.json")
         steps.append(DemoStep(branch, title, expected, outcome, kept))
 
     result = DemoResult(root, denv["MLFLOW_TRACKING_URI"], "", tuple(steps), time.monotonic() - started)
-    _print_summary(result, stream, env)
+    print_summary(result, stream, env)
     return result
