@@ -201,23 +201,65 @@ def _train_side_by_side(repo: Path, denv: Mapping[str, str], commits: tuple[Plan
     session.tracker().experiment_id(cfg.experiment, create=True, artifact_location=artifact_location(cfg, session.tracking_uri))
     started = time.monotonic()
     lock = threading.Lock()
+    turns = InTurn()
 
-    def one(planned: Planned):
+    def one(index_planned: tuple[int, Planned]):
+        index, planned = index_planned
         captured = io.StringIO()
         wcfg = load_config(planned.worktree / "mlflow-ci.yml")
         ws = make_session(wcfg, denv, planned.worktree, captured)
         opts = Options(out_dir=planned.worktree / ".mlflow-ci", base_branch="main")
         ctx = ws.context(opts).with_overrides(branch=planned.branch)
-        result = train(wcfg, ws.tracker(), ctx, denv, out_dir=opts.out_dir, use_cache=False, stream=captured)
+        try:
+            result = train(wcfg, turns.tracker(ws.tracker(), index), ctx, denv, out_dir=opts.out_dir, use_cache=False,
+                           stream=captured)
+        finally:
+            turns.finish(index)  # a training that failed before its run must not hold the others back
         with lock:
             stream.write(f"--- {planned.branch} @ {planned.sha[:7]}: trained in {result.seconds:.1f}s\n{captured.getvalue()}")
             stream.flush()
         return planned.sha, result
 
     with ThreadPoolExecutor(max_workers=len(commits)) as pool:
-        trained = dict(pool.map(one, commits))
+        trained = dict(pool.map(one, enumerate(commits)))
     stream.write(f"four models trained side by side in {time.monotonic() - started:.1f}s\n")
     return trained
+
+
+class InTurn:
+    """The runs of commits trained side by side are created in commit order, each a few milliseconds after
+    the one before: a run's start time orders the trend, and main's first commit must come before its second."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.done: set[int] = set()
+        self.changed = threading.Condition()
+
+    def finish(self, index: int) -> None:
+        """``index`` has had its turn (or will not take it: its training failed before starting a run)."""
+        with self.changed:
+            self.done.add(index)
+            while self.turn in self.done:
+                self.turn += 1
+            self.changed.notify_all()
+
+    def tracker(self, tracker, index: int):
+        turns = self
+
+        class Ordered:
+            def __getattr__(self, name):
+                return getattr(tracker, name)
+
+            def start_run(self, *args, **kwargs):
+                with turns.changed:
+                    turns.changed.wait_for(lambda: turns.turn == index)
+                try:
+                    return tracker.start_run(*args, **kwargs)
+                finally:
+                    time.sleep(0.005)  # the next run starts at a later millisecond
+                    turns.finish(index)
+
+        return Ordered()
 
 
 def _register_champion(tracking_uri: str, repo: Path, base: CheckResult) -> str:

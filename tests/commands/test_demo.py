@@ -87,3 +87,32 @@ def test_the_genai_demo_fails_the_breaking_prompt_and_passes_the_better_retrieva
     better = json.loads((tmp_path / "result-pr-better-retrieval.json").read_text())
     assert better["genai"]["fixed"]["contains"] == 3 and better["genai"]["regressed"]["contains"] == 0
     assert "Traceback" not in proc.stderr
+
+
+def test_runs_trained_side_by_side_are_created_in_commit_order_and_a_failure_holds_nobody():
+    import threading
+
+    from mlflow_ci.commands.demo import InTurn
+
+    created = []
+
+    class Tracker:
+        def start_run(self, *args, **kwargs):
+            created.append(kwargs["name"])
+            return kwargs["name"]
+
+    turns = InTurn()
+
+    def worker(index: int):
+        if index == 1:
+            turns.finish(1)  # its training failed before it started a run
+            return
+        turns.tracker(Tracker(), index).start_run(name=f"run{index}")
+        turns.finish(index)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (3, 2, 1, 0)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(t.is_alive() for t in threads) and created == ["run0", "run2", "run3"]
