@@ -15,7 +15,7 @@ from mlflow_ci.config.models import JUDGE
 from mlflow_ci.genai.compare import GenaiComparison, JudgeScorer, compare_apps, judge_summary, score_rows
 from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.runner import load_rows, run_app
-from mlflow_ci.genai.scorers import build
+from mlflow_ci.genai.scorers import build, user_scorer
 from mlflow_ci.gitctx import git
 
 
@@ -57,11 +57,13 @@ def _scorers(s: Session) -> dict:
                                     max_calls=j.max_calls, max_tokens=j.max_tokens, max_response_tokens=j.max_response_tokens,
                                     repeats=j.repeats, aggregate=j.aggregate, retries=j.retries, timeout_s=j.timeout), s.env)
     scorers = {}
-    for name, argument in g.scorers:
+    for (name, argument), metric in zip(g.scorers, g.metric_names()):
         if name == JUDGE:
-            scorers[argument["name"]] = JudgeScorer(judge, argument["instructions"])
+            scorers[metric] = JudgeScorer(judge, argument["instructions"])
+        elif ":" in name:
+            scorers[metric] = user_scorer(name, s.cfg.root)
         else:
-            scorers[name] = build(name, argument)
+            scorers[metric] = build(name, argument)
     return scorers
 
 

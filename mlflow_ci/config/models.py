@@ -426,12 +426,16 @@ class GenaiConfig(Section):
         known = (*GENAI_SCORERS, *GENAI_SCORERS_WITH_ARGUMENT, JUDGE)
         seen = set()
         for i, (name, argument) in enumerate(scorers):
-            if name not in known:
-                raise problem(f"unknown scorer {name!r}{did_you_mean(name, known)} (expected one of: {', '.join(known)})", at=(i,))
-            wrong = _judge_problem(argument) if name == JUDGE else _scorer_argument_problem(name, argument)
+            user = USER_METRIC.fullmatch(name) is not None
+            if name not in known and not user:
+                raise problem(f"unknown scorer {name!r}{did_you_mean(name, known)} (expected one of: {', '.join(known)}, "
+                              "or your own module:function)", at=(i,))
+            if user and argument is not None:
+                raise problem(f"scorer {name} takes no argument (write it as a plain module:function)", at=(i, name))
+            wrong = None if user else _judge_problem(argument) if name == JUDGE else _scorer_argument_problem(name, argument)
             if wrong:
                 raise problem(wrong, at=(i,) if argument is None else (i, name))
-            metric = argument["name"] if name == JUDGE else name
+            metric = argument["name"] if name == JUDGE else name.rsplit(":", 1)[-1]
             if metric in seen:
                 raise problem(f"scorer {metric} appears twice", at=(i,))
             seen.add(metric)
@@ -445,7 +449,7 @@ class GenaiConfig(Section):
 
     def metric_names(self) -> tuple[str, ...]:
         """Each scorer's name in ``genai.<name>``: its own, or the name a judge scorer is given."""
-        return tuple(argument["name"] if name == JUDGE else name for name, argument in self.scorers)
+        return tuple(argument["name"] if name == JUDGE else name.rsplit(":", 1)[-1] for name, argument in self.scorers)
 
 
 def _judge_problem(argument: Any) -> str | None:

@@ -86,7 +86,7 @@ def compare_apps(rows: list[DataRow], candidate: dict[str, list[Score | None]], 
     from mlflow_ci.evaluate.metrics import mean_of_scored, paired_metrics
 
     def rates(scored: dict[str, list[Score | None]]) -> dict:
-        return {PREFIX + name: mean_of_scored(np.array([np.nan if s is None else float(s.passed) for s in verdicts]))
+        return {PREFIX + name: mean_of_scored(np.array([np.nan if s is None else s.points for s in verdicts]))
                 for name, verdicts in scored.items()}
 
     cand_metrics = rates(candidate)

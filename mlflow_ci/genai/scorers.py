@@ -29,6 +29,11 @@ class Row:
 class Score:
     passed: bool
     rationale: str
+    value: float | None = None  # a graded score in [0, 1] (a user scorer's number); None: 1.0 if passed else 0.0
+
+    @property
+    def points(self) -> float:
+        return float(self.passed) if self.value is None else self.value
 
 
 Scorer = Callable[[Row], "Score | None"]
@@ -134,6 +139,58 @@ WITH_ARGUMENT: dict[str, Callable[[Any], Scorer]] = {
     "regex": regex, "json_valid": json_valid, "max_length": max_length, "max_latency_ms": max_latency_ms,
 }
 NAMES = (*PLAIN, *WITH_ARGUMENT)
+
+
+USER_ARGUMENTS = ("inputs", "outputs", "expectations", "latency_ms")
+
+
+def user_scorer(spec: str, root) -> Scorer:
+    """The repository's own scorer ``module:function`` (from the config's folder), called as MLflow calls
+    an ``@scorer``: with the keyword arguments it declares among ``inputs``, ``outputs`` (the app's
+    answer), ``expectations`` and ``latency_ms``. It returns a bool, a number in [0, 1] (passes at 0.5),
+    a ``(value, rationale)`` pair, or an object with ``value`` and ``rationale`` (MLflow's Feedback)."""
+    import importlib
+    import inspect
+    import sys
+
+    module_name, _, func_name = spec.partition(":")
+    sys.path.insert(0, str(root))
+    try:
+        function = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError, SyntaxError) as exc:
+        raise UsageError(f"genai scorer {spec!r}: cannot import it ({type(exc).__name__}: {exc})") from None
+    finally:
+        sys.path.remove(str(root))
+    try:
+        declared = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        declared = {}
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in declared.values())
+    wanted = [name for name in USER_ARGUMENTS if takes_all or name in declared]
+
+    def score(row: Row) -> Score:
+        given = {"inputs": dict(row.inputs), "outputs": row.output, "expectations": dict(row.expectations),
+                 "latency_ms": row.latency_ms}
+        try:
+            return _as_score(function(**{name: given[name] for name in wanted}))
+        except Exception as exc:  # noqa: BLE001 - the scorer's failure on a row fails that row, with why
+            return Score(False, f"the scorer raised {type(exc).__name__}: {exc}")
+
+    return score
+
+
+def _as_score(result: Any) -> Score:
+    rationale = ""
+    if isinstance(result, tuple) and len(result) == 2:
+        result, rationale = result
+    elif hasattr(result, "value") and not isinstance(result, (bool, int, float)):
+        rationale = getattr(result, "rationale", "") or ""
+        result = result.value
+    if isinstance(result, bool):
+        return Score(result, str(rationale))
+    if isinstance(result, (int, float)) and 0 <= result <= 1:
+        return Score(result >= 0.5, str(rationale), float(result))
+    return Score(False, f"the scorer returned {type(result).__name__} {str(result)[:80]!r}, not a bool or a number in [0, 1]")
 
 
 def build(name: str, argument: Any = None) -> Scorer:

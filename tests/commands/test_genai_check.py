@@ -25,7 +25,7 @@ train:
 genai:
   data: faq.jsonl
   predict_fn: faq_app:answer
-  scorers: [contains, {max_length: 60}]
+  scorers: [contains, {max_length: 60}, tone:calm]
   resamples: 500
 gate:
   genai.contains: {min: 0.5, max_drop: 0, significance: 0.05}
@@ -35,6 +35,7 @@ gate:
 
 def faq_project(project):
     project.write("faq_app.py", APP)
+    project.write("tone.py", "def calm(outputs):\n    return (not outputs.isupper(), 'no shouting')\n")
     rows = [{"inputs": {"topic": topic, "n": n}, "expectations": {"expected_facts": [FACTS[topic]]}}
             for n in range(48) for topic in [list(FACTS)[n % 4]]]
     project.write("faq.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
@@ -75,11 +76,13 @@ def test_a_template_that_loses_the_facts_fails_with_the_rows_that_regressed(proj
     better = pr(project, "pr/polite", "Thanks for asking! {text}")
     assert better.returncode == 0, better.stdout + better.stderr
     g = project.result()["genai"]
-    assert g["regressed"] == {"contains": 0, "max_length": 0} and g["changed"] == []
+    assert g["regressed"] == {"contains": 0, "max_length": 0, "calm": 0} and g["changed"] == []
+    calm = next(m for m in project.result()["metrics"] if m["name"] == "genai.calm")
+    assert calm["candidate"] == calm["baseline"] == 1.0  # the repository's own scorer, on both apps
 
 
 def judged_config(url: str, max_calls: int) -> str:
-    return CONFIG.replace("  scorers: [contains, {max_length: 60}]\n", f"""\
+    return CONFIG.replace("  scorers: [contains, {max_length: 60}, tone:calm]\n", f"""\
   scorers:
     - contains
     - {{max_length: 60}}

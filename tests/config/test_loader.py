@@ -227,3 +227,10 @@ def test_a_rule_on_a_genai_metric_needs_its_scorer():
     assert "gate.genai.exact_match: genai.exact_match is a GenAI scorer's pass rate, but genai.scorers has no exact_match" in problem
     (problem,) = problems(MINIMAL + "gate:\n  genai.contains: {min: 0.9}\n")
     assert "but no genai: section scores it" in problem
+
+
+def test_a_repositorys_own_scorer_is_named_by_its_function():
+    cfg = parse(GENAI.format(scorers="[contains, checks.tone:polite]") + "gate:\n  genai.polite: {min: 0.9}\n")
+    assert cfg.genai.metric_names() == ("contains", "polite")
+    (problem,) = problems(GENAI.format(scorers="[{checks.tone:polite: 3}]"))
+    assert "genai.scorers[0].checks.tone:polite: scorer checks.tone:polite takes no argument" in problem

@@ -54,3 +54,40 @@ def test_the_config_knows_every_scorer_by_the_same_name():
     from mlflow_ci.genai.scorers import PLAIN, WITH_ARGUMENT
 
     assert set(PLAIN) == set(GENAI_SCORERS) and set(WITH_ARGUMENT) == set(GENAI_SCORERS_WITH_ARGUMENT)
+
+
+USER_SCORERS = '''
+from types import SimpleNamespace
+
+def cites_days(outputs):
+    return "days" in outputs
+
+def graded(outputs, expectations):
+    return min(1.0, len(outputs) / expectations["min_chars"]), f"{len(outputs)} characters"
+
+def feedback(**kwargs):
+    return SimpleNamespace(value=kwargs["latency_ms"] < 100, rationale="fast enough")
+
+def broken(inputs):
+    raise KeyError(inputs["missing"])
+
+def wrong_type(outputs):
+    return "yes"
+'''
+
+
+def test_the_repositorys_own_scorers_get_the_arguments_they_declare(tmp_path):
+    from mlflow_ci.genai.scorers import user_scorer
+
+    (tmp_path / "my_scorers.py").write_text(USER_SCORERS)
+    r = Row({"q": "refund?"}, "Refunds take 14 days", {"min_chars": 40}, 12.0)
+    assert user_scorer("my_scorers:cites_days", tmp_path)(r).passed
+    graded = user_scorer("my_scorers:graded", tmp_path)(r)
+    assert (graded.passed, graded.points, graded.rationale) == (True, 0.5, "20 characters")
+    fast = user_scorer("my_scorers:feedback", tmp_path)(r)
+    assert fast.passed and fast.rationale == "fast enough" and fast.points == 1.0
+    broken = user_scorer("my_scorers:broken", tmp_path)(r)
+    assert not broken.passed and broken.rationale == "the scorer raised KeyError: 'missing'"
+    assert user_scorer("my_scorers:wrong_type", tmp_path)(r).rationale.startswith("the scorer returned str 'yes'")
+    with pytest.raises(UsageError, match="genai scorer 'my_scorers:nope': cannot import it"):
+        user_scorer("my_scorers:nope", tmp_path)
