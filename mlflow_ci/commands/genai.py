@@ -101,8 +101,9 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
             row = replace(row, ci_low=previous.ci_low, ci_high=previous.ci_high)
         rows.append(row)
     g = s.cfg.genai
-    note = (f"GenAI: {g.predict_fn} answered the same {scored.rows:,} rows of {g.data} for the candidate and for "
-            f"{where}" + (f"; {g.resamples:,} paired bootstrap resamples (seed {g.seed})" if scored.baseline else ""))
+    note = f"GenAI: {g.predict_fn} answered the {scored.rows:,} rows of {g.data} " + (
+        f"for the candidate and for {where}; {g.resamples:,} paired bootstrap resamples (seed {g.seed})"
+        if scored.baseline is not None else f"for the candidate only ({where})")
     summary = {"data": g.data, "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
                "scorers": list(g.metric_names()), "errors": scored.errors,
                "regressed": scored.regressed, "fixed": scored.fixed,
