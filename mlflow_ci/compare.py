@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Protocol
 
 from mlflow_ci.config.models import Config
@@ -248,6 +248,19 @@ def diff_metrics(cfg: Config, candidate: dict, baseline: dict | None) -> tuple[M
         direction = rule_direction(rules.get(name), name)
         base = (baseline or {}).get(name)
         rows.append(_metric_row(name, candidate.get(name), base, direction, baseline is not None))
+    return tuple(rows)
+
+
+def diff_with_intervals(cfg: Config, candidate: dict, baseline: dict | None, intervals: Mapping) -> tuple[MetricDiff, ...]:
+    """:func:`diff_metrics`, each metric with a paired interval showing it; a metric a significance rule
+    decides shows the interval whose ends are that rule's one-sided bounds (``Interval.for_decision``)."""
+    decided = {rule.metric: rule.significance for rule in cfg.gate if rule.significance}
+    rows = []
+    for row in diff_metrics(cfg, candidate, baseline):
+        interval = intervals.get(row.name)
+        if interval is not None and row.name in decided:
+            interval = interval.for_decision(decided[row.name])
+        rows.append(replace(row, ci_low=interval.low, ci_high=interval.high) if interval is not None else row)
     return tuple(rows)
 
 

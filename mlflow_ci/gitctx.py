@@ -6,11 +6,13 @@ as a mapping), and the local git repository. Nothing here reads ``os.environ`` i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,24 @@ def git(args: list[str], cwd: Path) -> str | None:
     if proc.returncode != 0:
         return None
     return proc.stdout.strip()
+
+
+NOT_FETCHED = "is the history fetched? actions/checkout: fetch-depth: 0"
+
+
+@contextlib.contextmanager
+def detached_worktree(root: Path, sha: str, *, prefix: str) -> Iterator[Path | None]:
+    """A throw-away worktree of commit ``sha`` of the repository at ``root``, removed afterwards; None
+    when git cannot check the commit out (typically a shallow clone: :data:`NOT_FETCHED`)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        worktree = Path(tmp) / "base"
+        if git(["worktree", "add", "--detach", str(worktree), sha], root) is None:
+            yield None
+            return
+        try:
+            yield worktree
+        finally:
+            git(["worktree", "remove", "--force", str(worktree)], root)
 
 
 def git_names(args: list[str], cwd: Path) -> list[str] | None:

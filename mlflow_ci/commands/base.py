@@ -5,14 +5,13 @@ any run, so later PRs on the same base (while the store lives) do not train it a
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.compare import Baseline
 from mlflow_ci.config.loader import load_config
 from mlflow_ci.errors import ConfigError, TrainingError
-from mlflow_ci.gitctx import GitContext, git
+from mlflow_ci.gitctx import NOT_FETCHED, GitContext, detached_worktree
 from mlflow_ci.gate import evaluate
 from mlflow_ci.tracking import TAG_ROLE, TAG_VERDICT, sqlite_path
 from mlflow_ci.train import train
@@ -43,15 +42,11 @@ def train_base_commit(s: Session, opts: Options, notes: list[str]) -> Baseline |
         return None
     if sha in (ctx.commit, ctx.head_sha):
         return None  # on the base branch itself: the candidate is the base commit
-    with tempfile.TemporaryDirectory(prefix="mlflow-ci-base-") as tmp:
-        worktree = Path(tmp) / "base"
-        if git(["worktree", "add", "--detach", str(worktree), sha], root) is None:
-            notes.append(f"could not check out base commit {sha[:12]} (is the history fetched? actions/checkout: fetch-depth: 0)")
+    with detached_worktree(root, sha, prefix="mlflow-ci-base-") as worktree:
+        if worktree is None:
+            notes.append(f"could not check out base commit {sha[:12]} ({NOT_FETCHED})")
             return None
-        try:
-            return _train_in(s, opts, ctx, worktree, notes)
-        finally:
-            git(["worktree", "remove", "--force", str(worktree)], root)
+        return _train_in(s, opts, ctx, worktree, notes)
 
 
 def _train_in(s: Session, opts: Options, ctx: GitContext, worktree: Path, notes: list[str]) -> Baseline | None:

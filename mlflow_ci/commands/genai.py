@@ -5,7 +5,6 @@ the gate's rules (``significance:`` included) decide on it as on any metric."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from mlflow_ci.genai.compare import GenaiComparison, JudgeScorer, compare_apps, 
 from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.runner import load_rows, run_app
 from mlflow_ci.genai.scorers import build, user_scorer
-from mlflow_ci.gitctx import git
+from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree
 
 
 @dataclass(frozen=True)
@@ -71,15 +70,11 @@ def _base_outputs(s: Session, opts: Options, repo_root: Path, sha: str, rows):
     """The base commit's app on the rows, from a throw-away worktree (None and why, when it cannot run)."""
     g = s.cfg.genai
     folder = s.cfg.root.resolve().relative_to(repo_root.resolve())
-    with tempfile.TemporaryDirectory(prefix="mlflow-ci-genai-base-") as tmp:
-        worktree = Path(tmp) / "base"
-        if git(["worktree", "add", "--detach", str(worktree), sha], repo_root) is None:
-            return None, f"could not check out base commit {sha[:12]} (is the history fetched? actions/checkout: fetch-depth: 0)"
-        try:
-            out = run_app(g.predict_fn, rows, worktree / folder, s.env, timeout=g.timeout,
-                          log_path=opts.out_dir / "genai-baseline.log", stream=s.stream)
-        finally:
-            git(["worktree", "remove", "--force", str(worktree)], repo_root)
+    with detached_worktree(repo_root, sha, prefix="mlflow-ci-genai-base-") as worktree:
+        if worktree is None:
+            return None, f"could not check out base commit {sha[:12]} ({NOT_FETCHED})"
+        out = run_app(g.predict_fn, rows, worktree / folder, s.env, timeout=g.timeout,
+                      log_path=opts.out_dir / "genai-baseline.log", stream=s.stream)
     return out, f"the app at base commit {sha[:12]}"
 
 
@@ -88,18 +83,8 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
     base = comparison.baseline
     if base is not None and scored.baseline is not None:
         base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **scored.baseline}))
-    decided = {rule.metric: rule.significance for rule in s.cfg.gate if rule.significance}
-    shown = {name: iv.for_decision(decided[name]) if name in decided else iv for name, iv in scored.intervals.items()}
-    merged_intervals = {**intervals, **scored.intervals}
-    rows = []
-    for row in cmp.diff_metrics(s.cfg, dict(cand.metrics), dict(base.run.metrics) if base else None):
-        previous = next((r for r in comparison.metrics if r.name == row.name), None)
-        interval = shown.get(row.name)
-        if interval is not None:
-            row = replace(row, ci_low=interval.low, ci_high=interval.high)
-        elif previous is not None and previous.ci_low is not None:
-            row = replace(row, ci_low=previous.ci_low, ci_high=previous.ci_high)
-        rows.append(row)
+    merged_intervals = {**intervals, **scored.intervals}  # evaluate:'s and genai:'s, every row shows its own
+    rows = cmp.diff_with_intervals(s.cfg, dict(cand.metrics), dict(base.run.metrics) if base else None, merged_intervals)
     g = s.cfg.genai
     note = f"GenAI: {g.predict_fn} answered the {scored.rows:,} rows of {g.data} " + (
         f"for the candidate and for {where}; {g.resamples:,} paired bootstrap resamples (seed {g.seed})"
@@ -108,6 +93,6 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
                "scorers": list(g.metric_names()), "errors": scored.errors,
                "regressed": scored.regressed, "fixed": scored.fixed,
                "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None}
-    updated = replace(comparison, candidate=cand, baseline=base, metrics=tuple(rows), notes=(*comparison.notes, note))
+    updated = replace(comparison, candidate=cand, baseline=base, metrics=rows, notes=(*comparison.notes, note))
     return GenaiOutcome(updated, merged_intervals, summary)
 

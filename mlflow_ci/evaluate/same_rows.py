@@ -84,13 +84,8 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     cand = replace(cand, metrics={**cand.metrics, **cand_metrics})
     if base is not None:
         base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **base_metrics}))
-    # A metric a significance rule decides is shown with the interval whose end is that rule's bound.
+    rows = cmp.diff_with_intervals(cfg, dict(cand.metrics), dict(base.run.metrics) if base else None, intervals)
     decided = {rule.metric: rule.significance for rule in cfg.gate if rule.significance}
-    shown = {name: iv.for_decision(decided[name]) if name in decided else iv for name, iv in intervals.items()}
-    rows = []
-    for row in cmp.diff_metrics(cfg, dict(cand.metrics), dict(base.run.metrics) if base else None):
-        interval = shown.get(row.name)
-        rows.append(replace(row, ci_low=interval.low, ci_high=interval.high) if interval is not None else row)
     data_report = _data_checks(tracker, X, cand, base)
     paired = base_out is not None
     note = (f"evaluated {'both models' if paired else 'the candidate'} on the same {len(y):,} rows of "
@@ -107,7 +102,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     checks = ecfg.data_checks
     data_gate = datachecks.checks(data_report, max_psi=checks.max_psi, max_missing=checks.max_missing,
                                   fail_on_removed_columns=checks.fail_on_removed_columns)
-    updated = replace(comparison, candidate=cand, baseline=base, metrics=tuple(rows),
+    updated = replace(comparison, candidate=cand, baseline=base, metrics=rows,
                       notes=(*comparison.notes, note, *level_notes))
     return Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
 

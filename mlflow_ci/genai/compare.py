@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from mlflow_ci.config.models import GENAI_PREFIX
 from mlflow_ci.genai.judge import Judge
 from mlflow_ci.genai.runner import DataRow, Output
 from mlflow_ci.genai.scorers import Row, Score, Scorer
 
-PREFIX = "genai."
 SHOWN_CHARS = 500  # of an input, an output or a reason, per changed row
 SHOWN_ROWS = 20  # changed rows kept per scorer
 
@@ -86,7 +86,7 @@ def compare_apps(rows: list[DataRow], candidate: dict[str, list[Score | None]], 
     from mlflow_ci.evaluate.metrics import mean_of_scored, paired_metrics
 
     def rates(scored: dict[str, list[Score | None]]) -> dict:
-        return {PREFIX + name: mean_of_scored(np.array([np.nan if s is None else s.points for s in verdicts]))
+        return {GENAI_PREFIX + name: mean_of_scored(np.array([np.nan if s is None else s.points for s in verdicts]))
                 for name, verdicts in scored.items()}
 
     cand_metrics = rates(candidate)

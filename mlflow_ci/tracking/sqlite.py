@@ -113,7 +113,7 @@ class SqliteTracker(SearchMixin):
         self.path = path
         self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self._mlflow: MlflowTracker | None = None
-        self._ensure_tag_index()
+        self._ensure_indexes()
 
     def close(self) -> None:
         self._db.close()
@@ -148,7 +148,7 @@ class SqliteTracker(SearchMixin):
                 raise
             self._db.execute("COMMIT")
 
-    def _ensure_tag_index(self) -> None:
+    def _ensure_indexes(self) -> None:
         """Add mlflow-ci's indexes once. They are an optimisation: a read-only store, or one another
         writer holds for more than half a second, just stays slower this time."""
         with contextlib.suppress(sqlite3.Error):
