@@ -50,7 +50,7 @@ class FakeLLM:
                     self._send(404, {"error": {"message": "no such route"}})
                     return
                 content = fake.answer(body)
-                self._send(200, {"id": "x", "object": "chat.completion", "model": body.get("model"),
+                self._send(200, {"id": "x", "object": "chat.completion", "created": 1_764_000_000, "model": body.get("model"),
                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                               "finish_reason": "stop"}],
                                  "usage": {"prompt_tokens": fake.usage // 2, "completion_tokens": fake.usage - fake.usage // 2,

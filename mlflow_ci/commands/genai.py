@@ -10,9 +10,11 @@ from pathlib import Path
 
 from mlflow_ci import compare as cmp
 from mlflow_ci.commands.session import Options, Session
-from mlflow_ci.config.models import JUDGE
-from mlflow_ci.genai.compare import GenaiComparison, JudgeScorer, compare_apps, judge_summary, score_rows
+from mlflow_ci.config import MLFLOW_SCORER, MLFLOW_SCORERS
+from mlflow_ci.config.models import JUDGE, mlflow_scorer_arguments, mlflow_scorer_class
+from mlflow_ci.genai.compare import GenaiComparison, JudgeScorer, ScorerSet, compare_apps
 from mlflow_ci.genai.judge import Judge, JudgeSettings
+from mlflow_ci.genai.mlflow_scorers import MlflowScorers, MlflowScorerSpec
 from mlflow_ci.genai.runner import load_rows, run_app
 from mlflow_ci.genai.scorers import build, user_scorer
 from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree
@@ -29,7 +31,7 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
     g = s.cfg.genai
     assert g is not None
     rows = load_rows(s.cfg.resolve(g.data))
-    scorers = _scorers(s)
+    scorers = _scorers(s, opts)
     ctx = s.context(opts)
     cand_out = run_app(g.predict_fn, rows, s.cfg.root, s.env, timeout=g.timeout,
                        log_path=opts.out_dir / "genai-candidate.log", stream=s.stream)
@@ -38,32 +40,41 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
         base_out, where = _base_outputs(s, opts, ctx.repo_root, ctx.base_commit, rows)
     elif ctx.base_commit:
         where = "this is the base commit itself"
-    cand_scores = score_rows(scorers, rows, cand_out)
-    base_scores = score_rows(scorers, rows, base_out) if base_out is not None else None
+    cand_scores = scorers.score(rows, cand_out, "candidate")
+    base_scores = scorers.score(rows, base_out, "baseline") if base_out is not None else None
     scored = compare_apps(rows, cand_scores, cand_out, base_scores, base_out, resamples=g.resamples, seed=g.seed,
-                          confidence=g.confidence, judge=judge_summary(scorers))
+                          confidence=g.confidence, judge=scorers.judge_summary())
     s.tracker().log_metrics(comparison.candidate.run_id, scored.candidate)
     return _merge(s, comparison, intervals, scored, where)
 
 
-def _scorers(s: Session) -> dict:
-    """Each scorer by its metric name; the judge scorers share one judge, hence one budget."""
+def _scorers(s: Session, opts: Options) -> ScorerSet:
+    """Each scorer by its metric name; the judge scorers and MLflow's judges share one judge, hence one budget."""
     g = s.cfg.genai
     judge = None
-    if g.judge is not None:
+    if g.judge is not None and g.uses_llm():
         j = g.judge
-        judge = Judge(JudgeSettings(model=j.model, base_url=j.base_url, api_key_env=j.api_key_env, temperature=j.temperature,
+        model, base_url = j.endpoint()
+        judge = Judge(JudgeSettings(model=model, base_url=base_url, api_key_env=j.key_env(), temperature=j.temperature,
                                     max_calls=j.max_calls, max_tokens=j.max_tokens, max_response_tokens=j.max_response_tokens,
                                     repeats=j.repeats, aggregate=j.aggregate, retries=j.retries, timeout_s=j.timeout), s.env)
-    scorers = {}
-    for (name, argument), metric in zip(g.scorers, g.metric_names()):
+    row_scorers, specs = {}, []
+    for i, ((name, argument), metric) in enumerate(zip(g.scorers, g.metric_names())):
         if name == JUDGE:
-            scorers[metric] = JudgeScorer(judge, argument["instructions"])
+            row_scorers[metric] = JudgeScorer(judge, argument["instructions"])
+        elif name == MLFLOW_SCORER:
+            cls = mlflow_scorer_class(argument)
+            specs.append(MlflowScorerSpec(metric, cls, mlflow_scorer_arguments(argument), MLFLOW_SCORERS[cls][1],
+                                          f"genai.scorers[{i}].mlflow"))
         elif ":" in name:
-            scorers[metric] = user_scorer(name, s.cfg.root)
+            row_scorers[metric] = user_scorer(name, s.cfg.root)
         else:
-            scorers[metric] = build(name, argument)
-    return scorers
+            row_scorers[metric] = build(name, argument)
+    mlflow = None
+    if specs:
+        budgeted = g.timeout + (g.judge.timeout * g.judge.max_calls if g.judge else 0)
+        mlflow = MlflowScorers(tuple(specs), judge, s.env, opts.out_dir, budgeted, s.stream, str(s.cfg.path))
+    return ScorerSet(row_scorers, g.metric_names(), mlflow, judge)
 
 
 def _base_outputs(s: Session, opts: Options, repo_root: Path, sha: str, rows):

@@ -28,4 +28,24 @@ DEFAULT_METRICS = {"classification": ("accuracy", "f1_macro", "roc_auc", "log_lo
 # Deterministic GenAI scorers (mlflow_ci.genai.scorers): those that need an argument, and those that take none.
 GENAI_SCORERS = ("exact_match", "contains")
 GENAI_SCORERS_WITH_ARGUMENT = ("regex", "json_valid", "max_length", "max_latency_ms")
+# MLflow's built-in scorers a {mlflow: ...} entry may name (mlflow.genai.scorers): the metric each reports
+# by default and whether it asks an LLM judge. Those that read traces (retrieval, tool calls) or whole
+# conversations are left out: a check scores rows.
+MLFLOW_SCORER = "mlflow"
+MLFLOW_SCORERS = {"Correctness": ("correctness", True), "Guidelines": ("guidelines", True),
+                  "ExpectationsGuidelines": ("expectations_guidelines", True),
+                  "RelevanceToQuery": ("relevance_to_query", True), "Safety": ("safety", True),
+                  "Fluency": ("fluency", True), "Equivalence": ("equivalence", True),
+                  "Completeness": ("completeness", True), "Summarization": ("summarization", True),
+                  "RegexMatch": ("regex_match", False), "PIIDetection": ("pii_detection", False),
+                  "ResponseLength": ("response_length", False)}
+# Judges named by MLflow's provider URI (openai:/gpt-4o-mini): each provider's OpenAI-compatible API and the
+# variable that holds its key by convention (None: a local server without one).
+JUDGE_PROVIDERS = {"openai": ("https://api.openai.com/v1", "OPENAI_API_KEY"),
+                   "anthropic": ("https://api.anthropic.com/v1", "ANTHROPIC_API_KEY"),
+                   "gemini": ("https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY"),
+                   "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+                   "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+                   "togetherai": ("https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+                   "ollama": ("http://localhost:11434/v1", None)}
 USER_METRIC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # module:function(y_true, output) -> float

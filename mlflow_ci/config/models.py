@@ -41,7 +41,10 @@ from mlflow_ci.config import (
     DEFAULT_TIMEOUT,
     GENAI_SCORERS,
     GENAI_SCORERS_WITH_ARGUMENT,
+    JUDGE_PROVIDERS,
     LIMIT_RULES,
+    MLFLOW_SCORER,
+    MLFLOW_SCORERS,
     REGRESSION,
     RULE_MLFLOW,
     USER_METRIC,
@@ -378,12 +381,15 @@ JUDGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,59}")
 
 
 class JudgeConfig(Section):
-    """The LLM judge behind the ``judge`` scorers: one pinned model, one budget for the whole check."""
-    model: Text = Field(description="The judge model's id, as the endpoint names it.")
-    base_url: Annotated[StrictStr, StringConstraints(pattern=r"^https?://\S+$"), Says("an http(s) URL")] = Field(
-        description="An OpenAI-compatible API (POST {base_url}/chat/completions), e.g. https://api.openai.com/v1.")
-    api_key_env: EnvName | None = Field("OPENAI_API_KEY", description="The environment variable holding the key "
-                                                                        "(null: no key, e.g. a local server). Never the key itself.")
+    """The LLM judge behind the ``judge`` scorers and MLflow's judges: one pinned model, one budget for the whole check."""
+    model: Text = Field(description="The judge model: MLflow's provider URI (openai:/gpt-4o-mini; providers: "
+                                    + ", ".join(JUDGE_PROVIDERS) + "), or the id an OpenAI-compatible base_url names it by.")
+    base_url: Annotated[StrictStr, StringConstraints(pattern=r"^https?://\S+$"), Says("an http(s) URL")] | None = Field(
+        None, description="An OpenAI-compatible API (POST {base_url}/chat/completions), e.g. https://api.openai.com/v1; "
+                          "default: the provider's, when model is a provider URI.")
+    api_key_env: EnvName | Literal[False] | None = Field(
+        None, description="The environment variable holding the key (false: no key, e.g. a local server); never the key "
+                          "itself. Default: the provider's (OPENAI_API_KEY for openai:/...), else OPENAI_API_KEY.")
     temperature: Annotated[StrictFloat, Field(ge=0, le=2), Says("a number from 0 to 2")] = Field(0.0, description="Sampling temperature.")
     max_calls: Annotated[StrictInt, Field(ge=1), Says("a whole number >= 1")] = Field(
         200, description="Requests the check may send, retries and repeats included; checked before each one (exit 4 when spent).")
@@ -398,6 +404,33 @@ class JudgeConfig(Section):
     retries: Annotated[StrictInt, Field(ge=0, le=10), Says("a whole number from 0 to 10")] = Field(
         4, description="Retries of a request on 408/409/429/5xx or a dropped connection, with backoff (each one counted).")
     timeout: Duration = Field(60.0, description="Seconds per request.")
+
+    @model_validator(mode="after")
+    def _endpoint_known(self) -> "JudgeConfig":
+        provider, uri, _ = self.model.partition(":/")
+        if uri and provider not in JUDGE_PROVIDERS:
+            raise problem(f"unknown provider {provider!r}{did_you_mean(provider, JUDGE_PROVIDERS)} (expected one of: "
+                          f"{', '.join(JUDGE_PROVIDERS)}; or a plain model id with base_url)", at=("model",))
+        if not uri and self.base_url is None:
+            raise problem("expected base_url with a plain model id (or write the model as a provider URI, "
+                          "e.g. openai:/gpt-4o-mini)", at=("base_url",))
+        return self
+
+    def endpoint(self) -> tuple[str, str]:
+        """(the model id the endpoint knows, the OpenAI-compatible base URL)."""
+        provider, uri, model_id = self.model.partition(":/")
+        if not uri:
+            return self.model, str(self.base_url)
+        return model_id, self.base_url or JUDGE_PROVIDERS[provider][0]
+
+    def key_env(self) -> str | None:
+        """The variable holding the key, or None when the endpoint takes none."""
+        if self.api_key_env is False:
+            return None
+        if self.api_key_env:
+            return self.api_key_env
+        provider, uri, _ = self.model.partition(":/")
+        return JUDGE_PROVIDERS[provider][1] if uri else "OPENAI_API_KEY"
 
 
 class GenaiConfig(Section):
@@ -423,7 +456,7 @@ class GenaiConfig(Section):
     def _known_scorers(cls, scorers: tuple[ScorerEntry, ...]) -> tuple[ScorerEntry, ...]:
         if not scorers:
             raise problem("expected at least one scorer")
-        known = (*GENAI_SCORERS, *GENAI_SCORERS_WITH_ARGUMENT, JUDGE)
+        known = (*GENAI_SCORERS, *GENAI_SCORERS_WITH_ARGUMENT, JUDGE, MLFLOW_SCORER)
         seen = set()
         for i, (name, argument) in enumerate(scorers):
             user = USER_METRIC.fullmatch(name) is not None
@@ -432,24 +465,69 @@ class GenaiConfig(Section):
                               "or your own module:function)", at=(i,))
             if user and argument is not None:
                 raise problem(f"scorer {name} takes no argument (write it as a plain module:function)", at=(i, name))
-            wrong = None if user else _judge_problem(argument) if name == JUDGE else _scorer_argument_problem(name, argument)
+            wrong = None if user else (_judge_problem(argument) if name == JUDGE else _mlflow_problem(argument)
+                                       if name == MLFLOW_SCORER else _scorer_argument_problem(name, argument))
             if wrong:
                 raise problem(wrong, at=(i,) if argument is None else (i, name))
-            metric = argument["name"] if name == JUDGE else name.rsplit(":", 1)[-1]
+            metric = scorer_metric(name, argument)
             if metric in seen:
-                raise problem(f"scorer {metric} appears twice", at=(i,))
+                raise problem(f"scorer {metric} appears twice (give one a name:)", at=(i,))
             seen.add(metric)
         return scorers
 
     @model_validator(mode="after")
     def _judges_need_a_judge(self) -> "GenaiConfig":
-        if self.judge is None and any(name == JUDGE for name, _ in self.scorers):
-            raise problem("a judge scorer needs genai.judge (the model, the endpoint and the budget)", at=("scorers",))
+        if self.judge is None:
+            for i, (name, argument) in enumerate(self.scorers):
+                if name == JUDGE or (name == MLFLOW_SCORER and MLFLOW_SCORERS[mlflow_scorer_class(argument)][1]):
+                    raise problem("a judge scorer needs genai.judge (the model, the endpoint and the budget)", at=("scorers", i))
         return self
 
     def metric_names(self) -> tuple[str, ...]:
-        """Each scorer's name in ``genai.<name>``: its own, or the name a judge scorer is given."""
-        return tuple(argument["name"] if name == JUDGE else name.rsplit(":", 1)[-1] for name, argument in self.scorers)
+        """Each scorer's name in ``genai.<name>``: its own, or the name a judge or MLflow scorer is given."""
+        return tuple(scorer_metric(name, argument) for name, argument in self.scorers)
+
+    def uses_llm(self) -> bool:
+        return any(name == JUDGE or (name == MLFLOW_SCORER and MLFLOW_SCORERS[mlflow_scorer_class(argument)][1])
+                   for name, argument in self.scorers)
+
+
+def mlflow_scorer_class(argument: Any) -> str:
+    """The MLflow scorer class an ``{mlflow: ...}`` entry names (a bare name, or ``{scorer: Name, ...}``)."""
+    return argument if isinstance(argument, str) else argument["scorer"]
+
+
+def mlflow_scorer_arguments(argument: Any) -> dict:
+    """What an ``{mlflow: {scorer: Guidelines, guidelines: ..., name: ...}}`` entry passes to the class."""
+    return {} if isinstance(argument, str) else {k: v for k, v in argument.items() if k != "scorer"}
+
+
+def scorer_metric(name: str, argument: Any) -> str:
+    """The ``<name>`` of a scorer entry's metric ``genai.<name>``."""
+    if name == JUDGE:
+        return argument["name"]
+    if name == MLFLOW_SCORER:
+        return mlflow_scorer_arguments(argument).get("name") or MLFLOW_SCORERS[mlflow_scorer_class(argument)][0]
+    return name.rsplit(":", 1)[-1]
+
+
+def _mlflow_problem(argument: Any) -> str | None:
+    if not isinstance(argument, (str, dict)) or (isinstance(argument, dict) and not isinstance(argument.get("scorer"), str)):
+        return "expected the name of one of MLflow's scorers, or {scorer: Name, <its arguments>}"
+    cls = mlflow_scorer_class(argument)
+    if cls not in MLFLOW_SCORERS:
+        return (f"unknown MLflow scorer {cls!r}{did_you_mean(cls, MLFLOW_SCORERS)} (expected one of: "
+                f"{', '.join(MLFLOW_SCORERS)})")
+    arguments = mlflow_scorer_arguments(argument)
+    if "model" in arguments:
+        return "model: the judge model is genai.judge's, for every scorer (it is pinned and budgeted there)"
+    if "name" in arguments and (not isinstance(arguments["name"], str) or not JUDGE_NAME.fullmatch(arguments["name"])):
+        return "name: expected a name of letters, digits and '_' (the metric is genai.<name>)"
+    plain = (str, int, float, bool)
+    for key, value in arguments.items():
+        if not (isinstance(value, plain) or (isinstance(value, list) and all(isinstance(v, plain) for v in value))):
+            return f"{key}: expected a string, a number, true/false or a list of them"
+    return None
 
 
 def _judge_problem(argument: Any) -> str | None:

@@ -15,6 +15,7 @@ from typing import Mapping
 
 from mlflow_ci.config.models import GENAI_PREFIX
 from mlflow_ci.genai.judge import Judge
+from mlflow_ci.genai.mlflow_scorers import MlflowScorers
 from mlflow_ci.genai.runner import DataRow, Output
 from mlflow_ci.genai.scorers import Row, Score, Scorer
 
@@ -112,15 +113,32 @@ def compare_apps(rows: list[DataRow], candidate: dict[str, list[Score | None]], 
                            regressed, fixed, errors, judge or {})
 
 
-def judge_summary(scorers: Mapping[str, Scorer]) -> dict:
-    """What the judges cost and how steady they were: requests and tokens spent (retries and repeats
-    included, one budget per check) and, per judge scorer, the rows whose repeats disagreed."""
-    judged = {name: s for name, s in scorers.items() if isinstance(s, JudgeScorer)}
-    if not judged:
-        return {}
-    budget = next(iter(judged.values())).judge.budget
-    return {"calls": budget.calls, "tokens": budget.tokens, "max_calls": budget.max_calls,
-            "flipped": {name: s.flipped for name, s in judged.items()}}
+@dataclass
+class ScorerSet:
+    """Every scorer of a check, in the config's order: those called row by row in this process, and
+    MLflow's built-in ones, run a side at a time in a child Python. They share one judge, hence one budget."""
+    row_scorers: dict[str, Scorer]
+    order: tuple[str, ...]
+    mlflow: MlflowScorers | None = None
+    judge: Judge | None = None
+
+    def score(self, rows: list[DataRow], outputs: list[Output], side: str) -> dict[str, list[Score | None]]:
+        scored = score_rows(self.row_scorers, rows, outputs)
+        if self.mlflow is not None:
+            scored.update(self.mlflow.score(rows, outputs, side))
+        return {name: scored[name] for name in self.order}
+
+    def judge_summary(self) -> dict:
+        """What the judges cost and how steady they were: requests and tokens spent (retries and repeats
+        included, one budget per check) and, per scorer that asks the judge, the rows whose repeats disagreed."""
+        if self.judge is None:
+            return {}
+        flipped = {name: s.flipped for name, s in self.row_scorers.items() if isinstance(s, JudgeScorer)}
+        if self.mlflow is not None:
+            flipped.update({spec.metric: self.mlflow.flipped.get(spec.metric, 0) for spec in self.mlflow.specs if spec.llm})
+        budget = self.judge.budget
+        return {"calls": budget.calls, "tokens": budget.tokens, "max_calls": budget.max_calls,
+                "flipped": {name: flipped[name] for name in self.order if name in flipped}}
 
 
 def _cut(text: str, limit: int) -> str:

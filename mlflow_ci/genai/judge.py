@@ -126,18 +126,24 @@ class Judge:
         return Judgement(share, passed, chosen.rationale, len({v.passed for v in verdicts}) > 1)
 
     def ask(self, instructions: str, question: str) -> Verdict:
-        """One verdict: a request, retried on 429, 5xx and dropped connections, every attempt paid for."""
-        body = {"model": self.settings.model, "temperature": self.settings.temperature,
-                "max_tokens": self.settings.max_response_tokens,
-                "messages": [{"role": "system", "content": f"{instructions}\n\n{ANSWER_FORMAT}"},
-                             {"role": "user", "content": question}]}
-        estimate = estimate_tokens(instructions + ANSWER_FORMAT + question) + self.settings.max_response_tokens
+        """One verdict on one question."""
+        messages = [{"role": "system", "content": f"{instructions}\n\n{ANSWER_FORMAT}"}, {"role": "user", "content": question}]
+        return parse_verdict(_content(self.complete({"messages": messages})))
+
+    def complete(self, body: Mapping) -> dict:
+        """One chat completion as the judge is pinned: the configured model, temperature and response cap
+        replace whatever ``body`` says; retried on 429, 5xx and dropped connections, every attempt paid for
+        before it is sent. Returns the endpoint's JSON answer."""
+        body = {key: value for key, value in body.items() if key not in ("max_completion_tokens", "n", "stream")}
+        body.update(model=self.settings.model, temperature=self.settings.temperature,
+                    max_tokens=self.settings.max_response_tokens)
+        estimate = estimate_tokens(json.dumps(body.get("messages", ""), ensure_ascii=False)) + self.settings.max_response_tokens
         for attempt in range(self.settings.retries + 1):
             self.budget.reserve(estimate)
             status, payload, retry_after = self._post(body)
             if status == 200 and payload is not None:
                 self.budget.settle(estimate, _usage(payload))
-                return parse_verdict(_content(payload))
+                return payload
             self.budget.settle(estimate, 0)  # nothing was generated
             if status not in RETRY_STATUS and status != 0:
                 raise ServiceError(f"the judge at {self.settings.base_url} answered HTTP {status}: {_error_text(payload)}")

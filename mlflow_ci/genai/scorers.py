@@ -172,14 +172,14 @@ def user_scorer(spec: str, root) -> Scorer:
         given = {"inputs": dict(row.inputs), "outputs": row.output, "expectations": dict(row.expectations),
                  "latency_ms": row.latency_ms}
         try:
-            return _as_score(function(**{name: given[name] for name in wanted}))
+            return as_score(function(**{name: given[name] for name in wanted}))
         except Exception as exc:  # noqa: BLE001 - the scorer's failure on a row fails that row, with why
             return Score(False, f"the scorer raised {type(exc).__name__}: {exc}")
 
     return score
 
 
-def _as_score(result: Any) -> Score:
+def as_score(result: Any) -> Score:
     rationale = ""
     if isinstance(result, tuple) and len(result) == 2:
         result, rationale = result

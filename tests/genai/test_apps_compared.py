@@ -9,7 +9,7 @@ import textwrap
 
 from fakellm import FakeLLM
 
-from mlflow_ci.genai.compare import JudgeScorer, compare_apps, judge_summary, score_rows
+from mlflow_ci.genai.compare import JudgeScorer, ScorerSet, compare_apps, score_rows
 from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.runner import DataRow, run_app
 from mlflow_ci.genai.scorers import build
@@ -91,9 +91,9 @@ def test_a_judge_scores_rows_and_its_cost_and_flips_are_reported(tmp_path):
 
     with FakeLLM(answer=answer) as llm:
         judge = Judge(JudgeSettings(model="judge-1", base_url=llm.url, api_key_env=None, repeats=3, max_calls=36), {})
-        scorers = {"polite": JudgeScorer(judge, "Is the answer polite?")}
-        scored = score_rows(scorers, rows, cand_out)
-        result = compare_apps(rows, scored, cand_out, None, None, judge=judge_summary(scorers))
+        scorers = ScorerSet({"polite": JudgeScorer(judge, "Is the answer polite?")}, ("polite",), judge=judge)
+        scored = scorers.score(rows, cand_out, "candidate")
+        result = compare_apps(rows, scored, cand_out, None, None, judge=scorers.judge_summary())
     assert len(llm.requests) == 36 == result.judge["calls"]
     assert result.judge["flipped"] == {"polite": 3} and result.judge["tokens"] > 0
     assert '"topic": "refund"' in seen[3] and "Answer:\nRefunds take 14 days." in seen[3]
