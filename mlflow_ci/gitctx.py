@@ -63,6 +63,19 @@ def detached_worktree(root: Path, sha: str, *, prefix: str) -> Iterator[Path | N
             git(["worktree", "remove", "--force", str(worktree)], root)
 
 
+def tree_id(root: Path, folder: Path, commit: str | None = None) -> str | None:
+    """Git's id of the tree ``folder`` (relative to the repository ``root``) at ``commit``: the same id
+    whenever its content is the same. Without ``commit``, the checkout's, and only when git tracks every
+    change under ``folder`` (nothing modified or untracked); None otherwise."""
+    spec = "" if str(folder) in ("", ".") else folder.as_posix()
+    if commit is None:
+        status = git(["status", "--porcelain", "--", spec or "."], root)
+        if status is None or status:
+            return None
+        commit = "HEAD"
+    return git(["rev-parse", "--verify", "--quiet", f"{commit}:{spec}" if spec else f"{commit}^{{tree}}"], root) or None
+
+
 def git_names(args: list[str], cwd: Path) -> list[str] | None:
     """Run a git command that prints NUL-separated paths (``-z``) and return them, or None when it
     fails. Bytes, not stripped text: a path may start with a space or hold bytes that are not UTF-8."""

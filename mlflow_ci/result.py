@@ -284,6 +284,7 @@ class GenaiInfo(Part):
     fixed: Counts = {}
     changed: Annotated[list[GenaiChangedRow], at_most(1000), Says("expected a list of at most 1000")] = []
     judge: GenaiJudge | None = None
+    reused: Annotated[dict[Literal["candidate", "baseline"], RunId], Says("expected an object of run ids")] | None = None  # side -> the run whose answers were reused
 
 
 OPTIONAL = ("evaluation", "genai", "leaderboard", "trend", "error")

@@ -5,19 +5,27 @@ the gate's rules (``significance:`` included) decide on it as on any metric."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from mlflow_ci import compare as cmp
 from mlflow_ci.commands.session import Options, Session
-from mlflow_ci.config import MLFLOW_SCORER, MLFLOW_SCORERS
+from mlflow_ci.config import MLFLOW_SCORER, MLFLOW_SCORERS, USER_METRIC
 from mlflow_ci.config.models import JUDGE, mlflow_scorer_arguments, mlflow_scorer_class
-from mlflow_ci.genai.compare import GenaiComparison, JudgeScorer, ScorerSet, compare_apps
+from mlflow_ci.genai.cache import OutputsCache, side_key
+from mlflow_ci.genai.compare import (
+    GenaiComparison,
+    JudgeScorer,
+    ScorerSet,
+    compare_apps,
+)
 from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.mlflow_scorers import MlflowScorers, MlflowScorerSpec
 from mlflow_ci.genai.runner import load_rows, run_app
 from mlflow_ci.genai.scorers import build, user_scorer
-from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree
+from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree, tree_id
 
 
 @dataclass(frozen=True)
@@ -30,22 +38,74 @@ class GenaiOutcome:
 def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: dict) -> GenaiOutcome:
     g = s.cfg.genai
     assert g is not None
-    rows = load_rows(s.cfg.resolve(g.data))
-    scorers = _scorers(s, opts)
+    data = s.cfg.resolve(g.data)
+    rows = load_rows(data)
+    sides = Sides(s, opts, rows, _scorers(s, opts), comparison.candidate,
+                  OutputsCache(s.tracker(), comparison.candidate.experiment_id, opts.out_dir), _key_settings(s))
     ctx = s.context(opts)
-    cand_out = run_app(g.predict_fn, rows, s.cfg.root, s.env, timeout=g.timeout,
-                       log_path=opts.out_dir / "genai-candidate.log", stream=s.stream)
-    base_out, where = None, "no base commit to compare with"
-    if ctx.base_commit and ctx.repo_root and ctx.base_commit not in (ctx.commit, ctx.head_sha):
-        base_out, where = _base_outputs(s, opts, ctx.repo_root, ctx.base_commit, rows)
+    repo = ctx.repo_root.resolve() if ctx.repo_root else None
+    folder = s.cfg.root.resolve().relative_to(repo) if repo else None
+    cand_out, cand_scores = sides.answer("candidate", tree_id(repo, folder) if repo else None, lambda: run_app(
+        g.predict_fn, rows, s.cfg.root, s.env, timeout=g.timeout, log_path=opts.out_dir / "genai-candidate.log", stream=s.stream))
+    base_out, base_scores, where = None, None, "no base commit to compare with"
+    if ctx.base_commit and repo and ctx.base_commit not in (ctx.commit, ctx.head_sha):
+        sha = ctx.base_commit
+        answered = sides.answer("baseline", tree_id(repo, folder, sha), lambda: _base_outputs(s, opts, repo, folder, sha, rows))
+        if answered is not None:
+            base_out, base_scores = answered
+            where = f"the app at base commit {sha[:12]}"
+        else:
+            where = f"could not check out base commit {sha[:12]} ({NOT_FETCHED})"
     elif ctx.base_commit:
         where = "this is the base commit itself"
-    cand_scores = scorers.score(rows, cand_out, "candidate")
-    base_scores = scorers.score(rows, base_out, "baseline") if base_out is not None else None
     scored = compare_apps(rows, cand_scores, cand_out, base_scores, base_out, resamples=g.resamples, seed=g.seed,
-                          confidence=g.confidence, judge=scorers.judge_summary())
+                          confidence=g.confidence, judge=sides.scorers.judge_summary())
     s.tracker().log_metrics(comparison.candidate.run_id, scored.candidate)
-    return _merge(s, comparison, intervals, scored, where)
+    return _merge(s, comparison, intervals, scored, where, sides.reused)
+
+
+@dataclass
+class Sides:
+    """Each side's answers and verdicts: from the cache when the same code was scored on the same rows
+    with the same scorers before, else run, scored and kept (on the candidate's run)."""
+    s: Session
+    opts: Options
+    rows: list
+    scorers: ScorerSet
+    run: object  # the candidate's RunSnapshot: where new entries are kept
+    cache: OutputsCache
+    settings: dict
+    reused: dict = field(default_factory=dict)  # side -> the run whose entry was reused
+
+    def answer(self, side: str, tree: str | None, produce: Callable[[], list | None]):
+        key = side_key(tree, data=self.s.cfg.resolve(self.s.cfg.genai.data).read_bytes(), settings=self.settings)
+        hit = self.cache.read(key, len(self.rows), self.scorers.order) if self.opts.use_cache else None
+        if hit is not None:
+            self.reused[side] = hit.run_id
+            return hit.outputs, hit.scores
+        outputs = produce()
+        if outputs is None:
+            return None
+        scores = self.scorers.score(self.rows, outputs, side)
+        self.cache.write(self.run.run_id, key, outputs, scores)
+        return outputs, scores
+
+
+def _key_settings(s: Session) -> dict:
+    """What besides the code and the data decides a side's verdicts (the cache key's settings)."""
+    g = s.cfg.genai
+    judge = None
+    if g.judge is not None and g.uses_llm():
+        j = g.judge
+        judge = {"endpoint": j.endpoint(), "temperature": j.temperature, "repeats": j.repeats, "aggregate": j.aggregate,
+                 "max_response_tokens": j.max_response_tokens}
+    own = {}
+    for name, _ in g.scorers:
+        if USER_METRIC.fullmatch(name):
+            module = name.partition(":")[0].replace(".", "/")
+            found = next((p for p in (s.cfg.root / f"{module}.py", s.cfg.root / module / "__init__.py") if p.is_file()), None)
+            own[name] = hashlib.sha256(found.read_bytes()).hexdigest() if found else None
+    return {"predict_fn": g.predict_fn, "scorers": [list(entry) for entry in g.scorers], "own_scorers": own, "judge": judge}
 
 
 def _scorers(s: Session, opts: Options) -> ScorerSet:
@@ -77,19 +137,18 @@ def _scorers(s: Session, opts: Options) -> ScorerSet:
     return ScorerSet(row_scorers, g.metric_names(), mlflow, judge)
 
 
-def _base_outputs(s: Session, opts: Options, repo_root: Path, sha: str, rows):
-    """The base commit's app on the rows, from a throw-away worktree (None and why, when it cannot run)."""
+def _base_outputs(s: Session, opts: Options, repo_root: Path, folder: Path, sha: str, rows):
+    """The base commit's app on the rows, from a throw-away worktree (None when it cannot be checked out)."""
     g = s.cfg.genai
-    folder = s.cfg.root.resolve().relative_to(repo_root.resolve())
     with detached_worktree(repo_root, sha, prefix="mlflow-ci-genai-base-") as worktree:
         if worktree is None:
-            return None, f"could not check out base commit {sha[:12]} ({NOT_FETCHED})"
-        out = run_app(g.predict_fn, rows, worktree / folder, s.env, timeout=g.timeout,
-                      log_path=opts.out_dir / "genai-baseline.log", stream=s.stream)
-    return out, f"the app at base commit {sha[:12]}"
+            return None
+        return run_app(g.predict_fn, rows, worktree / folder, s.env, timeout=g.timeout,
+                       log_path=opts.out_dir / "genai-baseline.log", stream=s.stream)
 
 
-def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: GenaiComparison, where: str) -> GenaiOutcome:
+def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: GenaiComparison, where: str,
+           reused: dict) -> GenaiOutcome:
     cand = replace(comparison.candidate, metrics={**comparison.candidate.metrics, **scored.candidate})
     base = comparison.baseline
     if base is not None and scored.baseline is not None:
@@ -99,11 +158,14 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
     g = s.cfg.genai
     note = f"GenAI: {g.predict_fn} answered the {scored.rows:,} rows of {g.data} " + (
         f"for the candidate and for {where}; {g.resamples:,} paired bootstrap resamples (seed {g.seed})"
-        if scored.baseline is not None else f"for the candidate only ({where})")
+        if scored.baseline is not None else f"for the candidate only ({where})") + "".join(
+        f"; the {side}'s answers and verdicts reused from run {run_id} (same code, rows and scorers)"
+        for side, run_id in reused.items())
     summary = {"data": g.data, "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
                "scorers": list(g.metric_names()), "errors": scored.errors,
                "regressed": scored.regressed, "fixed": scored.fixed,
-               "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None}
+               "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None,
+               "reused": dict(reused) or None}
     updated = replace(comparison, candidate=cand, baseline=base, metrics=rows, notes=(*comparison.notes, note))
     return GenaiOutcome(updated, merged_intervals, summary)
 

@@ -55,6 +55,7 @@ def test_a_template_that_loses_the_facts_fails_with_the_rows_that_regressed(proj
     on_main = project.cli("check", "--no-publish")
     assert on_main.returncode == 0, on_main.stdout + on_main.stderr
     assert project.result()["genai"]["baseline"] == "this is the base commit itself"
+    main_run = project.result()["candidate"]["run_id"]
 
     broken = pr(project, "pr/short", "{text:.12}")
     assert broken.returncode == 1, broken.stdout + broken.stderr
@@ -69,6 +70,13 @@ def test_a_template_that_loses_the_facts_fails_with_the_rows_that_regressed(proj
     report = (project.root / ".mlflow-ci" / "report.md").read_text()
     assert "<details open><summary>GenAI: faq\\_app:answer on 48 rows of faq.jsonl" in report
     assert "| ❌ | contains |" in report and "| We are open | We are open 9 to 5. | missing 1 of 1 expected facts: 9 to 5 |" in report
+    # main's check answered and scored this code on these rows already: the baseline is not run again
+    assert g["reused"] == {"baseline": main_run} and not (project.root / ".mlflow-ci" / "genai-baseline.log").exists()
+    assert f"the baseline's answers and verdicts reused from run {main_run}" in " ".join(result["notes"])
+
+    again = project.cli("check", "--no-publish", "--base-branch", "main", "--no-cache")
+    assert again.returncode == 1 and project.result()["genai"]["reused"] is None
+    assert project.result()["metrics"] == result["metrics"]  # the same numbers, computed afresh
     assert (project.root / ".mlflow-ci" / "genai-baseline.log").exists()
     assert "mlflow-ci-genai-base" not in git(project.root, "worktree", "list")  # the base commit's worktree is gone
 
@@ -113,9 +121,13 @@ def test_a_judge_scorer_in_a_check_within_its_budget_and_a_check_that_would_over
         assert g["judge"]["calls"] == 96 and g["regressed"]["says_when"] > 0 and "says_when" in g["scorers"]
         assert "Judges: 96 of 96 requests" in (project.root / ".mlflow-ci" / "report.md").read_text()
 
+        rerun = project.cli("check", "--no-publish", "--base-branch", "main", env=env)  # the same commit again
+        assert rerun.returncode == 1 and len(llm.requests) == 96  # both sides' verdicts reused: no judge call
+        assert project.result()["genai"]["reused"].keys() == {"candidate", "baseline"}
+
         project.write("mlflow-ci.yml", judged_config(llm.url, 50))
         project.commit("a smaller budget")
-        stopped = project.cli("check", "--no-publish", "--base-branch", "main", env=env)
+        stopped = project.cli("check", "--no-publish", "--base-branch", "main", "--no-cache", env=env)
         assert stopped.returncode == 4, stopped.stdout + stopped.stderr
         assert len(llm.requests) == 96 + 50  # not one request beyond the budget
         result = project.result()
