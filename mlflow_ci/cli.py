@@ -516,6 +516,10 @@ def rollback(config_path, out_dir, to_version, reason, no_deploy):
 
     result = run_rollback(_session(config_path), to=to_version, reason=reason, out_dir=Path(out_dir), deploy=not no_deploy)
     echo(f"{result.model}@{result.alias}: version {result.from_version} -> {result.to_version}" + (" (deployed)" if result.deployed else ""))
+    for move in result.prompts:
+        was = move.before.version if move.before else "none"
+        echo(f"prompt {move.name}@{result.alias}: version {was} -> {move.version}" if move.action == "promoted"
+             else f"prompt {move.name}@{result.alias}: version {was}, unchanged")
     return EXIT_OK
 
 

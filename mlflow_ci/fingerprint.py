@@ -47,10 +47,12 @@ def matched_files(root: Path, patterns: Iterable[str], *, exclude: Iterable[Path
 
 
 def input_files(cfg: Config, *, exclude: Iterable[Path] = ()) -> list[Path]:
-    """The files whose content decides the fingerprint, relative to the project folder, sorted."""
+    """The files whose content decides the fingerprint, relative to the project folder, sorted. The app's
+    prompt templates (``genai.prompts``) always count: a run validates the prompts it was checked with."""
     train = cfg.train
     if not train.auto_inputs:
-        return matched_files(cfg.root, train.inputs, exclude=exclude)
+        prompts = [p.file for p in cfg.genai.prompts] if cfg.genai else []
+        return matched_files(cfg.root, [*train.inputs, *prompts], exclude=exclude)
     excluded = {p.resolve() for p in exclude}
     listed = _git_files(cfg.root)
     found = set(listed if listed is not None else _walk(cfg.root))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from mlflow_ci import compare as cmp
+from mlflow_ci.commands.prompts import digest, run_tags
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.config import MLFLOW_SCORER, MLFLOW_SCORERS, USER_METRIC
 from mlflow_ci.config.models import JUDGE, mlflow_scorer_arguments, mlflow_scorer_class
@@ -23,7 +24,7 @@ from mlflow_ci.genai.compare import (
 )
 from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.mlflow_scorers import MlflowScorers, MlflowScorerSpec
-from mlflow_ci.genai.runner import load_rows, run_app
+from mlflow_ci.genai.runner import load_rows, run_app, run_model
 from mlflow_ci.genai.scorers import build, user_scorer
 from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree, tree_id
 
@@ -40,6 +41,7 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
     assert g is not None
     data = s.cfg.resolve(g.data)
     rows = load_rows(data)
+    prompt_tags = run_tags(s.cfg)  # read first: a missing template stops the check before any app runs
     sides = Sides(s, opts, rows, _scorers(s, opts), comparison.candidate,
                   OutputsCache(s.tracker(), comparison.candidate.experiment_id, opts.out_dir), _key_settings(s))
     ctx = s.context(opts)
@@ -47,20 +49,12 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
     folder = s.cfg.root.resolve().relative_to(repo) if repo else None
     cand_out, cand_scores = sides.answer("candidate", tree_id(repo, folder) if repo else None, lambda: run_app(
         g.predict_fn, rows, s.cfg.root, s.env, timeout=g.timeout, log_path=opts.out_dir / "genai-candidate.log", stream=s.stream))
-    base_out, base_scores, where = None, None, "no base commit to compare with"
-    if ctx.base_commit and repo and ctx.base_commit not in (ctx.commit, ctx.head_sha):
-        sha = ctx.base_commit
-        answered = sides.answer("baseline", tree_id(repo, folder, sha), lambda: _base_outputs(s, opts, repo, folder, sha, rows))
-        if answered is not None:
-            base_out, base_scores = answered
-            where = f"the app at base commit {sha[:12]}"
-        else:
-            where = f"could not check out base commit {sha[:12]} ({NOT_FETCHED})"
-    elif ctx.base_commit:
-        where = "this is the base commit itself"
+    base_out, base_scores, where = _baseline(s, opts, sides, ctx, repo, folder)
     scored = compare_apps(rows, cand_scores, cand_out, base_scores, base_out, resamples=g.resamples, seed=g.seed,
                           confidence=g.confidence, judge=sides.scorers.judge_summary())
     s.tracker().log_metrics(comparison.candidate.run_id, scored.candidate)
+    if g.prompts:
+        s.tracker().set_tags(comparison.candidate.run_id, prompt_tags)
     return _merge(s, comparison, intervals, scored, where, sides.reused)
 
 
@@ -137,12 +131,63 @@ def _scorers(s: Session, opts: Options) -> ScorerSet:
     return ScorerSet(row_scorers, g.metric_names(), mlflow, judge)
 
 
-def _base_outputs(s: Session, opts: Options, repo_root: Path, folder: Path, sha: str, rows):
-    """The base commit's app on the rows, from a throw-away worktree (None when it cannot be checked out)."""
+def _baseline(s: Session, opts: Options, sides: "Sides", ctx, repo: Path | None, folder: Path | None):
+    """(outputs, verdicts, what they are) of the baseline ``genai.baseline`` names; (None, None, why) without one."""
+    g = s.cfg.genai
+    fallback = ""
+    if g.baseline == "model":
+        name = f"{s.cfg.model}@{s.cfg.champion_alias}"
+        champion = s.registry().run_for_alias(s.cfg.model, s.cfg.champion_alias)
+        if champion is not None:
+            run, version = champion
+            answered = sides.answer("baseline", f"model:{run.run_id}:{version}", lambda: _model_outputs(s, opts, run.run_id, sides.rows))
+            return (*answered, f"the champion model {name} (version {version})")
+        fallback = f"{name} does not exist yet, so "
+    if not ctx.base_commit or repo is None:
+        return None, None, fallback + "no base commit to compare with"
+    if ctx.base_commit in (ctx.commit, ctx.head_sha):
+        return None, None, fallback + "this is the base commit itself"
+    sha = ctx.base_commit
+    champions, missing = _champion_prompts(s) if g.baseline == "prompts" else ({}, [])
+    tree = tree_id(repo, folder, sha)
+    key = tree and tree + "".join(f"+{file}={digest(p.template)}" for file, p in sorted(champions.items()))
+    answered = sides.answer("baseline", key, lambda: _base_outputs(s, opts, repo, folder, sha, sides.rows, champions))
+    if answered is None:
+        return None, None, fallback + f"could not check out base commit {sha[:12]} ({NOT_FETCHED})"
+    with_prompts = "".join(f" with prompt {p.name}@{s.cfg.champion_alias} (version {p.version})" for p in champions.values())
+    with_prompts += "".join(f"; prompt {name} has no @{s.cfg.champion_alias} yet: its file at that commit" for name in missing)
+    return (*answered, fallback + f"the app at base commit {sha[:12]}{with_prompts}")
+
+
+def _champion_prompts(s: Session) -> tuple[dict, list[str]]:
+    """Each configured prompt's champion version by its file (and the prompts that have none yet)."""
+    found, missing = {}, []
+    for prompt in s.cfg.genai.prompts:
+        champion = s.registry().prompt_alias(prompt.name, s.cfg.champion_alias)
+        if champion is None:
+            missing.append(prompt.name)
+        else:
+            found[prompt.file] = champion
+    return found, missing
+
+
+def _model_outputs(s: Session, opts: Options, run_id: str, rows):
+    """The champion model (the app logged as an MLflow model) on the rows, called with each row's inputs."""
+    loaded = s.registry().load_for_scoring(run_id, s.cfg.promote.model_path, opts.out_dir / "genai-champion")
+    return run_model(loaded.pyfunc().predict, rows)
+
+
+def _base_outputs(s: Session, opts: Options, repo_root: Path, folder: Path, sha: str, rows, prompts: dict):
+    """The base commit's app on the rows, from a throw-away worktree (None when it cannot be checked out),
+    with ``prompts`` (file -> PromptInfo) written over the templates of that commit."""
     g = s.cfg.genai
     with detached_worktree(repo_root, sha, prefix="mlflow-ci-genai-base-") as worktree:
         if worktree is None:
             return None
+        for file, prompt in prompts.items():
+            target = worktree / folder / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(prompt.template, encoding="utf-8")
         return run_app(g.predict_fn, rows, worktree / folder, s.env, timeout=g.timeout,
                        log_path=opts.out_dir / "genai-baseline.log", stream=s.stream)
 

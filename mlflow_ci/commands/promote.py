@@ -21,6 +21,7 @@ from typing import Callable
 
 from mlflow_ci.commands.chain import TAG_DIGEST
 from mlflow_ci.commands.check import do_check
+from mlflow_ci.commands.prompts import PromptMove, TAG_PROMPT, promote_prompts, restore_prompts, rollback_prompts, validated_templates
 from mlflow_ci.commands.publish import github_client
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.validated import Found, find_validated_run
@@ -64,6 +65,7 @@ class PromoteResult:
     provenance: str = "unverified"
     approvals: tuple[str, ...] = ()
     model_url: str | None = None
+    prompts: tuple[PromptMove, ...] = ()
 
     @property
     def model_uri(self) -> str:
@@ -130,8 +132,9 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
     if found is None:
         found = _missing(s, opts)
     run = found.run
-    version = tracker.register_once(run.run_id, cfg.model, artifact_path=cfg.promote.model_path,
-                                    tags=version_tags(found, s.env, clock))
+    templates = validated_templates(cfg, run)  # before any write: a prompt nobody validated stops promote here
+    tags = version_tags(found, s.env, clock)
+    version = tracker.register_once(run.run_id, cfg.model, artifact_path=cfg.promote.model_path, tags=tags)
     current = tracker.alias_version(cfg.model, alias)
     earlier = tracker.alias_version(cfg.model, prev_alias)
     if current is not None and current.version == version.version:
@@ -142,10 +145,16 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
             tracker.set_alias(cfg.model, prev_alias, current.version)
         tracker.set_alias(cfg.model, alias, version.version)
         action, previous = "promoted", current
+    moves = promote_prompts(cfg, tracker, run, templates, tags)
+    if moves:
+        tracker.set_version_tags(cfg.model, version.version, {TAG_PROMPT + m.name: m.version for m in moves})
+        if action == "unchanged" and any(m.action == "promoted" for m in moves):
+            action = "promoted"
     deployed = version.tags.get("mlflow_ci.deployed") == "true"
     if cfg.deploy.command and opts.deploy and (action == "promoted" or not deployed):
         def restore() -> None:
             _restore(tracker, cfg.model, alias, prev_alias, current, earlier)
+            restore_prompts(cfg, tracker, moves)
 
         _deploy_or_restore(s, tracker, version, opts, restore=restore if action == "promoted" else None, clock=clock)
         deployed = True
@@ -154,7 +163,7 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
     previous_run = tracker.get_run(previous.run_id) if previous and previous.run_id else None
     result = PromoteResult(action, cfg.model, alias, version.version, run, previous, previous_run, deployed, found.how,
                            opts.out_dir / "promote.md", found.provenance, approvals(client, s.event.run_id, s.stream),
-                           model_version_url(cfg, s.tracking_uri, cfg.model, version.version))
+                           model_version_url(cfg, s.tracking_uri, cfg.model, version.version), tuple(moves))
     write_summary(result, s.cfg.gate)
     return result
 
@@ -245,6 +254,7 @@ class RollbackResult:
     from_version: str
     to_version: str
     deployed: bool
+    prompts: tuple[PromptMove, ...] = ()
 
 
 def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bool = True, clock: Callable[[], float] = time.time) -> RollbackResult:
@@ -269,14 +279,16 @@ def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bo
         "mlflow_ci.rolled_back_reason": reason or "", "mlflow_ci.rolled_back_to": target.version,
     })
     tracker.set_version_tags(cfg.model, target.version, {"mlflow_ci.restored_at": when, "mlflow_ci.restored_by": who})
+    moves = rollback_prompts(cfg, tracker, target.tags)
     deployed = False
     if cfg.deploy.command and deploy:
-        _deploy_or_restore(
-            s, tracker, target, PromoteOptions(out_dir=out_dir),
-            restore=lambda: _restore(tracker, cfg.model, alias, prev_alias, current, earlier), clock=clock,
-        )
+        def restore() -> None:
+            _restore(tracker, cfg.model, alias, prev_alias, current, earlier)
+            restore_prompts(cfg, tracker, moves)
+
+        _deploy_or_restore(s, tracker, target, PromoteOptions(out_dir=out_dir), restore=restore, clock=clock)
         deployed = True
-    return RollbackResult(cfg.model, alias, current.version, target.version, deployed)
+    return RollbackResult(cfg.model, alias, current.version, target.version, deployed, tuple(moves))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,6 +310,10 @@ def write_summary(result: PromoteResult, rules) -> None:
         lines += ["Approved: " + "; ".join(md(a, 300) for a in result.approvals) + ".", ""]
     if result.model_url:
         lines += [f"[{md(result.model)} version {result.version} in MLflow]({result.model_url})", ""]
+    for move in result.prompts:
+        was = f" (was version {move.before.version}, now @{md(result.alias)}'s previous)" if move.before and move.action == "promoted" else ""
+        lines += [f"Prompt {md(move.name)}: version {move.version} is @{md(result.alias)}"
+                  + (was if move.action == "promoted" else ", unchanged") + ".", ""]
     names = [r.metric for r in rules] or sorted(result.run.metrics)
     if result.previous_run is not None or result.run.metrics:
         prev = result.previous_run.metrics if result.previous_run else {}
@@ -312,4 +328,6 @@ def write_summary(result: PromoteResult, rules) -> None:
         "run_id": result.run.run_id, "previous_version": result.previous.version if result.previous else None,
         "deployed": result.deployed, "found_by": result.found_by, "model_uri": result.model_uri,
         "provenance": result.provenance, "approvals": list(result.approvals), "model_url": result.model_url,
+        "prompts": [{"name": m.name, "version": m.version, "action": m.action,
+                     "previous_version": m.before.version if m.before else None} for m in result.prompts],
     }, indent=2) + "\n", encoding="utf-8")

@@ -433,6 +433,19 @@ class JudgeConfig(Section):
         return JUDGE_PROVIDERS[provider][1] if uri else "OPENAI_API_KEY"
 
 
+PromptName = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"),
+                       Says("a prompt name of letters, digits, '_', '-' and '.'")]
+
+
+class PromptConfig(Section):
+    """A prompt of the app kept in the repository and registered in MLflow's Prompt Registry on merge."""
+    name: PromptName = Field(description="Its name in MLflow's Prompt Registry.")
+    file: Text = Field(description="The template file in the repository (relative to this file), as the app reads it.")
+
+
+GENAI_BASELINES = ("base_commit", "prompts", "model")
+
+
 class GenaiConfig(Section):
     data: Text = Field(description="The rows: a JSONL file ({\"inputs\": {...}, \"expectations\": {...}} per line) or a CSV "
                                    "(expected_* columns are expectations, the others inputs).")
@@ -443,7 +456,13 @@ class GenaiConfig(Section):
     scorers: Annotated[tuple[ScorerEntry, ...], BeforeValidator(_scorer_entries, json_schema_input_type=list[Any]),
                        Says("a list of scorer names or {name: argument}")] = Field(
         description="Per-row scorers; each one's pass rate is the metric genai.<name>.")
-    judge: JudgeConfig | None = Field(None, description="The LLM judge for {judge: {name, instructions}} scorers.")
+    judge: JudgeConfig | None = Field(None, description="The LLM judge for {judge: {name, instructions}} scorers and MLflow's judges.")
+    prompts: tuple[PromptConfig, ...] = Field((), description="The app's prompt templates: their digests are recorded by "
+                                                             "check, and promote registers them and moves their alias.")
+    baseline: Annotated[Literal[GENAI_BASELINES], Says("'base_commit', 'prompts' or 'model'")] = Field(
+        "base_commit", description="What the candidate is compared with: base_commit (the base commit's code, from a "
+                                   "worktree); prompts (that code with each of genai.prompts as the champion alias has it); "
+                                   "model (the registered model's champion, the app logged as an MLflow model).")
     timeout: Duration = Field(600.0, description="Seconds, or '90s', '30m': the app must answer every row within it.")
     resamples: Annotated[StrictInt, Field(ge=100, le=100_000), Says("a whole number from 100 to 100000")] = Field(
         1000, description="Paired bootstrap resamples.")
@@ -474,6 +493,16 @@ class GenaiConfig(Section):
                 raise problem(f"scorer {metric} appears twice (give one a name:)", at=(i,))
             seen.add(metric)
         return scorers
+
+    @model_validator(mode="after")
+    def _prompts_are_distinct(self) -> "GenaiConfig":
+        names = [p.name for p in self.prompts]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise problem(f"prompt {name} appears twice", at=("prompts", i, "name"))
+        if self.baseline == "prompts" and not self.prompts:
+            raise problem("baseline: prompts needs genai.prompts (the templates to take from the registry)", at=("baseline",))
+        return self
 
     @model_validator(mode="after")
     def _judges_need_a_judge(self) -> "GenaiConfig":

@@ -21,7 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 # mlflow-ci's own modules are imported inside the parent-side functions: the child (this module run with
 # `python -m`) starts with nothing but the standard library before it imports the app.
@@ -97,6 +97,27 @@ def run_app(function: str, rows: list[DataRow], workdir: Path, env: Mapping[str,
         raise TrainingError(f"the app {function} could not run (exit code {code})", hint=f"its output is in {log_path}")
     produced = json.loads(answers.read_text(encoding="utf-8"))
     return [Output(str(item["text"]), float(item["latency_ms"]), item.get("error")) for item in produced]
+
+
+def run_model(predict: Callable[[dict], Any], rows: list[DataRow]) -> list[Output]:
+    """A logged app (the champion model's ``predict``) on every row, in this process: each row's inputs
+    as one mapping, as MLflow's pyfunc takes them; a row that raises is that row's error."""
+    outputs = []
+    for row in rows:
+        started = time.perf_counter()
+        try:
+            text, error = _as_text(_single(predict(dict(row.inputs)))), None
+        except Exception as exc:  # noqa: BLE001 - the model's failure on one row is that row's result
+            text, error = "", f"{type(exc).__name__}: {exc}"
+        outputs.append(Output(text, (time.perf_counter() - started) * 1000, error))
+    return outputs
+
+
+def _single(answer: Any) -> Any:
+    """One row's answer: a one-element list (or array, or Series) stands for its element."""
+    if hasattr(answer, "tolist") and not isinstance(answer, (str, bytes)):
+        answer = answer.tolist()
+    return answer[0] if isinstance(answer, list) and len(answer) == 1 else answer
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ __all__ = [  # what the wing's package re-exports
     "SEARCH_WINDOW",
     "RunSnapshot",
     "VersionInfo",
+    "PromptInfo",
     "SearchMixin",
     "default_tracking_uri",
     "resolve_tracking_uri",
@@ -133,6 +134,15 @@ class VersionInfo:
     model: str
     version: str
     run_id: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """One version of a prompt in MLflow's Prompt Registry."""
+    name: str
+    version: str
+    template: str
     tags: Mapping[str, str] = field(default_factory=dict)
 
 

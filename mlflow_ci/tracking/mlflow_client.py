@@ -16,6 +16,7 @@ from typing import Iterator, Mapping
 from mlflow_ci.errors import ServiceError, UsageError
 from mlflow_ci.tracking.base import (
     SEARCH_WINDOW,
+    PromptInfo,
     RunSnapshot,
     SearchMixin,
     VersionInfo,
@@ -149,7 +150,51 @@ class RegistryMixin:
                                  hint="install the model's requirements (its requirements.txt) next to mlflow-ci") from None
 
 
-class MlflowTracker(SearchMixin, RegistryMixin):
+def _prompt_info(pv) -> PromptInfo:
+    template = pv.template if isinstance(pv.template, str) else str(pv.template)
+    return PromptInfo(pv.name, str(pv.version), template, dict(pv.tags or {}))
+
+
+class PromptMixin:
+    """MLflow's Prompt Registry, as promote and rollback move a prompt's aliases and check reads its champion."""
+    def prompt_alias(self, name: str, alias: str) -> PromptInfo | None:
+        found = self._or_none(f"read prompt {name}@{alias}", lambda: self.client.get_prompt_version_by_alias(name, alias))
+        return _prompt_info(found) if found else None
+
+    def prompt_version(self, name: str, version: str) -> PromptInfo | None:
+        found = self._or_none(f"read prompt {name} version {version}", lambda: self.client.get_prompt_version(name, version))
+        return _prompt_info(found) if found else None
+
+    def prompt_versions(self, name: str) -> list[PromptInfo]:
+        """Every version of the prompt, newest first (none when it is not registered)."""
+        found = self._or_none(f"search versions of prompt {name}", lambda: self.client.search_prompt_versions(name))
+        versions = [_prompt_info(pv) for pv in (getattr(found, "prompt_versions", found) or [])]
+        return sorted(versions, key=lambda v: -int(v.version))
+
+    def register_prompt(self, name: str, template: str, *, message: str, tags: Mapping[str, str]) -> PromptInfo:
+        with self._service(f"register a version of prompt {name}"):
+            return _prompt_info(self.client.register_prompt(name=name, template=template, commit_message=message,
+                                                            tags={k: str(v) for k, v in tags.items()}))
+
+    def set_prompt_alias(self, name: str, alias: str, version: str) -> None:
+        with self._service(f"move prompt alias {name}@{alias}"):
+            self.client.set_prompt_alias(name, alias, int(version))
+
+    def delete_prompt_alias(self, name: str, alias: str) -> None:
+        with self._service(f"delete prompt alias {name}@{alias}"):
+            try:
+                self.client.delete_prompt_alias(name, alias)
+            except Exception as exc:  # noqa: BLE001
+                if not self._not_found(exc):
+                    raise
+
+    def set_prompt_version_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        with self._service(f"tag prompt {name} version {version}"):
+            for key, value in tags.items():
+                self.client.set_prompt_version_tag(name, version, key, str(value))
+
+
+class MlflowTracker(SearchMixin, RegistryMixin, PromptMixin):
     """MLflow client wrapper returning plain snapshots; construct once per command."""
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
