@@ -408,6 +408,13 @@ def validate(config_path):
         found = static_problems(cfg.evaluate, cfg.root)
         if found:
             raise ConfigError([f"{config_path}: {p}" for p in found], path=str(config_path))
+    if cfg.genai is not None:
+        from mlflow_ci.errors import ConfigError
+        from mlflow_ci.genai.static import static_problems as genai_problems
+
+        found = genai_problems(cfg.genai, cfg.root)
+        if found:
+            raise ConfigError([f"{config_path}: {p}" for p in found], path=str(config_path))
 
     rules = sum(1 for r in cfg.gate for k in LIMIT_RULES if getattr(r, k) is not None)
     echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")

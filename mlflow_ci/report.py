@@ -190,13 +190,13 @@ def build_result(
     }
     if base is not None:
         result["baseline"] = {
-            "run_id": base.run.run_id,
+            "run_id": base.run.run_id or None,  # None: no run, only the GenAI app's baseline
             "source": base.source,
             "description": base.description,
             "commit": base.run.commit,
             "branch": base.run.branch,
             "metrics": dict(base.run.metrics),
-            "url": run_url(cfg, tracking_uri, base.run.experiment_id, base.run.run_id),
+            "url": run_url(cfg, tracking_uri, base.run.experiment_id, base.run.run_id) if base.run.run_id else None,
             "train_seconds": _seconds(base.run.tags.get(TAG_TRAIN_SECONDS)),
         }
     return Result.build(result)

@@ -187,3 +187,23 @@ def test_validate_checks_the_evaluation_data_without_loading_a_model(project):
     assert proc.returncode == 2 and "evaluate.data: file not found:" in proc.stderr
     project.write("mlflow-ci.yml", base + "evaluate:\n  data: eval.csv\n  target: label\n  task: classification\n")
     assert project.cli("validate").returncode == 0
+
+
+def test_validate_checks_the_genai_rows_app_scorers_and_prompts_without_running_them(project):
+    base = (project.root / "mlflow-ci.yml").read_text()
+    genai = ("genai:\n  data: faq.jsonl\n  predict_fn: bot.app:answer\n  scorers: [contains, tone:calm]\n"
+             "  prompts: [{name: faq, file: prompts/faq.txt}]\n")
+    project.write("mlflow-ci.yml", base + genai)
+    project.write("faq.jsonl", '{"inputs": {"q": "hi"}}\n{"inputs": "not an object"}\n')
+    proc = project.cli("validate")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert 'genai.data: ' in proc.stderr and 'faq.jsonl:2: expected an object with "inputs"' in proc.stderr
+    assert "genai.predict_fn: no module bot.app in" in proc.stderr and "bot/app.py" in proc.stderr
+    assert "genai.scorers[1]: no module tone in" in proc.stderr
+    assert "genai.prompts[0].file: file not found:" in proc.stderr
+    project.write("faq.jsonl", '{"inputs": {"q": "hi"}, "expectations": {"expected_facts": ["hello"]}}\n')
+    project.write("bot/app.py", "raise SystemExit('validate must not import the app')\n")
+    project.write("tone.py", "raise SystemExit('nor the scorers')\n")
+    project.write("prompts/faq.txt", "{text}\n")
+    proc = project.cli("validate")
+    assert proc.returncode == 0, proc.stderr

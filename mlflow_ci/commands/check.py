@@ -78,7 +78,7 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
     outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,
                         evaluation=evaluated.summary if evaluated else None, genai=genai.summary if genai else None)
     tags = {TAG_VERDICT: gate.verdict}
-    if comparison.baseline:
+    if comparison.baseline and comparison.baseline.run.run_id:
         tags[TAG_BASELINE] = comparison.baseline.run.run_id
     head = outcome.result.head_sha
     if trained.cached and head and head not in (trained.run.commit, trained.run.tags.get(TAG_HEAD_SHA)):

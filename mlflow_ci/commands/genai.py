@@ -15,6 +15,7 @@ from mlflow_ci.commands.prompts import digest, run_tags
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.config import MLFLOW_SCORER, MLFLOW_SCORERS, USER_METRIC
 from mlflow_ci.config.models import JUDGE, mlflow_scorer_arguments, mlflow_scorer_class
+from mlflow_ci.errors import UsageError
 from mlflow_ci.genai.cache import OutputsCache, side_key
 from mlflow_ci.genai.compare import (
     GenaiComparison,
@@ -24,9 +25,10 @@ from mlflow_ci.genai.compare import (
 )
 from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.mlflow_scorers import MlflowScorers, MlflowScorerSpec
-from mlflow_ci.genai.runner import load_rows, run_app, run_model
+from mlflow_ci.genai.runner import DataRow, load_rows, run_app, run_model
 from mlflow_ci.genai.scorers import build, user_scorer
 from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree, tree_id
+from mlflow_ci.tracking import RunSnapshot
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,9 @@ class GenaiOutcome:
 def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: dict) -> GenaiOutcome:
     g = s.cfg.genai
     assert g is not None
-    data = s.cfg.resolve(g.data)
-    rows = load_rows(data)
+    rows, data_digest = _rows(s)
     prompt_tags = run_tags(s.cfg)  # read first: a missing template stops the check before any app runs
-    sides = Sides(s, opts, rows, _scorers(s, opts), comparison.candidate,
+    sides = Sides(s, opts, rows, data_digest, _scorers(s, opts), comparison.candidate,
                   OutputsCache(s.tracker(), comparison.candidate.experiment_id, opts.out_dir), _key_settings(s))
     ctx = s.context(opts)
     repo = ctx.repo_root.resolve() if ctx.repo_root else None
@@ -65,6 +66,7 @@ class Sides:
     s: Session
     opts: Options
     rows: list
+    data_digest: str
     scorers: ScorerSet
     run: object  # the candidate's RunSnapshot: where new entries are kept
     cache: OutputsCache
@@ -72,7 +74,7 @@ class Sides:
     reused: dict = field(default_factory=dict)  # side -> the run whose entry was reused
 
     def answer(self, side: str, tree: str | None, produce: Callable[[], list | None]):
-        key = side_key(tree, data=self.s.cfg.resolve(self.s.cfg.genai.data).read_bytes(), settings=self.settings)
+        key = side_key(tree, data=self.data_digest, settings=self.settings)
         hit = self.cache.read(key, len(self.rows), self.scorers.order) if self.opts.use_cache else None
         if hit is not None:
             self.reused[side] = hit.run_id
@@ -83,6 +85,23 @@ class Sides:
         scores = self.scorers.score(self.rows, outputs, side)
         self.cache.write(self.run.run_id, key, outputs, scores)
         return outputs, scores
+
+
+def _rows(s: Session) -> tuple[list[DataRow], str]:
+    """The rows (a file in the repository, or an MLflow evaluation dataset) and their digest."""
+    g = s.cfg.genai
+    if g.data is not None:
+        path = s.cfg.resolve(g.data)
+        rows = load_rows(path)
+        return rows, hashlib.sha256(path.read_bytes()).hexdigest()
+    name = g.dataset.name
+    records, dataset_id, digest = s.registry().eval_dataset(name)
+    if g.dataset.digest and digest != g.dataset.digest:
+        raise UsageError(f"{s.cfg.path}: genai.dataset.digest: MLflow dataset {name} has digest {digest}, not {g.dataset.digest} "
+                         "(its records changed since the digest was pinned)", hint="review the new records, then update the digest")
+    if not records:
+        raise UsageError(f"MLflow dataset {name} has no records (genai.dataset)")
+    return [DataRow(inputs, expectations) for inputs, expectations in records], f"{dataset_id}:{digest}"
 
 
 def _key_settings(s: Session) -> dict:
@@ -198,15 +217,18 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
     base = comparison.baseline
     if base is not None and scored.baseline is not None:
         base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **scored.baseline}))
+    elif scored.baseline is not None:  # no baseline run (a first pull request): the app's baseline still gates
+        base = cmp.Baseline(RunSnapshot("", cand.experiment_id, "", metrics=dict(scored.baseline)),
+                            f"genai:{s.cfg.genai.baseline}", f"GenAI only: {where}")
     merged_intervals = {**intervals, **scored.intervals}  # evaluate:'s and genai:'s, every row shows its own
     rows = cmp.diff_with_intervals(s.cfg, dict(cand.metrics), dict(base.run.metrics) if base else None, merged_intervals)
     g = s.cfg.genai
-    note = f"GenAI: {g.predict_fn} answered the {scored.rows:,} rows of {g.data} " + (
+    note = f"GenAI: {g.predict_fn} answered the {scored.rows:,} rows of {g.rows_label()} " + (
         f"for the candidate and for {where}; {g.resamples:,} paired bootstrap resamples (seed {g.seed})"
         if scored.baseline is not None else f"for the candidate only ({where})") + "".join(
         f"; the {side}'s answers and verdicts reused from run {run_id} (same code, rows and scorers)"
         for side, run_id in reused.items())
-    summary = {"data": g.data, "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
+    summary = {"data": g.rows_label(), "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
                "scorers": list(g.metric_names()), "errors": scored.errors,
                "regressed": scored.regressed, "fixed": scored.fixed,
                "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None,

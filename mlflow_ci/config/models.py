@@ -446,9 +446,22 @@ class PromptConfig(Section):
 GENAI_BASELINES = ("base_commit", "prompts", "model")
 
 
+def _dataset_name(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class DatasetConfig(Section):
+    """An MLflow evaluation dataset (mlflow.genai.datasets) in the tracking store."""
+    name: Text = Field(description="The dataset's name.")
+    digest: Annotated[StrictStr, StringConstraints(pattern=r"^[0-9a-f]{6,64}$"), Says("a hex digest")] | None = Field(
+        None, description="The digest the dataset must have (MLflow's dataset digest): pins the rows, a check on changed rows stops.")
+
+
 class GenaiConfig(Section):
-    data: Text = Field(description="The rows: a JSONL file ({\"inputs\": {...}, \"expectations\": {...}} per line) or a CSV "
-                                   "(expected_* columns are expectations, the others inputs).")
+    data: Text | None = Field(None, description="The rows: a JSONL file ({\"inputs\": {...}, \"expectations\": {...}} per line) "
+                                                "or a CSV (expected_* columns are expectations, the others inputs).")
+    dataset: Annotated[DatasetConfig, BeforeValidator(_dataset_name, json_schema_input_type=str | dict[str, Any])] | None = Field(
+        None, description="Instead of data: an MLflow evaluation dataset by name, or {name, digest}.")
     predict_fn: Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"),
                           Says("module:function (the app, called with each row's inputs as keyword arguments)")] = Field(
         description="The app: module:function in the repository, run for the candidate in this checkout and for the "
@@ -493,6 +506,19 @@ class GenaiConfig(Section):
                 raise problem(f"scorer {metric} appears twice (give one a name:)", at=(i,))
             seen.add(metric)
         return scorers
+
+    @model_validator(mode="after")
+    def _one_source_of_rows(self) -> "GenaiConfig":
+        if (self.data is None) == (self.dataset is None):
+            raise problem("expected exactly one of data (a JSONL or CSV file) and dataset (an MLflow evaluation dataset)"
+                          + (", not both" if self.data is not None else ""), at=("data",) if self.data is not None else ())
+        return self
+
+    def rows_label(self) -> str:
+        """Where the rows come from, as the report names it."""
+        if self.data is not None:
+            return self.data
+        return f"MLflow dataset {self.dataset.name}"
 
     @model_validator(mode="after")
     def _prompts_are_distinct(self) -> "GenaiConfig":

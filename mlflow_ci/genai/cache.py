@@ -33,13 +33,13 @@ class Cached:
     run_id: str  # the run that holds the entry
 
 
-def side_key(tree: str | None, *, data: bytes, settings: dict[str, Any]) -> str | None:
+def side_key(tree: str | None, *, data: str, settings: dict[str, Any]) -> str | None:
     """The entry's key for the app at git tree ``tree`` (None: the code is not all committed, no key)."""
     if tree is None:
         return None
     from mlflow_ci import __version__
 
-    spec = {"v": VERSION, "tree": tree, "data": hashlib.sha256(data).hexdigest(), "settings": settings,
+    spec = {"v": VERSION, "tree": tree, "data": data, "settings": settings,
             "mlflow_ci": __version__}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

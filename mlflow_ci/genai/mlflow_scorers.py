@@ -90,7 +90,9 @@ class MlflowScorers:
         env = {k: v for k, v in self.env.items() if k not in ("OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_BASE_URL")}
         if self.judge is not None and self.judge.settings.api_key_env:
             env.pop(self.judge.settings.api_key_env, None)  # the key stays with the proxy
-        extra = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+        # No traffic beyond the judge: MLflow's telemetry off, and its model catalog (fetched from GitHub to
+        # price a judge's tokens) read from the bundled copy unless the user points it somewhere.
+        extra = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_MODEL_CATALOG_URI": env.get("MLFLOW_MODEL_CATALOG_URI", "")}
         if proxy is not None:
             extra.update(OPENAI_API_BASE=proxy.url, OPENAI_API_KEY=PLACEHOLDER_KEY)
         return child_environment(env, extra)

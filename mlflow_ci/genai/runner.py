@@ -15,6 +15,7 @@ import argparse
 import csv
 import importlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -88,7 +89,8 @@ def run_app(function: str, rows: list[DataRow], workdir: Path, env: Mapping[str,
     answers.unlink(missing_ok=True)
     command = " ".join(shlex.quote(part) for part in (sys.executable, "-m", APP, "--function", function,
                                                        "--rows", str(given), "--out", str(answers)))
-    code, timed_out = run_logged(command, workdir, child_environment(env, {"PYTHONPATH": str(workdir)}), timeout,
+    path = os.pathsep.join(p for p in (str(workdir), env.get("PYTHONPATH", "")) if p)  # the app's tree first
+    code, timed_out = run_logged(command, workdir, child_environment(env, {"PYTHONPATH": path}), timeout,
                                  log_path, stream)
     if timed_out:
         raise TrainingError(f"the app {function} did not answer all {len(rows)} rows within {timeout:g}s",

@@ -155,8 +155,29 @@ def _prompt_info(pv) -> PromptInfo:
     return PromptInfo(pv.name, str(pv.version), template, dict(pv.tags or {}))
 
 
-class PromptMixin:
-    """MLflow's Prompt Registry, as promote and rollback move a prompt's aliases and check reads its champion."""
+class GenaiMixin:
+    """MLflow's GenAI side: the Prompt Registry (promote and rollback move a prompt's aliases, check reads
+    its champion) and evaluation datasets (the rows of a ``genai:`` check)."""
+    def eval_dataset(self, name: str) -> tuple[list[tuple[dict, dict]], str, str]:
+        """The records of the evaluation dataset ``name`` as (inputs, expectations), in the order they were
+        added, with the dataset's id and digest; UsageError when there is no such dataset or several."""
+        import mlflow
+
+        with self._service(f"read evaluation dataset {name}"):
+            found = list(self.client.search_datasets(filter_string=f"name = '{quote_value(name)}'", max_results=2))
+            if len(found) != 1:
+                raise UsageError(f"MLflow has {'no' if not found else 'more than one'} evaluation dataset named {name!r} "
+                                 f"in {redact(self.tracking_uri)} (genai.dataset)")
+            dataset = self.client.get_dataset(found[0].dataset_id)
+            earlier = mlflow.get_tracking_uri()
+            mlflow.set_tracking_uri(self.tracking_uri)  # the records are read through MLflow's default client
+            try:
+                records = sorted(dataset.records, key=lambda r: (r.created_time or 0, r.dataset_record_id or ""))
+            finally:
+                mlflow.set_tracking_uri(earlier)
+        rows = [(dict(r.inputs or {}), dict(r.expectations or {})) for r in records]
+        return rows, str(dataset.dataset_id), str(dataset.digest)
+
     def prompt_alias(self, name: str, alias: str) -> PromptInfo | None:
         found = self._or_none(f"read prompt {name}@{alias}", lambda: self.client.get_prompt_version_by_alias(name, alias))
         return _prompt_info(found) if found else None
@@ -194,7 +215,7 @@ class PromptMixin:
                 self.client.set_prompt_version_tag(name, version, key, str(value))
 
 
-class MlflowTracker(SearchMixin, RegistryMixin, PromptMixin):
+class MlflowTracker(SearchMixin, RegistryMixin, GenaiMixin):
     """MLflow client wrapper returning plain snapshots; construct once per command."""
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri

@@ -133,3 +133,74 @@ def test_a_judge_scorer_in_a_check_within_its_budget_and_a_check_that_would_over
         result = project.result()
         assert result["verdict"] == "error" and "judge budget spent: 50 of max_calls 50" in result["error"]["reason"]
         assert "Traceback" not in stopped.stderr
+
+
+DATASET_SCRIPT = """
+import json, sys
+from mlflow.genai.datasets import create_dataset
+create_dataset(name="faq-eval").merge_records(json.load(open(sys.argv[1])))
+"""
+
+
+def mlflow_config(url: str) -> str:
+    return CONFIG.replace("  data: faq.jsonl\n", "  dataset: faq-eval\n").replace(
+        "  scorers: [contains, {max_length: 60}, tone:calm]\n", f"""\
+  scorers:
+    - contains
+    - {{max_length: 60}}
+    - mlflow: Correctness
+    - mlflow: {{scorer: ResponseLength, max_length: 20, name: short}}
+    - judge: {{name: polite, instructions: "Is the answer polite?"}}
+  judge: {{model: "openai:/judge-1", base_url: "{url}", api_key_env: JUDGE_KEY, max_calls: 48}}
+""") + "  genai.correctness: {min: 0.5, max_drop: 0}\n"
+
+
+def two_judges(body):
+    """MLflow's Correctness (asks for {result, rationale}): the claim's fact must be in the document; our judge: polite."""
+    text = body["messages"][-1]["content"]
+    if "response_format" in body:
+        claim = text.split("<claim>", 1)[1].split("</claim>", 1)[0]
+        document = text.split("<document>", 1)[1].split("</document>", 1)[0]
+        supported = all(fact in document for fact in FACTS.values() if fact in claim)
+        return json.dumps({"result": "yes" if supported else "no", "rationale": "checked the facts"})
+    return '{"verdict": "pass", "rationale": "polite enough"}'
+
+
+def test_mlflows_scorers_on_an_mlflow_dataset_through_the_budget_and_nothing_leaves_loopback(project, tmp_path):
+    import subprocess
+    import sys
+
+    from fakellm import FakeLLM
+    from netaudit import audited
+
+    faq_project(project)
+    rows = [{"inputs": {"topic": topic, "n": n}, "expectations": {"expected_facts": [FACTS[topic]]}}
+            for n in range(12) for topic in [list(FACTS)[n % 4]]]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "make_dataset.py").write_text(DATASET_SCRIPT)
+    subprocess.run([sys.executable, str(tmp_path / "make_dataset.py"), str(tmp_path / "rows.json")],
+                   env=project.env(MLFLOW_DISABLE_TELEMETRY="true"), check=True, capture_output=True)
+    with FakeLLM(answer=two_judges) as llm:
+        project.write("mlflow-ci.yml", mlflow_config(llm.url))
+        project.commit("MLflow's scorers on MLflow's dataset")
+        project.branch("pr/short")
+        project.write("faq_app.py", APP.replace('TEMPLATE = "{text}"', "TEMPLATE = '{text:.12}'"))
+        project.commit("short answers")
+        env, connections = audited(tmp_path, project.env(JUDGE_KEY="sk-judge-test"))
+        checked = project.cli("check", "--no-publish", "--base-branch", "main", env=env)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert connections.read_text() == ""  # no process of the check connected to, or resolved, a host beyond loopback
+    result = project.result()
+    g = result["genai"]
+    assert g["data"] == "MLflow dataset faq-eval" and g["rows"] == 12
+    # main was never checked: no baseline run, yet the base commit's app is the baseline the gate compares with
+    assert (result["baseline"]["run_id"], result["baseline"]["source"]) == (None, "genai:base_commit")
+    assert g["scorers"] == ["contains", "max_length", "correctness", "short", "polite"]
+    metrics = {m["name"]: m for m in result["metrics"]}
+    assert metrics["genai.correctness"]["baseline"] == 1.0 and metrics["genai.correctness"]["candidate"] < 0.5
+    assert (metrics["genai.short"]["baseline"], metrics["genai.short"]["candidate"]) == (0.25, 1.0)  # MLflow's ResponseLength
+    assert ("genai.correctness", "max_drop") in {(c["metric"], c["rule"]) for c in result["checks"] if c["passed"] is False}
+    # 12 rows x 2 apps x (Correctness + polite): exactly the budget, every request pinned and keyed by the proxy
+    assert len(llm.requests) == 48 == g["judge"]["calls"] and g["judge"]["flipped"] == {"correctness": 0, "polite": 0}
+    assert {(r["body"]["model"], r["body"]["temperature"], r["auth"]) for r in llm.requests} == {("judge-1", 0, "Bearer sk-judge-test")}
+    assert "sk-judge-test" not in checked.stdout + checked.stderr

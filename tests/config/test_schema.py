@@ -23,7 +23,16 @@ from mlflow_ci.errors import ConfigError
 COMMITTED = ROOT / "schema" / "mlflow-ci.schema.json"
 MINIMAL = {"experiment": "e", "train": {"command": "python train.py"}}
 # What a documented fragment of a section leaves out (it shows only the keys it is about).
-FILLERS = {"evaluate": {"data": "eval.csv", "target": "label", "task": "classification"}}
+FILLERS = {"evaluate": {"data": "eval.csv", "target": "label", "task": "classification"},
+           "genai": {"data": "eval/faq.jsonl", "predict_fn": "faq_app:answer", "scorers": ["contains"]}}
+
+
+def _filled(key: str, value):
+    """A documented section completed with what it leaves out (rows from a file unless it names a dataset)."""
+    if key not in FILLERS or not isinstance(value, dict):
+        return value
+    filler = {k: v for k, v in FILLERS[key].items() if not (k == "data" and "dataset" in value)}
+    return {**filler, **value}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +58,7 @@ def documented_configs() -> list[tuple[str, dict]]:
             except yaml.YAMLError:
                 continue
             if isinstance(data, dict) and data and set(data) <= keys:
-                whole = {**MINIMAL, **{k: {**FILLERS[k], **v} if k in FILLERS and isinstance(v, dict) else v for k, v in data.items()}}
+                whole = {**MINIMAL, **{k: _filled(k, v) for k, v in data.items()}}
                 found.append((f"{doc.relative_to(ROOT)} block {i + 1}", whole))
     return found
 

@@ -71,7 +71,7 @@ def test_the_child_never_holds_the_judges_key(tmp_path):
             env = run._environment(proxy)
     assert "JUDGE_KEY" not in env and KEY not in env.values() and "sk-the-apps-own-key" not in env.values()
     assert env["OPENAI_API_KEY"] == PLACEHOLDER_KEY and env["OPENAI_API_BASE"].startswith("http://127.0.0.1:")
-    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["MLFLOW_MODEL_CATALOG_URI"] == ""  # nothing fetched from GitHub
 
 
 @pytest.mark.parametrize("max_calls,repeats,failures", [(4, 1, 0), (7, 3, 2)])
