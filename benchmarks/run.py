@@ -366,6 +366,59 @@ def bench_eval_cache(work: Path, repeat: int) -> list[dict]:
                 seconds[True] / seconds[False], 1.5, "")]
 
 
+GENAI_APP = """
+import time
+FAQ = {"hours": "We are open 9 to 5.", "refund": "Refunds take 14 days.", "shipping": "Free over 50 EUR."}
+TEMPLATE = "{text}"
+
+def answer(topic, n):
+    time.sleep(0.03)  # an LLM call, roughly
+    return TEMPLATE.format(text=FAQ[topic])
+"""
+
+
+def genai_project(root: Path, rows: int) -> Path:
+    root.mkdir(parents=True)
+    (root / "faq_app.py").write_text(GENAI_APP)
+    (root / "make_metrics.py").write_text('import json\njson.dump({"ok": 1.0}, open("metrics.json", "w"))\n')
+    facts = {"hours": "9 to 5", "refund": "14 days", "shipping": "50 EUR"}
+    lines = [json.dumps({"inputs": {"topic": t, "n": n}, "expectations": {"expected_facts": [facts[t]]}})
+             for n in range(rows) for t in [list(facts)[n % 3]]]
+    (root / "faq.jsonl").write_text("\n".join(lines) + "\n")
+    (root / ".gitignore").write_text(".mlflow-ci/\nmetrics.json\n")
+    (root / "mlflow-ci.yml").write_text(
+        "experiment: bench-genai\ntrain:\n  command: python make_metrics.py\n  metrics_file: metrics.json\n"
+        "genai:\n  data: faq.jsonl\n  predict_fn: faq_app:answer\n  scorers: [contains]\n"
+        "gate:\n  genai.contains: {min: 0.5}\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "bench"]):
+        subprocess.run(["git", *args], cwd=root, check=True, env=env())
+    return root
+
+
+def bench_genai_cache(work: Path, repeat: int, rows: int = 60) -> list[dict]:
+    """GenAI checks on one base commit: the first pull request's check runs and scores both apps; a second
+    pull request on the same base finds the base's answers and verdicts in the store and runs only its own
+    app; a re-run of that check reuses both sides."""
+    check = ["mlflow-ci", "check", "--no-publish", "--base-branch", "main"]
+    first, second, rerun = [], [], []
+    for i in range(repeat):
+        proj = genai_project(work / f"genai-cache-{i}", rows)
+        environ = env(MLFLOW_TRACKING_URI=f"sqlite:///{work / f'genai-cache-{i}.db'}")
+        timed(["mlflow-ci", "train"], proj, environ)  # the store exists before anything is timed (no GenAI yet)
+        for branch, template, times in (("pr-1", "{text} ", first), ("pr-2", "Hi. {text}", second)):
+            subprocess.run(["git", "checkout", "-q", "-B", branch, "main"], cwd=proj, check=True)
+            app = (proj / "faq_app.py").read_text().replace('TEMPLATE = "{text}"', f"TEMPLATE = {template!r}")
+            (proj / "faq_app.py").write_text(app)
+            subprocess.run(["git", "commit", "-qam", branch], cwd=proj, check=True, env=env())
+            times.append(timed(check, proj, environ))
+        rerun.append(timed(check, proj, environ))
+    base = statistics.median(first)
+    return [row(f"GenAI check, base commit already scored ({rows} rows, 30 ms/row) vs not", statistics.median(second), base,
+                "ratio", statistics.median(second) / base, 0.8, ""),
+            row("GenAI check re-run, both sides reused vs neither", statistics.median(rerun), base, "ratio",
+                statistics.median(rerun) / base, 0.5, "")]
+
+
 def bench_perf_noise(trials: int) -> list[dict]:
     """perf.* A/A: one scikit-learn model measured against a copy of itself, ``trials`` checks, with a
     busy process on the other core for half of them: how far the candidate/baseline ratio strays when
@@ -528,8 +581,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--readme", action="store_true", help="replace the README's benchmark table with this run's")
     parser.add_argument("--fingerprint-gb", type=float, default=2.0, help="data size of the fingerprint row")
-    parser.add_argument("--only", default="overhead,cache,evalcache,perfnoise,fingerprint,bootstrap,install,scale,shared,startup,setup,store",
-                        help="comma-separated subset of: overhead, cache, evalcache, perfnoise, fingerprint, bootstrap, install, scale, shared, startup, setup, store")
+    parser.add_argument("--only", default="overhead,cache,evalcache,genaicache,perfnoise,fingerprint,bootstrap,install,scale,shared,startup,setup,store",
+                        help="comma-separated subset of: overhead, cache, evalcache, genaicache, perfnoise, fingerprint, bootstrap, install, scale, shared, startup, setup, store")
     args = parser.parse_args()
     only = set(args.only.split(","))
     repeat = 3 if args.quick else 5
@@ -542,6 +595,8 @@ def main() -> int:
             rows += bench_cache(work, 3.0 if args.quick else args.train_seconds)
         if "evalcache" in only:
             rows += bench_eval_cache(work, repeat)
+        if "genaicache" in only:
+            rows += bench_genai_cache(work, repeat)
         if "perfnoise" in only:
             rows += bench_perf_noise(10 if args.quick else 20)
         if "fingerprint" in only:

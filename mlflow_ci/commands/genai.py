@@ -27,6 +27,7 @@ from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.mlflow_scorers import MlflowScorers, MlflowScorerSpec
 from mlflow_ci.genai.runner import DataRow, load_rows, run_app, run_model
 from mlflow_ci.genai.scorers import build, user_scorer
+from mlflow_ci.genai.static import module_file
 from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree, tree_id
 from mlflow_ci.tracking import RunSnapshot
 
@@ -115,8 +116,7 @@ def _key_settings(s: Session) -> dict:
     own = {}
     for name, _ in g.scorers:
         if USER_METRIC.fullmatch(name):
-            module = name.partition(":")[0].replace(".", "/")
-            found = next((p for p in (s.cfg.root / f"{module}.py", s.cfg.root / module / "__init__.py") if p.is_file()), None)
+            found = module_file(s.cfg.root, name.partition(":")[0])
             own[name] = hashlib.sha256(found.read_bytes()).hexdigest() if found else None
     return {"predict_fn": g.predict_fn, "scorers": [list(entry) for entry in g.scorers], "own_scorers": own, "judge": judge}
 

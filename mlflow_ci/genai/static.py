@@ -22,7 +22,7 @@ def static_problems(g, root: Path) -> list[str]:
         (f"genai.scorers[{i}]", name) for i, (name, _) in enumerate(g.scorers) if USER_METRIC.fullmatch(name)]
     for where, spec in modules:
         module = spec.partition(":")[0]
-        if _module_file(root, module) is None:
+        if module_file(root, module) is None:
             problems.append(f"{where}: no module {module} in {root} (looked for {module.replace('.', '/')}.py "
                             f"and {module.replace('.', '/')}/__init__.py)")
     for i, prompt in enumerate(g.prompts):
@@ -31,6 +31,7 @@ def static_problems(g, root: Path) -> list[str]:
     return problems
 
 
-def _module_file(root: Path, module: str) -> Path | None:
+def module_file(root: Path, module: str) -> Path | None:
+    """The file of ``module`` (dotted) under ``root``: ``a/b.py`` or ``a/b/__init__.py``; None when neither exists."""
     base = root / module.replace(".", "/")
     return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
