@@ -502,7 +502,12 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy):
         echo("the push deleted its branch: nothing was merged, nothing to promote")
         return EXIT_OK
     verb = {"promoted": "promoted", "unchanged": "already champion", "redeployed": "already champion, redeployed"}[result.action]
-    echo(f"{result.model} version {result.version} @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
+    if result.version:
+        echo(f"{result.model} version {result.version} @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
+    else:  # a GenAI app without a model: its prompts are what is promoted
+        echo(f"prompts @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
+    for move in result.prompts:
+        echo(f"prompt {move.name} version {move.version} @{result.alias}" + ("" if move.action == "promoted" else ", unchanged"))
     if result.action != "promoted":
         echo(f"{result.alias} already is run {result.run.run_id}: nothing new to promote")
     if result.previous:
@@ -522,7 +527,10 @@ def rollback(config_path, out_dir, to_version, reason, no_deploy):
     from mlflow_ci.commands.promote import rollback as run_rollback
 
     result = run_rollback(_session(config_path), to=to_version, reason=reason, out_dir=Path(out_dir), deploy=not no_deploy)
-    echo(f"{result.model}@{result.alias}: version {result.from_version} -> {result.to_version}" + (" (deployed)" if result.deployed else ""))
+    if result.from_version:
+        echo(f"{result.model}@{result.alias}: version {result.from_version} -> {result.to_version}" + (" (deployed)" if result.deployed else ""))
+    elif result.deployed:
+        echo("prompts rolled back (deployed)")
     for move in result.prompts:
         was = move.before.version if move.before else "none"
         echo(f"prompt {move.name}@{result.alias}: version {was} -> {move.version}" if move.action == "promoted"

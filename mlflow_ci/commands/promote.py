@@ -69,7 +69,8 @@ class PromoteResult:
 
     @property
     def model_uri(self) -> str:
-        return f"models:/{self.model}@{self.alias}"
+        """``models:/<model>@<alias>``; empty when only prompts were promoted (no model was logged)."""
+        return f"models:/{self.model}@{self.alias}" if self.version else ""
 
 
 def _who(env) -> str:
@@ -134,6 +135,11 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
     run = found.run
     templates = validated_templates(cfg, run)  # before any write: a prompt nobody validated stops promote here
     tags = version_tags(found, s.env, clock)
+    if not tracker.has_model(run.run_id, cfg.promote.model_path):
+        if not templates:
+            raise UsageError(f"run {run.run_id} logged no model named {cfg.promote.model_path!r} (promote.model_path): "
+                             "nothing to register", hint="log the model in the training command, or set promote.model_path")
+        return _promote_prompts_only(s, opts, tracker, found, templates, tags, client, clock)
     version = tracker.register_once(run.run_id, cfg.model, artifact_path=cfg.promote.model_path, tags=tags)
     current = tracker.alias_version(cfg.model, alias)
     earlier = tracker.alias_version(cfg.model, prev_alias)
@@ -156,7 +162,8 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
             _restore(tracker, cfg.model, alias, prev_alias, current, earlier)
             restore_prompts(cfg, tracker, moves)
 
-        _deploy_or_restore(s, tracker, version, opts, restore=restore if action == "promoted" else None, clock=clock)
+        _deploy_or_restore(s, tracker, version, opts, restore=restore if action == "promoted" else None, clock=clock,
+                           prompts=moves)
         deployed = True
         if action == "unchanged":
             action = "redeployed"
@@ -165,6 +172,23 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
                            opts.out_dir / "promote.md", found.provenance, approvals(client, s.event.run_id, s.stream),
                            model_version_url(cfg, s.tracking_uri, cfg.model, version.version), tuple(moves))
     write_summary(result, s.cfg.gate)
+    return result
+
+
+def _promote_prompts_only(s, opts: PromoteOptions, tracker, found: Found, templates, tags, client, clock) -> PromoteResult:
+    """A GenAI app without a logged model: its validated prompts are what is promoted (and deployed)."""
+    cfg = s.cfg
+    moves = promote_prompts(cfg, tracker, found.run, templates, tags)
+    action = "promoted" if any(m.action == "promoted" for m in moves) else "unchanged"
+    deployed = False
+    if cfg.deploy.command and opts.deploy and action == "promoted":
+        _run_deploy(s, opts, {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
+                    on_failure=lambda: restore_prompts(cfg, tracker, moves), what="the prompts' aliases were moved back")
+        deployed = True
+    result = PromoteResult(action, cfg.model, cfg.champion_alias, "", found.run, None, None, deployed, found.how,
+                           opts.out_dir / "promote.md", found.provenance, approvals(client, s.event.run_id, s.stream),
+                           None, tuple(moves))
+    write_summary(result, cfg.gate)
     return result
 
 
@@ -218,29 +242,36 @@ def _restore(tracker, model: str, alias: str, prev_alias: str, current: VersionI
         tracker.delete_alias(model, prev_alias)
 
 
-def _deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *, restore, clock) -> None:
+def _deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *, restore, clock, prompts=()) -> None:
+    cfg = s.cfg
+    model = {"MODEL_NAME": cfg.model, "MODEL_VERSION": version.version, "MODEL_URI": f"models:/{cfg.model}@{cfg.champion_alias}"}
+
+    def failed() -> None:
+        if restore is not None:
+            restore()
+        tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deploy_failed": _stamp(clock)})
+
+    _run_deploy(s, opts, model, prompts, on_failure=failed, what=f"{cfg.model}@{cfg.champion_alias} was moved back")
+    tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deployed": "true", "mlflow_ci.deployed_at": _stamp(clock)})
+
+
+def _run_deploy(s, opts: PromoteOptions, model: dict, prompts, *, on_failure: Callable[[], None], what: str) -> None:
+    """The deploy hook, trusted (merged code), with what it deploys in its environment; on failure
+    ``on_failure`` puts things back and DeployError (exit 3) says what was moved back."""
     cfg = s.cfg
     env = child_environment(s.env, trusted=True, extra={
-        **dict(cfg.deploy.env),
-        "MODEL_NAME": cfg.model,
-        "MODEL_VERSION": version.version,
-        "MODEL_URI": f"models:/{cfg.model}@{cfg.champion_alias}",
+        **dict(cfg.deploy.env), **model,
+        "MLFLOW_CI_PROMPTS": json.dumps({m.name: m.version for m in prompts}),
         "MLFLOW_TRACKING_URI": s.tracking_uri,
     })
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     log = opts.out_dir / "deploy.log"
     code, timed_out = run_logged(cfg.deploy.command, cfg.resolve(cfg.deploy.workdir), env, cfg.deploy.timeout, log, s.stream)
     if code == 0 and not timed_out:
-        tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deployed": "true", "mlflow_ci.deployed_at": _stamp(clock)})
         return
-    if restore is not None:
-        restore()
-    tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deploy_failed": _stamp(clock)})
+    on_failure()
     why = f"timed out after {cfg.deploy.timeout:g}s" if timed_out else f"exited with code {code}"
-    raise DeployError(
-        f"deploy hook {why}; {cfg.model}@{cfg.champion_alias} was moved back",
-        hint=f"the command was: {cfg.deploy.command}; output is in {log}",
-    )
+    raise DeployError(f"deploy hook {why}; {what}", hint=f"the command was: {cfg.deploy.command}; output is in {log}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,6 +293,8 @@ def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bo
     tracker = s.registry()
     alias, prev_alias = cfg.champion_alias, cfg.promote.previous_alias
     current = tracker.alias_version(cfg.model, alias)
+    if current is None and cfg.genai is not None and cfg.genai.prompts:
+        return _rollback_prompts_only(s, tracker, out_dir=out_dir, deploy=deploy)
     if current is None:
         raise UsageError(f"rollback: {cfg.model}@{alias} does not exist; nothing to roll back")
     target = tracker.version(cfg.model, to) if to else tracker.alias_version(cfg.model, prev_alias)
@@ -286,9 +319,23 @@ def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bo
             _restore(tracker, cfg.model, alias, prev_alias, current, earlier)
             restore_prompts(cfg, tracker, moves)
 
-        _deploy_or_restore(s, tracker, target, PromoteOptions(out_dir=out_dir), restore=restore, clock=clock)
+        _deploy_or_restore(s, tracker, target, PromoteOptions(out_dir=out_dir), restore=restore, clock=clock, prompts=moves)
         deployed = True
     return RollbackResult(cfg.model, alias, current.version, target.version, deployed, tuple(moves))
+
+
+def _rollback_prompts_only(s, tracker, *, out_dir: Path, deploy: bool) -> RollbackResult:
+    """A GenAI app without a registered model: each prompt back to its previous alias."""
+    cfg = s.cfg
+    moves = rollback_prompts(cfg, tracker, {})
+    if not any(m.action == "promoted" for m in moves):
+        raise UsageError(f"rollback: no prompt has a @{cfg.promote.previous_alias} version to go back to; nothing to roll back")
+    deployed = False
+    if cfg.deploy.command and deploy:
+        _run_deploy(s, PromoteOptions(out_dir=out_dir), {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
+                    on_failure=lambda: restore_prompts(cfg, tracker, moves), what="the prompts' aliases were moved back")
+        deployed = True
+    return RollbackResult(cfg.model, cfg.champion_alias, "", "", deployed, tuple(moves))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,8 +343,10 @@ def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bo
 
 
 def write_summary(result: PromoteResult, rules) -> None:
+    what = (f"{md(result.model)} version {result.version}" if result.version
+            else ", ".join(f"prompt {md(m.name)} version {m.version}" for m in result.prompts))
     lines = [
-        f"## 🚀 mlflow-ci promote: {md(result.model)} version {result.version} is @{md(result.alias)}",
+        f"## 🚀 mlflow-ci promote: {what} is @{md(result.alias)}",
         "",
         {"promoted": "Promoted", "unchanged": "Already the champion; nothing moved", "redeployed": "Already the champion; the deploy hook ran again"}[result.action]
         + f": run `{result.run.run_id}`, found as the {md(result.found_by)}."
@@ -318,7 +367,8 @@ def write_summary(result: PromoteResult, rules) -> None:
     if result.previous_run is not None or result.run.metrics:
         prev = result.previous_run.metrics if result.previous_run else {}
         head = f"previous (v{result.previous.version})" if result.previous else "previous"
-        lines += [f"| Metric | {head} | promoted (v{result.version}) |", "|---|---:|---:|"]
+        promoted = f"promoted (v{result.version})" if result.version else "promoted"
+        lines += [f"| Metric | {head} | {promoted} |", "|---|---:|---:|"]
         for name in names:
             lines.append(f"| {md(name)} | {number(prev.get(name))} | {number(result.run.metrics.get(name))} |")
     result.summary_path.parent.mkdir(parents=True, exist_ok=True)

@@ -369,6 +369,12 @@ class MlflowTracker(SearchMixin, RegistryMixin, GenaiMixin):
             )
             return str(mv.version)
 
+    def has_model(self, run_id: str, artifact_path: str) -> bool:
+        """Whether the run logged a model named ``artifact_path`` (a LoggedModel, or files under that path)."""
+        with self._service(f"look for the model of run {run_id}"):
+            _, model_id = self._model_source(run_id, artifact_path)
+            return model_id is not None or bool(self.client.list_artifacts(run_id, artifact_path))
+
     def _model_source(self, run_id: str, artifact_path: str) -> tuple[str, str | None]:
         """Where the run's model named ``artifact_path`` lives, and its LoggedModel id (MLflow 3)."""
         run = self.client.get_run(run_id)

@@ -167,3 +167,40 @@ def test_the_baseline_is_the_champion_prompt_or_the_champion_model(project):
     assert g["baseline"] == "the champion model faq-bot@champion (version 1)"
     regressed = [c for c in g["changed"] if c["scorer"] == "regex"]
     assert regressed[0]["baseline_output"] == "Thanks for asking! We are open 9 to 5."  # the logged model answered
+
+
+@pytest.mark.slow
+def test_an_app_without_a_model_promotes_and_rolls_back_its_prompts(project):
+    faq_project(project)
+    project.write("train.py", 'import json\njson.dump({"ok": 1.0}, open("metrics.json", "w"))\n')  # logs no model
+    project.write("deploy.sh", 'echo "prompts $MLFLOW_CI_PROMPTS model [$MODEL_VERSION]" >> deployed.txt\n')
+    project.commit("a GenAI app: no model")
+    merged_pr(project, "pr/thanks", "Thanks for asking! {text}")
+    promoted = project.cli("promote")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert "prompts @champion: promoted" in promoted.stdout and "prompt faq-answer version 1 @champion" in promoted.stdout
+    champion, _, tracker = prompts(project)
+    assert champion.version == "1" and tracker.alias_version("faq-bot", "champion") is None  # no model version invented
+    assert tracker.client.search_registered_models() == []
+    summary = json.loads((project.root / ".mlflow-ci" / "promote.json").read_text())
+    assert (summary["version"], summary["model_uri"]) == ("", "")
+    merged_pr(project, "pr/hello", "Hello! {text}")
+    assert project.cli("promote").returncode == 0
+    back = project.cli("rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "prompt faq-answer@champion: version 2 -> 1" in back.stdout
+    deployed = (project.root / "deployed.txt").read_text().splitlines()
+    assert deployed == ['prompts {"faq-answer": "1"} model []', 'prompts {"faq-answer": "2"} model []',
+                        'prompts {"faq-answer": "1"} model []']
+
+
+def test_a_run_without_a_model_and_without_prompts_is_not_registered(project):
+    project.branch("pr/x")
+    project.set_metrics(accuracy=0.95, rmse=4.0)
+    project.commit("better")
+    assert project.cli("check", "--no-publish", "--base-branch", "main").returncode == 0
+    git(project.root, "checkout", "-q", "main")
+    git(project.root, "merge", "-q", "--no-ff", "pr/x", "-m", "Merge pr/x")
+    refused = project.cli("promote")
+    assert refused.returncode == 2 and "logged no model named 'model' (promote.model_path): nothing to register" in refused.stderr
+    assert MlflowTracker(project.uri).client.search_registered_models() == []
