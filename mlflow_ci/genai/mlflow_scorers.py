@@ -76,7 +76,7 @@ class MlflowScorers:
             raise UsageError(f"{self.config_path}: {spec.at}: MLflow's {spec.cls} refused its arguments: {given['error']}")
         if code != 0 or "answers" not in given:
             raise TrainingError(f"MLflow's scorers could not run (exit code {code})",
-                                hint=f"their output is in {log}; they need full MLflow (pip install 'mlflow-ci[genai]')")
+                                hint=f"their output is in {log}; they need NumPy and pandas (pip install 'mlflow-ci[genai]')")
         verdicts = {}
         for spec in self.specs:
             verdicts[spec.metric] = [Score(False, f"the app raised: {out.error}") if out.error is not None
