@@ -13,8 +13,8 @@ from typing import Callable
 from mlflow_ci import compare as cmp
 from mlflow_ci.commands.prompts import digest, run_tags
 from mlflow_ci.commands.session import Options, Session
-from mlflow_ci.config import MLFLOW_SCORER, MLFLOW_SCORERS, USER_METRIC
-from mlflow_ci.config.models import JUDGE, mlflow_scorer_arguments, mlflow_scorer_class
+from mlflow_ci.config import MLFLOW_SCORER, USER_METRIC
+from mlflow_ci.config.models import JUDGE, asks_judge, mlflow_scorer_arguments, mlflow_scorer_class
 from mlflow_ci.errors import UsageError
 from mlflow_ci.genai.cache import OutputsCache, side_key
 from mlflow_ci.genai.compare import (
@@ -137,7 +137,7 @@ def _scorers(s: Session, opts: Options) -> ScorerSet:
             row_scorers[metric] = JudgeScorer(judge, argument["instructions"])
         elif name == MLFLOW_SCORER:
             cls = mlflow_scorer_class(argument)
-            specs.append(MlflowScorerSpec(metric, cls, mlflow_scorer_arguments(argument), MLFLOW_SCORERS[cls][1],
+            specs.append(MlflowScorerSpec(metric, cls, mlflow_scorer_arguments(argument), asks_judge(name, argument),
                                           f"genai.scorers[{i}].mlflow"))
         elif ":" in name:
             row_scorers[metric] = user_scorer(name, s.cfg.root)

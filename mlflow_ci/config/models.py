@@ -380,6 +380,19 @@ JUDGE = "judge"  # a scorer entry {judge: {name: ..., instructions: ...}}: an LL
 JUDGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,59}")
 
 
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _key_env(value: Any) -> str | bool:
+    if value is False or (isinstance(value, str) and re.match(_ENV_NAME, value)):
+        return value
+    raise ValueError("not an environment variable name")
+
+
+KeyEnv = Annotated[str | bool, PlainValidator(_key_env, json_schema_input_type=Annotated[str, StringConstraints(pattern=_ENV_NAME)] | Literal[False]),
+                   Says("an environment variable name, or false (no key)")]
+
+
 class JudgeConfig(Section):
     """The LLM judge behind the ``judge`` scorers and MLflow's judges: one pinned model, one budget for the whole check."""
     model: Text = Field(description="The judge model: MLflow's provider URI (openai:/gpt-4o-mini; providers: "
@@ -387,7 +400,7 @@ class JudgeConfig(Section):
     base_url: Annotated[StrictStr, StringConstraints(pattern=r"^https?://\S+$"), Says("an http(s) URL")] | None = Field(
         None, description="An OpenAI-compatible API (POST {base_url}/chat/completions), e.g. https://api.openai.com/v1; "
                           "default: the provider's, when model is a provider URI.")
-    api_key_env: EnvName | Literal[False] | None = Field(
+    api_key_env: KeyEnv | None = Field(
         None, description="The environment variable holding the key (false: no key, e.g. a local server); never the key "
                           "itself. Default: the provider's (OPENAI_API_KEY for openai:/...), else OPENAI_API_KEY.")
     temperature: Annotated[StrictFloat, Field(ge=0, le=2), Says("a number from 0 to 2")] = Field(0.0, description="Sampling temperature.")
@@ -534,7 +547,7 @@ class GenaiConfig(Section):
     def _judges_need_a_judge(self) -> "GenaiConfig":
         if self.judge is None:
             for i, (name, argument) in enumerate(self.scorers):
-                if name == JUDGE or (name == MLFLOW_SCORER and MLFLOW_SCORERS[mlflow_scorer_class(argument)][1]):
+                if asks_judge(name, argument):
                     raise problem("a judge scorer needs genai.judge (the model, the endpoint and the budget)", at=("scorers", i))
         return self
 
@@ -543,8 +556,12 @@ class GenaiConfig(Section):
         return tuple(scorer_metric(name, argument) for name, argument in self.scorers)
 
     def uses_llm(self) -> bool:
-        return any(name == JUDGE or (name == MLFLOW_SCORER and MLFLOW_SCORERS[mlflow_scorer_class(argument)][1])
-                   for name, argument in self.scorers)
+        return any(asks_judge(name, argument) for name, argument in self.scorers)
+
+
+def asks_judge(name: str, argument: Any) -> bool:
+    """Whether a scorer entry asks the LLM judge: ``{judge: ...}``, or one of MLflow's judging scorers."""
+    return name == JUDGE or (name == MLFLOW_SCORER and MLFLOW_SCORERS[mlflow_scorer_class(argument)][1])
 
 
 def mlflow_scorer_class(argument: Any) -> str:

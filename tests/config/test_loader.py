@@ -216,6 +216,11 @@ def test_genai_scorers_are_names_or_one_key_mappings():
     ("[contains, contains]", "genai.scorers[1]: scorer contains appears twice"),
     ("[max_length]", "genai.scorers[0]: scorer max_length needs an argument, e.g. {max_length: ...}"),
     ("[]", "genai.scorers: expected at least one scorer"),
+    ("[{mlflow: Corectness}]", "genai.scorers[0].mlflow: unknown MLflow scorer 'Corectness'; did you mean 'Correctness'?"),
+    ("[{mlflow: {scorer: Safety, model: 'openai:/x'}}]", "genai.scorers[0].mlflow: model: the judge model is genai.judge's"),
+    ("[{mlflow: {scorer: Guidelines, guidelines: {a: 1}}}]", "genai.scorers[0].mlflow: guidelines: expected a string, a number"),
+    ("[{mlflow: {guidelines: x}}]", "genai.scorers[0].mlflow: expected the name of one of MLflow's scorers"),
+    ("[{mlflow: RegexMatch}, {mlflow: {scorer: RegexMatch, pattern: x}}]", "genai.scorers[1]: scorer regex_match appears twice (give one a name:)"),
 ])
 def test_bad_genai_scorers_are_located(scorers, message):
     (problem,) = problems(GENAI.format(scorers=scorers))
@@ -227,6 +232,62 @@ def test_a_rule_on_a_genai_metric_needs_its_scorer():
     assert "gate.genai.exact_match: genai.exact_match is a GenAI scorer's pass rate, but genai.scorers has no exact_match" in problem
     (problem,) = problems(MINIMAL + "gate:\n  genai.contains: {min: 0.9}\n")
     assert "but no genai: section scores it" in problem
+
+
+def test_mlflows_scorers_are_named_and_judging_ones_need_a_judge():
+    cfg = parse(GENAI.format(scorers="[{mlflow: RegexMatch}, {mlflow: {scorer: ResponseLength, max_length: 9, name: short}}]")
+                + "gate:\n  genai.short: {min: 0.9}\n")
+    assert cfg.genai.metric_names() == ("regex_match", "short") and not cfg.genai.uses_llm()
+    (problem,) = problems(GENAI.format(scorers="[contains, {mlflow: Correctness}]"))
+    assert "genai.scorers[1]: a judge scorer needs genai.judge" in problem
+
+
+JUDGE_BLOCK = "  judge: {judge}\n"
+
+
+@pytest.mark.parametrize("judge,message", [
+    ("{model: gpt-x}", "genai.judge.base_url: expected base_url with a plain model id (or write the model as a provider URI"),
+    ("{model: 'opnai:/gpt-x'}", "genai.judge.model: unknown provider 'opnai'; did you mean 'openai'?"),
+    ("{model: 'openai:/gpt-x', api_key_env: 3}", "genai.judge.api_key_env: expected an environment variable name, or false (no key), got 3"),
+])
+def test_bad_judges_are_located(judge, message):
+    (problem,) = problems(GENAI.format(scorers="[{mlflow: Safety}]") + JUDGE_BLOCK.format(judge=judge))
+    assert message in problem, problem
+
+
+def test_a_judge_by_provider_uri_gets_its_endpoint_and_key_variable():
+    def judge(text):
+        return parse(GENAI.format(scorers="[{mlflow: Safety}]") + JUDGE_BLOCK.format(judge=text)).genai.judge
+
+    j = judge("{model: 'anthropic:/claude-x'}")
+    assert j.endpoint() == ("claude-x", "https://api.anthropic.com/v1") and j.key_env() == "ANTHROPIC_API_KEY"
+    j = judge("{model: 'openai:/gpt-x', base_url: 'http://127.0.0.1:9/v1', api_key_env: false}")
+    assert j.endpoint() == ("gpt-x", "http://127.0.0.1:9/v1") and j.key_env() is None
+    j = judge("{model: local-7b, base_url: 'http://127.0.0.1:9/v1'}")
+    assert j.endpoint() == ("local-7b", "http://127.0.0.1:9/v1") and j.key_env() == "OPENAI_API_KEY"
+    assert judge("{model: 'ollama:/llama3'}").key_env() is None
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("  dataset: faq-eval\n", "genai.data: expected exactly one of data (a JSONL or CSV file) and dataset (an MLflow evaluation dataset), not both"),
+    ("  prompts: [{name: faq, file: a.txt}, {name: faq, file: b.txt}]\n", "genai.prompts[1].name: prompt faq appears twice"),
+    ("  baseline: prompts\n", "genai.baseline: baseline: prompts needs genai.prompts"),
+    ("  baseline: champion\n", "genai.baseline: expected 'base_commit', 'prompts' or 'model'"),
+    ("  dataset: {name: faq-eval, digest: XYZ}\n", "genai.dataset.digest: expected a hex digest"),
+])
+def test_bad_genai_rows_prompts_and_baselines_are_located(extra, message):
+    found = problems(GENAI.format(scorers="[contains]") + extra)
+    assert any(message in p for p in found), found
+
+
+def test_rows_need_a_file_or_a_dataset():
+    (problem,) = problems(GENAI.format(scorers="[contains]").replace("  data: faq.jsonl\n", ""))
+    assert "genai: expected exactly one of data (a JSONL or CSV file) and dataset (an MLflow evaluation dataset)" in problem
+
+
+def test_rows_from_an_mlflow_dataset():
+    cfg = parse(GENAI.format(scorers="[contains]").replace("  data: faq.jsonl\n", "  dataset: {name: faq-eval, digest: c2f09bf9}\n"))
+    assert (cfg.genai.dataset.name, cfg.genai.dataset.digest, cfg.genai.rows_label()) == ("faq-eval", "c2f09bf9", "MLflow dataset faq-eval")
 
 
 def test_a_repositorys_own_scorer_is_named_by_its_function():
