@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,16 @@ def detached_worktree(root: Path, sha: str, *, prefix: str) -> Iterator[Path | N
             git(["worktree", "remove", "--force", str(worktree)], root)
 
 
-def tree_id(root: Path, folder: Path, commit: str | None = None) -> str | None:
+def tree_id(root: Path, folder: Path, commit: str | None = None, *, outputs: Iterable[Path] = ()) -> str | None:
     """Git's id of the tree ``folder`` (relative to the repository ``root``) at ``commit``: the same id
     whenever its content is the same. Without ``commit``, the checkout's, and only when git tracks every
-    change under ``folder`` (nothing modified or untracked); None otherwise."""
+    change under ``folder`` (nothing modified or untracked, the tool's own ``outputs`` aside: files, or
+    names that start so, such as a store and its journal); None otherwise."""
     spec = "" if str(folder) in ("", ".") else folder.as_posix()
     if commit is None:
-        status = git(["status", "--porcelain", "--", spec or "."], root)
+        top = root.resolve()
+        skipped = [f":(exclude){p.resolve().relative_to(top).as_posix()}*" for p in outputs if p.resolve().is_relative_to(top)]
+        status = git(["status", "--porcelain", "--", spec or ".", *skipped], root)
         if status is None or status:
             return None
         commit = "HEAD"

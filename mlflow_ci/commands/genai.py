@@ -29,7 +29,7 @@ from mlflow_ci.genai.runner import DataRow, load_rows, run_app, run_model
 from mlflow_ci.genai.scorers import build, user_scorer
 from mlflow_ci.genai.static import module_file
 from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree, tree_id
-from mlflow_ci.tracking import RunSnapshot
+from mlflow_ci.tracking import RunSnapshot, sqlite_path
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
     ctx = s.context(opts)
     repo = ctx.repo_root.resolve() if ctx.repo_root else None
     folder = s.cfg.root.resolve().relative_to(repo) if repo else None
-    cand_out, cand_scores = sides.answer("candidate", tree_id(repo, folder) if repo else None, lambda: run_app(
+    own = [opts.out_dir, *([store] if (store := sqlite_path(s.tracking_uri)) else [])]  # written by mlflow-ci itself
+    cand_out, cand_scores = sides.answer("candidate", tree_id(repo, folder, outputs=own) if repo else None, lambda: run_app(
         g.predict_fn, rows, s.cfg.root, s.env, timeout=g.timeout, log_path=opts.out_dir / "genai-candidate.log", stream=s.stream))
     base_out, base_scores, where = _baseline(s, opts, sides, ctx, repo, folder)
     scored = compare_apps(rows, cand_scores, cand_out, base_scores, base_out, resamples=g.resamples, seed=g.seed,

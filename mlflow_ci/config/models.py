@@ -92,7 +92,8 @@ def _env_text(value: Any) -> str:
     raise ValueError("not a scalar")
 
 
-EnvName = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), Says("an environment variable name")]
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+EnvName = Annotated[StrictStr, StringConstraints(pattern=_ENV_NAME), Says("an environment variable name")]
 EnvValue = Annotated[str, PlainValidator(_env_text, json_schema_input_type=str | int | float | bool), Says("a string or number")]
 # The file holds a mapping; the configuration keeps it as (name, value) pairs in file order.
 EnvVars = Annotated[dict[EnvName, EnvValue], AfterValidator(lambda env: tuple(env.items())),
@@ -378,9 +379,6 @@ def _scorer_entries(value: Any) -> Any:
 ScorerEntry = tuple[StrictStr, Any]
 JUDGE = "judge"  # a scorer entry {judge: {name: ..., instructions: ...}}: an LLM judge's verdict per row
 JUDGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,59}")
-
-
-_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def _key_env(value: Any) -> str | bool:
