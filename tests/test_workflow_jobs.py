@@ -333,3 +333,56 @@ def test_a_monorepo_pr_checks_the_changed_models_in_a_matrix_and_publishes_once(
         assert len(comments) == 1
         body = comments[0]["body"]
         assert body.count("nothing to check; its check passes") == 2 and "<details open><summary>❌ fraud (models/fraud): fail" in body
+
+
+GENAI_APP = """
+import os
+from pathlib import Path
+
+def answer(topic, n):
+    Path({seen!r}).write_text(repr(os.environ.get("MLFLOW_CI_JUDGE_API_KEY")))
+    return {{"hours": "We are open 9 to 5.", "refund": "Refunds take 14 days."}}[topic]
+"""
+GENAI_TRAIN = """
+import json, os
+from pathlib import Path
+Path({seen!r}).write_text(repr(os.environ.get("MLFLOW_CI_JUDGE_API_KEY")))
+json.dump({{"ok": 1.0}}, open("metrics.json", "w"))
+"""
+
+
+def test_the_judge_key_secret_reaches_the_judge_and_never_the_prs_code(tmp_path, called, runner_python):
+    from fakellm import FakeLLM
+
+    repo = tmp_path / "bot"
+    repo.mkdir()
+    seen_by_app, seen_by_training = tmp_path / "seen-by-app.txt", tmp_path / "seen-by-training.txt"
+    (repo / "faq_app.py").write_text(GENAI_APP.format(seen=str(seen_by_app)))
+    (repo / "train.py").write_text(GENAI_TRAIN.format(seen=str(seen_by_training)))
+    rows = [{"inputs": {"topic": t, "n": n}, "expectations": {"expected_facts": [f]}}
+            for n, (t, f) in enumerate([("hours", "9 to 5"), ("refund", "14 days")] * 2)]
+    (repo / "faq.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (repo / ".gitignore").write_text(".mlflow-ci/\nmlflow.db\nmlartifacts/\nmlruns/\nmetrics.json\n")
+    with FakeLLM() as llm, FakeGitHub(TOKEN) as gh:
+        (repo / "mlflow-ci.yml").write_text(
+            "experiment: bot\ntrain:\n  command: python train.py\n  metrics_file: metrics.json\n"
+            "genai:\n  data: faq.jsonl\n  predict_fn: faq_app:answer\n"
+            "  scorers: [contains, {judge: {name: polite, instructions: 'Is it polite?'}}]\n"
+            f"  judge: {{model: judge-1, base_url: '{llm.url}', max_calls: 8}}\n"
+            "gate:\n  genai.contains: {min: 0.9}\n")
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "a FAQ bot")
+        git(repo, "checkout", "-q", "-b", "polite")
+        (repo / "faq_app.py").write_text((repo / "faq_app.py").read_text().replace('"We are', '"Hello! We are'))
+        git(repo, "commit", "-q", "-am", "say hello")
+        git(repo, "checkout", "-q", "main")
+        actions = Actions(repo, tmp_path, called, runner_python, ActionsCache(tmp_path / "cache"))
+        github, env = actions.pr_context("polite", gh)
+        check, ws = actions.run(PR_WORKFLOW, "check", ref="polite", matrix={"candidate": "", "project": "."}, github=github,
+                                env=env, secrets={"judge-api-key": "sk-secret-judge"})
+    assert check.outcome == "success", check.log
+    assert len(llm.requests) == 8 and {r["auth"] for r in llm.requests} == {"Bearer sk-secret-judge"}  # 4 rows x 2 apps
+    assert seen_by_app.read_text() == seen_by_training.read_text() == "None"  # the PR's code never had it
+    assert "sk-secret-judge" not in check.log
+    assert result_of(ws)["genai"]["judge"]["calls"] == 8

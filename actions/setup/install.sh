@@ -21,8 +21,8 @@ if [ "$store" = auto ]; then
 fi
 case "$store" in
   none) packages=("${MLFLOW_CI_SOURCE}") ;;
-  server) packages=("${MLFLOW_CI_SOURCE}[evaluate]") ;;
-  local) packages=("${MLFLOW_CI_SOURCE}[local,evaluate]") ;;
+  server) packages=("${MLFLOW_CI_SOURCE}[evaluate,genai]") ;;
+  local) packages=("${MLFLOW_CI_SOURCE}[local,evaluate,genai]") ;;
   *) echo "::error title=mlflow-ci setup::MLFLOW_CI_STORE must be server, local, none or auto"; exit 2 ;;
 esac
 if [ -n "${MLFLOW_CI_REQUIREMENTS:-}" ] && [ -f "$MLFLOW_CI_REQUIREMENTS" ]; then

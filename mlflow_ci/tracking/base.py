@@ -216,7 +216,8 @@ def redact(uri: str) -> str:
 
 # What the code of a pull request must never hold: a GitHub token, the runner's own credentials
 # (ACTIONS_RUNTIME_TOKEN, ACTIONS_ID_TOKEN_REQUEST_TOKEN, cache and results URLs...).
-WITHHELD = ("GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
+# The judge's key as the reusable workflow passes it is withheld too (mlflow_ci.genai.judge.WORKFLOW_KEY).
+WITHHELD = ("GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN", "MLFLOW_CI_JUDGE_API_KEY")
 WITHHELD_PREFIXES = ("ACTIONS_",)
 
 

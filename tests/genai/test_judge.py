@@ -101,6 +101,13 @@ def test_the_key_comes_from_the_environment_only():
             Judge(settings(llm), {})
         local = Judge(settings(llm, api_key_env=None), {})  # a local server without a key
         assert local.ask("q", "a").passed and llm.requests[-1]["auth"] is None
+        # the reusable workflow's judge-api-key secret, when the configured variable is not set
+        Judge(settings(llm), {"MLFLOW_CI_JUDGE_API_KEY": "sk-from-the-workflow"}).ask("q", "a")
+        assert llm.requests[-1]["auth"] == "Bearer sk-from-the-workflow"
+        Judge(settings(llm), {**KEY, "MLFLOW_CI_JUDGE_API_KEY": "sk-from-the-workflow"}).ask("q", "a")
+        assert llm.requests[-1]["auth"] == "Bearer sk-test-not-a-real-key"  # the configured variable wins
+    with pytest.raises(UsageError, match="nor MLFLOW_CI_JUDGE_API_KEY"):
+        Judge(JudgeSettings(model="m", base_url="http://127.0.0.1:9/v1", api_key_env="JUDGE_KEY"), {})
 
 
 def test_budgets_are_shared_by_the_judges_of_one_check():
