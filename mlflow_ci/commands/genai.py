@@ -58,7 +58,8 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
     s.tracker().log_metrics(comparison.candidate.run_id, scored.candidate)
     if g.prompts:
         s.tracker().set_tags(comparison.candidate.run_id, prompt_tags)
-    return _merge(s, comparison, intervals, scored, where, sides.reused)
+    label = g.rows_label() if g.data is not None else f"{g.rows_label()} (digest {data_digest.rsplit(':', 1)[-1]})"
+    return _merge(s, comparison, intervals, scored, where, sides.reused, label)
 
 
 @dataclass
@@ -213,7 +214,7 @@ def _base_outputs(s: Session, opts: Options, repo_root: Path, folder: Path, sha:
 
 
 def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: GenaiComparison, where: str,
-           reused: dict) -> GenaiOutcome:
+           reused: dict, rows_label: str) -> GenaiOutcome:
     cand = replace(comparison.candidate, metrics={**comparison.candidate.metrics, **scored.candidate})
     base = comparison.baseline
     if base is not None and scored.baseline is not None:
@@ -224,12 +225,12 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
     merged_intervals = {**intervals, **scored.intervals}  # evaluate:'s and genai:'s, every row shows its own
     rows = cmp.diff_with_intervals(s.cfg, dict(cand.metrics), dict(base.run.metrics) if base else None, merged_intervals)
     g = s.cfg.genai
-    note = f"GenAI: {g.predict_fn} answered the {scored.rows:,} rows of {g.rows_label()} " + (
+    note = f"GenAI: {g.predict_fn} answered the {scored.rows:,} rows of {rows_label} " + (
         f"for the candidate and for {where}; {g.resamples:,} paired bootstrap resamples (seed {g.seed})"
         if scored.baseline is not None else f"for the candidate only ({where})") + "".join(
         f"; the {side}'s answers and verdicts reused from run {run_id} (same code, rows and scorers)"
         for side, run_id in reused.items())
-    summary = {"data": g.rows_label(), "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
+    summary = {"data": rows_label, "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
                "scorers": list(g.metric_names()), "errors": scored.errors,
                "regressed": scored.regressed, "fixed": scored.fixed,
                "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None,

@@ -192,7 +192,7 @@ def test_mlflows_scorers_on_an_mlflow_dataset_through_the_budget_and_nothing_lea
     assert connections.read_text() == ""  # no process of the check connected to, or resolved, a host beyond loopback
     result = project.result()
     g = result["genai"]
-    assert g["data"] == "MLflow dataset faq-eval" and g["rows"] == 12
+    assert g["data"].startswith("MLflow dataset faq-eval (digest ") and g["rows"] == 12
     # main was never checked: no baseline run, yet the base commit's app is the baseline the gate compares with
     assert (result["baseline"]["run_id"], result["baseline"]["source"]) == (None, "genai:base_commit")
     assert g["scorers"] == ["contains", "max_length", "correctness", "short", "polite"]
@@ -204,3 +204,10 @@ def test_mlflows_scorers_on_an_mlflow_dataset_through_the_budget_and_nothing_lea
     assert len(llm.requests) == 48 == g["judge"]["calls"] and g["judge"]["flipped"] == {"correctness": 0, "polite": 0}
     assert {(r["body"]["model"], r["body"]["temperature"], r["auth"]) for r in llm.requests} == {("judge-1", 0, "Bearer sk-judge-test")}
     assert "sk-judge-test" not in checked.stdout + checked.stderr
+
+    digest = g["data"].rsplit(" ", 1)[-1].rstrip(")")
+    project.write("mlflow-ci.yml", mlflow_config(llm.url).replace("  dataset: faq-eval\n", "  dataset: {name: faq-eval, digest: 0123abcd}\n"))
+    project.commit("pin the rows")
+    pinned = project.cli("check", "--no-publish", "--base-branch", "main", env=env)
+    assert pinned.returncode == 2 and "Traceback" not in pinned.stderr
+    assert f"genai.dataset.digest: MLflow dataset faq-eval has digest {digest}, not 0123abcd" in pinned.stderr
