@@ -15,13 +15,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping
+from typing import Callable, Literal, Mapping, Sequence, TypeVar
 
 from mlflow_ci.errors import ServiceError, UsageError
 
 # The reusable PR workflow exports its judge-api-key secret under this name, whatever judge.api_key_env
 # says; the code of the pull request (training, the app) never gets it in its environment.
 WORKFLOW_KEY = "MLFLOW_CI_JUDGE_API_KEY"
+V = TypeVar("V")
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 # What the judge is told to answer; anything else is read as best it can be (a bare pass/fail word).
 ANSWER_FORMAT = ('Answer with one JSON object and nothing else: {"verdict": "pass" or "fail", '
@@ -93,6 +94,16 @@ class Judgement:
     flipped: bool
 
 
+def aggregate(verdicts: Sequence[V], how: str) -> tuple[float, bool, V, bool]:
+    """Repeated verdicts on one row (anything with ``passed``) as one: the share that passed; passed by
+    ``majority`` (a tie fails) or ``mean`` (half or more); the first verdict that agrees with the
+    outcome (its rationale is shown); and whether the verdicts disagreed."""
+    share = sum(v.passed for v in verdicts) / len(verdicts)
+    passed = share > 0.5 if how == "majority" else share >= 0.5
+    chosen = next((v for v in verdicts if v.passed == passed), verdicts[0])
+    return share, passed, chosen, len({v.passed for v in verdicts}) > 1
+
+
 def estimate_tokens(text: str) -> int:
     """A generous token count for ``text`` (about four characters a token in English; rounded up)."""
     return math.ceil(len(text) / 3) + 8
@@ -123,10 +134,8 @@ class Judge:
     def judge(self, instructions: str, question: str) -> Judgement:
         """``repeats`` verdicts on one row, aggregated."""
         verdicts = [self.ask(instructions, question) for _ in range(self.settings.repeats)]
-        share = sum(v.passed for v in verdicts) / len(verdicts)
-        passed = share > 0.5 if self.settings.aggregate == "majority" else share >= 0.5
-        chosen = next((v for v in verdicts if v.passed == passed), verdicts[0])
-        return Judgement(share, passed, chosen.rationale, len({v.passed for v in verdicts}) > 1)
+        share, passed, chosen, flipped = aggregate(verdicts, self.settings.aggregate)
+        return Judgement(share, passed, chosen.rationale, flipped)
 
     def ask(self, instructions: str, question: str) -> Verdict:
         """One verdict on one question."""

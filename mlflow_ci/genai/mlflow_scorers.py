@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 from mlflow_ci.errors import ServiceError, UsageError
-from mlflow_ci.genai.judge import Judge
+from mlflow_ci.genai.judge import Judge, aggregate
 from mlflow_ci.genai.proxy import PLACEHOLDER_KEY, JudgeProxy
 from mlflow_ci.genai.runner import DataRow, Output
 from mlflow_ci.genai.scorers import Score, as_score
@@ -102,12 +102,9 @@ class MlflowScorers:
         scores = [_as_verdict(answer) for answer in repeats]
         if len(scores) == 1:
             return scores[0]
-        aggregate = self.judge.settings.aggregate if self.judge else "majority"
-        share = sum(s.passed for s in scores) / len(scores)
-        passed = share > 0.5 if aggregate == "majority" else share >= 0.5
-        if len({s.passed for s in scores}) > 1:
+        _, passed, chosen, flipped = aggregate(scores, self.judge.settings.aggregate if self.judge else "majority")
+        if flipped:
             self.flipped[metric] = self.flipped.get(metric, 0) + 1
-        chosen = next(s for s in scores if s.passed == passed) if any(s.passed == passed for s in scores) else scores[0]
         graded = [s.value for s in scores if s.value is not None]
         return Score(passed, chosen.rationale, sum(graded) / len(graded) if len(graded) == len(scores) else None)
 
