@@ -20,11 +20,13 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import openapi
+
+from mlflow_ci.loopback import LoopbackServer
 
 # The GitHub event payloads of the product (a copy of ../shared/fixtures/github-events).
 EVENTS = Path(__file__).resolve().parent / "fixtures" / "github-events"
@@ -146,21 +148,19 @@ class FakeGitHub:
 
             do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._http = LoopbackServer(Handler, name="fake-github")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{self.prefix}"
+        return f"http://127.0.0.1:{self._http.port}{self.prefix}"
 
     def __enter__(self) -> "FakeGitHub":
-        self.thread.start()
+        self._http.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.__exit__(*exc)
         if self.violations and exc[0] is None:
             raise AssertionError("GitHub's OpenAPI description was not respected:\n" + "\n".join(self.violations))
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
+
+from mlflow_ci.loopback import LoopbackServer, send_json
 
 
 @dataclass
@@ -43,41 +45,28 @@ class FakeLLM:
                     self.connection.shutdown(2)
                     return
                 if cue is not None:
-                    self._send(cue.status, {"error": {"message": f"cued {cue.status}"}},
-                               {"Retry-After": cue.retry_after} if cue.retry_after else {})
+                    send_json(self, cue.status, {"error": {"message": f"cued {cue.status}"}},
+                              {"Retry-After": cue.retry_after} if cue.retry_after else {})
                     return
                 if self.path != "/v1/chat/completions":
-                    self._send(404, {"error": {"message": "no such route"}})
+                    send_json(self, 404, {"error": {"message": "no such route"}})
                     return
                 content = fake.answer(body)
-                self._send(200, {"id": "x", "object": "chat.completion", "created": 1_764_000_000, "model": body.get("model"),
+                send_json(self, 200, {"id": "x", "object": "chat.completion", "created": 1_764_000_000, "model": body.get("model"),
                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                               "finish_reason": "stop"}],
                                  "usage": {"prompt_tokens": fake.usage // 2, "completion_tokens": fake.usage - fake.usage // 2,
                                            "total_tokens": fake.usage}})
 
-            def _send(self, status, payload, headers=None):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._http = LoopbackServer(Handler, name="fake-llm")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self._http.port}/v1"
 
     def __enter__(self) -> "FakeLLM":
-        self.thread.start()
+        self._http.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        self._http.__exit__(*exc)

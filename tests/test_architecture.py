@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mlflow_ci"
 
 # Lower layers never import higher ones; within a layer, the circle test keeps the order strict.
 LAYERS = [
-    ("mlflow_ci", "mlflow_ci.errors", "mlflow_ci.gitctx", "mlflow_ci.yamlnodes", "mlflow_ci.process", "mlflow_ci.declared",
+    ("mlflow_ci", "mlflow_ci.errors", "mlflow_ci.gitctx", "mlflow_ci.yamlnodes", "mlflow_ci.process", "mlflow_ci.loopback", "mlflow_ci.declared",
      "mlflow_ci.provenance", "mlflow_ci.charts", "mlflow_ci.fileids"),
     ("mlflow_ci.config", "mlflow_ci.result"),
     ("mlflow_ci.tracking",),

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from mlflow_ci.errors import ServiceError
 from mlflow_ci.genai.judge import Judge, JudgeBudgetError
+from mlflow_ci.loopback import LoopbackServer, send_json
 
 PLACEHOLDER_KEY = "mlflow-ci-judge-proxy"  # what the caller sends; the proxy sends the real key upstream
 
@@ -25,21 +26,18 @@ class JudgeProxy:
         self.judge = judge
         self.error: ServiceError | None = None  # the first budget stop or lasting failure; raised by the check
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, name="judge-proxy", daemon=True)
+        self._http = LoopbackServer(_handler(self), name="judge-proxy")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self._http.port}/v1"
 
     def __enter__(self) -> "JudgeProxy":
-        self._thread.start()
+        self._http.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        self._http.__exit__(*exc)
 
     def answer(self, body: object) -> tuple[int, dict]:
         """(status, JSON body) for one request the caller made."""
@@ -67,20 +65,12 @@ def _handler(proxy: JudgeProxy) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             if not self.path.rstrip("/").endswith("/chat/completions"):
-                self._send(404, _error("only POST /v1/chat/completions is served"))
+                send_json(self, 404, _error("only POST /v1/chat/completions is served"))
                 return
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
             except ValueError:
                 body = None
-            self._send(*proxy.answer(body))
-
-        def _send(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, *proxy.answer(body))
 
     return Handler
