@@ -11,7 +11,11 @@ from typing import Any, Mapping
 
 
 class LoopbackServer:
-    def __init__(self, handler: type[BaseHTTPRequestHandler], *, name: str = "loopback-http") -> None:
+    """A base for a service on loopback: ``_serve(handler)`` in the constructor; ``with`` starts and stops it."""
+    _server: ThreadingHTTPServer
+    _thread: threading.Thread
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], *, name: str = "loopback-http") -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
 
@@ -19,7 +23,7 @@ class LoopbackServer:
     def port(self) -> int:
         return self._server.server_address[1]
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self):
         self._thread.start()
         return self
 

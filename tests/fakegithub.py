@@ -116,7 +116,7 @@ ROUTES = [
 BLOB = re.compile(r"/_blob/(?P<id>\d+)")  # the storage an artifact download redirects to (no token there)
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     def __init__(self, token: str = "ghs_secret_token_value", prefix: str = "", identity: str = "github-actions[bot]") -> None:
         self.token = token
         self.identity = identity  # who the token writes as: comments' author, check runs' app, statuses' creator
@@ -148,19 +148,15 @@ class FakeGitHub:
 
             do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
-        self._http = LoopbackServer(Handler, name="fake-github")
+        self._serve(Handler, name="fake-github")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.port}{self.prefix}"
-
-    def __enter__(self) -> "FakeGitHub":
-        self._http.__enter__()
-        return self
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def __exit__(self, *exc) -> None:
-        self._http.__exit__(*exc)
+        super().__exit__(*exc)
         if self.violations and exc[0] is None:
             raise AssertionError("GitHub's OpenAPI description was not respected:\n" + "\n".join(self.violations))
 

@@ -20,7 +20,7 @@ class Cue:
 
 
 @dataclass
-class FakeLLM:
+class FakeLLM(LoopbackServer):
     """``answer(request_body) -> str`` decides each reply's content; ``usage`` tokens are reported per reply."""
     answer: Callable[[dict], str] = lambda body: '{"verdict": "pass", "rationale": "fine"}'
     usage: int = 50
@@ -58,15 +58,8 @@ class FakeLLM:
                                  "usage": {"prompt_tokens": fake.usage // 2, "completion_tokens": fake.usage - fake.usage // 2,
                                            "total_tokens": fake.usage}})
 
-        self._http = LoopbackServer(Handler, name="fake-llm")
+        self._serve(Handler, name="fake-llm")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.port}/v1"
-
-    def __enter__(self) -> "FakeLLM":
-        self._http.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._http.__exit__(*exc)
+        return f"http://127.0.0.1:{self.port}/v1"

@@ -21,23 +21,16 @@ from mlflow_ci.loopback import LoopbackServer, send_json
 PLACEHOLDER_KEY = "mlflow-ci-judge-proxy"  # what the caller sends; the proxy sends the real key upstream
 
 
-class JudgeProxy:
+class JudgeProxy(LoopbackServer):
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
         self.error: ServiceError | None = None  # the first budget stop or lasting failure; raised by the check
         self._lock = threading.Lock()
-        self._http = LoopbackServer(_handler(self), name="judge-proxy")
+        self._serve(_handler(self), name="judge-proxy")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.port}/v1"
-
-    def __enter__(self) -> "JudgeProxy":
-        self._http.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._http.__exit__(*exc)
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def answer(self, body: object) -> tuple[int, dict]:
         """(status, JSON body) for one request the caller made."""
