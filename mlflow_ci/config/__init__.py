@@ -48,4 +48,7 @@ JUDGE_PROVIDERS = {"openai": ("https://api.openai.com/v1", "OPENAI_API_KEY"),
                    "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
                    "togetherai": ("https://api.together.xyz/v1", "TOGETHER_API_KEY"),
                    "ollama": ("http://localhost:11434/v1", None)}
+# The reusable PR workflow exports its judge-api-key secret under this name, whatever judge.api_key_env says;
+# the code of the pull request (training, the app) never gets it in its environment.
+WORKFLOW_JUDGE_KEY = "MLFLOW_CI_JUDGE_API_KEY"
 USER_METRIC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # module:function(y_true, output) -> float

@@ -17,11 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping, Sequence, TypeVar
 
+from mlflow_ci.config import WORKFLOW_JUDGE_KEY
 from mlflow_ci.errors import ServiceError, UsageError
 
-# The reusable PR workflow exports its judge-api-key secret under this name, whatever judge.api_key_env
-# says; the code of the pull request (training, the app) never gets it in its environment.
-WORKFLOW_KEY = "MLFLOW_CI_JUDGE_API_KEY"
 V = TypeVar("V")
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 # What the judge is told to answer; anything else is read as best it can be (a bare pass/fail word).
@@ -116,10 +114,10 @@ class Judge:
             raise UsageError("judge.temperature must be between 0 and 2")
         key = None
         if settings.api_key_env:
-            key = env.get(settings.api_key_env) or env.get(WORKFLOW_KEY)
+            key = env.get(settings.api_key_env) or env.get(WORKFLOW_JUDGE_KEY)
             if not key:
                 raise UsageError(f"the judge's API key is not set: {settings.api_key_env} (an environment variable; keys "
-                                 f"never go in mlflow-ci.yml), nor {WORKFLOW_KEY} (the reusable workflow's judge-api-key secret)")
+                                 f"never go in mlflow-ci.yml), nor {WORKFLOW_JUDGE_KEY} (the reusable workflow's judge-api-key secret)")
         if session is None:
             import requests
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from mlflow_ci.config import WORKFLOW_JUDGE_KEY
+
 __all__ = [  # what the wing's package re-exports
     "TAG_COMMIT",
     "TAG_BRANCH",
@@ -216,8 +218,8 @@ def redact(uri: str) -> str:
 
 # What the code of a pull request must never hold: a GitHub token, the runner's own credentials
 # (ACTIONS_RUNTIME_TOKEN, ACTIONS_ID_TOKEN_REQUEST_TOKEN, cache and results URLs...).
-# The judge's key as the reusable workflow passes it is withheld too (mlflow_ci.genai.judge.WORKFLOW_KEY).
-WITHHELD = ("GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN", "MLFLOW_CI_JUDGE_API_KEY")
+# The judge's key as the reusable workflow passes it is withheld too.
+WITHHELD = ("GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN", WORKFLOW_JUDGE_KEY)
 WITHHELD_PREFIXES = ("ACTIONS_",)
 
 
