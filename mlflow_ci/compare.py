@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Protocol
 
 from mlflow_ci.config.models import Config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import rule_direction
 from mlflow_ci.gitctx import GitContext
-from mlflow_ci.tracking import TAG_BRANCH, TAG_COMMIT, TAG_VERDICT, RunSnapshot
+from mlflow_ci.tracking import TAG_BRANCH, TAG_COMMIT, TAG_GATE_RULES, TAG_ROLLED_BACK, TAG_VERDICT, RunSnapshot
 
 
 class Tracker(Protocol):
@@ -32,8 +32,8 @@ class Tracker(Protocol):
     def search_runs(self, experiment_id: str, *, tags, limit: int = ..., since_ms: int | None = None) -> list[RunSnapshot]: ...
 
 
-# Trains the base commit when nothing else gave a baseline; appends to the notes why it could not.
-TrainBase = Callable[[list[str]], "Baseline | None"]
+# Trains the base commit when nothing else gave a baseline; says in the Search why it could not.
+TrainBase = Callable[["Search"], "Baseline | None"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ class Comparison:
     params: tuple[ParamDiff, ...]
     notes: tuple[str, ...] = ()  # why earlier baseline sources were passed over
     trend: Trend | None = None
+    expected: tuple[str, ...] = ()  # with no baseline: why one should exist (the check then fails closed)
 
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -113,6 +114,17 @@ def resolve_explicit(tracker: Tracker, ref: str) -> Baseline:
     return Baseline(run, f"explicit:{ref}", f"explicit baseline run {ref}")
 
 
+@dataclass
+class Search:
+    """What the walk over the baseline sources saw: why each source was passed over (``notes``), and the
+    evidence that a baseline should exist (``expected``): a registered champion, a run that went through a
+    real gate at the base commit or on the base branch, a base commit whose configuration could be trained.
+    A check that finds no usable baseline despite such evidence fails closed (``baseline.required``); one
+    with no evidence at all is a project's first model, whose drop rules are simply not evaluated."""
+    notes: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)
+
+
 def resolve_baseline(
     tracker: Tracker,
     cfg: Config,
@@ -122,26 +134,33 @@ def resolve_baseline(
     candidate_run_id: str,
     explicit: str | None = None,
     train_base: "TrainBase | None" = None,
-) -> tuple[Baseline | None, tuple[str, ...]]:
-    """Walk the baseline sources in order; return the first found and notes on the ones skipped.
+) -> tuple[Baseline | None, Search]:
+    """Walk the baseline sources in order; return the first found and what the walk saw.
 
     ``train_base`` serves the ``base_trained`` source; without it that source is not tried here.
     """
+    seen = Search()
     if explicit:
-        return resolve_explicit(tracker, explicit), ()
-    notes: list[str] = []
+        return resolve_explicit(tracker, explicit), seen
     for source in cfg.baseline.sources:
         if source == "base_trained":
-            found = train_base(notes) if train_base is not None else None
+            found = train_base(seen) if train_base is not None else None
         else:
-            found = _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, notes)
+            found = _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, seen)
         if found is not None:
-            return found, tuple(notes)
-    notes.append("no baseline found: rules that need one are reported as not evaluated")
-    return None, tuple(notes)
+            return found, seen
+    if seen.expected:
+        seen.notes.append("no usable baseline: " + "; ".join(seen.expected))
+    else:
+        seen.notes.append("no baseline found (a first model: nothing was ever gated for it): rules that need one are not evaluated")
+    return None, seen
 
 
-def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, notes) -> Baseline | None:
+UNCHANGED = "the candidate is this run itself: no input of the model changed since it was gated"
+
+
+def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, seen: Search) -> Baseline | None:
+    notes = seen.notes
     if source == "alias":
         alias = cfg.baseline.alias
         found = tracker.run_for_alias(cfg.model, alias)
@@ -149,56 +168,85 @@ def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, note
             notes.append(f"models:/{cfg.model}@{alias} does not exist")
             return None
         run, version = found
-        if run.run_id == candidate_run_id:
-            notes.append(f"models:/{cfg.model}@{alias} is the candidate run itself")
+        where = f"models:/{cfg.model}@{alias} (version {version}, run {run.run_id[:12]})"
+        refused = baseline_refusal(run)
+        if refused is not None:
+            notes.append(f"{where} is not a baseline: {refused}")
+            seen.expected.append(f"{where}: {refused}")
             return None
-        return Baseline(run, f"alias:{alias}", f"registered model {cfg.model} version {version} (@{alias})")
+        same = f"; {UNCHANGED}" if run.run_id == candidate_run_id else ""
+        return Baseline(run, f"alias:{alias}", f"registered model {cfg.model} version {version} (@{alias}){same}")
     if source == "base_commit":
         if not ctx.base_commit:
             notes.append("base commit unknown (no base branch or no merge-base)")
             return None
         where = f"at base commit {ctx.base_commit[:12]}"
-        run = gated_run(tracker.search_runs(experiment_id, tags={TAG_COMMIT: ctx.base_commit}), candidate_run_id, notes, where)
+        run = gated_run(tracker.search_runs(experiment_id, tags={TAG_COMMIT: ctx.base_commit}), candidate_run_id, seen, where)
         if run is None:
             return None
-        return Baseline(run, f"base_commit:{ctx.base_commit}", f"latest gated run at base commit {ctx.base_commit[:12]}")
+        same = f"; {UNCHANGED}" if run.run_id == candidate_run_id else ""
+        return Baseline(run, f"base_commit:{ctx.base_commit}", f"latest gated run at base commit {ctx.base_commit[:12]}{same}")
     branch = ctx.base_branch
     if not branch:
         notes.append("base branch unknown")
         return None
-    run = gated_run(tracker.search_runs(experiment_id, tags={TAG_BRANCH: branch}), candidate_run_id, notes, f"on base branch {branch}")
+    run = gated_run(tracker.search_runs(experiment_id, tags={TAG_BRANCH: branch}), candidate_run_id, seen, f"on base branch {branch}")
     if run is None:
         return None
-    return Baseline(run, f"base_branch:{branch}", f"latest gated run on base branch {branch}")
+    same = f"; {UNCHANGED}" if run.run_id == candidate_run_id else ""
+    return Baseline(run, f"base_branch:{branch}", f"latest gated run on base branch {branch}{same}")
 
 
 PASSED_OVER = {None: "no verdict", "fail": "gate failed", "error": "check failed"}
+EXPLORATORY = "gated with no rule (an exploratory run: gate: {})"
 
 
-def gated_run(runs, candidate_run_id: str, notes: list[str], where: str) -> RunSnapshot | None:
-    """The newest finished run that passed its gate (pass or warn); the runs passed over, and why, in ``notes``.
+def baseline_refusal(run: RunSnapshot) -> str | None:
+    """Why ``run`` may not be a baseline, None when it may: the one rule every resolver and promote use.
 
-    A run without a verdict (training that was never gated, an evaluation that failed), with a failed gate
-    or a failed check is never a baseline.
+    A baseline is a finished run gated with at least one rule that passed (pass or warn), and never rolled
+    back. Runs gated before mlflow-ci recorded the rule count carry no count; they keep counting as gated.
+    """
+    if run.status != "FINISHED":
+        return f"the run is {run.status.lower()}"
+    verdict = run.tags.get(TAG_VERDICT)
+    if verdict not in ("pass", "warn"):
+        return PASSED_OVER.get(verdict, f"verdict {verdict}")
+    if run.tags.get(TAG_GATE_RULES) == "0":
+        return EXPLORATORY
+    if run.tags.get(TAG_ROLLED_BACK):
+        return f"rolled back ({run.tags[TAG_ROLLED_BACK]})"
+    return None
+
+
+def gated_run(runs, candidate_run_id: str, seen: Search, where: str) -> RunSnapshot | None:
+    """The newest run that may be a baseline (:func:`baseline_refusal`); the runs passed over, and why, in
+    ``seen.notes``. A passed-over run that went through a real gate is evidence that a baseline should exist.
+
+    The candidate itself is found only when it was gated before (a reused run: nothing changed).
     """
     skipped = []
     for run in runs:
-        if run.run_id == candidate_run_id or run.status != "FINISHED":
+        if run.status != "FINISHED":
             continue
-        verdict = run.tags.get(TAG_VERDICT)
-        if verdict in ("pass", "warn"):
+        refused = baseline_refusal(run)
+        if refused is None:
             if skipped:
-                notes.append(_passed_over(where, skipped))
+                seen.notes.append(_passed_over(where, skipped))
             return run
-        skipped.append((run.run_id, PASSED_OVER.get(verdict, f"verdict {verdict}")))
-    notes.append(_passed_over(where, skipped) if skipped else f"no finished run {where}")
+        if run.run_id == candidate_run_id:
+            continue
+        skipped.append((run.run_id, refused))
+        if TAG_VERDICT in run.tags and refused != EXPLORATORY and not any(where in e for e in seen.expected):
+            seen.expected.append(f"runs {where} went through the gate but none may be a baseline")
+    seen.notes.append(_passed_over(where, skipped) if skipped else f"no finished run {where}")
     return None
 
 
 def _passed_over(where: str, skipped: list[tuple[str, str]]) -> str:
     shown = ", ".join(f"{run_id[:12]} ({why})" for run_id, why in skipped[:5])
     more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-    return f"passed over {where}: runs {shown}{more}; only gated runs are baselines"
+    return f"passed over {where}: runs {shown}{more}; only runs gated with at least one rule that passed, never rolled back, are baselines"
 
 
 def trend(tracker: Tracker, cfg: Config, ctx: GitContext, candidate: RunSnapshot) -> Trend | None:
@@ -211,7 +259,7 @@ def trend(tracker: Tracker, cfg: Config, ctx: GitContext, candidate: RunSnapshot
     runs = recent_runs(tracker, candidate, {TAG_BRANCH: branch}, limit=3 * cfg.report.trend + 1)
     points = [Point(run.run_id, run.commit, {name: run.metrics[name] for name in gated if _finite(run.metrics.get(name))})
               for run in runs
-              if run.run_id != candidate.run_id and run.tags.get(TAG_VERDICT) in ("pass", "warn")]
+              if run.run_id != candidate.run_id and baseline_refusal(run) is None]
     return Trend(branch, tuple(reversed(points[: cfg.report.trend])))
 
 
@@ -302,7 +350,7 @@ def compare(
     explicit_baseline: str | None = None,
     train_base: TrainBase | None = None,
 ) -> Comparison:
-    baseline, notes = resolve_baseline(
+    baseline, seen = resolve_baseline(
         tracker,
         cfg,
         ctx,
@@ -318,6 +366,7 @@ def compare(
         baseline=baseline,
         metrics=diff_metrics(cfg, dict(candidate.metrics), base_metrics),
         params=diff_params(dict(candidate.params), base_params),
-        notes=notes,
+        notes=tuple(seen.notes),
         trend=trend(tracker, cfg, ctx, candidate),
+        expected=tuple(seen.expected) if baseline is None else (),
     )

@@ -22,6 +22,7 @@ _LOWER_IS_BETTER = re.compile(
     r"brier|perplexity|latency|duration|time|seconds|wer|cer|fpr|fnr)([_./-]|$)",
     re.IGNORECASE,
 )
+BASELINE_RULES = (*RULE_BASELINE, "min_absolute_change", "min_relative_change")  # the rules that compare
 # MLflow's fallback when the baseline is exactly 0 for min_relative_change.
 _MLFLOW_ZERO_BASELINE_EPS = Decimal("1e-10")
 
@@ -229,8 +230,8 @@ def _check(
             return out(False, f"{missing}: the rule fails closed (set required: false to skip it)")
         return out(None, f"{missing}; skipped because required: false")
 
-    needs_baseline = name in RULE_BASELINE or name in ("min_absolute_change", "min_relative_change")
-    if needs_baseline:
+    compared = name in BASELINE_RULES
+    if compared:
         if baseline is None:
             return out(None, "no baseline to compare against; not evaluated")
         base_missing = _problem(base, f"{metric} of the baseline")
@@ -238,7 +239,7 @@ def _check(
             return out(None, f"{base_missing}; not evaluated")
 
     with localcontext(Context(prec=60)):
-        return _decide(name, _dec(limit), _dec(value), _dec(base) if needs_baseline else None, direction, out)
+        return _decide(name, _dec(limit), _dec(value), _dec(base) if compared else None, direction, out)
 
 
 def _decide(name, lim: Decimal, v: Decimal, b: Decimal | None, direction: str, out) -> Check:
@@ -299,3 +300,22 @@ def _drop(name, lim: Decimal, v: Decimal, b: Decimal, higher: bool, out) -> Chec
     pct = regression * 100 / abs(b)
     what = f"regressed by {fmt(pct)}%" if regression > 0 else "did not regress"
     return out(ok, f"{what} vs baseline {fmt(b)} (allowed {fmt(lim)}%)", bound)
+
+
+def needs_baseline(rule: Rule) -> bool:
+    """Whether the rule compares with a baseline (a drop, an MLflow change rule, a significance test)."""
+    return bool(rule.significance) or any(getattr(rule, name) is not None for name in BASELINE_RULES)
+
+
+def no_baseline(rules: tuple[Rule, ...], why: tuple[str, ...]) -> Check | None:
+    """The blocking check of a gate that has rules needing a baseline and none that may serve although one
+    should exist (``why``: the evidence): the check fails closed rather than pass on what it cannot
+    compare. None when no rule needs a baseline."""
+    names = sorted({rule.metric for rule in rules if needs_baseline(rule)})
+    if not names:
+        return None
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return Check(metric="baseline", rule="baseline_required", limit=None, value=None, baseline=None, bound=None,
+                 passed=False, blocking=True, direction="higher",
+                 message=f"no usable baseline: {'; '.join(why)}; the drop rules ({shown}) cannot be evaluated "
+                         "(baseline.required: false passes without one)")

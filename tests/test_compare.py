@@ -87,7 +87,7 @@ def test_only_gated_runs_are_baselines_and_the_report_says_which_were_passed_ove
     pr = check(project)
     assert pr.result["baseline"]["run_id"] == gated
     [note] = [n for n in pr.result["notes"] if n.startswith("passed over at base commit")]
-    assert note.endswith("only gated runs are baselines")
+    assert note.endswith("only runs gated with at least one rule that passed, never rolled back, are baselines")
     assert f"{failed.result['candidate']['run_id'][:12]} (gate failed)" in note and "(no verdict)" in note
     report = (project.root / ".mlflow-ci" / "report.md").read_text()
     assert "passed over at base commit" in report
@@ -101,7 +101,7 @@ def test_base_branch_option_and_missing_branch(project):
     assert pr.result["notes"][1:] == [
         "base commit unknown (no base branch or no merge-base)",
         "no finished run on base branch develop",
-        "no baseline found: rules that need one are reported as not evaluated",
+        "no baseline found (a first model: nothing was ever gated for it): rules that need one are not evaluated",
     ]
     skipped = [c for c in pr.result["checks"] if c["passed"] is None]
     assert [c["rule"] for c in skipped] == ["max_drop"]

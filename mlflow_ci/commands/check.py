@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlflow_ci import __version__, report, yamlnodes
+from mlflow_ci.commands import evaluation
 from mlflow_ci.commands.calibrate import calibrated_noise, margin_notes
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import (
@@ -31,7 +32,9 @@ from mlflow_ci.provenance import MODEL_DIR, export_model
 from mlflow_ci.result import Result
 from mlflow_ci.tracking import (
     TAG_BASELINE,
+    TAG_GATE_RULES,
     TAG_HEAD_SHA,
+    TAG_PR,
     TAG_VERDICT,
     TAG_VERDICT_AT,
     RunSnapshot,
@@ -60,7 +63,8 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
     progress.stage = "compare"
     comparison = do_compare(s, opts, tracker, trained.run)
     progress.stage = "evaluate"
-    evaluated = _evaluate(s, tracker, comparison) if s.cfg.evaluate is not None else None
+    own = _own_run(trained, s.context(opts))
+    evaluated = evaluation.evaluate(s, tracker, comparison, keep=own) if s.cfg.evaluate is not None else None
     intervals, extra_rules, data_checks = {}, (), ()
     if evaluated is not None:
         comparison, intervals = evaluated.comparison, evaluated.intervals
@@ -77,24 +81,26 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
     progress.stage = "report"
     outcome = do_report(s, opts, comparison, gate, cached=trained.cached, fingerprint=trained.fingerprint,
                         evaluation=evaluated.summary if evaluated else None, genai=genai.summary if genai else None)
-    tags = {TAG_VERDICT: gate.verdict}
-    if comparison.baseline and comparison.baseline.run.run_id:
+    tags = {TAG_VERDICT: gate.verdict, TAG_GATE_RULES: str(len(s.cfg.gate))} if own else {}
+    if own and comparison.baseline and comparison.baseline.run.run_id:
         tags[TAG_BASELINE] = comparison.baseline.run.run_id
     head = outcome.result.head_sha
     if trained.cached and head and head not in (trained.run.commit, trained.run.tags.get(TAG_HEAD_SHA)):
         tags[TAG_VERDICT_AT + head] = gate.verdict  # this head was verdicted by the reused run: promote finds it
-    tracker.set_tags(trained.run.run_id, tags)
+    if tags:
+        tracker.set_tags(trained.run.run_id, tags)
     return CheckResult(outcome.verdict, outcome.result, outcome.report_path, outcome.result_path, trained)
 
 
-def _evaluate(s: Session, tracker, comparison):
-    """``evaluate:``: imported only when configured (it needs NumPy and pandas, which a check without it does not)."""
-    try:
-        from mlflow_ci.evaluate.same_rows import evaluate_same_rows
-    except ModuleNotFoundError as exc:
-        raise UsageError(f"evaluate: needs {exc.name}, which is not installed: pip install 'mlflow-ci[evaluate]' "
-                         "(or add numpy and pandas to the project's requirements)") from None
-    return evaluate_same_rows(s.cfg, tracker, s.registry, comparison)
+def _own_run(trained: TrainResult, ctx) -> bool:
+    """Whether this check may write to the candidate's run: it was trained for this check (now, or by an
+    earlier check of the same commit or pull request). A run reused from another commit or PR — the
+    champion's, for a PR that changed only its README — is read and never written: its verdict, metrics
+    and history stay those of the check that trained it (only ``verdict_at.<head>`` records this one)."""
+    run = trained.run
+    if not trained.cached or (ctx.head_sha or ctx.commit) in (run.commit, run.tags.get(TAG_HEAD_SHA)):
+        return True
+    return ctx.pr_number is not None and run.tags.get(TAG_PR) == str(ctx.pr_number)
 
 
 def _genai(s: Session, opts: Options, comparison, intervals: dict):

@@ -13,7 +13,7 @@ from mlflow_ci import report
 from mlflow_ci.commands import base
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.errors import UsageError
-from mlflow_ci.gate import GateResult, evaluate
+from mlflow_ci.gate import GateResult, evaluate, no_baseline
 from mlflow_ci.result import Result
 from mlflow_ci.tracking import TAG_PR, MlflowTracker, RunSnapshot, local_store, sqlite_path
 from mlflow_ci.train import TrainResult, train
@@ -83,7 +83,10 @@ def store_origin(s: Session, comparison: cmp.Comparison) -> str | None:
 def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None, extra_rules: tuple = ()) -> GateResult:
     """The configured rules (plus ``extra_rules``, e.g. the per-slice ones) on a comparison."""
     baseline = dict(comparison.baseline.run.metrics) if comparison.baseline else None
-    return evaluate(s.cfg.gate + tuple(extra_rules), dict(comparison.candidate.metrics), baseline, intervals)
+    rules = s.cfg.gate + tuple(extra_rules)
+    gate = evaluate(rules, dict(comparison.candidate.metrics), baseline, intervals)
+    closed = no_baseline(rules, comparison.expected) if comparison.baseline is None and comparison.expected and s.cfg.baseline.required else None
+    return GateResult((closed, *gate.checks)) if closed else gate
 
 
 def gate_from_result(s: Session, path: Path) -> GateResult:

@@ -49,11 +49,14 @@ from mlflow_ci.config import (
     RULE_MLFLOW,
     USER_METRIC,
 )
-from mlflow_ci.declared import Says, did_you_mean, problem
+from mlflow_ci.declared import Says, describe, did_you_mean, problem
 
 METRIC_KEY = "(metric)"  # where _named_rules hands a rule its metric: no key a file means to write
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
-_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
+DATA_CHANGE = "train_metrics_on_data_change"  # gate's one key that is not a metric
+DATA_CHANGE_KEY = f"({DATA_CHANGE})"  # where Config keeps it: no key a file means to write
+DATA_CHANGE_MODES = ("inform", "decide")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 # -- value types -----------------------------------------------------------------------------------
@@ -80,7 +83,7 @@ def _seconds(value: Any) -> float:
 Duration = Annotated[
     float,
     PlainValidator(_seconds, json_schema_input_type=Annotated[float, Field(gt=0)] | Annotated[str, StringConstraints(pattern=_DURATION.pattern)]),
-    Says("a duration in seconds (a number > 0, or a string like '90s', '30m', '2h')"),
+    Says("a duration in seconds (a number > 0, or a string like '90s', '30m', '2h', '7d')"),
 ]
 
 
@@ -171,6 +174,10 @@ class BaselineConfig(Section):
     branch: Text | None = Field(None, description="Base branch when the event does not say (default: main).")
     sources: Annotated[tuple[BaselineSource, ...], BeforeValidator(_as_list), Says("a list of strings")] = Field(
         BASELINE_SOURCES, description="The baseline sources to try, in order.")
+    required: Flag = Field(True, description="With rules that need a baseline: fail closed when none may serve although "
+                                             "one should exist (false: pass, those rules not evaluated).")
+    max_age: Annotated[Duration | Literal[False], Says("a duration ('30d', '12h') or false")] = Field(
+        30 * 86400.0, description="Warn when the baseline run is older than this ('30d', '12h', seconds; false: never).")
 
 
 class Rule(Section):
@@ -318,6 +325,9 @@ class EvaluateConfig(Section):
     data_checks: DataChecksConfig = Field(default_factory=DataChecksConfig, description="Rules on the evaluation data itself.")
     slices: Texts = Field((), description="Categorical columns: metrics per value, with the same diff and gate.")
     slice_gate: Rules = Field({}, validate_default=True, description="Rules applied to every slice, per evaluate metric.")
+    deterministic: Annotated[Literal["warn", "required"], Says("'warn' or 'required'")] = Field(
+        "warn", description="Each model predicts a sample of rows twice: a model whose outputs differ is reported "
+                            "(warn), or fails the gate (required).")
     perf: PerfConfig | None = Field(None, description="Measure prediction time, latency, size and memory of both models "
                                                       "(perf.* metrics; on by default when a gate rule names one).")
 
@@ -630,6 +640,24 @@ def _scorer_argument_problem(name: str, argument: Any) -> str | None:
     return None if isinstance(argument, dict) else "expected a JSON Schema (a mapping), or no argument"
 
 
+EVAL_PREFIX = "eval."
+
+
+def _unscored_eval(metric: str, evaluate: "EvaluateConfig | None") -> str | None:
+    """Why nothing scores the ``eval.*`` metric a rule gates (None when evaluate: does): the metric must be
+    one of evaluate.metrics (a module:function by its function's name), a slice's column one of evaluate.slices."""
+    if evaluate is None:
+        return "scored by evaluate:, but there is no evaluate section (add one with the rows both models are scored on)"
+    name, _, piece = metric[len(EVAL_PREFIX):].partition("/")
+    labels = [spec.rsplit(":", 1)[-1] for spec in evaluate.metrics]
+    if name not in labels:
+        return f"evaluate.metrics does not score {name} (it scores: {', '.join(labels)}){did_you_mean(name, labels)}"
+    column = piece.rpartition(":")[0] if piece else None
+    if piece and column not in evaluate.slices:
+        return f"no slice column {column!r} in evaluate.slices" + (f" (it has: {', '.join(evaluate.slices)})" if evaluate.slices else "")
+    return None
+
+
 class Config(Section):
     """The whole file. ``path`` (where it was read from) is set by the loader."""
     model_config = ConfigDict(title="mlflow-ci.yml")
@@ -640,7 +668,11 @@ class Config(Section):
     artifact_location: Text | None = Field(None, description="Artifact location of a newly created experiment.")
     train: Annotated[TrainConfig, Says("a mapping with 'command'")] = Field(description="How to train the candidate.")
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Where the baseline comes from.")
-    gate: Rules = Field({}, validate_default=True, description="Per metric: the rules a candidate must meet.")
+    gate: Annotated[Rules, Field(json_schema_extra={"properties": {DATA_CHANGE: {
+        "enum": list(DATA_CHANGE_MODES), "description": "When the training's data changed between baseline and candidate, "
+        "rules on training-logged metrics (computed on different rows) inform (default) or still decide."}}})] = Field(
+        {}, validate_default=True, description="Per metric: the rules a candidate must meet.")
+    data_change: SkipJsonSchema[Literal[DATA_CHANGE_MODES]] = Field("inform", exclude=True, alias=DATA_CHANGE_KEY)
     report: ReportConfig = Field(default_factory=ReportConfig, description="report.md settings.")
     publish: PublishConfig = Field(default_factory=PublishConfig, description="PR comment and check run settings.")
     promote: PromoteConfig = Field(default_factory=PromoteConfig, description="What happens on merge.")
@@ -666,12 +698,30 @@ class Config(Section):
         if perf and self.evaluate is None:
             raise problem(f"{perf[0]} is measured by evaluate: (add an evaluate section with the data to time the models on)",
                           at=("gate", perf[0]), key=True)
+        for rule in self.gate:
+            if rule.metric.startswith(EVAL_PREFIX):
+                unscored = _unscored_eval(rule.metric, self.evaluate)
+                if unscored:
+                    raise problem(f"{rule.metric}: {unscored}", at=("gate", rule.metric), key=True)
         scored = {f"{GENAI_PREFIX}{name}" for name in self.genai.metric_names()} if self.genai else set()
         for rule in self.gate:
             if rule.metric.startswith(GENAI_PREFIX) and rule.metric not in scored:
                 where = "no genai: section scores it" if self.genai is None else f"genai.scorers has no {rule.metric[len(GENAI_PREFIX):]}"
                 raise problem(f"{rule.metric} is a GenAI scorer's pass rate, but {where}", at=("gate", rule.metric), key=True)
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gate_options(cls, data: Any) -> Any:
+        """``gate.train_metrics_on_data_change`` is a setting of the gate, not a metric: kept aside."""
+        gate = data.get("gate") if isinstance(data, dict) else None
+        if not isinstance(gate, dict) or DATA_CHANGE not in gate:
+            return data
+        mode = gate[DATA_CHANGE]
+        if mode not in DATA_CHANGE_MODES:
+            raise problem(f"expected one of: {', '.join(DATA_CHANGE_MODES)} (got {describe(mode)})", at=("gate", DATA_CHANGE))
+        rules = {k: v for k, v in gate.items() if k != DATA_CHANGE}
+        return {**data, "gate": rules, DATA_CHANGE_KEY: mode}
 
     @model_validator(mode="before")
     @classmethod

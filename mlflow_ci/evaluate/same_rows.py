@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_ci import compare as cmp
-from mlflow_ci.config.models import PERF_PREFIX, Config, EvaluateConfig
+from mlflow_ci.config.models import Config, EvaluateConfig
 from mlflow_ci.errors import UsageError
 from mlflow_ci.evaluate import datachecks, perf, predict
 from mlflow_ci.evaluate import metrics as ev
@@ -43,12 +43,14 @@ def slice_metric(metric: str, column: str, value: str) -> str:
     return f"eval.{metric}/{clean(column)}:{clean(value)}"
 
 
-def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison) -> Evaluated:
+def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison, *, keep: bool = True) -> Evaluated:
     """Score candidate and baseline models on the same rows; paired bootstrap intervals.
 
-    ``tracker`` logs the ``eval.<metric>`` values to both runs and keeps each model's outputs with its
-    run (:class:`Scoring`); ``registry`` (MLflow's client, or a callable that builds it) loads the
-    models, only when their outputs on this data are not kept yet.
+    ``tracker`` logs the candidate's ``eval.<metric>`` values to its run and keeps both models' outputs
+    with it (:class:`Scoring`); nothing is ever written to the baseline's run (a PR's check does not
+    rewrite the champion's history). ``keep=False`` writes nothing at all: the candidate is a run trained
+    for another commit (a reused champion). ``registry`` (MLflow's client, or a callable that builds it)
+    loads the models, only when their outputs on this data are not kept yet.
     """
     import numpy as np
 
@@ -60,9 +62,10 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     cand, base = comparison.candidate, comparison.baseline
     data_digest = _data_digest(cfg)
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-eval-") as tmp:
-        scoring = Scoring(cfg, tracker, registry, X, y, data_digest, Path(tmp))
+        scoring = Scoring(cfg, tracker, registry, X, y, data_digest, Path(tmp), cand.run_id if keep else None)
         cand_out, classes = scoring.outputs("candidate", cand.run_id, None)
-        base_out = scoring.outputs("baseline", base.run.run_id, classes)[0] if base else None
+        same = base is not None and base.run.run_id == cand.run_id
+        base_out = (cand_out if same else scoring.outputs("baseline", base.run.run_id, classes)[0]) if base else None
         timed = _perf(scoring, cand.run_id, base.run.run_id if base else None) if ecfg.perf else None
         cards = {"candidate": scoring.card("candidate", cand.run_id),
                  "baseline": scoring.card("baseline", base.run.run_id) if base else None}
@@ -75,18 +78,17 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     cand_metrics = {f"eval.{short(k)}": v for k, v in cand_eval.items()}
     base_metrics = {f"eval.{short(k)}": v for k, v in base_eval.items()}
     slice_rules = _add_slices(ecfg, X, y, cand_out, base_out, classes, cand_metrics, base_metrics, intervals)
-    tracker.log_metrics(cand.run_id, {**cand_metrics, **(timed["candidate"] if timed else {})})
+    if keep:
+        tracker.log_metrics(cand.run_id, {**cand_metrics, **(timed["candidate"] if timed else {})})
     if timed:  # this machine's figures, now: logged with the candidate only, compared within this check
         cand_metrics.update(timed["candidate"])
         base_metrics = {**base_metrics, **timed.get("baseline", {})} if base is not None else base_metrics
-    if base is not None and base_metrics:
-        tracker.log_metrics(base.run.run_id, {k: v for k, v in base_metrics.items() if not k.startswith(PERF_PREFIX)})
     cand = replace(cand, metrics={**cand.metrics, **cand_metrics})
     if base is not None:
         base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **base_metrics}))
     rows = cmp.diff_with_intervals(cfg, dict(cand.metrics), dict(base.run.metrics) if base else None, intervals)
     decided = {rule.metric: rule.significance for rule in cfg.gate if rule.significance}
-    data_report = _data_checks(tracker, X, cand, base)
+    data_report = _data_checks(tracker, X, cand, base, keep)
     paired = base_out is not None
     note = (f"evaluated {'both models' if paired else 'the candidate'} on the same {len(y):,} rows of "
             f"{ecfg.data}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
@@ -115,9 +117,11 @@ SCORES_VERSION = 1
 
 @dataclass
 class Scoring:
-    """Each model's outputs on the evaluation rows: read back from the run when they were computed on
-    the same data with the same settings before (a cached check then loads no model), else computed
-    and kept with the run (``mlflow_ci/scores/<key>.npz``)."""
+    """Each model's outputs on the evaluation rows: read back when they were computed on the same data
+    with the same settings before (a cached check then loads no model) — kept with the scored run when
+    it was itself a candidate, or with this check's candidate — else computed and kept with the
+    candidate (``mlflow_ci/scores/<key>.npz``, the key naming the scored run); ``owner`` None keeps
+    nothing."""
     cfg: Config
     tracker: Any
     registry: Any  # MLflow's client, or a callable that builds it (models are loaded only on a miss)
@@ -125,15 +129,20 @@ class Scoring:
     y: Any
     data_digest: str | None
     work: Path
+    owner: str | None = None  # the candidate's run: the only run this check writes to
     loaded: dict = field(default_factory=dict)  # role -> the loaded model
 
     def outputs(self, role: str, run_id: str, classes):
         key = self._key(run_id)
-        cached = self._read(run_id, key) if key else None
+        cached = None
+        for holder in dict.fromkeys(h for h in (run_id, self.owner) if h):
+            cached = self._read(holder, key) if key else None
+            if cached is not None:
+                break
         if cached is None:
             out, own = self._compute(role, run_id)
-            if key:
-                self._write(run_id, key, out, own)
+            if key and self.owner:
+                self._write(self.owner, key, out, own)
         else:
             out, own = cached
         if own is None or classes is None:
@@ -183,8 +192,8 @@ class Scoring:
         return self.loaded[role]
 
     def card(self, role: str, run_id: str) -> dict | None:
-        """The model's flavor, signature and size: from the model when it was loaded (and kept with the
-        run), else as kept by an earlier check; None when neither."""
+        """The model's flavor, signature and size: from the model when it was loaded (kept with the
+        candidate's run), else as kept by the run's own earlier check; None when neither."""
         model = self.loaded.get(role)
         if model is None:
             text = self.tracker.read_artifact_text(run_id, CARD, self.work / "card")
@@ -195,11 +204,12 @@ class Scoring:
             return card if isinstance(card, dict) else None
         card = {"flavor": model.flavor_label, "inputs": list(model.inputs[:CARD_FIELDS]), "inputs_total": len(model.inputs),
                 "outputs": list(model.outputs[:CARD_FIELDS]), "size_mb": perf.folder_mb(model.path)}
-        folder, name = CARD.rsplit("/", 1)
-        path = self.work / f"card-{role}" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(card), encoding="utf-8")
-        self.tracker.log_artifact(run_id, path, folder)
+        if role == "candidate" and self.owner == run_id:
+            folder, name = CARD.rsplit("/", 1)
+            path = self.work / f"card-{role}" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(card), encoding="utf-8")
+            self.tracker.log_artifact(run_id, path, folder)
         return card
 
     def predictor(self, role: str, run_id: str):
@@ -286,7 +296,7 @@ def _slices(ecfg: EvaluateConfig, X, y, column: str, cand_out, base_out, classes
     return out
 
 
-def _data_checks(tracker, X, cand, base) -> datachecks.DataReport:
+def _data_checks(tracker, X, cand, base, keep: bool) -> datachecks.DataReport:
     """Profile the evaluation data, keep it with the candidate run, compare with the baseline's."""
     current = datachecks.profile(X, None)
     before = None
@@ -296,7 +306,8 @@ def _data_checks(tracker, X, cand, base) -> datachecks.DataReport:
             before = json.loads(text) if text else None
         path = Path(tmp) / "data_profile.json"
         path.write_text(json.dumps(current), encoding="utf-8")
-        tracker.log_artifact(cand.run_id, path, "mlflow_ci")
+        if keep:
+            tracker.log_artifact(cand.run_id, path, "mlflow_ci")
     return datachecks.compare_profiles(before, current, X)
 
 

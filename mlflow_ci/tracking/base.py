@@ -34,6 +34,9 @@ __all__ = [  # what the wing's package re-exports
     "TAG_BASELINE",
     "TAG_VERSION",
     "TAG_ROLE",
+    "TAG_GATE_RULES",
+    "TAG_ROLLED_BACK",
+    "TAG_DATA_FINGERPRINT",
     "SEARCH_WINDOW",
     "RunSnapshot",
     "VersionInfo",
@@ -68,6 +71,9 @@ TAG_BASE_BRANCH = "mlflow_ci.base_branch"
 TAG_BASELINE = "mlflow_ci.baseline_run_id"
 TAG_VERSION = "mlflow_ci.version"
 TAG_ROLE = "mlflow_ci.role"  # "base": trained in a PR's job as its baseline, not a candidate
+TAG_GATE_RULES = "mlflow_ci.gate_rules"  # how many rules decided the verdict: 0 is an exploratory run, never a baseline
+TAG_ROLLED_BACK = "mlflow_ci.rolled_back"  # when, by whom and why the run's model was rolled back ("" once restored)
+TAG_DATA_FINGERPRINT = "mlflow_ci.data_fingerprint"  # the data the training read (train.data): its own metrics' rows
 
 # How many recent candidates a baseline query looks at: a bounded query, never "list all runs".
 SEARCH_WINDOW = 20

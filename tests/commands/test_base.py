@@ -49,7 +49,7 @@ def test_first_pr_with_an_empty_store_trains_its_base_commit(project):
     assert again.result["baseline"]["source"] == f"base_commit:{base}" and "training base commit" not in log
 
 
-def test_a_failing_base_is_noted_and_the_check_goes_on(project):
+def test_a_failing_base_is_noted_and_the_check_fails_closed(project):
     project.write("params.json", '{"fail": true}')
     project.commit("broken main")
     base = pr_branch(project, accuracy=0.95, rmse=4.0)
@@ -57,6 +57,10 @@ def test_a_failing_base_is_noted_and_the_check_goes_on(project):
     assert outcome.result["baseline"] is None
     assert any(n.startswith(f"training base commit {base[:12]} failed: training command exited with code 7")
                for n in outcome.result["notes"])
+    [closed] = [c for c in outcome.result["checks"] if c["rule"] == "baseline_required"]
+    assert outcome.verdict == "fail" and closed["passed"] is False and closed["blocking"]
+    assert closed["message"].startswith(f"no usable baseline: training base commit {base[:12]} failed")
+    assert "the drop rules (accuracy) cannot be evaluated" in closed["message"]
 
 
 def test_a_base_that_fails_its_own_gate_is_not_a_baseline(project):
@@ -65,9 +69,16 @@ def test_a_base_that_fails_its_own_gate_is_not_a_baseline(project):
     base = pr_branch(project, accuracy=0.95, rmse=4.0)
     outcome, _ = check(project)
     assert outcome.result["baseline"] is None
-    assert f"base commit {base[:12]} trained in this job did not pass its own gate (fail): not a baseline" in outcome.result["notes"]
+    assert f"base commit {base[:12]} trained in this job is not a baseline: gate failed" in outcome.result["notes"]
     [run] = [r for r in MlflowTracker(project.uri).search_runs(outcome.result["candidate"]["experiment_id"], tags={"mlflow_ci.role": "base"})]
-    assert run.tags["mlflow_ci.verdict"] == "fail"
+    assert run.tags["mlflow_ci.verdict"] == "fail" and run.tags["mlflow_ci.gate_rules"] == "2"
+    assert outcome.verdict == "fail"  # a baseline should exist and none may serve: fail closed
+
+    # unless the config says a check may pass without one
+    project.write("mlflow-ci.yml", (project.root / "mlflow-ci.yml").read_text() + "baseline:\n  required: false\n")
+    project.commit("baseline not required")
+    relaxed, _ = check(project)
+    assert relaxed.verdict == "pass" and not any(c["rule"] == "baseline_required" for c in relaxed.result["checks"])
 
 
 def test_only_where_the_store_does_not_persist_unless_asked(project):
@@ -96,4 +107,5 @@ def test_no_training_without_a_config_at_the_base(project):
     project.commit("add mlflow-ci")
     outcome, _ = check(project)
     assert outcome.result["baseline"] is None
-    assert f"base commit {base[:12]} has no mlflow-ci.yml: nothing to train" in outcome.result["notes"]
+    assert f"base commit {base[:12]} has no mlflow-ci.yml: nothing to train (a new project)" in outcome.result["notes"]
+    assert outcome.verdict == "pass"  # a first model: nothing to compare with, the drop rule is not evaluated

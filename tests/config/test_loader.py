@@ -102,7 +102,7 @@ report:
 """
     assert problems(text) == [
         "mlflow-ci.yml:2: modle: unknown key; did you mean 'model'? (expected one of: experiment, model, tracking_uri, artifact_location, train, baseline, gate, report, publish, promote, deploy, evaluate, genai)",
-        "mlflow-ci.yml:5: train.timeout: expected a duration in seconds (a number > 0, or a string like '90s', '30m', '2h'), got 'soon'",
+        "mlflow-ci.yml:5: train.timeout: expected a duration in seconds (a number > 0, or a string like '90s', '30m', '2h', '7d'), got 'soon'",
         "mlflow-ci.yml:6: train.inputs[0]: expected a non-empty string, got 1",
         "mlflow-ci.yml:8: gate.rmse.max: expected a finite number, got 'abc'",
         "mlflow-ci.yml:8: gate.rmse.max_drop_pct: expected a number >= 0, got -5",
