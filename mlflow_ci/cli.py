@@ -488,18 +488,24 @@ def demo(directory, genai):
 @click.option("--pr", "pr_number", type=click.IntRange(min=1), help="The merged PR number, when the event and API cannot tell.")
 @click.option("--run", "run_id", help="Promote this run (it must have passed its gate).")
 @click.option("--no-deploy", is_flag=True, help="Move the alias but do not run deploy.command.")
-def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy):
+@click.option("--force", "force", metavar="REASON", help="Promote a run that was rolled back; the reason is recorded.")
+def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy, force):
     """On merge: register the run that passed the PR gate, move the champion alias, deploy.
 
     Idempotent: a re-run registers no second version and moves nothing. Exits 1 when no run passed
-    the gate for the merged commit (unless promote.on_missing: retrain), 3 when the deploy hook
-    fails (the aliases are moved back).
+    the gate for the merged commit (unless promote.on_missing: retrain) or --run names a run that was
+    rolled back (--force REASON promotes it anyway), 3 when the deploy hook fails (the aliases are moved
+    back). A merged commit whose run was rolled back (the deploy job run again) is a no-op.
     """
     from mlflow_ci.commands.promote import do_promote
 
-    result = do_promote(_session(config_path), Path(out_dir), commit=commit, pr_number=pr_number, run_id=run_id, deploy=not no_deploy)
+    result = do_promote(_session(config_path), Path(out_dir), commit=commit, pr_number=pr_number, run_id=run_id, deploy=not no_deploy, force=force)
     if result is None:
         echo("the push deleted its branch: nothing was merged, nothing to promote")
+        return EXIT_OK
+    if result.skipped:
+        echo(f"nothing promoted: {result.skipped}")
+        echo(f"summary: {result.summary_path}")
         return EXIT_OK
     verb = {"promoted": "promoted", "unchanged": "already champion", "redeployed": "already champion, redeployed"}[result.action]
     if result.version:

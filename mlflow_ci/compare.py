@@ -201,11 +201,12 @@ PASSED_OVER = {None: "no verdict", "fail": "gate failed", "error": "check failed
 EXPLORATORY = "gated with no rule (an exploratory run: gate: {})"
 
 
-def baseline_refusal(run: RunSnapshot) -> str | None:
+def baseline_refusal(run: RunSnapshot, *, rolled_back: bool = True) -> str | None:
     """Why ``run`` may not be a baseline, None when it may: the one rule every resolver and promote use.
 
     A baseline is a finished run gated with at least one rule that passed (pass or warn), and never rolled
     back. Runs gated before mlflow-ci recorded the rule count carry no count; they keep counting as gated.
+    ``rolled_back=False`` leaves the rollback to the caller (promote says more about it).
     """
     if run.status != "FINISHED":
         return f"the run is {run.status.lower()}"
@@ -214,7 +215,7 @@ def baseline_refusal(run: RunSnapshot) -> str | None:
         return PASSED_OVER.get(verdict, f"verdict {verdict}")
     if run.tags.get(TAG_GATE_RULES) == "0":
         return EXPLORATORY
-    if run.tags.get(TAG_ROLLED_BACK):
+    if rolled_back and run.tags.get(TAG_ROLLED_BACK):
         return f"rolled back ({run.tags[TAG_ROLLED_BACK]})"
     return None
 

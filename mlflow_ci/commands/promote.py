@@ -34,6 +34,7 @@ from mlflow_ci.tracking import (
     TAG_CANDIDATE,
     TAG_HEAD_SHA,
     TAG_PR,
+    TAG_ROLLED_BACK,
     TAG_VERDICT,
     RunSnapshot,
     VersionInfo,
@@ -48,11 +49,12 @@ class PromoteOptions:
     pr_number: int | None = None
     run_id: str | None = None
     deploy: bool = True
+    force: str | None = None  # why a rolled-back run is promoted again
 
 
 @dataclass(frozen=True)
 class PromoteResult:
-    action: str  # promoted | unchanged | redeployed
+    action: str  # promoted | unchanged | redeployed | skipped (the run was rolled back: nothing moved)
     model: str
     alias: str
     version: str
@@ -66,6 +68,7 @@ class PromoteResult:
     approvals: tuple[str, ...] = ()
     model_url: str | None = None
     prompts: tuple[PromptMove, ...] = ()
+    skipped: str | None = None  # why nothing was done (action skipped)
 
     @property
     def model_uri(self) -> str:
@@ -90,13 +93,13 @@ def _stamp(clock: Callable[[], float]) -> str:
 # Promote
 
 
-def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id=None, deploy=True) -> "PromoteResult | None":
+def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id=None, deploy=True, force=None) -> "PromoteResult | None":
     """``promote`` with the GitHub API (when a token is there), job summary and step outputs; None for a
     push that deleted its ref (nothing was merged)."""
     if s.event.deleted and not (commit or run_id):
         return None
     client = github_client(s.env, s.event, s.stream) if s.event.repository else None
-    opts = PromoteOptions(out_dir=out_dir, commit=commit, pr_number=pr_number, run_id=run_id, deploy=deploy)
+    opts = PromoteOptions(out_dir=out_dir, commit=commit, pr_number=pr_number, run_id=run_id, deploy=deploy, force=force)
     result = promote(s, opts, client=client)
     io = ActionsIO(s.env, s.stream)
     io.add_summary(result.summary_path.read_text(encoding="utf-8"))
@@ -133,14 +136,22 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
     if found is None:
         found = _missing(s, opts)
     run = found.run
+    if run.tags.get(TAG_ROLLED_BACK):
+        if not opts.force:
+            return _rolled_back(s, opts, tracker, found, client)
+        tracker.set_tags(run.run_id, {TAG_ROLLED_BACK: ""})
     templates = validated_templates(cfg, run)  # before any write: a prompt nobody validated stops promote here
     tags = version_tags(found, s.env, clock)
+    forced = {"mlflow_ci.forced_by": _who(s.env), "mlflow_ci.forced_reason": opts.force[:5000]} if opts.force else {}
     if not tracker.has_model(run.run_id, cfg.promote.model_path):
         if not templates:
             raise UsageError(f"run {run.run_id} logged no model named {cfg.promote.model_path!r} (promote.model_path): "
                              "nothing to register", hint="log the model in the training command, or set promote.model_path")
         return _promote_prompts_only(s, opts, tracker, found, templates, tags, client, clock)
     version = tracker.register_once(run.run_id, cfg.model, artifact_path=cfg.promote.model_path, tags=tags)
+    if forced:  # the version may exist already (the one rolled back): said on it, whoever registered it
+        tracker.set_version_tags(cfg.model, version.version, forced)
+        version = tracker.version(cfg.model, version.version) or version
     current = tracker.alias_version(cfg.model, alias)
     earlier = tracker.alias_version(cfg.model, prev_alias)
     if current is not None and current.version == version.version:
@@ -172,6 +183,24 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
                            opts.out_dir / "promote.md", found.provenance, approvals(client, s.event.run_id, s.stream),
                            model_version_url(cfg, s.tracking_uri, cfg.model, version.version), tuple(moves))
     write_summary(result, s.cfg.gate)
+    return result
+
+
+def _rolled_back(s, opts: PromoteOptions, tracker, found: Found, client) -> PromoteResult:
+    """A rolled-back run is never promoted again by accident. Named with ``--run``: refused (exit 1). Found
+    for the merged commit (the deploy job run again after a rollback): nothing moves, nothing deploys,
+    and the summary says why; only ``--force REASON`` promotes it again."""
+    cfg, run = s.cfg, found.run
+    why = f"run {run.run_id} was rolled back ({run.tags[TAG_ROLLED_BACK]})"
+    how = f"mlflow-ci promote --run {run.run_id} --force 'why it is safe again'"
+    if opts.run_id:
+        raise NotValidatedError(f"{why}; refusing to promote it again", hint=f"to promote it anyway: {how}")
+    s.stream.write(f"mlflow-ci: {why}: not promoted again (to promote it anyway: {how})\n")
+    current = tracker.alias_version(cfg.model, cfg.champion_alias)
+    result = PromoteResult("skipped", cfg.model, cfg.champion_alias, current.version if current else "", run, None, None, False,
+                           found.how, opts.out_dir / "promote.md", found.provenance, approvals(client, s.event.run_id, s.stream),
+                           None, (), skipped=f"{why}: not promoted again; to promote it anyway: {how}")
+    write_summary(result, cfg.gate)
     return result
 
 
@@ -312,6 +341,12 @@ def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bo
         "mlflow_ci.rolled_back_reason": reason or "", "mlflow_ci.rolled_back_to": target.version,
     })
     tracker.set_version_tags(cfg.model, target.version, {"mlflow_ci.restored_at": when, "mlflow_ci.restored_by": who})
+    if current.run_id:  # the run is never a baseline again, nor promoted again without --force
+        tracker.set_tags(current.run_id, {TAG_ROLLED_BACK: f"{when} by {who}" + (f": {reason}" if reason else "")})
+    if target.run_id:
+        restored = tracker.get_run(target.run_id)
+        if restored is not None and restored.tags.get(TAG_ROLLED_BACK):
+            tracker.set_tags(target.run_id, {TAG_ROLLED_BACK: ""})  # rolled back to: trusted again
     moves = rollback_prompts(cfg, tracker, target.tags)
     deployed = False
     if cfg.deploy.command and deploy:
@@ -343,6 +378,8 @@ def _rollback_prompts_only(s, tracker, *, out_dir: Path, deploy: bool) -> Rollba
 
 
 def write_summary(result: PromoteResult, rules) -> None:
+    if result.skipped:
+        return _write_summary_file(result, [f"## ⏸️ mlflow-ci promote: nothing promoted", "", md(result.skipped) + ".", ""])
     what = (f"{md(result.model)} version {result.version}" if result.version
             else ", ".join(f"prompt {md(m.name)} version {m.version}" for m in result.prompts))
     lines = [
@@ -371,12 +408,16 @@ def write_summary(result: PromoteResult, rules) -> None:
         lines += [f"| Metric | {head} | {promoted} |", "|---|---:|---:|"]
         for name in names:
             lines.append(f"| {md(name)} | {number(prev.get(name))} | {number(result.run.metrics.get(name))} |")
+    _write_summary_file(result, lines)
+
+
+def _write_summary_file(result: PromoteResult, lines: list[str]) -> None:
     result.summary_path.parent.mkdir(parents=True, exist_ok=True)
     result.summary_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (result.summary_path.parent / "promote.json").write_text(json.dumps({
         "action": result.action, "model": result.model, "alias": result.alias, "version": result.version,
         "run_id": result.run.run_id, "previous_version": result.previous.version if result.previous else None,
-        "deployed": result.deployed, "found_by": result.found_by, "model_uri": result.model_uri,
+        "deployed": result.deployed, "found_by": result.found_by, "model_uri": result.model_uri, "skipped": result.skipped,
         "provenance": result.provenance, "approvals": list(result.approvals), "model_url": result.model_url,
         "prompts": [{"name": m.name, "version": m.version, "action": m.action,
                      "previous_version": m.before.version if m.before else None} for m in result.prompts],

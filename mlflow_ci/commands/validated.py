@@ -14,15 +14,16 @@ from mlflow_ci.commands.chain import (
     provenance_note,
     verified_run,
 )
+from mlflow_ci.compare import baseline_refusal
 from mlflow_ci.errors import NotValidatedError, UsageError
 from mlflow_ci.gate import infer_direction
 from mlflow_ci.github.client import GitHubError
 from mlflow_ci.tracking import (
     TAG_CANDIDATE,
     TAG_COMMIT,
+    TAG_GATE_RULES,
     TAG_HEAD_SHA,
     TAG_PR,
-    TAG_VERDICT,
     TAG_VERDICT_AT,
     RunSnapshot,
 )
@@ -92,8 +93,9 @@ def find_validated_run(s, tracker, experiment_id: str | None, opts, client) -> F
         run = tracker.get_run(opts.run_id)
         if run is None:
             raise UsageError(f"promote --run {opts.run_id}: no such run")
-        if run.tags.get(TAG_VERDICT) not in PASSING:
-            raise NotValidatedError(f"run {opts.run_id} did not pass the gate (verdict: {run.tags.get(TAG_VERDICT, 'never gated')}); refusing to promote it")
+        refused = baseline_refusal(run, rolled_back=False)
+        if refused is not None:
+            raise NotValidatedError(f"run {opts.run_id} is not a validated run ({refused}); refusing to promote it")
         return Found(run, f"--run {opts.run_id}", unverified="chosen with --run by whoever ran promote")
     commits, pr = candidate_commits(s, opts, client)
     heads = [(sha, how) for sha, how in commits if how != PUSHED]
@@ -115,10 +117,11 @@ def find_validated_run(s, tracker, experiment_id: str | None, opts, client) -> F
     for sha, how in commits:
         for tag in (TAG_HEAD_SHA, TAG_COMMIT):
             tags = {tag: sha, **({TAG_PR: str(pr)} if pr and tag == TAG_HEAD_SHA else {})}
-            runs = [r for r in tracker.search_runs(experiment_id, tags=tags) if r.tags.get(TAG_VERDICT) in PASSING]
+            runs = [r for r in tracker.search_runs(experiment_id, tags=tags) if baseline_refusal(r, rolled_back=False) is None]
             if runs:
                 return Found(select_candidate(s.cfg, runs), f"run gated at {sha[:12]} ({how})", unverified=unverified)
-        reused = [r for verdict in PASSING for r in tracker.search_runs(experiment_id, tags={TAG_VERDICT_AT + sha: verdict})]
+        reused = [r for verdict in PASSING for r in tracker.search_runs(experiment_id, tags={TAG_VERDICT_AT + sha: verdict})
+                  if r.tags.get(TAG_GATE_RULES) != "0"]
         if reused:  # the check of this head reused an identical earlier run instead of training
             run = select_candidate(s.cfg, sorted(reused, key=lambda r: r.start_time or 0, reverse=True))
             return Found(run, f"run reused by the check of {sha[:12]} ({how})", unverified=unverified)

@@ -67,6 +67,24 @@ def test_merge_promote_deploy_idempotent_rollback(served):
     assert demoted.tags["mlflow_ci.rolled_back_reason"] == "latency regression"
     assert demoted.tags["mlflow_ci.rolled_back_by"] == "octocat"
 
+    # rollback sticks: the deploy job run again for pr-2's merge is a no-op, naming the rolled-back run
+    rerun = cli(served, "promote")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"nothing promoted: run {demoted.run_id} was rolled back (" in rerun.stdout and "latency regression" in rerun.stdout
+    current, previous, tracker = champion(served)
+    assert (current.version, previous.version) == ("1", "2")
+    assert (served.root / "deployed.txt").read_text().count("deploying") == 3  # promote 1, promote 2, rollback
+    # named explicitly it is refused (exit 1), saying how to promote it anyway
+    named = cli(served, "promote", "--run", demoted.run_id)
+    assert named.returncode == 1 and "was rolled back" in named.stderr and "--force" in named.stderr
+    # a rolled-back run is never a baseline: the next PR compares with version 1 again
+    assert tracker.get_run(demoted.run_id).tags["mlflow_ci.rolled_back"].endswith("by octocat: latency regression")
+    forced = cli(served, "promote", "--run", demoted.run_id, "--force", "fixed upstream", "--no-deploy")
+    assert forced.returncode == 0 and "version 2 @champion: promoted" in forced.stdout, forced.stderr
+    current, _, tracker = champion(served)
+    assert current.version == "2" and current.tags["mlflow_ci.forced_reason"] == "fixed upstream"
+    assert tracker.get_run(demoted.run_id).tags["mlflow_ci.rolled_back"] == ""
+
 
 def test_promote_refuses_without_a_validated_run(served):
     served.write("params.json", json.dumps({"C": 2.0}))
