@@ -41,6 +41,8 @@ class Baseline:
     run: RunSnapshot
     source: str  # "explicit:<ref>", "alias:champion", "base_commit:<sha>", "base_branch:<name>"
     description: str
+    origin: str | None = None  # where the run was found: the tracking server, a restored store, this job
+    age_seconds: float | None = None  # how long ago the run started
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,8 @@ def build_result(
             "run_id": base.run.run_id or None,  # None: no run, only the GenAI app's baseline
             "source": base.source,
             "description": base.description,
+            "origin": base.origin,
+            "age_days": round(base.age_seconds / 86400, 2) if base.age_seconds is not None else None,
             "commit": base.run.commit,
             "branch": base.run.branch,
             "metrics": dict(base.run.metrics),
@@ -348,6 +350,8 @@ def render_markdown(result: Result, settings: ReportConfig, root: Path) -> str:
         "precision": settings.precision,
         "marker": sticky_marker(result.experiment),
         "decision": decision,
+        "baseline_where": result.baseline.where() if result.baseline else "",
+        "fails_closed": any(c.rule == "baseline_required" for c in result.checks),
         "all_metrics": metric_rows(result, decision),
         "verdict_icon": VERDICT_ICON,
         "status_icon": STATUS_ICON,

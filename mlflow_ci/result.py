@@ -192,15 +192,32 @@ class BaselineRef(Part):
     run_id: RunId = None
     source: Annotated[Text, cut(300)] = "unknown"
     description: Annotated[Text, cut(300)] = "baseline"
+    origin: Annotated[Text | None, cut(300)] = None
+    age_days: Num = None
     commit: Sha = None
     branch: Annotated[Text | None, cut(250)] = None
     metrics: Metrics = {}
     url: Url = None
     train_seconds: Num = None
 
+    def where(self) -> str:
+        """``from <origin>, trained <age>``: where the baseline came from and how old it is ("" unknown)."""
+        parts = [f"from {self.origin}"] if self.origin else []
+        if self.age_days is not None:
+            parts.append(f"trained {age_text(self.age_days)}")
+        return ", ".join(parts)
+
     @model_validator(mode="after")
     def _no_link_from_artifacts(self, info: ValidationInfo) -> "BaselineRef":
         return self.model_copy(update={"url": None}) if _untrusted(info) else self
+
+
+def age_text(days: float) -> str:
+    """``3 days ago``, ``5 hours ago``, ``less than an hour ago``."""
+    if days >= 1:
+        return f"{int(days)} day{'s' if int(days) != 1 else ''} ago"
+    hours = int(days * 24)
+    return f"{hours} hour{'s' if hours != 1 else ''} ago" if hours else "less than an hour ago"
 
 
 class Tool(Part):

@@ -29,6 +29,12 @@ def plain(value) -> str:
     return "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in str(value))
 
 
+def baseline_line(base) -> str:
+    """``<description>, from <origin>, trained <age>``: what the baseline is, where it came from, how old."""
+    where = base.where()
+    return plain(base.description) + (f", {plain(where)}" if where else "")
+
+
 def render(result: Result, *, color: bool = False) -> list[str]:
     """The lines: verdict, baseline, candidate, then one aligned row per rule (failing first)."""
     verdict = paint(result.verdict.upper(), result.verdict, color)
@@ -36,7 +42,8 @@ def render(result: Result, *, color: bool = False) -> list[str]:
     if result.error is not None:
         return [*lines, f"stage: {result.error.stage}: {plain(result.error.reason)}"]
     base = result.baseline
-    lines.append(f"baseline: {plain(base.description)}" if base else "baseline: none")
+    lines.append(f"baseline: {baseline_line(base)}" if base else "baseline: none")
+    lines += [f"{plain(note)}" for note in result.notes if note.startswith(("warning:", "no usable baseline"))]
     cand = result.candidate
     lines.append(f"candidate: run {cand.run_id}" + (" (reused, not retrained)" if cand.cached else ""))
     checks = sorted(result.checks, key=lambda c: {False: 0, None: 2}.get(c.passed, 1))  # failing first

@@ -64,20 +64,42 @@ def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, 
     run = run or candidate_run(s, opts, tracker)
     comparison = cmp.compare(tracker, s.cfg, s.context(opts), run, explicit_baseline=opts.baseline,
                              train_base=base.trainer(s, opts))
-    origin = store_origin(s, comparison)
-    return replace(comparison, notes=(*comparison.notes, origin)) if origin else comparison
+    found = comparison.baseline
+    if found is None:
+        return comparison
+    now = s.clock()
+    age = max(0.0, now - found.run.start_time / 1000) if found.run.start_time else None
+    found = replace(found, origin=baseline_origin(s, found), age_seconds=age)
+    notes = [*comparison.notes]
+    limit = s.cfg.baseline.max_age
+    if limit and age is not None and age > limit and found.run.run_id != run.run_id:
+        notes.append(f"warning: the baseline run is {local_store.age(age).removesuffix(' ago')} old, older than baseline.max_age "
+                     f"({local_store.age(limit).removesuffix(' ago')}): is the base branch still checked and promoted?")
+    return replace(comparison, baseline=found, notes=tuple(notes))
 
 
-def store_origin(s: Session, comparison: cmp.Comparison) -> str | None:
-    """Where a baseline found in a restored store came from, e.g. "the store of main @ abc saved 2 days ago"."""
+def baseline_origin(s: Session, found: cmp.Baseline) -> str:
+    """Where the baseline was found, for the report's first lines and the terminal: "the tracking server
+    at …", "the restored store of main @ abc saved 2 days ago (GitHub's Actions cache)", "trained in this job"."""
+    if found.source.startswith("explicit:"):
+        return "chosen with --baseline"
+    if found.source.startswith("base_trained:"):
+        return "trained in this job: no store could serve"
     database = sqlite_path(s.tracking_uri)
-    if comparison.baseline is None or database is None or comparison.baseline.source.startswith(("explicit:", "base_trained:")):
-        return None
+    if database is None:
+        return f"the tracking server {redacted(s.tracking_uri)}"
     meta = local_store.read_meta(database.parent)
     if meta is None:
-        return None
-    how = "GitHub's Actions cache" if s.env.get("GITHUB_ACTIONS") == "true" else "a saved store"
-    return f"the baseline comes from the {meta.describe(s.clock())}, restored from {how}"
+        return f"the local store {database}"
+    how = "GitHub's Actions cache" if s.env.get("GITHUB_ACTIONS") == "true" else "a saved folder"
+    return f"the restored {meta.describe(s.clock())} ({how})"
+
+
+def redacted(uri: str) -> str:
+    """A tracking URI without credentials or query (shown in reports)."""
+    scheme, sep, rest = uri.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}{sep}{host}" if sep else uri.split("?", 1)[0]
 
 
 def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None, extra_rules: tuple = ()) -> GateResult:

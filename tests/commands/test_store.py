@@ -59,8 +59,9 @@ def test_a_saved_store_comes_back_elsewhere_with_its_artifacts(project, tmp_path
     runner.commit("feature")
     pr = check(runner, GITHUB_ACTIONS="true")
     assert pr.result["baseline"]["run_id"] == run.run_id
-    assert any(n.startswith("the baseline comes from the store of main @ ") and "restored from GitHub's Actions cache" in n
-               for n in pr.result["notes"])
+    origin = pr.result["baseline"]["origin"]
+    assert origin.startswith("the restored store of main @ ") and origin.endswith("(GitHub's Actions cache)")
+    assert pr.result["baseline"]["age_days"] < 1
 
 
 def test_an_unsound_store_is_refused_with_a_warning_and_the_base_is_trained(project, tmp_path):
