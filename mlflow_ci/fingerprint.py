@@ -118,3 +118,29 @@ def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | N
         digest.update(b"\0file\0" + name.encode() + b"\0" + ids.id(name).encode())
     ids.save()
     return "sha256:" + digest.hexdigest()
+
+
+# The files that hold data rather than code, among a training's inputs, when train.data does not name them.
+DATA_SUFFIXES = frozenset({".csv", ".tsv", ".parquet", ".pq", ".feather", ".arrow", ".jsonl", ".ndjson", ".npy", ".npz",
+                           ".h5", ".hdf5", ".avro", ".orc", ".xlsx", ".xls", ".csv.gz", ".zip", ".tfrecord"})
+
+
+def data_files(cfg: Config, *, exclude: Iterable[Path] = ()) -> list[Path]:
+    """The data the training reads: the files of ``train.data``, else the inputs whose suffix says data."""
+    if cfg.train.data:
+        return matched_files(cfg.root, cfg.train.data, exclude=exclude)
+    return [rel for rel in input_files(cfg, exclude=exclude)
+            if rel.suffix.lower() in DATA_SUFFIXES or "".join(rel.suffixes[-2:]).lower() in DATA_SUFFIXES]
+
+
+def data_fingerprint(cfg: Config, *, exclude: Iterable[Path] = ()) -> str | None:
+    """``sha256:<hex>`` of the training's data files (names and git blob ids); None when it reads none we see.
+    Two runs with different data fingerprints scored their own training-logged metrics on different rows."""
+    names = [rel.as_posix() for rel in data_files(cfg, exclude=exclude)]
+    if not names:
+        return None
+    ids = FileIds.scan(cfg.root, names)
+    digest = hashlib.sha256(b"mlflow-ci data v1")
+    for name in names:
+        digest.update(b"\0file\0" + name.encode() + b"\0" + ids.id(name).encode())
+    return "sha256:" + digest.hexdigest()

@@ -83,9 +83,27 @@ class GateResult:
             return "warn"
         return "pass"
 
+    def not_comparable(self, why: str, *, inform: bool) -> "GateResult":
+        """Rules comparing a training-logged metric with the baseline when the two were computed on different
+        rows (``why``): marked so, and with ``inform`` they no longer block (same-rows ``eval.*`` decide)."""
+        def mark(check: Check) -> Check:
+            if not _training_logged(check.metric) or check.rule not in (*BASELINE_RULES, "significance") or check.passed is None:
+                return check
+            return replace(check, blocking=check.blocking and not inform,
+                           message=f"not comparable: computed on different rows ({why}); {check.message}"
+                                   + ("; informs only (gate.train_metrics_on_data_change: inform)" if inform and check.blocking else ""))
+        return GateResult(tuple(mark(c) for c in self.checks))
+
     @property
     def failed(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.passed is False)
+
+
+SCORED_PREFIXES = ("eval.", "perf.", "genai.", "data:")  # computed by mlflow-ci on the same rows for both sides
+
+
+def _training_logged(metric: str) -> bool:
+    return not metric.startswith(SCORED_PREFIXES) and metric != "baseline"
 
 
 def _json_number(value: float | None) -> float | str | None:

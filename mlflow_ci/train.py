@@ -21,7 +21,7 @@ from mlflow_ci import __version__
 from mlflow_ci import tracking as t
 from mlflow_ci.config.models import Config
 from mlflow_ci.errors import TrainingError
-from mlflow_ci.fingerprint import fingerprint
+from mlflow_ci.fingerprint import data_fingerprint, fingerprint
 from mlflow_ci.gitctx import GitContext
 from mlflow_ci.process import run_logged
 
@@ -109,6 +109,9 @@ def train(
             return TrainResult(reused, True, fp, time.monotonic() - started, experiment_id)
 
     tags = run_tags(cfg, ctx, fp, env)
+    data = data_fingerprint(cfg, exclude=_store_files(tracker.tracking_uri))
+    if data:
+        tags[t.TAG_DATA_FINGERPRINT] = data
     if candidate:
         tags[t.TAG_CANDIDATE] = candidate
     name = run_name(ctx) + (f"/{candidate}" if candidate else "")

@@ -15,7 +15,7 @@ from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import GateResult, evaluate, no_baseline
 from mlflow_ci.result import Result
-from mlflow_ci.tracking import TAG_PR, MlflowTracker, RunSnapshot, local_store, sqlite_path
+from mlflow_ci.tracking import TAG_DATA_FINGERPRINT, TAG_PR, MlflowTracker, RunSnapshot, local_store, sqlite_path
 from mlflow_ci.train import TrainResult, train
 
 TRAIN_STATE = "train.json"
@@ -71,6 +71,10 @@ def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, 
     age = max(0.0, now - found.run.start_time / 1000) if found.run.start_time else None
     found = replace(found, origin=baseline_origin(s, found), age_seconds=age)
     notes = [*comparison.notes]
+    changed = data_changed(replace(comparison, baseline=found))
+    if changed:
+        notes.append(f"{changed}: the baseline's and the candidate's own training-logged metrics were computed on "
+                     "different rows; rules comparing them are marked not comparable")
     limit = s.cfg.baseline.max_age
     if limit and age is not None and age > limit and found.run.run_id != run.run_id:
         notes.append(f"warning: the baseline run is {local_store.age(age).removesuffix(' ago')} old, older than baseline.max_age "
@@ -108,7 +112,24 @@ def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = Non
     rules = s.cfg.gate + tuple(extra_rules)
     gate = evaluate(rules, dict(comparison.candidate.metrics), baseline, intervals)
     closed = no_baseline(rules, comparison.expected) if comparison.baseline is None and comparison.expected and s.cfg.baseline.required else None
-    return GateResult((closed, *gate.checks)) if closed else gate
+    if closed:
+        return GateResult((closed, *gate.checks))
+    changed = data_changed(comparison)
+    if changed:
+        gate = gate.not_comparable(changed, inform=s.cfg.evaluate is not None and s.cfg.data_change == "inform")
+    return gate
+
+
+def data_changed(comparison: cmp.Comparison) -> str | None:
+    """How the data the training read differs between baseline and candidate (their own metrics were then
+    computed on different rows), or None when it is the same or unknown."""
+    if comparison.baseline is None:
+        return None
+    base = comparison.baseline.run.tags.get(TAG_DATA_FINGERPRINT)
+    cand = comparison.candidate.tags.get(TAG_DATA_FINGERPRINT)
+    if not base or not cand or base == cand:
+        return None
+    return f"the training's data changed: {base.removeprefix('sha256:')[:12]} → {cand.removeprefix('sha256:')[:12]}"
 
 
 def gate_from_result(s: Session, path: Path) -> GateResult:
