@@ -69,6 +69,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def based_on(payload: dict, repo: Path, ref: str = "HEAD") -> dict:
+    """A GitHub ``pull_request`` payload whose base commit is ``ref`` of the test's repository: GitHub's
+    sample names a base commit the repository does not have, which a check must treat as unknown (a base
+    that was not fetched may hold a model: the check fails closed)."""
+    payload["pull_request"]["base"]["sha"] = git(repo, "rev-parse", ref)
+    return payload
+
+
 def git(repo: Path, *args: str) -> str:
     proc = subprocess.run(
         ["git", *args], cwd=repo, env=clean_env(), capture_output=True, text=True, check=True

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from actions_harness import condition, evaluate, interpolate, parse_file_commands, run_action
-from conftest import ROOT, git, runner_env
+from conftest import ROOT, based_on, git, runner_env
 from fakegithub import EVENTS, TOKEN, FakeGitHub
 
 EXAMPLE = ROOT / "examples" / "wine-quality"
@@ -59,7 +59,7 @@ def test_setup_action_installs_this_checkout(runner_python, workspace):
 
 
 def test_root_action_on_a_pull_request_against_fake_github(runner_python, workspace):
-    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
+    payload = based_on(json.loads((EVENTS / "pull_request.opened.json").read_text()), workspace)
     with FakeGitHub(TOKEN) as gh:
         env = runner_env(runner_python, GITHUB_EVENT_NAME="pull_request", GITHUB_REPOSITORY="Codertocat/Hello-World",
                          GITHUB_API_URL=gh.url, GITHUB_SERVER_URL="https://github.test", GITHUB_RUN_ID="9",

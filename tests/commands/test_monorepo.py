@@ -8,7 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-from conftest import clean_env, git
+from conftest import based_on, clean_env, git
 from fakegithub import EVENTS, FakeGitHub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def test_through_the_action_one_comment_and_a_check_run_per_model(tmp_path, runn
     git(workspace, "checkout", "-q", "-b", "pr/ranking")
     set_accuracy(workspace, "ranking", 0.95)
     git(workspace, "commit", "-q", "-am", "ranking improves")
-    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
+    payload = based_on(json.loads((EVENTS / "pull_request.opened.json").read_text()), workspace, "main")
     pr = payload["pull_request"]["number"]
     with FakeGitHub(TOKEN) as gh:
         env = runner_env(runner_python, GITHUB_EVENT_NAME="pull_request", GITHUB_REPOSITORY="Codertocat/Hello-World",

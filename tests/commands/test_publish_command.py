@@ -6,6 +6,7 @@ import json
 
 import pytest
 from fakegithub import EVENTS, TOKEN, FakeGitHub, Fault
+from conftest import based_on
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def outputs(path) -> dict:
 
 
 def test_check_in_a_pull_request_publishes_everything(project, gh, tmp_path):
-    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
+    payload = based_on(json.loads((EVENTS / "pull_request.opened.json").read_text()), project.root)
     env = actions_env(project, gh, tmp_path, "pull_request", payload)
     proc = project.cli("check", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
