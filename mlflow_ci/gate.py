@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass, replace
 from decimal import Context, Decimal, localcontext
 from typing import Mapping
@@ -154,6 +155,8 @@ def _problem(value: float | None, what: str) -> str | None:
         return f"{what} is NaN"
     if math.isinf(value):
         return f"{what} is infinite"
+    if abs(value) == sys.float_info.max:  # how MLflow's SQL stores keep an infinite value a script logged
+        return f"{what} is infinite (stored as the largest double)"
     return None
 
 

@@ -27,6 +27,7 @@ import re
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,8 +196,9 @@ def extract_zip(archive: Path, dst: Path, *, max_bytes: int, max_files: int = 10
                         if written > max_bytes:
                             raise ProvenanceError(f"{archive.name}: more than {max_bytes:,} bytes once unpacked")
                         out.write(chunk)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
-        raise ProvenanceError(f"{archive.name}: not a readable zip archive ({type(exc).__name__})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error) as exc:
+        why = "corrupt compressed data" if isinstance(exc, zlib.error) else type(exc).__name__
+        raise ProvenanceError(f"{archive.name}: not a readable zip archive ({why})") from None
     return dst
 
 

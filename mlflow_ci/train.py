@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import posixpath
 import re
 import time
@@ -236,6 +237,9 @@ def read_metrics_file(path: Path, shown: str) -> dict[str, float]:
             value = float(value)
         except OverflowError:
             raise TrainingError(f"{shown}: key {key[:40]!r}: the number does not fit a double ({str(value)[:20]}...)") from None
+        if math.isinf(value):  # NaN is kept: MLflow stores it, and the gate fails it closed
+            raise TrainingError(f"{shown}: key {key[:40]!r}: expected a finite number, got {value} "
+                                "(MLflow would store it as the largest double, which no gate may read as a score)")
         if not valid_metric_name(key):
             raise TrainingError(
                 f"{shown}: key {key[:40]!r}: expected a metric name of 1 to 250 letters, digits, spaces and _ - . / :"

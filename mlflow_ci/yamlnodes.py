@@ -61,12 +61,27 @@ def load(text: str) -> LoadedYaml:
         raise YamlSyntaxError(line, column, problem) from None
     except yaml.YAMLError as exc:  # pragma: no cover - PyYAML always marks its errors
         raise YamlSyntaxError(None, None, str(exc)) from None
+    except RecursionError:  # PyYAML's parser recurses once per level of a flow collection ([[[[...)
+        line, column = _too_deep(text)
+        raise YamlSyntaxError(line, column, f"values are nested more than {MAX_DEPTH} levels deep") from None
     result = LoadedYaml(data=None)
     if node is None:
         return result
     constructor = yaml.SafeLoader("")
     result.data = _convert(node, (), result, constructor, [MAX_VALUES])
     return result
+
+
+def _too_deep(text: str) -> tuple[int | None, int | None]:
+    """Where the brackets of flow collections first open more than MAX_DEPTH levels deep (line, column)."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        for column, char in enumerate(line, 1):
+            depth += char in "[{"
+            depth -= char in "]}"
+            if depth > MAX_DEPTH:
+                return number, column
+    return None, None
 
 
 def _convert(node: yaml.Node, path: Path, out: LoadedYaml, constructor: yaml.SafeLoader, budget: list[int]) -> Any:

@@ -143,3 +143,21 @@ def test_a_broken_archive_is_a_usage_error(tmp_path):
     path.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ProvenanceError, match="not a readable zip"):
         extract_zip(path, tmp_path / "out", max_bytes=100)
+
+
+def test_an_archive_with_corrupt_compressed_data_is_a_usage_error(tmp_path):
+    """#24 item 9: zlib's error escaped as an unexpected failure (exit 4)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("result.json", bytes(range(256)).hex() * 20)
+    data = bytearray(buf.getvalue())
+    start = 30 + len("result.json")  # the local header, then the deflated bytes
+    data[start + 5:start + 200] = b"\xff" * 195
+    path = tmp_path / "a.zip"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ProvenanceError, match=r"not a readable zip archive \(corrupt compressed data\)") as bad:
+        extract_zip(path, tmp_path / "out", max_bytes=10**7)
+    assert bad.value.exit_code == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,12 +157,24 @@ def test_read_metrics_file(tmp_path: Path):
     path = tmp_path / "m.json"
     path.write_text('{"a": 1, "b": 2.5, "c": NaN}')
     out = read_metrics_file(path, "m.json")
-    assert out["a"] == 1.0 and out["b"] == 2.5 and out["c"] != out["c"]
+    assert out["a"] == 1.0 and out["b"] == 2.5 and out["c"] != out["c"]  # NaN: the gate fails it closed
     path.write_text('{"a": true}')
     with pytest.raises(TrainingError, match="m.json: key 'a': expected a number, got true"):
         read_metrics_file(path, "m.json")
     with pytest.raises(TrainingError, match="did not write it"):
         read_metrics_file(tmp_path / "none.json", "none.json")
+    # #24 item 9: Infinity reached MLflow, which stores it as the largest double, and a min rule passed it
+    path.write_text('{"a": Infinity}')
+    with pytest.raises(TrainingError, match="m.json: key 'a': expected a finite number, got inf"):
+        read_metrics_file(path, "m.json")
+
+
+def test_the_largest_double_is_read_as_the_infinity_mlflow_stored():
+    from mlflow_ci.config.models import Rule
+    from mlflow_ci.gate import evaluate
+
+    [check] = evaluate((Rule("acc", min=0.5),), {"acc": sys.float_info.max}, None).checks
+    assert check.passed is False and "acc of the candidate is infinite (stored as the largest double)" in check.message
 
 
 @pytest.mark.parametrize("name, ok", [

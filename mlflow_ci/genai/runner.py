@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import importlib
 import json
 import os
@@ -45,32 +46,57 @@ class Output:
 
 def load_rows(path: Path) -> list[DataRow]:
     """JSONL (one ``{"inputs": {...}, "expectations": {...}}`` per line) or CSV (``expected_*`` columns are
-    expectations, the rest inputs). Errors name the file and the line."""
+    expectations, the rest inputs). Errors (exit 2) name the file and the line."""
     from mlflow_ci.errors import UsageError
 
     if not path.is_file():
-        raise UsageError(f"genai data {path} does not exist")
-    if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            return [DataRow({k: v for k, v in rec.items() if not k.startswith(EXPECTATION_PREFIX)},
-                            {k: v for k, v in rec.items() if k.startswith(EXPECTATION_PREFIX) and v != ""})
-                    for rec in csv.DictReader(handle)]
+        raise UsageError(f"genai.data: {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"genai.data: {path}: not UTF-8 text (byte {exc.start}): expected JSONL or CSV rows") from None
+    rows = _csv_rows(path, text) if path.suffix.lower() == ".csv" else _jsonl_rows(path, text)
+    if not rows:
+        raise UsageError(f"genai.data: {path} has no rows")
+    return rows
+
+
+def _csv_rows(path: Path, text: str) -> list[DataRow]:
+    from mlflow_ci.errors import UsageError
+
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        for rec in reader:
+            if None in rec:  # more values than the header has columns
+                raise UsageError(f"{path}:{reader.line_num}: {len(rec[None])} more values than the header's "
+                                 f"{len(reader.fieldnames or ())} columns")
+            rows.append(DataRow({k: v for k, v in rec.items() if not k.startswith(EXPECTATION_PREFIX)},
+                                {k: v for k, v in rec.items() if k.startswith(EXPECTATION_PREFIX) and v not in ("", None)}))
+    except csv.Error as exc:
+        raise UsageError(f"{path}:{reader.line_num}: not a CSV row ({exc})") from None
+    return rows
+
+
+def _jsonl_rows(path: Path, text: str) -> list[DataRow]:
+    from mlflow_ci.errors import UsageError
+
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError as exc:
-            raise UsageError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+            raise UsageError(f"{path}:{number}: not a JSON object ({getattr(exc, 'msg', exc)})") from None
+        except RecursionError:
+            raise UsageError(f"{path}:{number}: not a JSON object (nested too deep)") from None
         if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict):
             raise UsageError(f"{path}:{number}: expected an object with \"inputs\": {{...}} (and optionally \"expectations\")")
         expectations = record.get("expectations") or {}
         if not isinstance(expectations, dict):
             raise UsageError(f"{path}:{number}: \"expectations\" must be an object")
         rows.append(DataRow(record["inputs"], expectations))
-    if not rows:
-        raise UsageError(f"genai data {path} has no rows")
     return rows
 
 

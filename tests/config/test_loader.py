@@ -295,3 +295,47 @@ def test_a_repositorys_own_scorer_is_named_by_its_function():
     assert cfg.genai.metric_names() == ("contains", "polite")
     (problem,) = problems(GENAI.format(scorers="[{checks.tone:polite: 3}]"))
     assert "genai.scorers[0].checks.tone:polite: scorer checks.tone:polite takes no argument" in problem
+
+
+def test_a_deep_unclosed_flow_collection_is_a_located_problem():
+    """#24 item 9: PyYAML's parser recursed until Python gave up (exit 4); it is a located problem (exit 2)."""
+    out = problems(MINIMAL + "gate: {a: " + "[" * 5000 + "\n")
+    assert out == ["mlflow-ci.yml:4:74: invalid YAML: values are nested more than 64 levels deep"]
+
+
+@pytest.mark.parametrize("gate, evaluate, message", [
+    ("eval.f1: {min: 0.5}", "", "gate.eval.f1: eval.f1: scored by evaluate:, but there is no evaluate section (add one with the rows both models are scored on)"),
+    ("eval.f1: {min: 0.5}", "  metrics: [accuracy, roc_auc]\n",
+     "gate.eval.f1: eval.f1: evaluate.metrics does not score f1 (it scores: accuracy, roc_auc)"),
+    ("eval.acuracy: {min: 0.5}", "  metrics: [accuracy]\n",
+     "gate.eval.acuracy: eval.acuracy: evaluate.metrics does not score acuracy (it scores: accuracy); did you mean 'accuracy'?"),
+    ("eval.accuracy/region:north: {min: 0.5}", "  metrics: [accuracy]\n",
+     "gate.eval.accuracy/region:north: eval.accuracy/region:north: no slice column 'region' in evaluate.slices"),
+])
+def test_a_rule_on_an_eval_metric_nothing_scores_is_refused(gate, evaluate, message):
+    """#24 item 8: validate accepted it, and check then failed closed with exit 1."""
+    section = "evaluate:\n  data: eval.csv\n  target: y\n  task: classification\n" + evaluate if evaluate else ""
+    [problem] = problems(MINIMAL + f"gate:\n  {gate}\n" + section)
+    assert problem.endswith(message), problem
+
+
+def test_eval_rules_on_scored_metrics_slices_and_own_functions_are_valid():
+    cfg = parse(MINIMAL + "gate:\n  eval.accuracy: {min: 0.5}\n  eval.cost: {max: 3}\n  eval.accuracy/region:north: {min: 0.4}\n"
+                "evaluate:\n  data: eval.csv\n  target: y\n  task: classification\n  metrics: [accuracy, 'pkg.m:cost']\n"
+                "  slices: [region]\n")
+    assert [r.metric for r in cfg.gate] == ["eval.accuracy", "eval.cost", "eval.accuracy/region:north"]
+
+
+def test_the_gate_setting_for_data_changes_is_not_a_metric():
+    cfg = parse(MINIMAL + "gate:\n  acc: {min: 0.5}\n  train_metrics_on_data_change: decide\n")
+    assert [r.metric for r in cfg.gate] == ["acc"] and cfg.data_change == "decide"
+    assert parse(MINIMAL).data_change == "inform"
+    [problem] = problems(MINIMAL + "gate:\n  train_metrics_on_data_change: always\n")
+    assert problem == "mlflow-ci.yml:5: gate.train_metrics_on_data_change: expected one of: inform, decide (got 'always')"
+
+
+def test_baseline_required_and_max_age():
+    cfg = parse(MINIMAL + "baseline:\n  required: false\n  max_age: 7d\n")
+    assert cfg.baseline.required is False and cfg.baseline.max_age == 7 * 86400
+    assert parse(MINIMAL + "baseline:\n  max_age: false\n").baseline.max_age is False
+    assert parse(MINIMAL).baseline.max_age == 30 * 86400 and parse(MINIMAL).baseline.required is True

@@ -85,3 +85,18 @@ def test_rows_from_jsonl_and_csv_and_bad_lines_named(tmp_path):
         load_rows(jsonl)
     with pytest.raises(UsageError, match="does not exist"):
         load_rows(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("faq.csv", b"question,expected_response\nhours?,9 to 5,extra,more\n", r"faq.csv:2: 2 more values than the header's 2 columns"),
+    ("faq.jsonl", b'{"inputs": {"question": "caf\xe9"}}\n', r"genai.data: .*faq.jsonl: not UTF-8 text \(byte 28\)"),
+    ("faq.csv", b"question\ncaf\xe9\n", r"genai.data: .*faq.csv: not UTF-8 text"),
+    ("faq.jsonl", b'{"inputs": ' + b"[" * 100_000 + b"\n", r"faq.jsonl:1: not a JSON object \(nested too deep\)"),
+])
+def test_unreadable_rows_are_usage_errors_not_crashes(tmp_path, name, content, message):
+    """#24 item 9: these raised raw exceptions (an unexpected failure, exit 4)."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message) as bad:
+        load_rows(path)
+    assert bad.value.exit_code == EXIT_USAGE
