@@ -104,11 +104,20 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     checks = ecfg.data_checks
     data_gate = datachecks.checks(data_report, max_psi=checks.max_psi, max_missing=checks.max_missing,
                                   fail_on_removed_columns=checks.fail_on_removed_columns)
+    repeat = {role: diff for role, diff in scoring.repeat_diff.items() if role == "candidate" or paired}
+    summary["determinism"] = {"rows": min(DETERMINISM_ROWS, len(y)), "max_abs_diff": repeat}
+    unstable = {role: diff for role, diff in repeat.items() if diff is not None and diff > REPEAT_TOLERANCE}
+    level_notes += tuple(f"warning: the {role} model's predictions differ between two calls on the same "
+                         f"{summary['determinism']['rows']} rows (largest difference {diff:.3g}): dropout or sampling left on "
+                         "at inference? Its scores change from check to check" for role, diff in sorted(unstable.items()))
+    if ecfg.deterministic == "required":
+        data_gate = [*data_gate, *(_determinism_check(role, repeat.get(role)) for role in ("candidate",))]
     updated = replace(comparison, candidate=cand, baseline=base, metrics=rows,
                       notes=(*comparison.notes, note, *level_notes))
     return Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
 
 
+DETERMINISM_ROWS = 64  # rows each model predicts twice to see whether its outputs are reproducible
 SCORES = "mlflow_ci/scores"  # where a run keeps its model's outputs on evaluation data, by key
 CARD = "mlflow_ci/model_card.json"  # the model's flavor, signature and size, kept with its run
 CARD_FIELDS = 12  # signature entries kept in a card
@@ -131,6 +140,7 @@ class Scoring:
     work: Path
     owner: str | None = None  # the candidate's run: the only run this check writes to
     loaded: dict = field(default_factory=dict)  # role -> the loaded model
+    repeat_diff: dict = field(default_factory=dict)  # role -> largest |difference| of two predictions of the same rows
 
     def outputs(self, role: str, run_id: str, classes):
         key = self._key(run_id)
@@ -141,10 +151,11 @@ class Scoring:
                 break
         if cached is None:
             out, own = self._compute(role, run_id)
+            self.repeat_diff[role] = self._repeat_diff(role, run_id)
             if key and self.owner:
-                self._write(self.owner, key, out, own)
+                self._write(self.owner, key, out, own, self.repeat_diff[role])
         else:
-            out, own = cached
+            out, own, self.repeat_diff[role] = cached
         if own is None or classes is None:
             return out, own
         return predict.align(out, own, classes), classes
@@ -168,18 +179,37 @@ class Scoring:
             with np.load(io.BytesIO(data), allow_pickle=False) as saved:
                 out = saved["out"]
                 own = saved["classes"] if "classes" in saved.files else None
+                diff = float(saved["repeat_diff"]) if "repeat_diff" in saved.files else None
         except (ValueError, KeyError, OSError):
             return None  # unreadable: computed again (and rewritten)
-        return (out, own) if len(out) == len(self.y) else None
+        return (out, own, diff) if len(out) == len(self.y) else None
 
-    def _write(self, run_id: str, key: str, out, own) -> None:
+    def _write(self, run_id: str, key: str, out, own, diff: float | None) -> None:
         import numpy as np
 
         if own is not None and np.asarray(own).dtype == object:
             return  # classes of mixed types do not round-trip without pickle: not kept
         path = self.work / f"{key}.npz"
-        np.savez_compressed(path, out=out, **({"classes": np.asarray(own)} if own is not None else {}))
+        np.savez_compressed(path, out=out, **({"classes": np.asarray(own)} if own is not None else {}),
+                            **({"repeat_diff": np.float64(diff)} if diff is not None else {}))
         self.tracker.log_artifact(run_id, path, SCORES)
+
+    def _repeat_diff(self, role: str, run_id: str) -> float | None:
+        """The largest difference between two predictions of the same first rows (0.0: reproducible); None
+        when the outputs cannot be compared (not numbers)."""
+        import numpy as np
+
+        rows = slice(0, min(DETERMINISM_ROWS, len(self.y)))
+        predict_rows = self.predictor(role, run_id)
+        first, second = predict_rows(rows)[0], predict_rows(rows)[0]
+        try:
+            a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+        if a.shape != b.shape:
+            return float("inf")
+        both_nan = np.isnan(a) & np.isnan(b)
+        return float(np.max(np.where(both_nan, 0.0, np.abs(a - b)), initial=0.0))
 
     def model(self, role: str, run_id: str):
         """The run's model, loaded once (only when outputs or timings need it)."""
@@ -232,6 +262,20 @@ class Scoring:
 
     def _compute(self, role: str, run_id: str):
         return self.predictor(role, run_id)()
+
+
+REPEAT_TOLERANCE = 1e-9  # outputs of two calls further apart than this are not reproducible
+
+
+def _determinism_check(role: str, diff: float | None):
+    """evaluate.deterministic: required — the gate check that the model predicts the same twice."""
+    from mlflow_ci.gate import Check
+
+    ok = diff is not None and diff <= REPEAT_TOLERANCE
+    message = ("not known: its outputs were not numbers" if diff is None else
+               f"two calls on the same rows differ by up to {diff:.3g}" if not ok else "two calls on the same rows agree")
+    return Check(metric=f"determinism:{role}", rule="deterministic", limit=REPEAT_TOLERANCE, value=diff, baseline=None,
+                 bound=REPEAT_TOLERANCE, passed=ok, blocking=True, direction="lower", message=message)
 
 
 def _perf(scoring: Scoring, cand_run: str, base_run: str | None) -> dict[str, dict[str, float]]:

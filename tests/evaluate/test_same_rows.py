@@ -143,3 +143,68 @@ def test_a_cached_check_reuses_the_model_outputs_kept_with_the_runs(project):
     third = check()
     # new data is a new input: a new candidate run, and the baseline (the first run) is scored again on it
     assert not third.result.candidate.cached and loads[1:] == [third.result.candidate.run_id, first.result.candidate.run_id]
+
+
+NOISY = """
+import json, mlflow, mlflow.pyfunc, numpy as np
+params = json.load(open("params.json"))
+
+class Dropout(mlflow.pyfunc.PythonModel):
+    \"\"\"A classifier that, like a network with dropout left on at inference, answers differently each call.\"\"\"
+    def __init__(self, noise):
+        self.noise = noise
+    def predict(self, context, model_input, params=None):
+        x = model_input["x1"].to_numpy() + 0.5 * model_input["x2"].to_numpy()
+        x = x + np.random.default_rng().normal(0, self.noise, len(x)) if self.noise else x
+        p = 1 / (1 + np.exp(-x))
+        return np.column_stack([1 - p, p])
+
+with mlflow.start_run():
+    mlflow.pyfunc.log_model(name="model", python_model=Dropout(params["noise"]), pip_requirements=["numpy"])
+"""
+
+
+def test_a_model_whose_predictions_change_between_two_calls_is_reported(project):
+    """#24 item 7: a model scoring 0.933 then 0.867 in the next check went unnoticed."""
+    make_data(400, 1).to_csv(project.root / "eval.csv", index=False)
+    project.write("train.py", NOISY)
+    project.write("params.json", json.dumps({"noise": 0.0}))
+    config = """\
+experiment: dropout
+train:
+  command: python train.py
+evaluate:
+  data: eval.csv
+  target: label
+  task: classification
+  metrics: [accuracy]
+  resamples: 200
+  classes: [0, 1]
+gate:
+  eval.accuracy: {min: 0.5}
+"""
+    project.write("mlflow-ci.yml", config)
+    project.commit("steady model")
+    steady = project.cli("check")
+    assert steady.returncode == 0, steady.stdout + steady.stderr
+    result = project.result()
+    assert result["evaluation"]["determinism"] == {"rows": 64, "max_abs_diff": {"candidate": 0.0}}
+    assert not any("differ between two calls" in n for n in result["notes"])
+
+    project.write("params.json", json.dumps({"noise": 1.0}))
+    project.commit("dropout left on")
+    noisy = project.cli("check")
+    result = project.result()
+    diff = result["evaluation"]["determinism"]["max_abs_diff"]
+    assert diff["candidate"] > 0.01 and diff["baseline"] == 0.0, diff  # the baseline's kept outputs say it was steady
+    [note] = [n for n in result["notes"] if "differ between two calls" in n]
+    assert note.startswith("warning: the candidate model's predictions differ between two calls on the same 64 rows")
+    assert "warning: the candidate model's predictions differ" in noisy.stdout  # the terminal says it too
+
+    project.write("mlflow-ci.yml", config.replace("  classes: [0, 1]\n", "  classes: [0, 1]\n  deterministic: required\n"))
+    project.commit("determinism required")
+    required = project.cli("check")
+    assert required.returncode == 1, required.stdout + required.stderr
+    [check] = [c for c in project.result()["checks"] if c["rule"] == "deterministic"]
+    assert check["metric"] == "determinism:candidate" and check["passed"] is False
+    assert check["message"].startswith("two calls on the same rows differ by up to ")
