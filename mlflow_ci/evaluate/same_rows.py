@@ -60,7 +60,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
     y = np.asarray(y)
     ev.register_user_metrics(ecfg.metrics, cfg.root)
     cand, base = comparison.candidate, comparison.baseline
-    data_digest = _data_digest(cfg)
+    data_digest = _data_digest(cfg, X, y)
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-eval-") as tmp:
         scoring = Scoring(cfg, tracker, registry, X, y, data_digest, Path(tmp), cand.run_id if keep else None)
         cand_out, classes = scoring.outputs("candidate", cand.run_id, None)
@@ -285,10 +285,30 @@ def _perf(scoring: Scoring, cand_run: str, base_run: str | None) -> dict[str, di
     return perf.measure(subjects, len(scoring.y), scoring.cfg.evaluate.perf)
 
 
-def _data_digest(cfg: Config) -> str | None:
-    """sha256 of the evaluation file; None for data produced by module:function."""
+def _data_digest(cfg: Config, X, y) -> str | None:
+    """sha256 of the evaluation file; for data produced by module:function, of the frame it returned (its
+    columns, dtypes, index and every value), so a model's outputs on it are kept and reused like a file's."""
     path = cfg.root / cfg.evaluate.data
-    return file_sha256(path) if path.is_file() else None
+    if path.is_file():
+        return file_sha256(path)
+    return frame_digest(X, y)
+
+
+def frame_digest(X, y) -> str | None:
+    """``frame:<sha256>`` of a feature frame and its labels; None when they cannot be hashed as data."""
+    import numpy as np
+    import pandas as pd
+
+    digest = hashlib.sha256(b"mlflow-ci frame v1")
+    try:
+        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
+        labels = pd.Series(np.asarray(y))
+        digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+        digest.update(str(labels.dtype).encode() + pd.util.hash_pandas_object(labels, index=False).to_numpy().tobytes())
+    except (TypeError, ValueError):
+        return None  # e.g. unhashable cells (lists, dicts): outputs are computed each time
+    return "frame:" + digest.hexdigest()
 
 
 def _scores(ecfg: EvaluateConfig, y, cand_out, base_out, classes) -> tuple[dict, dict, dict]:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mlflow_ci.tracking import MlflowTracker
 
@@ -98,9 +99,11 @@ gate:
     assert "eval.accuracy" in tracker.get_run(champion_run).metrics
 
 
-def test_a_cached_check_reuses_the_model_outputs_kept_with_the_runs(project):
+@pytest.mark.parametrize("data", ["eval.csv", "evaldata:rows"])
+def test_a_cached_check_reuses_the_model_outputs_kept_with_the_runs(project, data):
     """Second check on unchanged inputs: the candidate run is reused, and so are both models' outputs on
-    the unchanged evaluation data; no model is loaded. Changed data: computed again."""
+    the unchanged evaluation data; no model is loaded. Changed data: computed again. Rows returned by a
+    module:function are kept by the digest of the frame, like a file's (#24: they were scored every time)."""
     import io
 
     from mlflow_ci.commands.check import do_check
@@ -111,7 +114,10 @@ def test_a_cached_check_reuses_the_model_outputs_kept_with_the_runs(project):
     make_data(500, 1).to_csv(project.root / "eval.csv", index=False)
     project.write("train.py", SCRIPT)
     project.write("params.json", json.dumps({"corrupt_region": None}))
-    project.write("mlflow-ci.yml", "experiment: cached\ntrain:\n  command: python train.py\nevaluate:\n  data: eval.csv\n"
+    project.write("evaldata.py", "from pathlib import Path\nimport pandas as pd\n\ndef rows():\n"
+                  "    frame = pd.read_csv(Path(__file__).parent / 'eval.csv')\n    return frame.drop(columns=['label']), frame['label']\n")
+    project.write("mlflow-ci.yml", f"experiment: cached\ntrain:\n  command: python train.py\n  inputs: ['*.py', '*.json', 'train.csv']\n"
+                                   f"evaluate:\n  data: {data}\n"
                                    "  target: label\n  task: classification\n  resamples: 200\ngate:\n  eval.accuracy: {min: 0.5}\n")
     project.commit("model")
 
@@ -138,11 +144,14 @@ def test_a_cached_check_reuses_the_model_outputs_kept_with_the_runs(project):
     assert card["flavor"] == "scikit-learn" and card["size_mb"] > 0 and card["inputs_total"] == len(card["inputs"])  # no signature logged here
     assert again.result.evaluation["models"]["candidate"] == card  # the model card kept with the run, read back
     assert again.result.candidate.train_seconds == first.result.candidate.train_seconds > 0
+    assert again.result.evaluation["data_digest"] == first.result.evaluation["data_digest"]
+    assert again.result.evaluation["data_digest"].startswith("frame:") == (":" in data)
     make_data(500, 2).to_csv(project.root / "eval.csv", index=False)
     project.commit("new evaluation rows")
     third = check()
-    # new data is a new input: a new candidate run, and the baseline (the first run) is scored again on it
-    assert not third.result.candidate.cached and loads[1:] == [third.result.candidate.run_id, first.result.candidate.run_id]
+    # new rows, same model: the reused run is scored again on them (nothing kept for these rows yet)
+    assert third.result.candidate.cached and loads[1:] == [first.result.candidate.run_id]
+    assert third.result.evaluation["data_digest"] != first.result.evaluation["data_digest"]
 
 
 NOISY = """
