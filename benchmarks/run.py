@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -30,6 +31,8 @@ BIN = Path(PY).parent
 sys.path.insert(0, str(ROOT / "tests"))  # the same real servers the tests start (tests/stack.py)
 
 from stack import S3, MlflowServer, Postgres  # noqa: E402
+
+from mlflow_ci.commands.demo import REGRESS_FEATURES  # noqa: E402 - the demo's regressing pull request
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -286,22 +289,31 @@ def bench_store(work: Path, repeat: int) -> list[dict]:
     saved = work / "saved-store"
     timed([*cli, "store", "save", "--to", str(saved), "--keep", "0"], source, env())
     subprocess.run([*git, "checkout", "-q", "-b", "pr"], cwd=source, check=True)
-    params = source / "params.yaml"
-    params.write_text(params.read_text() + "\n# a change on the pull request\n")
+    main = subprocess.run([*git, "rev-parse", "HEAD"], cwd=source, check=True, capture_output=True, text=True).stdout.strip()
+    params = source / "params.yaml"  # the demo's regressing pull request: both paths must fail it
+    params.write_text(re.sub(r"(?m)^features: .*$", REGRESS_FEATURES, params.read_text()))
     subprocess.run([*git, "commit", "-qam", "pr"], cwd=source, check=True, env=env())
 
     def runner(i: int, restore: bool) -> float:
         clone = work / f"runner-{i}-{restore}"
         subprocess.run([*git, "clone", "-q", "-b", "pr", str(source), str(clone)], check=True)
+        subprocess.run([*git, "branch", "-q", "main", "origin/main"], cwd=clone, check=True)
         started = time.perf_counter()
         if restore:
             timed([*cli, "store", "restore", "--from", str(saved)], clone, ci)
-        timed([*cli, "check", "--no-publish"], clone, ci, ok=(0, 1))
-        return time.perf_counter() - started
+        timed([*cli, "check", "--no-publish", "--base-branch", "main"], clone, ci, ok=(1,))  # the verdict timed: fail
+        elapsed = time.perf_counter() - started
+        result = json.loads((clone / ".mlflow-ci" / "result.json").read_text())
+        expected = f"base_commit:{main}" if restore else f"base_trained:{main}"
+        if result["verdict"] != "fail" or (result["baseline"] or {}).get("source") != expected:
+            raise SystemExit(f"store benchmark: expected verdict fail against {expected}, got {result['verdict']} "
+                             f"against {(result['baseline'] or {}).get('source')}")
+        return elapsed
 
     restored = statistics.median(runner(i, True) for i in range(repeat))
     fresh = statistics.median(runner(i, False) for i in range(repeat))
-    return [row("store, first PR with nothing restored (base trained in-job) vs a restored store, demo project",
+    return [row("store, a regressing first PR with nothing restored (base trained and scored in-job) vs a restored store, "
+                "demo project (both fail it)",
                 fresh, restored, "ratio", fresh / restored, None, "")]
 
 
