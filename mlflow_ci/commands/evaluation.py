@@ -11,7 +11,13 @@ from mlflow_ci.errors import UsageError
 
 
 def evaluate(s, tracker, comparison: cmp.Comparison, *, keep: bool = True):
-    """:func:`mlflow_ci.evaluate.same_rows.evaluate_same_rows` on the session's config and store."""
+    """:func:`mlflow_ci.evaluate.same_rows.evaluate_same_rows` on the session's config and store, unless the
+    candidate's run keeps the result for this baseline and these rows (:mod:`mlflow_ci.evaluate.kept`)."""
+    from mlflow_ci.evaluate import kept
+
+    found = kept.lookup(s.cfg, tracker, comparison)
+    if found is not None:
+        return found
     try:
         from mlflow_ci.evaluate.same_rows import evaluate_same_rows
     except ModuleNotFoundError as exc:

@@ -17,22 +17,13 @@ from typing import Any
 from mlflow_ci import compare as cmp
 from mlflow_ci.config.models import Config, EvaluateConfig
 from mlflow_ci.errors import UsageError
-from mlflow_ci.evaluate import datachecks, perf, predict
+from mlflow_ci.evaluate import datachecks, kept, perf, predict
+from mlflow_ci.evaluate.kept import Evaluated
 from mlflow_ci.evaluate import metrics as ev
 from mlflow_ci.provenance import file_sha256
 
 SLICE_LIMIT = 20  # most frequent values per column
 SLICE_MIN_ROWS = 30
-
-
-@dataclass(frozen=True)
-class Evaluated:
-    """What ``evaluate:`` adds to a check."""
-    comparison: cmp.Comparison  # with eval.<metric> values merged in
-    intervals: dict  # metric name -> paired bootstrap interval
-    summary: dict  # result.json's "evaluation"
-    rules: tuple  # the slice_gate rules, one per slice
-    data_checks: tuple  # gate checks from the data checks
 
 
 def slice_metric(metric: str, column: str, value: str) -> str:
@@ -114,7 +105,11 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
         data_gate = [*data_gate, *(_determinism_check(role, repeat.get(role)) for role in ("candidate",))]
     updated = replace(comparison, candidate=cand, baseline=base, metrics=rows,
                       notes=(*comparison.notes, note, *level_notes))
-    return Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
+    result = Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
+    if keep:
+        kept.keep(cfg, tracker, result, candidate=cand_metrics, baseline=base_metrics if base is not None else None,
+                  notes=(note, *level_notes))
+    return result
 
 
 DETERMINISM_ROWS = 64  # rows each model predicts twice to see whether its outputs are reproducible

@@ -4,6 +4,8 @@ slices with their own diff and gate, data checks, and a significant regression f
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -146,6 +148,15 @@ def test_a_cached_check_reuses_the_model_outputs_kept_with_the_runs(project, dat
     assert again.result.candidate.train_seconds == first.result.candidate.train_seconds > 0
     assert again.result.evaluation["data_digest"] == first.result.evaluation["data_digest"]
     assert again.result.evaluation["data_digest"].startswith("frame:") == (":" in data)
+    if ":" not in data:  # rows from a file: the result itself is kept; a third identical check imports no pandas
+        script = ("import io, sys\nfrom pathlib import Path\nfrom mlflow_ci.commands.check import do_check\n"
+                  "from mlflow_ci.commands.session import Options, make_session\nfrom mlflow_ci.config.loader import load_config\n"
+                  "root = Path(sys.argv[1])\ns = make_session(load_config(root / 'mlflow-ci.yml'), dict(__import__('os').environ), root, io.StringIO())\n"
+                  "out = do_check(s, Options(out_dir=root / '.mlflow-ci'))\n"
+                  "print(out.verdict, out.result.candidate.metrics['eval.accuracy'], 'pandas' in sys.modules, 'numpy' in sys.modules)\n")
+        proc = subprocess.run([sys.executable, "-c", script, str(project.root)], env=project.env(), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["pass", repr(first.result.candidate.metrics["eval.accuracy"]), "False", "False"]
     make_data(500, 2).to_csv(project.root / "eval.csv", index=False)
     project.commit("new evaluation rows")
     third = check()
