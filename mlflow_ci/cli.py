@@ -400,6 +400,12 @@ def validate(config_path):
 
     cfg = load_config(config_path)
     from mlflow_ci.config import LIMIT_RULES
+    from mlflow_ci.config.loader import missing_paths
+
+    if missing_paths(cfg):
+        from mlflow_ci.errors import ConfigError
+
+        raise ConfigError(missing_paths(cfg), path=str(config_path))
 
     if cfg.evaluate is not None:  # what can be told without loading a model
         from mlflow_ci.errors import ConfigError
@@ -407,14 +413,14 @@ def validate(config_path):
 
         found = static_problems(cfg.evaluate, cfg.root)
         if found:
-            raise ConfigError([f"{config_path}: {p}" for p in found], path=str(config_path))
+            raise ConfigError([cfg.located(p) for p in found], path=str(config_path))
     if cfg.genai is not None:
         from mlflow_ci.errors import ConfigError
         from mlflow_ci.genai.static import static_problems as genai_problems
 
         found = genai_problems(cfg.genai, cfg.root)
         if found:
-            raise ConfigError([f"{config_path}: {p}" for p in found], path=str(config_path))
+            raise ConfigError([cfg.located(p) for p in found], path=str(config_path))
 
     rules = sum(1 for r in cfg.gate for k in LIMIT_RULES if getattr(r, k) is not None)
     echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")

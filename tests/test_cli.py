@@ -184,9 +184,20 @@ def test_validate_checks_the_evaluation_data_without_loading_a_model(project):
     assert "evaluate.output: only for task: classification" in proc.stderr
     project.write("mlflow-ci.yml", base + "evaluate:\n  data: missing.csv\n  target: label\n  task: regression\n")
     proc = project.cli("validate")
-    assert proc.returncode == 2 and "evaluate.data: file not found:" in proc.stderr
+    line = len(base.splitlines()) + 2  # every file-not-found error names the line that names the file
+    assert proc.returncode == 2 and f"mlflow-ci.yml:{line}: evaluate.data: file not found:" in proc.stderr
     project.write("mlflow-ci.yml", base + "evaluate:\n  data: eval.csv\n  target: label\n  task: classification\n")
     assert project.cli("validate").returncode == 0
+
+
+def test_validate_names_the_line_of_every_path_that_does_not_exist(project):
+    base = (project.root / "mlflow-ci.yml").read_text()
+    project.write("mlflow-ci.yml", base + "report:\n  template: report.j2\ndeploy:\n  command: sh d.sh\n  workdir: ops\n")
+    proc = project.cli("validate")
+    n = len(base.splitlines())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: mlflow-ci.yml:{n + 5}: deploy.workdir: folder not found: {project.root / 'ops'}" in proc.stderr
+    assert f"error: mlflow-ci.yml:{n + 2}: report.template: file not found: {project.root / 'report.j2'}" in proc.stderr
 
 
 def test_validate_checks_the_genai_rows_app_scorers_and_prompts_without_running_them(project):

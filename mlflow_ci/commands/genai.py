@@ -95,7 +95,10 @@ def _rows(s: Session) -> tuple[list[DataRow], str]:
     g = s.cfg.genai
     if g.data is not None:
         path = s.cfg.resolve(g.data)
-        rows = load_rows(path)
+        try:
+            rows = load_rows(path)
+        except UsageError as exc:  # the file named where the config names it
+            raise UsageError(s.cfg.located(exc.message) if exc.message.startswith("genai.data: ") else exc.message) from None
         return rows, hashlib.sha256(path.read_bytes()).hexdigest()
     name = g.dataset.name
     records, dataset_id, digest = s.registry().eval_dataset(name)

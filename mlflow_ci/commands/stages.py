@@ -168,7 +168,10 @@ def do_report(
         head_sha=ctx.head_sha or ctx.commit, ci_run_url=ctx.run_url, config_path=s.config_path(),
         evaluation=evaluation, genai=genai,
     )
-    markdown = report.render_markdown(result, s.cfg.report, s.cfg.root)
+    try:
+        markdown = report.render_markdown(result, s.cfg.report, s.cfg.root)
+    except UsageError as exc:
+        raise UsageError(s.cfg.located(exc.message) if exc.message.startswith("report.template: ") else exc.message) from None
     report_path, result_path = report.write_outputs(opts.out_dir, markdown, result)
     return CheckResult(gate.verdict, result, report_path, result_path, None)
 

@@ -58,6 +58,7 @@ def parse_config(text: str, path: Path, *, shown: str | None = None) -> Config:
     assert config is not None
     config._path = path
     config._rule_lines = {rule.metric: loaded.line(("gate", rule.metric), key=True) for rule in config.gate}
+    config._lines = loaded
     return config
 
 
@@ -109,3 +110,16 @@ def json_schema() -> dict:
 
 def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def missing_paths(config: Config) -> list[str]:
+    """The files and folders the configuration names that do not exist, each located (file, line, key)."""
+    wanted = [("train.workdir", config.train.workdir, "folder"), ("deploy.workdir", config.deploy.workdir, "folder")]
+    if config.report.template:
+        wanted.append(("report.template", config.report.template, "file"))
+    out = []
+    for key, relative, kind in wanted:
+        path = config.resolve(relative)
+        if not (path.is_dir() if kind == "folder" else path.is_file()):
+            out.append(f"{config.at(key)}: {kind} not found: {path}")
+    return out

@@ -683,6 +683,7 @@ class Config(Section):
 
     _path: Path = PrivateAttr(Path("mlflow-ci.yml"))
     _rule_lines: dict[str, int] = PrivateAttr(default_factory=dict)
+    _lines: Any = PrivateAttr(None)  # the file's line of each key (yamlnodes.LoadedYaml), set by the loader
 
     @field_validator("evaluate")
     @classmethod
@@ -749,6 +750,17 @@ class Config(Section):
     def with_experiment(self, experiment: str) -> "Config":
         """The same configuration for another experiment (read from the same file)."""
         return self.model_copy(update={"experiment": experiment})
+
+    def at(self, key_path: str) -> str:
+        """``mlflow-ci.yml:12: evaluate.data``: a dotted key path with the file and the line it is written on."""
+        parts = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", key_path))
+        line = self._lines.line(parts, key=True) if self._lines is not None else None
+        return f"{self._path.name}:{line}: {key_path}" if line else f"{self._path.name}: {key_path}"
+
+    def located(self, problem: str) -> str:
+        """A problem that starts with a key path (``evaluate.data: file not found: …``), with its file and line."""
+        match = re.match(r"^([A-Za-z_][\w.\[\]]*): ", problem)
+        return f"{self.at(match.group(1))}: {problem[match.end():]}" if match else f"{self._path.name}: {problem}"
 
     def rule_line(self, metric: str) -> int | None:
         """The line of the file where ``gate.<metric>`` starts (for annotations)."""

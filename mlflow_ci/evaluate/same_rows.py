@@ -47,7 +47,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
 
     ecfg = cfg.evaluate
     assert ecfg is not None
-    X, y = ev.load_dataset(ecfg.data, ecfg.target, cfg.root)
+    X, y = ev.load_dataset(ecfg.data, ecfg.target, cfg.root, where=cfg.at("evaluate.data"))
     y = np.asarray(y)
     ev.register_user_metrics(ecfg.metrics, cfg.root)
     cand, base = comparison.candidate, comparison.baseline

@@ -17,7 +17,7 @@ def static_problems(g, root: Path) -> list[str]:
         try:
             load_rows(root / g.data)
         except UsageError as exc:
-            problems.append(f"genai.data: {exc.message}")
+            problems.append(exc.message if exc.message.startswith("genai.data: ") else f"genai.data: {exc.message}")
     modules = [("genai.predict_fn", g.predict_fn)] + [
         (f"genai.scorers[{i}]", name) for i, (name, _) in enumerate(g.scorers) if USER_METRIC.fullmatch(name)]
     for where, spec in modules:
