@@ -14,7 +14,7 @@ from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.commands.validated import select_candidate
 from mlflow_ci.compare import Baseline, resolve_baseline
-from mlflow_ci.gate import GateResult, evaluate, infer_direction
+from mlflow_ci.gate import GateResult, evaluate, infer_direction, no_baseline
 from mlflow_ci.github.publish import PublishResult, Target
 from mlflow_ci.report import VERDICT_ICON, code, md, number, sticky_marker
 from mlflow_ci.result import Result
@@ -63,11 +63,15 @@ def build(s, pr: int, opts) -> Leaderboard:
         if head and run.tags.get(TAG_HEAD_SHA) != head:
             continue
         latest.setdefault(run.tags.get(TAG_CANDIDATE, ""), run)
-    baseline = None
+    baseline, expected = None, ()
     if experiment_id:
-        baseline, _ = resolve_baseline(tracker, cfg, s.context(opts), experiment_id=experiment_id, candidate_run_id="")
+        baseline, seen = resolve_baseline(tracker, cfg, s.context(opts), experiment_id=experiment_id, candidate_run_id="")
+        expected = tuple(seen.expected)
     base_metrics = dict(baseline.run.metrics) if baseline else None
+    closed = no_baseline(cfg.gate, expected) if baseline is None and expected and cfg.baseline.required else None
     gated = {name: evaluate(cfg.gate, dict(run.metrics), base_metrics) for name, run in latest.items()}
+    if closed:  # the same fail-closed rule as a single check: no candidate passes on what it cannot compare
+        gated = {name: GateResult((closed, *gate.checks)) for name, gate in gated.items()}
     passing = [run for name, run in latest.items() if gated[name].verdict != "fail"]
     chosen = select_candidate(cfg, passing).run_id if passing else None
     metric = cfg.promote.select_metric or (cfg.gate[0].metric if cfg.gate else None)
