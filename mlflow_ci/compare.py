@@ -224,7 +224,8 @@ def baseline_refusal(run: RunSnapshot, *, rolled_back: bool = True) -> str | Non
 
 def gated_run(runs, candidate_run_id: str, seen: Search, where: str) -> RunSnapshot | None:
     """The newest run that may be a baseline (:func:`baseline_refusal`); the runs passed over, and why, in
-    ``seen.notes``. A passed-over run that went through a real gate is evidence that a baseline should exist.
+    ``seen.notes``. A passed-over run that went through a real gate (passed and rolled back since, or failed;
+    not a check that errored before deciding) is evidence that a baseline should exist.
 
     The candidate itself is found only when it was gated before (a reused run: nothing changed).
     """
@@ -240,7 +241,8 @@ def gated_run(runs, candidate_run_id: str, seen: Search, where: str) -> RunSnaps
         if run.run_id == candidate_run_id:
             continue
         skipped.append((run.run_id, refused))
-        if TAG_VERDICT in run.tags and refused != EXPLORATORY and not any(where in e for e in seen.expected):
+        gated = run.tags.get(TAG_VERDICT) in ("pass", "warn", "fail") and refused != EXPLORATORY
+        if gated and not any(where in e for e in seen.expected):
             seen.expected.append(f"runs {where} went through the gate but none may be a baseline")
     seen.notes.append(_passed_over(where, skipped) if skipped else f"no finished run {where}")
     return None
