@@ -165,3 +165,29 @@ def test_trend_is_the_last_gated_runs_of_the_base_branch_oldest_first(tmp_path):
     off = load_config_text("experiment: e\ntrain: {command: python t.py}\ngate:\n  acc: {min: 0}\nreport: {trend: 0}\n")
     assert trend(Tracker(), off, GitContext(base_branch="main"), candidate) is None
     assert trend(Tracker(), cfg, GitContext(), candidate) is None  # no branch known: no trend
+
+
+def test_an_exploratory_run_is_never_a_baseline_nor_promoted(project):
+    """#24 item 2: a run checked with `gate: {}` (what init writes) counted as "gated, pass", became the
+    baseline of the first real check, and only deleting the store recovered."""
+    rules = (project.root / "mlflow-ci.yml").read_text()
+    project.write("mlflow-ci.yml", rules.split("gate:")[0] + "gate: {}\n")
+    project.set_metrics(accuracy=0.99, rmse=1.0)  # an exploratory run that would make any real PR look bad
+    project.commit("exploring")
+    explored = check(project)
+    assert explored.verdict == "pass"
+    run = MlflowTracker(project.uri).get_run(explored.result["candidate"]["run_id"])
+    assert run.tags["mlflow_ci.gate_rules"] == "0"
+
+    project.write("mlflow-ci.yml", rules)
+    project.set_metrics(accuracy=0.9, rmse=5.0)
+    project.commit("real rules on main")
+    project.branch("feature")
+    project.set_metrics(accuracy=0.91, rmse=5.0)
+    project.commit("a PR")
+    pr = check(project, base_branch="main")
+    assert pr.result["baseline"] is None and pr.verdict == "pass"  # a first model: nothing gated with rules yet
+    assert any("gated with no rule (an exploratory run: gate: {})" in n for n in pr.result["notes"])
+
+    refused = project.cli("promote", "--run", run.run_id)
+    assert refused.returncode == 1 and "gated with no rule" in refused.stderr and "Traceback" not in refused.stderr
