@@ -130,9 +130,13 @@ def test_a_prs_check_never_writes_onto_the_baseline_run(demo, tmp_path):
     uri = copied_store(demo, tmp_path / "store")
     champion = champion_run(uri)
     before = MlflowTracker(uri).get_run(champion)
+    data = repo / "data.py"  # the PR edits the evaluation rows: another held-out split
+    data.write_text(data.read_text(encoding="utf-8").replace("random_state=7", "random_state=11"), encoding="utf-8")
+    git(repo, "commit", "-q", "-am", "another holdout")
     code, result, out = check(repo, MLFLOW_TRACKING_URI=uri)
-    assert code == 0, out
-    assert result["baseline"]["metrics"]["eval.roc_auc"] > 0
+    assert "Traceback" not in out
+    scored = result["baseline"]["metrics"]["eval.roc_auc"]
+    assert scored != before.metrics["eval.roc_auc"]  # the champion scored on the PR's rows: kept with the candidate
     after = MlflowTracker(uri).get_run(champion)
     assert dict(after.metrics) == dict(before.metrics) and dict(after.tags) == dict(before.tags)
 
