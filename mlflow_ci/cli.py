@@ -536,7 +536,7 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy, force):
 @click.option("--no-deploy", is_flag=True, help="Move the alias but do not run deploy.command.")
 def rollback(config_path, out_dir, to_version, reason, no_deploy):
     """Move the champion alias back to the previous version (or --to VERSION), with who and why."""
-    from mlflow_ci.commands.promote import rollback as run_rollback
+    from mlflow_ci.commands.rollback import rollback as run_rollback
 
     result = run_rollback(_session(config_path), to=to_version, reason=reason, out_dir=Path(out_dir), deploy=not no_deploy)
     if result.from_version:

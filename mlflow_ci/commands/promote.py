@@ -21,7 +21,7 @@ from typing import Callable
 
 from mlflow_ci.commands.chain import TAG_DIGEST
 from mlflow_ci.commands.check import do_check
-from mlflow_ci.commands.prompts import PromptMove, TAG_PROMPT, promote_prompts, restore_prompts, rollback_prompts, validated_templates
+from mlflow_ci.commands.prompts import PromptMove, TAG_PROMPT, promote_prompts, restore_prompts, validated_templates
 from mlflow_ci.commands.publish import github_client
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.validated import Found, find_validated_run
@@ -76,7 +76,7 @@ class PromoteResult:
         return f"models:/{self.model}@{self.alias}" if self.version else ""
 
 
-def _who(env) -> str:
+def who(env) -> str:
     if env.get("GITHUB_ACTOR"):
         return env["GITHUB_ACTOR"]
     try:
@@ -85,7 +85,7 @@ def _who(env) -> str:
         return "unknown"
 
 
-def _stamp(clock: Callable[[], float]) -> str:
+def stamp(clock: Callable[[], float]) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
 
 
@@ -121,9 +121,9 @@ def approvals(client, run_id: str | None, stream) -> tuple[str, ...]:
     for review in reviews:
         if review.get("state") != "approved":
             continue
-        who = (review.get("user") or {}).get("login") or "someone"
+        login = (review.get("user") or {}).get("login") or "someone"
         where = ", ".join(str(e.get("name")) for e in review.get("environments") or [] if isinstance(e, dict) and e.get("name"))
-        out.append(f"{who} approved {where or 'the deployment'}" + (f": {review['comment']}" if review.get("comment") else ""))
+        out.append(f"{login} approved {where or 'the deployment'}" + (f": {review['comment']}" if review.get("comment") else ""))
     return tuple(out)
 
 
@@ -142,7 +142,7 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
         tracker.set_tags(run.run_id, {TAG_ROLLED_BACK: ""})
     templates = validated_templates(cfg, run)  # before any write: a prompt nobody validated stops promote here
     tags = version_tags(found, s.env, clock)
-    forced = {"mlflow_ci.forced_by": _who(s.env), "mlflow_ci.forced_reason": opts.force[:5000]} if opts.force else {}
+    forced = {"mlflow_ci.forced_by": who(s.env), "mlflow_ci.forced_reason": opts.force[:5000]} if opts.force else {}
     if not tracker.has_model(run.run_id, cfg.promote.model_path):
         if not templates:
             raise UsageError(f"run {run.run_id} logged no model named {cfg.promote.model_path!r} (promote.model_path): "
@@ -170,10 +170,10 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
     deployed = version.tags.get("mlflow_ci.deployed") == "true"
     if cfg.deploy.command and opts.deploy and (action == "promoted" or not deployed):
         def restore() -> None:
-            _restore(tracker, cfg.model, alias, prev_alias, current, earlier)
+            restore_aliases(tracker, cfg.model, alias, prev_alias, current, earlier)
             restore_prompts(cfg, tracker, moves)
 
-        _deploy_or_restore(s, tracker, version, opts, restore=restore if action == "promoted" else None, clock=clock,
+        deploy_or_restore(s, tracker, version, opts, restore=restore if action == "promoted" else None, clock=clock,
                            prompts=moves)
         deployed = True
         if action == "unchanged":
@@ -211,7 +211,7 @@ def _promote_prompts_only(s, opts: PromoteOptions, tracker, found: Found, templa
     action = "promoted" if any(m.action == "promoted" for m in moves) else "unchanged"
     deployed = False
     if cfg.deploy.command and opts.deploy and action == "promoted":
-        _run_deploy(s, opts, {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
+        run_deploy(s, opts, {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
                     on_failure=lambda: restore_prompts(cfg, tracker, moves), what="the prompts' aliases were moved back")
         deployed = True
     result = PromoteResult(action, cfg.model, cfg.champion_alias, "", found.run, None, None, deployed, found.how,
@@ -243,8 +243,8 @@ def version_tags(found: Found, env, clock) -> dict[str, str]:
         "mlflow_ci.run_id": run.run_id,
         "mlflow_ci.commit": run.tags.get(TAG_HEAD_SHA) or run.commit or "",
         "mlflow_ci.verdict": run.tags.get(TAG_VERDICT, ""),
-        "mlflow_ci.promoted_by": _who(env),
-        "mlflow_ci.promoted_at": _stamp(clock),
+        "mlflow_ci.promoted_by": who(env),
+        "mlflow_ci.promoted_at": stamp(clock),
         "mlflow_ci.provenance": found.provenance[:5000],
     }
     if found.chain is not None:
@@ -260,7 +260,7 @@ def version_tags(found: Found, env, clock) -> dict[str, str]:
     return tags
 
 
-def _restore(tracker, model: str, alias: str, prev_alias: str, current: VersionInfo | None, earlier: VersionInfo | None) -> None:
+def restore_aliases(tracker, model: str, alias: str, prev_alias: str, current: VersionInfo | None, earlier: VersionInfo | None) -> None:
     if current is not None:
         tracker.set_alias(model, alias, current.version)
     else:
@@ -271,20 +271,20 @@ def _restore(tracker, model: str, alias: str, prev_alias: str, current: VersionI
         tracker.delete_alias(model, prev_alias)
 
 
-def _deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *, restore, clock, prompts=()) -> None:
+def deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *, restore, clock, prompts=()) -> None:
     cfg = s.cfg
     model = {"MODEL_NAME": cfg.model, "MODEL_VERSION": version.version, "MODEL_URI": f"models:/{cfg.model}@{cfg.champion_alias}"}
 
     def failed() -> None:
         if restore is not None:
             restore()
-        tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deploy_failed": _stamp(clock)})
+        tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deploy_failed": stamp(clock)})
 
-    _run_deploy(s, opts, model, prompts, on_failure=failed, what=f"{cfg.model}@{cfg.champion_alias} was moved back")
-    tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deployed": "true", "mlflow_ci.deployed_at": _stamp(clock)})
+    run_deploy(s, opts, model, prompts, on_failure=failed, what=f"{cfg.model}@{cfg.champion_alias} was moved back")
+    tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deployed": "true", "mlflow_ci.deployed_at": stamp(clock)})
 
 
-def _run_deploy(s, opts: PromoteOptions, model: dict, prompts, *, on_failure: Callable[[], None], what: str) -> None:
+def run_deploy(s, opts: PromoteOptions, model: dict, prompts, *, on_failure: Callable[[], None], what: str) -> None:
     """The deploy hook, trusted (merged code), with what it deploys in its environment; on failure
     ``on_failure`` puts things back and DeployError (exit 3) says what was moved back."""
     cfg = s.cfg
@@ -301,76 +301,6 @@ def _run_deploy(s, opts: PromoteOptions, model: dict, prompts, *, on_failure: Ca
     on_failure()
     why = f"timed out after {cfg.deploy.timeout:g}s" if timed_out else f"exited with code {code}"
     raise DeployError(f"deploy hook {why}; {what}", hint=f"the command was: {cfg.deploy.command}; output is in {log}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Rollback
-
-
-@dataclass(frozen=True)
-class RollbackResult:
-    model: str
-    alias: str
-    from_version: str
-    to_version: str
-    deployed: bool
-    prompts: tuple[PromptMove, ...] = ()
-
-
-def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bool = True, clock: Callable[[], float] = time.time) -> RollbackResult:
-    cfg = s.cfg
-    tracker = s.registry()
-    alias, prev_alias = cfg.champion_alias, cfg.promote.previous_alias
-    current = tracker.alias_version(cfg.model, alias)
-    if current is None and cfg.genai is not None and cfg.genai.prompts:
-        return _rollback_prompts_only(s, tracker, out_dir=out_dir, deploy=deploy)
-    if current is None:
-        raise UsageError(f"rollback: {cfg.model}@{alias} does not exist; nothing to roll back")
-    target = tracker.version(cfg.model, to) if to else tracker.alias_version(cfg.model, prev_alias)
-    if target is None:
-        what = f"version {to}" if to else f"{cfg.model}@{prev_alias}"
-        raise UsageError(f"rollback: {what} does not exist; pass --to VERSION")
-    if target.version == current.version:
-        raise UsageError(f"rollback: {cfg.model}@{alias} is already version {current.version}")
-    earlier = tracker.alias_version(cfg.model, prev_alias)
-    who, when = _who(s.env), _stamp(clock)
-    tracker.set_alias(cfg.model, alias, target.version)
-    tracker.set_alias(cfg.model, prev_alias, current.version)
-    tracker.set_version_tags(cfg.model, current.version, {
-        "mlflow_ci.rolled_back_at": when, "mlflow_ci.rolled_back_by": who,
-        "mlflow_ci.rolled_back_reason": reason or "", "mlflow_ci.rolled_back_to": target.version,
-    })
-    tracker.set_version_tags(cfg.model, target.version, {"mlflow_ci.restored_at": when, "mlflow_ci.restored_by": who})
-    if current.run_id:  # the run is never a baseline again, nor promoted again without --force
-        tracker.set_tags(current.run_id, {TAG_ROLLED_BACK: f"{when} by {who}" + (f": {reason}" if reason else "")})
-    if target.run_id:
-        restored = tracker.get_run(target.run_id)
-        if restored is not None and restored.tags.get(TAG_ROLLED_BACK):
-            tracker.set_tags(target.run_id, {TAG_ROLLED_BACK: ""})  # rolled back to: trusted again
-    moves = rollback_prompts(cfg, tracker, target.tags)
-    deployed = False
-    if cfg.deploy.command and deploy:
-        def restore() -> None:
-            _restore(tracker, cfg.model, alias, prev_alias, current, earlier)
-            restore_prompts(cfg, tracker, moves)
-
-        _deploy_or_restore(s, tracker, target, PromoteOptions(out_dir=out_dir), restore=restore, clock=clock, prompts=moves)
-        deployed = True
-    return RollbackResult(cfg.model, alias, current.version, target.version, deployed, tuple(moves))
-
-
-def _rollback_prompts_only(s, tracker, *, out_dir: Path, deploy: bool) -> RollbackResult:
-    """A GenAI app without a registered model: each prompt back to its previous alias."""
-    cfg = s.cfg
-    moves = rollback_prompts(cfg, tracker, {})
-    if not any(m.action == "promoted" for m in moves):
-        raise UsageError(f"rollback: no prompt has a @{cfg.promote.previous_alias} version to go back to; nothing to roll back")
-    deployed = False
-    if cfg.deploy.command and deploy:
-        _run_deploy(s, PromoteOptions(out_dir=out_dir), {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
-                    on_failure=lambda: restore_prompts(cfg, tracker, moves), what="the prompts' aliases were moved back")
-        deployed = True
-    return RollbackResult(cfg.model, cfg.champion_alias, "", "", deployed, tuple(moves))
 
 
 # --------------------------------------------------------------------------------------------------
