@@ -138,9 +138,12 @@ def gate_from_result(s: Session, path: Path) -> GateResult:
         data = json.loads(path.read_text(encoding="utf-8"))
         candidate = _metrics(data["candidate"]["metrics"])
         baseline = _metrics(data["baseline"]["metrics"]) if data.get("baseline") else None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        failed_closed = baseline is None and any(c.get("rule") == "baseline_required" for c in data.get("checks") or ())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{path}: not a usable result.json ({exc.__class__.__name__}: {exc})") from None
-    return evaluate(s.cfg.gate, candidate, baseline)
+    gate = evaluate(s.cfg.gate, candidate, baseline)
+    closed = no_baseline(s.cfg.gate, ("the check that wrote this result.json found none that may serve",)) if failed_closed else None
+    return GateResult((closed, *gate.checks)) if closed and s.cfg.baseline.required else gate
 
 
 def _metrics(raw) -> dict[str, float]:

@@ -61,6 +61,8 @@ def test_a_failing_base_is_noted_and_the_check_fails_closed(project):
     assert outcome.verdict == "fail" and closed["passed"] is False and closed["blocking"]
     assert closed["message"].startswith(f"no usable baseline: training base commit {base[:12]} failed")
     assert "the drop rules (accuracy) cannot be evaluated" in closed["message"]
+    offline = project.cli("gate", "--from", ".mlflow-ci/result.json")  # re-gating the result keeps it closed
+    assert offline.returncode == 1 and "baseline_required" in offline.stdout, offline.stdout + offline.stderr
 
 
 def test_a_base_that_fails_its_own_gate_is_not_a_baseline(project):
