@@ -3,6 +3,9 @@ a tracking server, a store restored on a runner, nothing restored (a first PR, a
 run, a README-only PR, a data-only PR, after a rollback — a regressing PR exits 1, an improving PR exits 0,
 and result.json names the baseline that path should pick.
 
+The GenAI row is the GenAI demo's two pull requests (tests/commands/test_demo.py); the fan-out leaderboard
+shares this resolution and its fail-closed rule (tests/commands/test_leaderboard.py).
+
 Every scenario runs the demo's real project (scikit-learn on the bundled breast cancer data, ``evaluate:``
 with paired bootstrap rules) through ``python -m mlflow_ci`` in real git repositories; the demo itself
 builds the repository once (``main`` with a registered champion, ``pr/fewer-features`` that regresses,

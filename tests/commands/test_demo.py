@@ -86,6 +86,11 @@ def test_the_genai_demo_fails_the_breaking_prompt_and_passes_the_better_retrieva
     assert not table_problems(broken)
     better = json.loads((tmp_path / "result-pr-better-retrieval.json").read_text())
     assert better["genai"]["fixed"]["contains"] == 3 and better["genai"]["regressed"]["contains"] == 0
+    # the verdict matrix's GenAI row (#24): both PRs compared with the base commit's app, named in result.json
+    broken_result = json.loads((tmp_path / "result-pr-shorter-answers.json").read_text())
+    for result, verdict in ((broken_result, "fail"), (better, "pass")):
+        assert result["verdict"] == verdict and result["baseline"]["source"].startswith("base_commit:")
+        assert result["genai"]["baseline"].startswith("the app at base commit ")
     assert "Traceback" not in proc.stderr
 
 
