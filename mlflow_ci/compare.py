@@ -176,8 +176,7 @@ def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, seen
             notes.append(f"{where} is not a baseline: {refused}")
             seen.expected.append(f"{where}: {refused}")
             return None
-        same = f"; {UNCHANGED}" if run.run_id == candidate_run_id else ""
-        return Baseline(run, f"alias:{alias}", f"registered model {cfg.model} version {version} (@{alias}){same}")
+        return Baseline(run, f"alias:{alias}", f"registered model {cfg.model} version {version} (@{alias})" + _same(run, candidate_run_id))
     if source == "base_commit":
         if not ctx.base_commit:
             notes.append("base commit unknown (no base branch or no merge-base)")
@@ -186,8 +185,8 @@ def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, seen
         run = gated_run(tracker.search_runs(experiment_id, tags={TAG_COMMIT: ctx.base_commit}), candidate_run_id, seen, where)
         if run is None:
             return None
-        same = f"; {UNCHANGED}" if run.run_id == candidate_run_id else ""
-        return Baseline(run, f"base_commit:{ctx.base_commit}", f"latest gated run at base commit {ctx.base_commit[:12]}{same}")
+        return Baseline(run, f"base_commit:{ctx.base_commit}",
+                        f"latest gated run at base commit {ctx.base_commit[:12]}" + _same(run, candidate_run_id))
     branch = ctx.base_branch
     if not branch:
         notes.append("base branch unknown")
@@ -195,8 +194,12 @@ def _try_source(source, tracker, cfg, ctx, experiment_id, candidate_run_id, seen
     run = gated_run(tracker.search_runs(experiment_id, tags={TAG_BRANCH: branch}), candidate_run_id, seen, f"on base branch {branch}")
     if run is None:
         return None
-    same = f"; {UNCHANGED}" if run.run_id == candidate_run_id else ""
-    return Baseline(run, f"base_branch:{branch}", f"latest gated run on base branch {branch}{same}")
+    return Baseline(run, f"base_branch:{branch}", f"latest gated run on base branch {branch}" + _same(run, candidate_run_id))
+
+
+def _same(run: RunSnapshot, candidate_run_id: str) -> str:
+    """What a baseline's description adds when the baseline is the candidate's own run."""
+    return f"; {UNCHANGED}" if run.run_id == candidate_run_id else ""
 
 
 PASSED_OVER = {None: "no verdict", "fail": "gate failed", "error": "check failed"}

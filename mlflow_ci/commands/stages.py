@@ -91,7 +91,8 @@ def baseline_origin(s: Session, found: cmp.Baseline) -> str:
         return "trained in this job: no store could serve"
     database = sqlite_path(s.tracking_uri)
     if database is None:
-        return f"the tracking server {redacted(s.tracking_uri)}"
+        server = s.tracking_uri.startswith(("http://", "https://"))
+        return f"the tracking server {redacted(s.tracking_uri)}" if server else f"the store {redacted(s.tracking_uri)}"
     meta = local_store.read_meta(database.parent)
     if meta is None:
         return f"the local store {database}"
@@ -100,10 +101,12 @@ def baseline_origin(s: Session, found: cmp.Baseline) -> str:
 
 
 def redacted(uri: str) -> str:
-    """A tracking URI without credentials or query (shown in reports)."""
+    """A tracking URI as a report may show it: a server's scheme and host (no credentials, path or query),
+    any other store's location without its query."""
     scheme, sep, rest = uri.partition("://")
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    return f"{scheme}{sep}{host}" if sep else uri.split("?", 1)[0]
+    if scheme in ("http", "https"):
+        return f"{scheme}{sep}{rest.split('/', 1)[0].rsplit('@', 1)[-1]}"
+    return uri.split("?", 1)[0]
 
 
 def do_gate(s: Session, comparison: cmp.Comparison, intervals: dict | None = None, extra_rules: tuple = ()) -> GateResult:
