@@ -107,3 +107,33 @@ def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path
         assert promoted.returncode == 0, promoted.stderr
         assert f"(run {best_run}, run recorded by the check run on {head[:12]}" in promoted.stdout
     assert head  # the PR head the runs were tagged with
+
+
+CANDIDATE_METRICS = """
+import json, os
+name = os.environ.get("MLFLOW_CI_CANDIDATE", "")
+spec = json.load(open("params.json"))
+json.dump(spec["candidates"][name] if name else spec["metrics"], open("metrics.json", "w"))
+"""
+
+
+def test_the_leaderboard_fails_closed_like_a_single_check(project):
+    """#24: with runs on main that went through the gate and none that may serve, no candidate passes on
+    drop rules it cannot evaluate; without them (a first model) the absolute rules decide."""
+    project.write("train.py", CANDIDATE_METRICS)
+    project.write("params.json", json.dumps({"metrics": {"accuracy": 0.5, "rmse": 5.0},
+                                             "candidates": {"a": {"accuracy": 0.9, "rmse": 4.0}, "b": {"accuracy": 0.85, "rmse": 4.0}}}))
+    project.commit("a weak main")
+    main = project.cli("check")
+    assert main.returncode == 1, main.stdout + main.stderr  # main's own run failed its gate: gated, not a baseline
+    project.branch("pr-3")
+    project.commit("candidates")
+    for name in ("a", "b"):
+        single = project.cli("check", "--candidate", name, "--pr", "3", "--base-branch", "main", "--out", f".mlflow-ci/{name}")
+        assert single.returncode == 1 and "no usable baseline" in single.stdout, single.stdout + single.stderr
+    board = project.cli("report", "--pr", "3", "--base-branch", "main")
+    assert board.returncode == 0 and "2 candidates for PR #3; verdict: FAIL" in board.stdout, board.stdout + board.stderr
+    entries = json.loads((project.root / ".mlflow-ci" / "leaderboard.json").read_text())
+    assert {e["verdict"] for e in entries} == {"fail"}
+    result = json.loads((project.root / ".mlflow-ci" / "result.json").read_text())
+    assert any("no usable baseline" in c["message"] for c in result["checks"] if c["rule"] == "baseline_required")
