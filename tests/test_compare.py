@@ -191,3 +191,31 @@ def test_an_exploratory_run_is_never_a_baseline_nor_promoted(project):
 
     refused = project.cli("promote", "--run", run.run_id)
     assert refused.returncode == 1 and "gated with no rule" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_baseline_says_where_it_came_from_and_warns_when_old(project):
+    import dataclasses
+    import time
+
+    from mlflow_ci.terminal import render
+
+    check(project)  # main's run
+    project.branch("feature")
+    project.commit("a PR")
+    cfg = load_config(project.root / "mlflow-ci.yml")
+    later = time.time() + 40 * 86400
+    s = dataclasses.replace(make_session(cfg, project.env(), project.root, io.StringIO()), clock=lambda: later)
+    pr = do_check(s, Options(out_dir=project.root / ".mlflow-ci", use_cache=False, base_branch="main"))
+    baseline = pr.result["baseline"]
+    assert baseline["origin"] == f"the local store {project.store}" and 39.9 < baseline["age_days"] < 40.1
+    [warning] = [n for n in pr.result["notes"] if n.startswith("warning: the baseline run is ")]
+    assert warning.startswith("warning: the baseline run is 40 days old, older than baseline.max_age (30 days)")
+    lines = render(pr.result)
+    assert lines[1].startswith("baseline: latest gated run at base commit ") and lines[1].endswith(
+        f", from the local store {project.store}, trained 40 days ago")
+    assert warning in lines
+    project.write("mlflow-ci.yml", (project.root / "mlflow-ci.yml").read_text() + "baseline:\n  max_age: false\n")
+    cfg = load_config(project.root / "mlflow-ci.yml")
+    s = dataclasses.replace(make_session(cfg, project.env(), project.root, io.StringIO()), clock=lambda: later)
+    quiet = do_check(s, Options(out_dir=project.root / ".mlflow-ci", use_cache=False, base_branch="main"))
+    assert not any(n.startswith("warning: the baseline run") for n in quiet.result["notes"])
