@@ -112,12 +112,16 @@ def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | N
         **({"ignore": list(train.ignore), "data": list(train.data)} if train.auto_inputs else {}),
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    names = [rel.as_posix() for rel in input_files(cfg, exclude=exclude)]
-    ids = FileIds.scan(cfg.root, names)
+    _add_files(digest, cfg.root, [rel.as_posix() for rel in input_files(cfg, exclude=exclude)]).save()
+    return "sha256:" + digest.hexdigest()
+
+
+def _add_files(digest, root: Path, names: list[str]) -> FileIds:
+    """Hash each file by its name and content id into ``digest``; the ids, to save for the next scan."""
+    ids = FileIds.scan(root, names)
     for name in names:
         digest.update(b"\0file\0" + name.encode() + b"\0" + ids.id(name).encode())
-    ids.save()
-    return "sha256:" + digest.hexdigest()
+    return ids
 
 
 # The files that hold data rather than code, among a training's inputs, when train.data does not name them.
@@ -139,8 +143,6 @@ def data_fingerprint(cfg: Config, *, exclude: Iterable[Path] = ()) -> str | None
     names = [rel.as_posix() for rel in data_files(cfg, exclude=exclude)]
     if not names:
         return None
-    ids = FileIds.scan(cfg.root, names)
     digest = hashlib.sha256(b"mlflow-ci data v1")
-    for name in names:
-        digest.update(b"\0file\0" + name.encode() + b"\0" + ids.id(name).encode())
+    _add_files(digest, cfg.root, names)
     return "sha256:" + digest.hexdigest()

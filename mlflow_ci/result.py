@@ -204,7 +204,7 @@ class BaselineRef(Part):
         """``from <origin>, trained <age>``: where the baseline came from and how old it is ("" unknown)."""
         parts = [f"from {self.origin}"] if self.origin else []
         if self.age_days is not None:
-            parts.append(f"trained {age_text(self.age_days)}")
+            parts.append(f"trained {age(self.age_days * 86400)}")
         return ", ".join(parts)
 
     @model_validator(mode="after")
@@ -212,12 +212,13 @@ class BaselineRef(Part):
         return self.model_copy(update={"url": None}) if _untrusted(info) else self
 
 
-def age_text(days: float) -> str:
-    """``3 days ago``, ``5 hours ago``, ``less than an hour ago``."""
-    if days >= 1:
-        return f"{int(days)} day{'s' if int(days) != 1 else ''} ago"
-    hours = int(days * 24)
-    return f"{hours} hour{'s' if hours != 1 else ''} ago" if hours else "less than an hour ago"
+def age(seconds: float) -> str:
+    """``just now``, ``5 minutes ago``, ``3 hours ago``, ``2 days ago``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"
 
 
 class Tool(Part):

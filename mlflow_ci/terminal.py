@@ -43,7 +43,7 @@ def render(result: Result, *, color: bool = False) -> list[str]:
         return [*lines, f"stage: {result.error.stage}: {plain(result.error.reason)}"]
     base = result.baseline
     lines.append(f"baseline: {baseline_line(base)}" if base else "baseline: none")
-    lines += [f"{plain(note)}" for note in result.notes if note.startswith(("warning:", "no usable baseline"))]
+    lines += [plain(note) for note in result.notes if note.startswith(("warning:", "no usable baseline"))]
     cand = result.candidate
     lines.append(f"candidate: run {cand.run_id}" + (" (reused, not retrained)" if cand.cached else ""))
     checks = sorted(result.checks, key=lambda c: {False: 0, None: 2}.get(c.passed, 1))  # failing first

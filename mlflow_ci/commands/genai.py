@@ -27,7 +27,7 @@ from mlflow_ci.genai.judge import Judge, JudgeSettings
 from mlflow_ci.genai.mlflow_scorers import MlflowScorers, MlflowScorerSpec
 from mlflow_ci.genai.runner import DataRow, load_rows, run_app, run_model
 from mlflow_ci.genai.scorers import build, user_scorer
-from mlflow_ci.genai.static import module_file
+from mlflow_ci.config.loader import module_file
 from mlflow_ci.gitctx import NOT_FETCHED, detached_worktree, tree_id
 from mlflow_ci.tracking import RunSnapshot, sqlite_path
 

@@ -14,7 +14,7 @@ from mlflow_ci.commands import base
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import GateResult, evaluate, no_baseline
-from mlflow_ci.result import Result
+from mlflow_ci.result import Result, age
 from mlflow_ci.tracking import TAG_DATA_FINGERPRINT, TAG_PR, MlflowTracker, RunSnapshot, local_store, sqlite_path
 from mlflow_ci.train import TrainResult, train
 
@@ -68,17 +68,17 @@ def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, 
     if found is None:
         return comparison
     now = s.clock()
-    age = max(0.0, now - found.run.start_time / 1000) if found.run.start_time else None
-    found = replace(found, origin=baseline_origin(s, found), age_seconds=age)
+    seconds = max(0.0, now - found.run.start_time / 1000) if found.run.start_time else None
+    found = replace(found, origin=baseline_origin(s, found), age_seconds=seconds)
     notes = [*comparison.notes]
     changed = data_changed(replace(comparison, baseline=found))
     if changed:
         notes.append(f"{changed}: the baseline's and the candidate's own training-logged metrics were computed on "
                      "different rows; rules comparing them are marked not comparable")
     limit = s.cfg.baseline.max_age
-    if limit and age is not None and age > limit and found.run.run_id != run.run_id:
-        notes.append(f"warning: the baseline run is {local_store.age(age).removesuffix(' ago')} old, older than baseline.max_age "
-                     f"({local_store.age(limit).removesuffix(' ago')}): is the base branch still checked and promoted?")
+    if limit and seconds is not None and seconds > limit and found.run.run_id != run.run_id:
+        notes.append(f"warning: the baseline run is {age(seconds).removesuffix(' ago')} old, older than baseline.max_age "
+                     f"({age(limit).removesuffix(' ago')}): is the base branch still checked and promoted?")
     return replace(comparison, baseline=found, notes=tuple(notes))
 
 

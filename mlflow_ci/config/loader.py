@@ -123,3 +123,9 @@ def missing_paths(config: Config) -> list[str]:
         if not (path.is_dir() if kind == "folder" else path.is_file()):
             out.append(f"{config.at(key)}: {kind} not found: {path}")
     return out
+
+
+def module_file(root: Path, module: str) -> Path | None:
+    """The file of ``module`` (dotted) under ``root``: ``a/b.py`` or ``a/b/__init__.py``; None when neither exists."""
+    base = root / module.replace(".", "/")
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)

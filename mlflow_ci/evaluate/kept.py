@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_ci import compare as cmp
+from mlflow_ci.config.loader import module_file
 from mlflow_ci.config.models import Config
 from mlflow_ci.gate import Check
 from mlflow_ci.provenance import file_sha256
@@ -78,11 +79,8 @@ def key(cfg: Config, candidate: str, baseline: str | None, data_digest: str) -> 
 
 def _module_digest(root: Path, spec: str) -> str | None:
     """sha256 of the file a ``module:function`` metric is imported from (its code decides its values)."""
-    module = spec.partition(":")[0]
-    for path in (root / (module.replace(".", "/") + ".py"), root / module.replace(".", "/") / "__init__.py"):
-        if path.is_file():
-            return file_sha256(path)
-    return None
+    path = module_file(root, spec.partition(":")[0])
+    return file_sha256(path) if path is not None else None
 
 
 def file_digest(cfg: Config) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlflow_ci.config import USER_METRIC
+from mlflow_ci.config.loader import module_file
 from mlflow_ci.errors import UsageError
 from mlflow_ci.genai.runner import load_rows
 
@@ -29,9 +30,3 @@ def static_problems(g, root: Path) -> list[str]:
         if not (root / prompt.file).is_file():
             problems.append(f"genai.prompts[{i}].file: file not found: {root / prompt.file}")
     return problems
-
-
-def module_file(root: Path, module: str) -> Path | None:
-    """The file of ``module`` (dotted) under ``root``: ``a/b.py`` or ``a/b/__init__.py``; None when neither exists."""
-    base = root / module.replace(".", "/")
-    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)

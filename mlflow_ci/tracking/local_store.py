@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from mlflow_ci.errors import ServiceError
+from mlflow_ci.result import age
 from mlflow_ci.tracking.base import TAG_BRANCH
 from mlflow_ci.tracking.sqlite import KNOWN_REVISIONS, local_dir, read_only_uri, schema_revision
 
@@ -57,15 +58,6 @@ class Restored:
     status: str  # restored | nothing | rejected | kept
     reason: str
     meta: StoreMeta | None = None
-
-
-def age(seconds: float) -> str:
-    """``just now``, ``5 minutes ago``, ``3 hours ago``, ``2 days ago``."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''} ago"
-    return "just now"
 
 
 def read_meta(folder: Path) -> StoreMeta | None:
