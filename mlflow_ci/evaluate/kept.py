@@ -107,12 +107,14 @@ def lookup(cfg: Config, tracker, comparison: cmp.Comparison) -> Evaluated | None
         return None  # unreadable: computed again (and rewritten)
 
 
-def keep(cfg: Config, tracker, result: Evaluated, *, candidate: dict, baseline: dict | None, notes: tuple[str, ...]) -> None:
+def keep(cfg: Config, tracker, result: Evaluated, *, data_digest: str | None, candidate: dict, baseline: dict | None,
+         notes: tuple[str, ...]) -> None:
     """Write a computed result to the candidate's run: the ``eval.*`` values of both sides (``candidate``,
     ``baseline``), the intervals, the summary, the slice rules and data checks, the notes it added. Only for
-    rows from a file and without ``perf:`` (timings are measured every time)."""
-    digest = file_digest(cfg)
-    if digest is None or cfg.evaluate.perf is not None:
+    rows from a file and without ``perf:`` (timings are measured every time). ``data_digest``: the digest of
+    the rows the computation used (a file's sha256, as :func:`lookup` computes it; ``frame:…`` rows are not kept)."""
+    digest = data_digest
+    if digest is None or digest.startswith("frame:") or cfg.evaluate.perf is not None:
         return
     cand, base = result.comparison.candidate, result.comparison.baseline
     alphas = levels(cfg)

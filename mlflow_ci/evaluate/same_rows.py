@@ -107,7 +107,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
                       notes=(*comparison.notes, note, *level_notes))
     result = Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
     if keep:
-        kept.keep(cfg, tracker, result, candidate=cand_metrics, baseline=base_metrics if base is not None else None,
+        kept.keep(cfg, tracker, result, data_digest=data_digest, candidate=cand_metrics, baseline=base_metrics if base is not None else None,
                   notes=(note, *level_notes))
     return result
 
