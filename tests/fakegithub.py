@@ -16,6 +16,7 @@ limits, 5xx) or a dropped connection. Every request is logged as (method, path, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -216,7 +217,8 @@ class FakeGitHub(LoopbackServer):
             self.violations.append(f"{h.command} {path}: not an operation GitHub documents")
         if route is None:
             return self._send(h, 404, NOT_FOUND)
-        if h.headers.get("Authorization") != f"Bearer {self.token}":
+        # GitHub takes both schemes ("Authorization: Bearer" or "token"); octokit, as in download-artifact, sends "token"
+        if h.headers.get("Authorization") not in (f"Bearer {self.token}", f"token {self.token}"):
             return self._send(h, 401, {"message": "Bad credentials", "documentation_url": DOCS})
         fault = self._take_fault(route)
         if fault and not fault.after:
@@ -360,7 +362,9 @@ class FakeGitHub(LoopbackServer):
 
     def _list_artifacts(self, p, q, body):
         found = [a for a in self.artifacts if a["run"] == int(p["run"]) and q.get("name") in (None, a["name"])]
-        shown = [{k: v for k, v in a.items() if k not in ("data", "run")} | {"size_in_bytes": len(a["data"])} for a in found]
+        # the zip's size and SHA-256, which download-artifact checks the download against (else the example's)
+        shown = [{k: v for k, v in a.items() if k not in ("data", "run")}
+                 | {"size_in_bytes": len(a["data"]), "digest": f"sha256:{hashlib.sha256(a['data']).hexdigest()}"} for a in found]
         status, page, headers = self._page(shown, q, f"/repos/{p['repo']}/actions/runs/{p['run']}/artifacts")
         return status, {"total_count": len(found), "artifacts": page}, headers
 

@@ -255,3 +255,40 @@ def test_the_pr_workflow_checks_untrusted_and_publishes_trusted(engine, tmp_path
         assert record.artifact == f"{run_id}/mlflow-ci-result"
         assert (record.digest, record.run_id) == (model_digest(uploaded / "model"), result["candidate"]["run_id"])
         assert "### Provenance" in json.dumps(check["output"]) and record.digest in json.dumps(check["output"])
+
+
+def test_a_fork_pr_is_checked_without_a_token_and_published_on_workflow_run(engine, tmp_path):
+    """Scenario 3: a fork's pull_request run has only the check job (publish is for same-repository PRs); the
+    privileged mlflow-ci-comment.yml, on the workflow_run that run completes, downloads its artifact through
+    GitHub's REST API and publishes to the PR and head commit of the event."""
+    from mlflow_ci.provenance import Record
+
+    with FakeGitHub(TOKEN) as gh:
+        models = Models(tmp_path / "models", engine, gh)
+        head = models.branch("fork-change", retune(0.5))
+        proc = models.pull_request("fork-change", 12, fork="forker/models")
+        fork_run = engine.run_id
+        assert gh.comments == {} and gh.check_runs == [], "the fork's own run published"
+        assert "mlflow-ci publish" not in proc.stdout.replace("mlflow-ci publish    ] 🚧  Skipping", ""), proc.stdout[-4000:]
+        zipped = engine.artifact_zip(fork_run, "mlflow-ci-result")
+        # act's artifact server does not serve GitHub's REST artifacts API (/repos/{repo}/actions/runs/{id}/artifacts),
+        # which download-artifact uses with run-id; on GitHub both are one store: the fake GitHub serves the same zip
+        gh.add_artifact(fork_run, "mlflow-ci-result", zipped.read_bytes())
+        gh.pulls.append({"number": 12, "state": "open", "head": {"sha": head, "ref": "fork-change", "label": "forker:fork-change",
+                                                                 "repo": {"full_name": "forker/models"}},
+                         "base": {"ref": "main", "repo": {"full_name": REPO}}})
+        payload = json.loads((EVENTS / "workflow_run.completed.json").read_text())
+        payload["repository"]["full_name"] = REPO
+        payload["workflow_run"].update(id=fork_run, event="pull_request", head_sha=head, head_branch="fork-change",
+                                       name="mlflow-ci", pull_requests=[])  # GitHub lists no PR for a fork's run
+        payload["workflow_run"]["head_repository"]["full_name"] = "forker/models"
+        git(models.root, "checkout", "-q", "main")  # workflow_run runs the default branch's workflow
+        published = models.act("workflow_run", payload, "mlflow-ci-comment.yml")
+        assert published.returncode == 0, published.stdout[-8000:]
+        [comment] = gh.comments[12]
+        assert "mlflow-ci · iris" in comment["body"]
+        [check] = gh.check_runs
+        # a fork's own verdict is informative; the required name comes from a maintainer's reviewed dispatch
+        assert (check["name"], check["head_sha"], check["conclusion"]) == ("mlflow-ci / iris (fork, unverified)", head, "success")
+        assert Record.parse(check["external_id"]).artifact == f"{fork_run}/mlflow-ci-result"
+        assert f"GET /repos/{REPO}/actions/runs/{fork_run}/artifacts" in gh.requests()
