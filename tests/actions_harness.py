@@ -469,15 +469,11 @@ class ActionsCache:
         self.log: list[str] = []
 
     @staticmethod
-    def version(paths: list[str], stable: dict[str, str] | None = None) -> str:
-        """The cache version of a path list. On a hosted runner the workspace and the temp folder are at
-        the same place in every job; here each job has its own, so they are named by what they stand for."""
-        out = []
-        for path in paths:
-            for real, name in (stable or {}).items():
-                path = path.replace(real, name)
-            out.append(path)
-        return "|".join(out)
+    def version(paths: list[str]) -> str:
+        """The cache version: actions/cache hashes the paths as written (before they are resolved), so a
+        restore matches only a save that wrote the same strings: an absolute path under runner.temp differs
+        between runners that keep their temp folder elsewhere (act, self-hosted)."""
+        return "|".join(paths)
 
     def readable_scopes(self, ref: str, base_ref: str | None) -> list[str]:
         scopes = [ref]
@@ -486,9 +482,8 @@ class ActionsCache:
         scopes.append(f"refs/heads/{self.default_branch}")
         return list(dict.fromkeys(scopes))
 
-    def find(self, ref: str, base_ref: str | None, paths: list[str], key: str, restore_keys: list[str],
-             stable: dict[str, str] | None = None) -> CacheEntry | None:
-        version = self.version(paths, stable)
+    def find(self, ref: str, base_ref: str | None, paths: list[str], key: str, restore_keys: list[str]) -> CacheEntry | None:
+        version = self.version(paths)
         for scope in self.readable_scopes(ref, base_ref):
             candidates = sorted((e for e in self.entries if e.scope == scope and e.version == version), key=lambda e: -e.created)
             exact = [e for e in candidates if e.key == key]
@@ -500,23 +495,23 @@ class ActionsCache:
                     return found[0]
         return None
 
-    def save(self, ref: str, paths: list[str], key: str, stable: dict[str, str] | None = None) -> bool:
-        version = self.version(paths, stable)
+    def save(self, ref: str, paths: list[str], key: str, workspace: Path) -> bool:
+        version = self.version(paths)
         if any(e.scope == ref and e.key == key and e.version == version for e in self.entries):
             self.log.append(f"save {key} in {ref}: already exists (keys are immutable)")
             return False
         folder = self.root / f"entry-{len(self.entries)}"
         for i, path in enumerate(paths):
-            if Path(path).is_dir():
-                shutil.copytree(path, folder / str(i), symlinks=True)
+            if (workspace / path).is_dir():  # a relative path is the workspace's, as actions/cache resolves it
+                shutil.copytree(workspace / path, folder / str(i), symlinks=True)
         self.entries.append(CacheEntry(ref, key, version, folder, len(self.entries)))
         self.log.append(f"save {key} in {ref}")
         return True
 
-    def restore(self, entry: CacheEntry, paths: list[str]) -> None:
+    def restore(self, entry: CacheEntry, paths: list[str], workspace: Path) -> None:
         for i, path in enumerate(paths):
             if (entry.folder / str(i)).exists():
-                shutil.copytree(entry.folder / str(i), path, symlinks=True, dirs_exist_ok=True)
+                shutil.copytree(entry.folder / str(i), workspace / path, symlinks=True, dirs_exist_ok=True)
 
     def evict(self) -> None:
         self.entries.clear()
@@ -533,15 +528,14 @@ def _uses_cache(step, ctx, status, runner) -> dict | None:
     cache: ActionsCache = ctx["__cache__"]
     github = ctx["github"]
     paths, key = _lines(step["with"]["path"]), step["with"]["key"]
-    stable = {str(runner.temp): "$RUNNER_TEMP", str(runner.workspace): "$GITHUB_WORKSPACE"}
     if uses.startswith("actions/cache/save@"):
-        cache.save(github["ref"], paths, key, stable)
+        cache.save(github["ref"], paths, key, Path(runner.workspace))
         return {}
-    entry = cache.find(github["ref"], github.get("base_ref") or None, paths, key, _lines(step["with"].get("restore-keys", "")), stable)
+    entry = cache.find(github["ref"], github.get("base_ref") or None, paths, key, _lines(step["with"].get("restore-keys", "")))
     if entry is None:
         cache.log.append(f"restore {key}: miss")
         return {"cache-hit": "false"}
-    cache.restore(entry, paths)
+    cache.restore(entry, paths, Path(runner.workspace))
     cache.log.append(f"restore {key}: {entry.key} from {entry.scope}")
     return {"cache-hit": str(entry.key == key).lower(), "cache-matched-key": entry.key}
 

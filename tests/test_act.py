@@ -183,6 +183,7 @@ class Models:
         engine.publish(root, REPO)
         self.logs: list[str] = []
         self.deployed = root.parent / "deployed.txt"
+        self.pushed: str | None = None  # main's head at the last push event
 
     def branch(self, name: str, change) -> str:
         """A branch off main with ``change(root)`` committed; its head SHA."""
@@ -211,6 +212,35 @@ class Models:
         if fork:
             payload["pull_request"]["head"]["repo"]["full_name"] = fork
         return self.act("pull_request", payload, "mlflow-ci-pr.yml")
+
+
+    def push_main(self) -> subprocess.CompletedProcess:
+        """The ``push`` of main's head (the deploy workflow), from main's working copy."""
+        git(self.root, "checkout", "-q", "main")
+        self.engine.publish(self.root, REPO)
+        payload = json.loads((EVENTS / "push.json").read_text())
+        before = self.pushed or "0" * 40
+        self.pushed = git(self.root, "rev-parse", "HEAD")
+        payload.update(ref="refs/heads/main", before=before, after=self.pushed, base_ref=None, created=before == "0" * 40,
+                       deleted=False, forced=False)
+        payload["repository"].update(full_name=REPO, default_branch="main")
+        return self.act("push", payload, "mlflow-ci-deploy.yml")
+
+    def merge(self, branch: str, number: int) -> str:
+        """Merge ``branch`` into main as PR ``number`` (the fake GitHub knows the PR); the merge commit."""
+        head = git(self.root, "rev-parse", branch)
+        git(self.root, "checkout", "-q", "main")
+        git(self.root, "merge", "-q", "--no-ff", branch, "-m", f"Merge #{number}")
+        merged = git(self.root, "rev-parse", "HEAD")
+        self.gh.pulls.append({"number": number, "state": "closed", "merged_at": "2026-12-04T09:00:00Z",
+                              "merge_commit_sha": merged, "head": {"sha": head, "ref": branch}})
+        return merged
+
+    def share_artifact(self, run_id: int, name: str = "mlflow-ci-result") -> None:
+        """Artifact ``name`` of run ``run_id`` as GitHub's REST API serves it. act's artifact server does not
+        serve that API (/repos/{repo}/actions/runs/{id}/artifacts), which download-artifact with ``run-id`` and
+        promote use; on GitHub both are one store, so the fake GitHub serves the zip act's server holds."""
+        self.gh.add_artifact(run_id, name, self.engine.artifact_zip(run_id, name).read_bytes())
 
 
 def pull_request_payload(head: str, base: str, number: int) -> dict:
@@ -270,10 +300,7 @@ def test_a_fork_pr_is_checked_without_a_token_and_published_on_workflow_run(engi
         fork_run = engine.run_id
         assert gh.comments == {} and gh.check_runs == [], "the fork's own run published"
         assert "mlflow-ci publish" not in proc.stdout.replace("mlflow-ci publish    ] 🚧  Skipping", ""), proc.stdout[-4000:]
-        zipped = engine.artifact_zip(fork_run, "mlflow-ci-result")
-        # act's artifact server does not serve GitHub's REST artifacts API (/repos/{repo}/actions/runs/{id}/artifacts),
-        # which download-artifact uses with run-id; on GitHub both are one store: the fake GitHub serves the same zip
-        gh.add_artifact(fork_run, "mlflow-ci-result", zipped.read_bytes())
+        models.share_artifact(fork_run)
         gh.pulls.append({"number": 12, "state": "open", "head": {"sha": head, "ref": "fork-change", "label": "forker:fork-change",
                                                                  "repo": {"full_name": "forker/models"}},
                          "base": {"ref": "main", "repo": {"full_name": REPO}}})
@@ -292,3 +319,44 @@ def test_a_fork_pr_is_checked_without_a_token_and_published_on_workflow_run(engi
         assert (check["name"], check["head_sha"], check["conclusion"]) == ("mlflow-ci / iris (fork, unverified)", head, "success")
         assert Record.parse(check["external_id"]).artifact == f"{fork_run}/mlflow-ci-result"
         assert f"GET /repos/{REPO}/actions/runs/{fork_run}/artifacts" in gh.requests()
+
+
+def test_a_merge_promotes_the_published_model_and_the_next_pr_compares_with_it(engine, tmp_path):
+    """Scenario 4: mlflow-ci-deploy.yml on push to main restores the store from act's cache server, gates the
+    merged commit, promotes exactly the model the PR's publish job recorded, runs the deploy hook and saves
+    the store; a second PR restores that store and is compared with the new champion."""
+    from mlflow_ci.provenance import Record
+
+    with FakeGitHub(TOKEN) as gh:
+        models = Models(tmp_path / "models", engine, gh)
+        first = models.push_main()
+        assert first.returncode == 0, first.stdout[-8000:]
+        assert "iris version 1 @champion: promoted" in first.stdout, first.stdout[-6000:]
+        assert models.deployed.read_text().startswith("iris v1 models:/")
+
+        head = models.branch("feature", retune(0.5))
+        pr = models.pull_request("feature", 7)
+        pr_run = engine.run_id
+        assert pr.returncode == 0, pr.stdout[-8000:]
+        assert "restored the store of main @ " in pr.stdout, pr.stdout[-6000:]
+        [check] = gh.check_runs
+        record = Record.parse(check["external_id"])
+        models.share_artifact(pr_run)
+
+        models.merge("feature", 7)
+        deploy = models.push_main()
+        assert deploy.returncode == 0, deploy.stdout[-8000:]
+        assert "iris version 2 @champion: promoted" in deploy.stdout and "model imported from the PR's artifact" in deploy.stdout
+        assert f"GET /repos/{REPO}/commits/{head}/check-runs?per_page=100" in gh.requests()
+        assert models.deployed.read_text().splitlines()[-1].startswith("iris v2 models:/")
+
+        second = models.branch("second", retune(2.0))
+        again = models.pull_request("second", 8)
+        assert again.returncode == 0, again.stdout[-8000:]
+        result = json.loads((engine.uploaded(engine.run_id, "mlflow-ci-result", tmp_path / "second") / "result.json").read_text())
+    assert result["head_sha"] == second
+    # compared with the champion the deploy job registered from the PR's artifact, found in the restored store
+    champion = re.search(r"iris version 2 @champion: promoted \(run ([0-9a-f]{32})", deploy.stdout)[1]
+    assert (result["baseline"]["source"], result["baseline"]["run_id"]) == ("alias:champion", champion), result["baseline"]
+    assert result["baseline"]["origin"].startswith("the restored store of main @ "), result["baseline"]
+    assert f"as recorded by the check run on {head[:12]}" in deploy.stdout and record.artifact == f"{pr_run}/mlflow-ci-result"

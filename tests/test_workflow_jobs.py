@@ -188,13 +188,16 @@ def test_a_pull_requests_cache_is_invisible_to_main(tmp_path):
     folder = tmp_path / "store"
     folder.mkdir()
     (folder / "mlflow.db").write_text("poison")
-    assert cache.save("refs/pull/7/merge", [str(folder)], "mlflow-ci-store-.-main-999")
-    assert cache.find("refs/heads/main", None, [str(folder)], "mlflow-ci-store-.-main-1000", ["mlflow-ci-store-.-main-"]) is None
-    assert cache.find("refs/pull/7/merge", "main", [str(folder)], "x", ["mlflow-ci-store-.-main-"]) is not None  # its own
-    assert cache.find("refs/pull/8/merge", "main", [str(folder)], "x", ["mlflow-ci-store-.-main-"]) is None  # another PR
-    assert cache.save("refs/heads/main", [str(folder)], "k") and not cache.save("refs/heads/main", [str(folder)], "k")
-    assert cache.find("refs/pull/8/merge", "main", [str(folder)], "k", []) is not None  # a PR reads its base's
-    assert cache.find("refs/heads/main", None, [str(folder), "other"], "k", []) is None  # other paths: other version
+    ws = tmp_path
+    assert cache.save("refs/pull/7/merge", ["store"], "mlflow-ci-store-.-main-999", ws)
+    assert cache.find("refs/heads/main", None, ["store"], "mlflow-ci-store-.-main-1000", ["mlflow-ci-store-.-main-"]) is None
+    assert cache.find("refs/pull/7/merge", "main", ["store"], "x", ["mlflow-ci-store-.-main-"]) is not None  # its own
+    assert cache.find("refs/pull/8/merge", "main", ["store"], "x", ["mlflow-ci-store-.-main-"]) is None  # another PR
+    assert cache.save("refs/heads/main", ["store"], "k", ws) and not cache.save("refs/heads/main", ["store"], "k", ws)
+    assert cache.find("refs/pull/8/merge", "main", ["store"], "k", []) is not None  # a PR reads its base's
+    assert cache.find("refs/heads/main", None, ["store", "other"], "k", []) is None  # other paths: other version
+    # the version is the path as written: the same folder named absolutely (a runner.temp path) is another entry
+    assert cache.find("refs/pull/8/merge", "main", [str(folder)], "k", []) is None
 
 
 def test_without_the_job_context_and_inputs_the_workflow_says_what_to_set(models, tmp_path, called, runner_python):
