@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -562,6 +563,14 @@ def _uses_checkout(step, ctx, status, runner) -> dict | None:
     return {"ref": options["ref"], "commit": options["ref"]}
 
 
+def _braces(pattern: str) -> list[str]:
+    """A glob's ``{a,b}`` alternatives expanded (one level, as the workflows write them)."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    return [pattern[: match.start()] + alt + pattern[match.end():] for alt in match[1].split(",")]
+
+
 def _uses_artifacts(step, ctx, status, runner) -> dict | None:
     """upload-artifact / download-artifact within one workflow run (the jobs of a test share ``artifacts``)."""
     uses = str(step["uses"])
@@ -569,11 +578,14 @@ def _uses_artifacts(step, ctx, status, runner) -> dict | None:
         return None
     options = step["with"]
     if uses.startswith("actions/download-artifact@") and "pattern" in options:
-        # download-artifact documents: with a pattern and without merge-multiple, each matching artifact
-        # lands in a folder of its own name under path
+        # download-artifact documents (v5+): with a pattern and without merge-multiple, each matching artifact
+        # lands in a folder of its own name under path, except when the pattern matches a single artifact,
+        # which is extracted straight into path; patterns are minimatch globs ({a,b} alternatives included)
         dest = Path(options.get("path") or runner.workspace)
-        for found in sorted(ctx["__artifacts__"].glob(options["pattern"])) if ctx["__artifacts__"].is_dir() else []:
-            shutil.copytree(found, dest / found.name, dirs_exist_ok=True)
+        held = sorted(ctx["__artifacts__"].iterdir()) if ctx["__artifacts__"].is_dir() else []
+        found = [a for a in held if any(fnmatch.fnmatchcase(a.name, p) for p in _braces(options["pattern"]))]
+        for artifact in found:
+            shutil.copytree(artifact, dest if len(found) == 1 else dest / artifact.name, dirs_exist_ok=True)
         return {"download-path": str(dest)}
     store = ctx["__artifacts__"] / options["name"]
     if uses.startswith("actions/upload-artifact@"):

@@ -122,7 +122,7 @@ def test_a_pin_the_bundle_lacks_is_named(tmp_path):
             pytest.skip(str(exc))
 
 
-def caller(template: str, engine: Engine) -> str:
+def caller(template: str, engine: Engine, inputs: dict[str, str] | None = None) -> str:
     """An org template as a model repository adds it, pinned at the tested commit of mlflow-ci.
 
     act sets neither ``job.workflow_repository`` nor ``job.workflow_sha`` (../shared/act/README.md; as on
@@ -133,7 +133,7 @@ def caller(template: str, engine: Engine) -> str:
                            rf"\1@{engine.sha} # the tested commit", text)
     assert pinned == 1, f"{template} pins no reusable workflow of mlflow-ci"
     stand_ins = (f"    with:\n      mlflow-ci-repository: mlflow-ci/mlflow-ci\n      mlflow-ci-ref: {engine.sha}\n"
-                 f"      python-version: \"{engine.python}\"\n")
+                 f"      python-version: \"{engine.python}\"\n" + "".join(f"      {k}: {v}\n" for k, v in (inputs or {}).items()))
     return text.replace("$default-branch", "main").replace("    with:\n", stand_ins, 1)
 
 
@@ -164,7 +164,8 @@ def iris_project(root: Path) -> None:
 class Models:
     """A model repository whose workflows are the org templates, on the suite's fake GitHub, run by act."""
 
-    def __init__(self, root: Path, engine: Engine, gh: FakeGitHub, example: Path | None = None) -> None:
+    def __init__(self, root: Path, engine: Engine, gh: FakeGitHub, example: Path | None = None,
+                 inputs: dict[str, str] | None = None) -> None:
         self.root, self.engine, self.gh = root, engine, gh
         if example:
             shutil.copytree(example, root, ignore=shutil.ignore_patterns(".mlflow-ci", "mlflow.db", "metrics.json", "mlruns"))
@@ -175,7 +176,7 @@ class Models:
         workflows = root / ".github" / "workflows"
         workflows.mkdir(parents=True)
         for name in ("mlflow-ci-pr.yml", "mlflow-ci-deploy.yml", "mlflow-ci-comment.yml"):
-            (workflows / name).write_text(caller(name, engine))
+            (workflows / name).write_text(caller(name, engine, inputs if name == "mlflow-ci-pr.yml" else None))
         git(root, "init", "-q", "-b", "main")
         git(root, "add", "-A")
         git(root, "commit", "-q", "-m", "model")
@@ -360,3 +361,28 @@ def test_a_merge_promotes_the_published_model_and_the_next_pr_compares_with_it(e
     assert (result["baseline"]["source"], result["baseline"]["run_id"]) == ("alias:champion", champion), result["baseline"]
     assert result["baseline"]["origin"].startswith("the restored store of main @ "), result["baseline"]
     assert f"as recorded by the check run on {head[:12]}" in deploy.stdout and record.artifact == f"{pr_run}/mlflow-ci-result"
+
+
+def test_a_monorepo_pr_checks_each_changed_model_and_comments_once(engine, tmp_path):
+    """Scenario 5: ``all-projects: true`` — the projects job lists the changed models (reading the PR as data),
+    the check job runs once per changed model in a matrix, and the publish job posts a check run per model
+    (the unchanged ones pass) and one comment."""
+    with FakeGitHub(TOKEN) as gh:
+        models = Models(tmp_path / "mono", engine, gh, example=ROOT / "examples" / "monorepo", inputs={"all-projects": "true"})
+        head = models.branch("pr/fraud", lambda root: (root / "models" / "fraud" / "params.json").write_text(
+            json.dumps({"metrics": {"accuracy": 0.7}})))
+        proc = models.pull_request("pr/fraud", 9)
+        run_id = engine.run_id
+        assert "Job 'mlflow-ci check' failed" in proc.stdout, proc.stdout[-8000:]  # fraud fails its gate
+        runs = {r["name"]: (r["conclusion"], r["head_sha"]) for r in gh.check_runs}
+        assert runs == {"mlflow-ci / churn": ("success", head), "mlflow-ci / fraud": ("failure", head),
+                        "mlflow-ci / ranking": ("success", head)}
+        [comment] = gh.comments[9]
+        body = comment["body"]
+        assert body.count("nothing to check; its check passes") == 2 and "<details open><summary>❌ fraud (models/fraud): fail" in body
+        uploaded = engine.uploaded(run_id, "mlflow-ci-result-models_fraud", tmp_path / "fraud")
+        assert json.loads((uploaded / "result.json").read_text())["verdict"] == "fail"
+        held = sorted(p.parent.name for p in (engine.artifacts / str(run_id)).glob("*/*.zip"))
+        assert held == ["mlflow-ci-projects", "mlflow-ci-result-models_fraud"]  # the matrix ran for the changed model only
+        changed = engine.uploaded(run_id, "mlflow-ci-projects", tmp_path / "projects") / "changed.json"
+        assert json.loads(changed.read_text()) == ["models/fraud"]
