@@ -40,6 +40,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ACT = ROOT.parent / "shared" / "act"
 USES = re.compile(r"uses:\s*(?P<repo>[\w.-]+/[\w.-]+)(?:/[\w./-]+)?@(?P<sha>[0-9a-f]{40})")  # owner/repo[/path]@sha
@@ -229,6 +231,29 @@ class Engine:
         bare.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
         return bare
+
+
+def refused_call(caller: str, called: Path) -> list[str]:
+    """Why GitHub would refuse the calls ``caller`` (a workflow's text) makes to ``called`` (a reusable
+    workflow): inputs and secrets it does not declare, required ones not given. GitHub documents that what a
+    caller passes "must match" the called workflow's inputs and secrets (docs.github.com, "Workflow syntax
+    for GitHub Actions": jobs.<job_id>.with, jobs.<job_id>.secrets) and refuses the run; act 0.2.89 runs
+    the call anyway, so the scenarios check it before act starts."""
+    declared = yaml.safe_load(called.read_text(encoding="utf-8"))
+    on = declared.get("on", declared.get(True)) or {}
+    spec = on.get("workflow_call") or {}
+    inputs, secrets = spec.get("inputs") or {}, spec.get("secrets") or {}
+    problems = []
+    for job_id, job in (yaml.safe_load(caller).get("jobs") or {}).items():
+        if called.name not in str(job.get("uses", "")):
+            continue
+        given, passed = job.get("with") or {}, job.get("secrets") or {}
+        problems += [f"job {job_id} passes input {name!r}, which {called.name} does not declare" for name in given if name not in inputs]
+        problems += [f"job {job_id} does not pass the required input {name!r}" for name, i in inputs.items()
+                     if (i or {}).get("required") and "default" not in (i or {}) and name not in given]
+        if passed != "inherit":
+            problems += [f"job {job_id} passes secret {name!r}, which {called.name} does not declare" for name in passed if name not in secrets]
+    return problems
 
 
 def free_port() -> int:

@@ -12,6 +12,24 @@
   scoping rules (:class:`ActionsCache`), and ``actions/upload-artifact``.
 - Runs a job of a reusable workflow with the contexts ``github``, ``job``, ``inputs``, ``secrets``,
   ``matrix``, ``runner`` and ``steps``.
+
+The workflows run end to end under a real engine, nektos/act (tests/test_act.py: the root action, PR check
+and publish, the fork path, the merge, a monorepo PR). This emulator stays for the rules act does not model,
+and follows GitHub's documentation where act cannot show them:
+
+- **Permissions** (docs.github.com, "Controlling permissions for GITHUB_TOKEN"): act ignores ``permissions:``
+  and gives every job the token it was given, so only here can a test run a job with the token its
+  ``permissions:`` allow, or none (the untrusted check job).
+- **Cache scopes** (docs.github.com, "Caching dependencies to speed up workflows", restrictions for accessing
+  a cache): act's cache server is one flat store, so a PR's save is visible to main there; :class:`ActionsCache`
+  keeps GitHub's scopes (a ref reads its own, its base branch's and the default branch's caches, writes its
+  own) and eviction.
+- **GitHub Enterprise Server**: ``job.workflow_repository`` / ``job.workflow_sha`` empty. act never sets them
+  (so the act scenarios pass the inputs that stand in); here a job runs with them set, as on github.com, or
+  empty, as on GHES, to show the error that names the inputs.
+Where both run a scenario they must agree (tests/scenarios.py holds the shared expectation). Artifacts and
+the cache version follow the actions' documented behaviour that act showed: a download pattern matching one
+artifact is extracted straight into its path; a cache version is the paths as written.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from actengine import ActUnavailable, Engine
+from actengine import ActUnavailable, Engine, refused_call
 from conftest import MODEL_SCRIPT, ROOT, git
 from fakegithub import EVENTS, FakeGitHub
+from scenarios import MONOREPO_PR, fraud_regresses, monorepo_outcome
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +135,10 @@ def caller(template: str, engine: Engine, inputs: dict[str, str] | None = None) 
     assert pinned == 1, f"{template} pins no reusable workflow of mlflow-ci"
     stand_ins = (f"    with:\n      mlflow-ci-repository: mlflow-ci/mlflow-ci\n      mlflow-ci-ref: {engine.sha}\n"
                  f"      python-version: \"{engine.python}\"\n" + "".join(f"      {k}: {v}\n" for k, v in (inputs or {}).items()))
-    return text.replace("$default-branch", "main").replace("    with:\n", stand_ins, 1)
+    text = text.replace("$default-branch", "main").replace("    with:\n", stand_ins, 1)
+    refused = refused_call(text, ROOT / ".github" / "workflows" / template)
+    assert not refused, f"GitHub would refuse workflow-templates/{template}: " + "; ".join(refused)
+    return text
 
 
 IRIS_CONFIG = """\
@@ -292,8 +296,6 @@ def test_a_fork_pr_is_checked_without_a_token_and_published_on_workflow_run(engi
     """Scenario 3: a fork's pull_request run has only the check job (publish is for same-repository PRs); the
     privileged mlflow-ci-comment.yml, on the workflow_run that run completes, downloads its artifact through
     GitHub's REST API and publishes to the PR and head commit of the event."""
-    from mlflow_ci.provenance import Record
-
     with FakeGitHub(TOKEN) as gh:
         models = Models(tmp_path / "models", engine, gh)
         head = models.branch("fork-change", retune(0.5))
@@ -318,7 +320,7 @@ def test_a_fork_pr_is_checked_without_a_token_and_published_on_workflow_run(engi
         [check] = gh.check_runs
         # a fork's own verdict is informative; the required name comes from a maintainer's reviewed dispatch
         assert (check["name"], check["head_sha"], check["conclusion"]) == ("mlflow-ci / iris (fork, unverified)", head, "success")
-        assert Record.parse(check["external_id"]).artifact == f"{fork_run}/mlflow-ci-result"
+        assert "external_id" not in check  # a fork's model is never recorded: promote cannot take it from this check
         assert f"GET /repos/{REPO}/actions/runs/{fork_run}/artifacts" in gh.requests()
 
 
@@ -369,20 +371,26 @@ def test_a_monorepo_pr_checks_each_changed_model_and_comments_once(engine, tmp_p
     (the unchanged ones pass) and one comment."""
     with FakeGitHub(TOKEN) as gh:
         models = Models(tmp_path / "mono", engine, gh, example=ROOT / "examples" / "monorepo", inputs={"all-projects": "true"})
-        head = models.branch("pr/fraud", lambda root: (root / "models" / "fraud" / "params.json").write_text(
-            json.dumps({"metrics": {"accuracy": 0.7}})))
+        head = models.branch("pr/fraud", fraud_regresses)
         proc = models.pull_request("pr/fraud", 9)
         run_id = engine.run_id
         assert "Job 'mlflow-ci check' failed" in proc.stdout, proc.stdout[-8000:]  # fraud fails its gate
-        runs = {r["name"]: (r["conclusion"], r["head_sha"]) for r in gh.check_runs}
-        assert runs == {"mlflow-ci / churn": ("success", head), "mlflow-ci / fraud": ("failure", head),
-                        "mlflow-ci / ranking": ("success", head)}
-        [comment] = gh.comments[9]
-        body = comment["body"]
-        assert body.count("nothing to check; its check passes") == 2 and "<details open><summary>❌ fraud (models/fraud): fail" in body
+        assert monorepo_outcome(gh, 9, head) == MONOREPO_PR  # as the harness (tests/test_workflow_jobs.py)
         uploaded = engine.uploaded(run_id, "mlflow-ci-result-models_fraud", tmp_path / "fraud")
         assert json.loads((uploaded / "result.json").read_text())["verdict"] == "fail"
         held = sorted(p.parent.name for p in (engine.artifacts / str(run_id)).glob("*/*.zip"))
         assert held == ["mlflow-ci-projects", "mlflow-ci-result-models_fraud"]  # the matrix ran for the changed model only
         changed = engine.uploaded(run_id, "mlflow-ci-projects", tmp_path / "projects") / "changed.json"
         assert json.loads(changed.read_text()) == ["models/fraud"]
+
+
+def test_a_template_passing_what_the_workflow_does_not_declare_is_refused_as_github_would(tmp_path):
+    """act runs a call with an undeclared input or secret; GitHub refuses it, so the scenarios refuse it first."""
+    called = ROOT / ".github" / "workflows" / "mlflow-ci-pr.yml"
+    template = (ROOT / "workflow-templates" / "mlflow-ci-pr.yml").read_text()
+    assert refused_call(template, called) == []
+    broken = template.replace("    with:\n", "    with:\n      environment: production\n", 1)
+    broken = broken.replace("    secrets:\n", "    secrets:\n      judge-key: ${{ secrets.JUDGE }}\n", 1)
+    assert refused_call(broken, called) == [
+        "job check passes input 'environment', which mlflow-ci-pr.yml does not declare",
+        "job check passes secret 'judge-key', which mlflow-ci-pr.yml does not declare"]
