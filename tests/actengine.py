@@ -15,10 +15,25 @@ Everything it would fetch from the internet is given to it locally (the facts ar
 - the model repository as a bare repository that actions/checkout clones through git's ``url.<dir>.insteadOf``,
   passed in ``GIT_CONFIG_*`` variables (nothing is written to a git config file).
 
-Where act differs from GitHub (each workaround sits next to what it works around):
-- act ignores ``permissions:`` and ``concurrency:`` (tests/actions_harness.py keeps what they decide);
-- act sets neither ``job.workflow_repository`` nor ``job.workflow_sha`` (the reusable workflows' inputs
-  ``mlflow-ci-repository`` / ``mlflow-ci-ref`` stand in, as on GHES);
+Where act (0.2.89) differs from GitHub, and what the tests do about it (each workaround also sits next to
+its code):
+- act ignores ``permissions:`` and ``concurrency:`` (../shared/act/README.md): tests/actions_harness.py keeps
+  what they decide;
+- act sets neither ``job.workflow_repository`` nor ``job.workflow_sha`` (no such field in act's
+  pkg/model/github_context.go): the reusable workflows' inputs ``mlflow-ci-repository`` / ``mlflow-ci-ref``
+  stand in, as on GitHub Enterprise Server;
+- act's artifact server refuses upload-artifact v7's requests (nektos/act#6022, nektos/act#6021): the jobs
+  reach it through ../shared/act/artifact_shim.py; act gives the jobs its own process's
+  ``ACTIONS_RUNTIME_URL`` when set (pkg/runner/run_context.go), so that is where the shim's address goes;
+- act's artifact server speaks only the runtime (Twirp) API, not GitHub's REST artifacts API that
+  download-artifact with ``run-id`` and promote use: a test hands the zip act stored to the fake GitHub
+  (on GitHub both are one store);
+- act gives each job its own ``runner.temp`` (a random folder, pkg/runner/run_context.go), as a self-hosted
+  runner may differ from a hosted one: no workaround, the workflows name the store's cache path relative to
+  the workspace, since actions/cache hashes the path as written into the cache version;
+- every act run is run 1 unless ``GITHUB_RUN_ID`` is given (pkg/runner/run_context.go): each run gets its own;
+- act does not check what a caller passes to a reusable workflow; GitHub refuses undeclared inputs and
+  secrets (docs.github.com, workflow syntax, jobs.<job_id>.with / secrets): :func:`refused_call`;
 - a job that fails before its first step can be reported as succeeded: tests assert on what the fake GitHub
   and the MLflow store received, never on act's exit code alone.
 """

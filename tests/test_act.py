@@ -100,6 +100,7 @@ def test_root_action_on_a_pull_request(engine, tmp_path):
         log = proc.stdout
         assert proc.returncode == 0, log[-6000:]
         assert "verdict: " in log and "PASS" in log, log[-6000:]
+        assert 2 in gh.comments, "nothing was published to PR #2"
         [comment] = gh.comments[2]
         assert "mlflow-ci · wine-quality" in comment["body"]
         [check] = gh.check_runs
@@ -277,6 +278,7 @@ def test_the_pr_workflow_checks_untrusted_and_publishes_trusted(engine, tmp_path
         run_id = engine.run_id
         log = proc.stdout
         assert proc.returncode == 0, log[-8000:]
+        assert 3 in gh.comments, "nothing was published to PR #3"
         [comment] = gh.comments[3]
         assert "mlflow-ci · iris" in comment["body"]
         [check] = gh.check_runs
@@ -315,6 +317,7 @@ def test_a_fork_pr_is_checked_without_a_token_and_published_on_workflow_run(engi
         git(models.root, "checkout", "-q", "main")  # workflow_run runs the default branch's workflow
         published = models.act("workflow_run", payload, "mlflow-ci-comment.yml")
         assert published.returncode == 0, published.stdout[-8000:]
+        assert 12 in gh.comments, "nothing was published to PR #12"
         [comment] = gh.comments[12]
         assert "mlflow-ci · iris" in comment["body"]
         [check] = gh.check_runs
