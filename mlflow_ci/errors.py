@@ -25,8 +25,10 @@ _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 
 def printable(text: str) -> str:
     """One line that is safe to print in a CI log: line breaks become spaces (text from a pull request
-    cannot start a line of its own), and a leading ``::`` is defused (no workflow command)."""
-    line = _LINE_BREAKS.sub(" ", str(text))
+    cannot start a line of its own), a leading ``::`` is defused (no workflow command), and so is ``##[``
+    anywhere in the line (the runner still obeys its legacy command form, ``##[set-output name=x;]v``,
+    wherever it appears in a line)."""
+    line = _LINE_BREAKS.sub(" ", str(text)).replace("##[", "##\u200b[")
     return re.sub(r"^(\s*):(?=:)", "\\1:\u200b", line)
 
 

@@ -13,7 +13,10 @@ directory entries)::
     sha256( "<sha256 of file>  <relative path>\\n" for each file, sorted by path )
 
 which is what ``find . -type f | sort | xargs sha256sum | sha256sum`` prints for the same tree.
-Symbolic links are refused: what they point at is not part of the model.
+Symbolic links are refused: what they point at is not part of the model. So are special files (a FIFO
+would block the reader, a device is not content) and names holding a line break, another control
+character or a backslash: with those refused, each file is exactly one line, so two different trees never
+encode alike, and ``sha256sum`` prints every accepted name as is (it escapes backslashes and line breaks).
 
 This module is plain Python (no MLflow, no HTTP): the GitHub wing stores records, the commands find
 the files.
@@ -58,12 +61,22 @@ def model_digest(root: Path) -> str:
     return "sha256:" + hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def _files(root: Path):
     for folder, dirs, names in os.walk(root, followlinks=False):
         for name in dirs + names:
             path = Path(folder) / name
-            if path.is_symlink():
+            if _UNSAFE_NAME.search(name):
+                raise ProvenanceError(f"{str(path)!r}: a name with a control character or a backslash in the model "
+                                      "directory; refusing to digest it")
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
                 raise ProvenanceError(f"{path}: a symbolic link in the model directory; refusing to digest it")
+            if name in names and not stat.S_ISREG(mode):
+                raise ProvenanceError(f"{path}: not a regular file (a FIFO, socket or device) in the model directory; "
+                                      "refusing to digest it")
         yield from (Path(folder) / name for name in names)
 
 

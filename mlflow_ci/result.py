@@ -339,8 +339,10 @@ class Result(Part):
 
     @model_validator(mode="after")
     def _only_ours_evaluate(self, info: ValidationInfo) -> "Result":
-        if _untrusted(info) and (self.evaluation is not None or self.leaderboard is not None):
-            return self.model_copy(update={"evaluation": None, "leaderboard": None})
+        """An artifact's evaluation details, leaderboard and run link are dropped: only our own are shown
+        (a link from an artifact would be a live link in the comment, pointing wherever the PR chose)."""
+        if _untrusted(info) and (self.evaluation is not None or self.leaderboard is not None or self.ci_run_url):
+            return self.model_copy(update={"evaluation": None, "leaderboard": None, "ci_run_url": None})
         return self
 
     @classmethod

@@ -75,6 +75,41 @@ def test_links_and_empty_or_missing_trees_are_refused(tmp_path):
         model_digest(tmp_path / "absent")
 
 
+def test_two_trees_never_encode_alike_names_with_line_breaks_are_refused(tmp_path):
+    """One file named 'a\\n<hash>  b' would encode as two lines, like the two-file tree it imitates."""
+    from mlflow_ci.provenance import file_sha256
+
+    honest = tree(tmp_path / "honest", {"a": b"1", "b": b"2"})
+    forged_name = "a\n" + file_sha256(honest / "b") + "  b"
+    with pytest.raises(ProvenanceError, match="control character"):
+        model_digest(tree(tmp_path / "forged", {forged_name: b"1"}))
+    with pytest.raises(ProvenanceError, match="control character or a backslash"):
+        model_digest(tree(tmp_path / "slash", {"a\\b": b"1"}))
+
+
+def test_a_fifo_in_the_model_is_refused_not_read(tmp_path):
+    import threading
+
+    root = tree(tmp_path / "m", {"MLmodel": b""})
+    os.mkfifo(root / "pipe")
+    outcome: list = []
+
+    def digest():
+        try:
+            outcome.append(model_digest(root))
+        except ProvenanceError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=digest, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    if worker.is_alive():  # the reader blocked on the FIFO: unblock it so the suite goes on, then fail
+        with open(root / "pipe", "wb"):
+            pass
+        pytest.fail("model_digest blocked reading a FIFO")
+    assert isinstance(outcome[0], ProvenanceError) and "not a regular file" in str(outcome[0])
+
+
 def test_a_record_round_trips_through_external_id():
     record = Record("a" * 32, DIGEST, "m-" + "c" * 32, "12345/mlflow-ci-result")
     text = record.external_id()

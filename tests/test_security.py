@@ -100,6 +100,8 @@ def test_untrusted_keys_cannot_inject_workflow_commands(project):
     assert not any(line.lstrip().startswith("::") for line in proc.stderr.splitlines()), proc.stderr
     assert printable("a\r\n::set-env name=X::1") == "a ::set-env name=X::1"  # no longer at the start of a line
     assert printable("::error::x") == ":\u200b:error::x"
+    # the runner's legacy form is obeyed anywhere in a line
+    assert "##[" not in printable("step said ##[set-output name=verdict;]pass") and "##[" not in printable("##[error]x")
 
 
 def test_md_neutralises_links_references_and_bidi():
@@ -220,3 +222,18 @@ def test_the_trusted_half_publishes_only_its_configured_experiment(project, tmp_
         proc = project.cli("publish", "--from", str(tmp_path / "result.json"), env=env)
         assert proc.returncode == 0, proc.stderr
         assert [(c["name"], c["head_sha"]) for c in gh.check_runs] == [("mlflow-ci / churn", head)]
+
+
+def test_an_artifacts_run_link_never_reaches_the_comment():
+    """The error report links the job's log only when the result is our own; an artifact's ci_run_url is dropped."""
+    from mlflow_ci.report import error_markdown
+    from mlflow_ci.config.models import ReportConfig
+    from mlflow_ci.result import Result, validate_untrusted
+
+    data = {"schema": 1, "verdict": "error", "experiment": "e", "candidate": {}, "checks": [],
+            "ci_run_url": "https://evil.test/phish",
+            "error": {"stage": "train", "exit_code": 3, "reason": "boom", "hint": None}}
+    untrusted = validate_untrusted(data)
+    assert untrusted.ci_run_url is None and "evil.test" not in error_markdown(untrusted, ReportConfig())
+    ours = Result.build(data)
+    assert "[workflow run](https://evil.test/phish)" in error_markdown(ours, ReportConfig())  # our own link is kept
