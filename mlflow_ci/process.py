@@ -1,15 +1,26 @@
-"""Running a user command (training, deploy hook): shell, live output tee'd to a log, timeout."""
+"""Running a user command (training, deploy hook): shell, live output tee'd to a log, timeout.
+
+The command runs in a process group of its own, killed whole on timeout. A process may still leave the
+group (``setsid``, a daemon) and keep the output pipe open: mlflow-ci does not wait for it. Every process
+the command starts inherits ``MLFLOW_CI_PROCESS_TAG``, a random value; once the command has exited (or
+was killed), the processes still carrying that tag are killed too, and the output is no longer read after
+a short grace. A process that removed the tag from its own environment is only no longer waited for.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Mapping, TextIO
+from typing import IO, Mapping, TextIO
 
 from mlflow_ci.errors import TrainingError
+
+PROCESS_TAG = "MLFLOW_CI_PROCESS_TAG"
+OUTPUT_GRACE = 2.0  # seconds the output is still read once the command has exited
 
 
 def run_logged(
@@ -22,17 +33,19 @@ def run_logged(
 ) -> tuple[int, bool]:
     """Run ``command`` in a shell, tee its output to ``stream`` and ``log_path``; enforce ``timeout``.
 
-    Returns (exit code, whether it timed out). The whole process group is killed on timeout.
+    Returns (exit code, whether it timed out). On timeout the whole process group is killed; in every
+    case what the command left running with its tag is killed, and nothing it left holds mlflow-ci.
     """
     if not workdir.is_dir():
         raise TrainingError(f"working directory {workdir} does not exist")
+    tag = secrets.token_hex(16)
     with log_path.open("w", encoding="utf-8", errors="replace") as log:
         try:
             proc = subprocess.Popen(
                 command,
                 shell=True,
                 cwd=workdir,
-                env=dict(env),
+                env={**env, PROCESS_TAG: tag},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -40,29 +53,60 @@ def run_logged(
             )
         except OSError as exc:
             raise TrainingError(f"cannot start the command: {exc}") from None
-        timed_out = threading.Event()
-
-        def kill() -> None:
-            timed_out.set()
-            _kill_group(proc)
-
-        timer = threading.Timer(timeout, kill)
-        timer.daemon = True
-        timer.start()
+        done = threading.Event()  # set when mlflow-ci stops reading: later output is dropped
+        assert proc.stdout is not None
+        reader = threading.Thread(target=_tee, args=(proc.stdout, stream, log, done), daemon=True)
+        reader.start()
+        timed_out = False
         try:
-            assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
-                line = raw.decode("utf-8", errors="replace")
-                stream.write(line)
-                stream.flush()
-                log.write(line)
-            code = proc.wait()
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+                code = proc.wait()
+            reader.join(OUTPUT_GRACE)
+            if reader.is_alive():  # something the command started left its group and holds the output
+                kill_tagged(tag)
+                reader.join(OUTPUT_GRACE)
         except BaseException:
             _kill_group(proc)
+            kill_tagged(tag)
             raise
         finally:
-            timer.cancel()
-    return code, timed_out.is_set()
+            done.set()
+    return code, timed_out
+
+
+def _tee(pipe: IO[bytes], stream: TextIO, log: TextIO, done: threading.Event) -> None:
+    try:
+        for raw in iter(pipe.readline, b""):
+            if done.is_set():
+                return
+            line = raw.decode("utf-8", errors="replace")
+            stream.write(line)
+            stream.flush()
+            log.write(line)
+    except (OSError, ValueError):  # the log was closed after mlflow-ci stopped waiting
+        return
+
+
+def kill_tagged(tag: str, proc_root: Path = Path("/proc")) -> list[int]:
+    """SIGKILL every process of this user whose initial environment holds ``PROCESS_TAG=tag``; their pids."""
+    marker = f"{PROCESS_TAG}={tag}".encode()
+    killed = []
+    try:
+        entries = [p for p in proc_root.iterdir() if p.name.isdigit()]
+    except OSError:
+        return killed
+    for entry in entries:
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+        except (OSError, ValueError):  # gone, or not ours to read
+            continue
+    return killed
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
