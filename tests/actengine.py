@@ -248,26 +248,26 @@ class Engine:
         return bare
 
 
-def refused_call(caller: str, called: Path) -> list[str]:
-    """Why GitHub would refuse the calls ``caller`` (a workflow's text) makes to ``called`` (a reusable
-    workflow): inputs and secrets it does not declare, required ones not given. GitHub documents that what a
-    caller passes "must match" the called workflow's inputs and secrets (docs.github.com, "Workflow syntax
-    for GitHub Actions": jobs.<job_id>.with, jobs.<job_id>.secrets) and refuses the run; act 0.2.89 runs
-    the call anyway, so the scenarios check it before act starts."""
-    declared = yaml.safe_load(called.read_text(encoding="utf-8"))
+def refused_call(caller: str, called_name: str, called_text: str) -> list[str]:
+    """Why GitHub would refuse the calls ``caller`` (a workflow's text) makes to the reusable workflow
+    ``called_name`` (whose text is ``called_text``): inputs and secrets it does not declare, required ones not
+    given. GitHub documents that what a caller passes "must match" the called workflow's inputs and secrets
+    (docs.github.com, "Workflow syntax for GitHub Actions": jobs.<job_id>.with, jobs.<job_id>.secrets) and
+    refuses the run; act 0.2.89 runs the call anyway, so the scenarios check it before act starts."""
+    declared = yaml.safe_load(called_text)
     on = declared.get("on", declared.get(True)) or {}
     spec = on.get("workflow_call") or {}
     inputs, secrets = spec.get("inputs") or {}, spec.get("secrets") or {}
     problems = []
     for job_id, job in (yaml.safe_load(caller).get("jobs") or {}).items():
-        if called.name not in str(job.get("uses", "")):
+        if f"/{called_name}@" not in str(job.get("uses", "")):
             continue
         given, passed = job.get("with") or {}, job.get("secrets") or {}
-        problems += [f"job {job_id} passes input {name!r}, which {called.name} does not declare" for name in given if name not in inputs]
+        problems += [f"job {job_id} passes input {name!r}, which {called_name} does not declare" for name in given if name not in inputs]
         problems += [f"job {job_id} does not pass the required input {name!r}" for name, i in inputs.items()
                      if (i or {}).get("required") and "default" not in (i or {}) and name not in given]
         if passed != "inherit":
-            problems += [f"job {job_id} passes secret {name!r}, which {called.name} does not declare" for name in passed if name not in secrets]
+            problems += [f"job {job_id} passes secret {name!r}, which {called_name} does not declare" for name in passed if name not in secrets]
     return problems
 
 

@@ -137,7 +137,7 @@ def caller(template: str, engine: Engine, inputs: dict[str, str] | None = None) 
     stand_ins = (f"    with:\n      mlflow-ci-repository: mlflow-ci/mlflow-ci\n      mlflow-ci-ref: {engine.sha}\n"
                  f"      python-version: \"{engine.python}\"\n" + "".join(f"      {k}: {v}\n" for k, v in (inputs or {}).items()))
     text = text.replace("$default-branch", "main").replace("    with:\n", stand_ins, 1)
-    refused = refused_call(text, ROOT / ".github" / "workflows" / template)
+    refused = refused_call(text, template, (ROOT / ".github" / "workflows" / template).read_text())
     assert not refused, f"GitHub would refuse workflow-templates/{template}: " + "; ".join(refused)
     return text
 
@@ -389,11 +389,12 @@ def test_a_monorepo_pr_checks_each_changed_model_and_comments_once(engine, tmp_p
 
 def test_a_template_passing_what_the_workflow_does_not_declare_is_refused_as_github_would(tmp_path):
     """act runs a call with an undeclared input or secret; GitHub refuses it, so the scenarios refuse it first."""
-    called = ROOT / ".github" / "workflows" / "mlflow-ci-pr.yml"
+    called = ("mlflow-ci-pr.yml", (ROOT / ".github" / "workflows" / "mlflow-ci-pr.yml").read_text())
     template = (ROOT / "workflow-templates" / "mlflow-ci-pr.yml").read_text()
-    assert refused_call(template, called) == []
+    template = re.sub(r"@[0-9a-f]{40}", "@" + "1" * 40, template)  # the pinned commit's declarations are another test's
+    assert refused_call(template, *called) == []
     broken = template.replace("    with:\n", "    with:\n      environment: production\n", 1)
     broken = broken.replace("    secrets:\n", "    secrets:\n      judge-key: ${{ secrets.JUDGE }}\n", 1)
-    assert refused_call(broken, called) == [
+    assert refused_call(broken, *called) == [
         "job check passes input 'environment', which mlflow-ci-pr.yml does not declare",
         "job check passes secret 'judge-key', which mlflow-ci-pr.yml does not declare"]

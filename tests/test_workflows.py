@@ -267,6 +267,16 @@ def test_templates_pin_one_commit_that_holds_the_called_workflows():
     for name, sha in refs:
         found = subprocess.run(["git", "cat-file", "-e", f"{sha}:.github/workflows/{name}"], cwd=ROOT, capture_output=True)
         assert found.returncode == 0, f"{sha} has no .github/workflows/{name}"
+    # GitHub refuses a call that passes an input or secret the called workflow does not declare, so a
+    # template must match the workflows *at the commit it pins*, not the ones in this tree
+    from actengine import refused_call
+
+    for path in TEMPLATE_FILES:
+        text = path.read_text()
+        for name, sha in re.findall(r"mlflow-ci/mlflow-ci/\.github/workflows/([\w.-]+)@([0-9a-f]{40})", text):
+            called = subprocess.run(["git", "show", f"{sha}:.github/workflows/{name}"], cwd=ROOT, capture_output=True,
+                                    text=True, check=True).stdout
+            assert refused_call(text, name, called) == [], f"{rel(path)} calls {name}@{sha[:12]}: GitHub would refuse it"
 
 
 def test_the_pin_script_rewrites_every_first_party_reference(tmp_path, monkeypatch):
