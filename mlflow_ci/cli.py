@@ -253,10 +253,13 @@ def _echo_published(result) -> None:
               help="The workflow artifact that carries --model-dir, recorded so that promote can fetch the model (zero-server mode).")
 @click.option("--pr", "pr_number", type=int, help="With --head-sha, under workflow_dispatch: accept a reviewed fork PR's verdict (maintainers).")
 @click.option("--head-sha", metavar="SHA", help="The fork PR commit the maintainer reviewed (full SHA); see --pr.")
+@click.option("--pr-workflow", metavar="PATH",
+              help="With --pr: the caller workflow whose run is accepted (default: the workflow of .github/workflows/ that calls mlflow-ci-pr.yml).")
 @click.option("--projects", "projects_dir", type=click.Path(file_okay=False),
               help="Monorepo: the folder of the downloaded per-model result artifacts; run in the base commit's checkout.")
 @click.option("--changed", "changed_json", metavar="JSON", help="With --projects: the JSON list of the folders the matrix checked.")
-def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_artifact, pr_number, head_sha, projects_dir, changed_json):
+def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_artifact, pr_number, head_sha, pr_workflow, projects_dir,
+            changed_json):
     """Publish a result: sticky PR comment, check run (or commit status), job summary, annotations, outputs.
 
     Without --from it publishes OUT/result.json of an earlier check (to retry a failed publish).
@@ -281,13 +284,15 @@ def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_arti
             raise UsageError("publish: --projects and --changed go together, without --from, --model-dir or --pr")
         publish_gathered(dict(os.environ), sys.stdout, Path(projects_dir), changed, Path(out_dir), comment_mode=comment_mode)
         return EXIT_OK
+    if pr_workflow is not None and pr_number is None:
+        raise UsageError("publish: --pr-workflow goes with --pr and --head-sha")
     if pr_number is not None or head_sha is not None:
         if pr_number is None or head_sha is None or from_file or model_dir:
             raise UsageError("publish: --pr and --head-sha go together, without --from or --model-dir")
         from mlflow_ci.commands.reviewed import publish_reviewed
 
         _echo_published(publish_reviewed(dict(os.environ), sys.stdout, Path(out_dir), Path(config_path), pr=pr_number,
-                                         head_sha=head_sha, comment_mode=comment_mode))
+                                         head_sha=head_sha, comment_mode=comment_mode, pr_workflow=pr_workflow))
         return EXIT_OK
     result = publish_saved(dict(os.environ), sys.stdout, Path(out_dir), Path(config_path), comment_mode=comment_mode,
                            from_file=Path(from_file) if from_file else None,

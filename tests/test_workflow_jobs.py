@@ -238,6 +238,10 @@ def test_a_maintainer_turns_a_reviewed_fork_verdict_into_the_required_check(mode
     PR number and the reviewed commit, publishes it under the required name, with its provenance."""
     from mlflow_ci.provenance import Record
 
+    (models / ".github" / "workflows").mkdir(parents=True)
+    shutil.copy2(ROOT / "workflow-templates" / "mlflow-ci-pr.yml", models / ".github" / "workflows" / "mlflow-ci.yml")
+    git(models, "add", "-A")
+    git(models, "commit", "-q", "-m", "the caller workflow")  # only a run of it is accepted
     actions = Actions(models, tmp_path, called, runner_python, ActionsCache(tmp_path / "cache"))
     branch(models, "fork-change", C=0.5)
     head = git(models, "rev-parse", "fork-change")
@@ -257,6 +261,7 @@ def test_a_maintainer_turns_a_reviewed_fork_verdict_into_the_required_check(mode
         fork_run = actions.run_id
         gh.add_artifact(fork_run, "mlflow-ci-result", zip_artifact(actions.artifacts / "mlflow-ci-result"))
         gh.workflow_runs.append({"id": fork_run, "head_sha": head, "event": "pull_request", "status": "completed",
+                                 "conclusion": "success", "path": ".github/workflows/mlflow-ci.yml",
                                  "head_repository": {"full_name": "forker/models"}})
         gh.pulls.append({"number": 12, "state": "open", "head": {"sha": head, "repo": {"full_name": "forker/models"}},
                          "base": {"repo": {"full_name": REPOSITORY}}})

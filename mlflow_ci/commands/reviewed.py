@@ -9,9 +9,11 @@ PR code must never run). Only someone with write access can dispatch a workflow.
 
 The checks, each refusing with exit 2: the event is ``workflow_dispatch``; the PR is open, targets
 this repository, and its head is still the reviewed commit; the result comes from the newest
-completed ``pull_request`` workflow run of that commit from the PR's head repository, validated as
-untrusted data and for this configuration's experiment. Then the result is published under the
-required check name, with the model's provenance record.
+``pull_request`` workflow run of that commit from the PR's head repository that *succeeded* and ran one of
+the repository's own caller workflows — a file of the dispatched branch's ``.github/workflows/`` that calls
+mlflow-ci's ``mlflow-ci-pr.yml`` (or ``--pr-workflow``), never a workflow file the PR added — validated as
+untrusted data and for this configuration's experiment. Then the result is published under the required
+check name, with the model's provenance record.
 """
 
 from __future__ import annotations
@@ -34,10 +36,24 @@ from mlflow_ci.result import load_untrusted
 
 ARTIFACT = "mlflow-ci-result"
 SHA = re.compile(r"[0-9a-f]{40}")
+CALLS_PR_WORKFLOW = re.compile(r"^\s*(?:-\s+)?uses:\s*['\"]?[\w.-]+/[\w.-]+/\.github/workflows/mlflow-ci-pr\.yml@", re.MULTILINE)
+
+
+def caller_workflows(workspace: Path) -> list[str]:
+    """The workflow files of the dispatched branch that call mlflow-ci's PR workflow, as a run's ``path``."""
+    folder = workspace / ".github" / "workflows"
+    found = []
+    for path in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]):
+        try:
+            if CALLS_PR_WORKFLOW.search(path.read_text(encoding="utf-8", errors="replace")):
+                found.append(f".github/workflows/{path.name}")
+        except OSError:
+            continue
+    return found
 
 
 def publish_reviewed(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_path: Path, *, pr: int, head_sha: str,
-                     comment_mode: str | None):
+                     comment_mode: str | None, pr_workflow: str | None = None):
     event = ghevent.from_env(env)
     if event.event_name != "workflow_dispatch":
         raise UsageError(f"publish --pr/--head-sha is the maintainers' step for fork PRs and runs from workflow_dispatch "
@@ -48,8 +64,12 @@ def publish_reviewed(env: Mapping[str, str], stream: TextIO, out_dir: Path, conf
     client = github_client(env, event, stream)
     if client is None:
         raise UsageError("publish needs a GitHub token: set GITHUB_TOKEN (in a workflow: env: GITHUB_TOKEN: ${{ github.token }})")
+    callers = [pr_workflow] if pr_workflow else caller_workflows(Path(env.get("GITHUB_WORKSPACE") or "."))
+    if not callers:
+        raise UsageError("no workflow of this branch's .github/workflows/ calls mlflow-ci-pr.yml, so no PR run can be "
+                         "trusted to have run mlflow-ci: pass --pr-workflow .github/workflows/<the PR workflow>.yml")
     head_repo = _reviewed_pull(client, event, pr, head_sha)
-    run_id = _pr_run(client, head_sha, head_repo)
+    run_id = _pr_run(client, head_sha, head_repo, callers)
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-reviewed-") as tmp:
         unpacked = fetch_artifact(client, run_id, ARTIFACT, Path(tmp))
         result = load_untrusted(unpacked / "result.json")
@@ -91,11 +111,23 @@ def _reviewed_pull(client, event, pr: int, head_sha: str) -> str:
     return repo
 
 
-def _pr_run(client, head_sha: str, head_repo: str) -> int:
-    """The newest completed pull_request workflow run of the reviewed commit, from the PR's head repository."""
+def _pr_run(client, head_sha: str, head_repo: str, callers: list[str]) -> int:
+    """The newest successful pull_request run of the reviewed commit, from the PR's head repository, of one
+    of the repository's caller workflows (a workflow file the PR added is never one)."""
+    passed_over = []
     for run in client.workflow_runs(head_sha, "pull_request"):
-        if run.get("head_sha") == head_sha and (run.get("head_repository") or {}).get("full_name") == head_repo \
-                and isinstance(run.get("id"), int) and client.run_artifacts(run["id"], ARTIFACT):
+        if run.get("head_sha") != head_sha or (run.get("head_repository") or {}).get("full_name") != head_repo \
+                or not isinstance(run.get("id"), int):
+            continue
+        if run.get("path") not in callers:
+            passed_over.append(f"run {run['id']} ran {str(run.get('path'))[:80]!r}, not {' or '.join(callers)}")
+        elif run.get("conclusion") != "success":
+            passed_over.append(f"run {run['id']} concluded {str(run.get('conclusion'))[:20]!r}")
+        elif client.run_artifacts(run["id"], ARTIFACT):
             return run["id"]
-    raise NotValidatedError(f"no completed pull_request workflow run of {head_sha[:12]} left a {ARTIFACT!r} artifact",
+        else:
+            passed_over.append(f"run {run['id']} left no {ARTIFACT!r} artifact")
+    why = f" ({'; '.join(passed_over[:5])})" if passed_over else ""
+    raise NotValidatedError(f"no successful pull_request run of {' or '.join(callers)} at {head_sha[:12]} left a "
+                            f"{ARTIFACT!r} artifact{why}",
                             hint="wait for the PR's mlflow-ci run to finish (or re-run it), then dispatch again")

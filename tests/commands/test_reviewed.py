@@ -12,6 +12,12 @@ from mlflow_ci.provenance import Record, model_digest
 
 REPO = "Codertocat/Hello-World"
 FORK = "forker/Hello-World"
+CALLER = """\
+on: pull_request
+jobs:
+  check:
+    uses: mlflow-ci/mlflow-ci/.github/workflows/mlflow-ci-pr.yml@0123456789abcdef0123456789abcdef01234567 # v0.1.0
+"""
 CONFIG = "experiment: iris\nmodel: iris\ntrain:\n  command: python train.py\ngate:\n  accuracy: {min: 0.8}\n"
 
 
@@ -21,6 +27,7 @@ def fork_pr(project, tmp_path):
     project.write("train.py", MODEL_SCRIPT)
     project.write("params.json", json.dumps({"C": 0.7}))
     project.write("mlflow-ci.yml", CONFIG)
+    project.write(".github/workflows/mlflow-ci.yml", CALLER)  # the repository's own caller workflow
     head = project.commit("fork change")
     check = project.cli("check", "--no-publish", "--export-model", env=project.env())
     assert check.returncode == 0, check.stdout + check.stderr
@@ -29,6 +36,7 @@ def fork_pr(project, tmp_path):
         gh.pulls.append({"number": 9, "state": "open", "head": {"sha": head, "repo": {"full_name": FORK}},
                          "base": {"repo": {"full_name": REPO}}})
         gh.workflow_runs.append({"id": 900, "head_sha": head, "event": "pull_request", "status": "completed",
+                                 "conclusion": "success", "path": ".github/workflows/mlflow-ci.yml",
                                  "head_repository": {"full_name": FORK}})
         gh.add_artifact(900, "mlflow-ci-result", zip_artifact(out, RESULT_ARTIFACT))
         yield gh, head, model_digest(out / "model")
@@ -67,7 +75,7 @@ def test_a_moved_pr_another_repository_or_another_event_is_refused(project, tmp_
     # a run of the same commit from another repository (someone else's fork) is not the PR's run
     gh.workflow_runs[0]["head_repository"] = {"full_name": "someone/else"}
     elsewhere = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head)
-    assert elsewhere.returncode == 1 and "no completed pull_request workflow run" in elsewhere.stderr
+    assert elsewhere.returncode == 1 and "no successful pull_request run" in elsewhere.stderr
     gh.workflow_runs[0]["head_repository"] = {"full_name": FORK}
     project.write("mlflow-ci.yml", CONFIG.replace("experiment: iris", "experiment: other"))
     foreign = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head)
@@ -76,3 +84,31 @@ def test_a_moved_pr_another_repository_or_another_event_is_refused(project, tmp_
     closed = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head)
     assert closed.returncode == 2 and "PR #9 is closed" in closed.stderr
     assert gh.check_runs == [] and 9 not in gh.comments
+
+
+def test_only_a_successful_run_of_the_repositorys_own_caller_workflow_is_accepted(project, tmp_path, fork_pr):
+    """A fork PR can add a workflow file of its own that uploads a forged 'mlflow-ci-result'; its run is newer
+    than the real one. Only a run of a workflow the dispatched branch has, that calls mlflow-ci-pr.yml and
+    succeeded, counts."""
+    gh, head, digest = fork_pr
+    forged = gh.add_artifact(950, "mlflow-ci-result", gh.artifacts[0]["data"])
+    gh.workflow_runs.append({"id": 950, "head_sha": head, "event": "pull_request", "status": "completed", "conclusion": "success",
+                             "path": ".github/workflows/forged.yml", "head_repository": {"full_name": FORK}})
+    gh.workflow_runs.append({"id": 940, "head_sha": head, "event": "pull_request", "status": "completed", "conclusion": "cancelled",
+                             "path": ".github/workflows/mlflow-ci.yml", "head_repository": {"full_name": FORK}})
+    gh.add_artifact(940, "mlflow-ci-result", forged["data"])
+    done = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert Record.parse(gh.check_runs[0]["external_id"]).artifact == "900/mlflow-ci-result"  # not 950, not 940
+    gh.workflow_runs[0]["conclusion"] = "failure"
+    gh.check_runs.clear()
+    refused = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head)
+    assert refused.returncode == 1 and gh.check_runs == []
+    assert "run 950 ran '.github/workflows/forged.yml', not .github/workflows/mlflow-ci.yml" in refused.stderr
+    assert "run 940 concluded 'cancelled'" in refused.stderr and "run 900 concluded 'failure'" in refused.stderr
+    # without a caller workflow on the branch, nothing can be trusted to have run mlflow-ci
+    (project.root / ".github" / "workflows" / "mlflow-ci.yml").unlink()
+    none = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head)
+    assert none.returncode == 2 and "pass --pr-workflow" in none.stderr
+    explicit = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head, "--pr-workflow", ".github/workflows/forged.yml")
+    assert explicit.returncode == 0 and Record.parse(gh.check_runs[-1]["external_id"]).artifact == "950/mlflow-ci-result"
