@@ -556,6 +556,22 @@ def rollback(config_path, out_dir, to_version, reason, no_deploy):
 
 
 @cli.command(context_settings=CONTEXT)
+@_config_option
+@click.argument("model_uri")
+def verify(config_path, model_uri):
+    """Check that a registered model's files are the bytes promote verified: models:/NAME@ALIAS or models:/NAME/VERSION.
+
+    Prints the digest; exit 1 when the files changed since promotion or promote recorded no digest for the
+    version. Serving and deploy scripts call it before loading the champion.
+    """
+    from mlflow_ci.commands.verify import verify_model
+
+    found = verify_model(_session(config_path), model_uri)
+    echo(f"{found.model} version {found.version}: {found.digest} (as promote verified)")
+    return EXIT_OK
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False, exists=True),
               help="The model repository.")
 @click.option("--command", "command", help="Training command (default: python train.py, when it exists).")

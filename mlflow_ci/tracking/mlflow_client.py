@@ -124,6 +124,18 @@ class RegistryMixin:
                 raise UsageError(f"run {run_id} has no model named {model_path!r} (promote.model_path)")
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri))
 
+    def download_version(self, model: str, version: str, dst: Path) -> Path:
+        """The files ``models:/<model>/<version>`` resolves to now, downloaded into ``dst``."""
+        import mlflow.artifacts
+
+        with self._service(f"download {model} version {version}"):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model}/{version}", dst_path=str(dst),
+                                                             tracking_uri=self.tracking_uri))
+        # MLflow's downloader writes the version's name and number beside the files (it is not stored with the
+        # model, and is rewritten on every download): the model's bytes are the rest
+        (local / "registered_model_meta").unlink(missing_ok=True)
+        return local
+
     def import_model(self, experiment_id: str, model_dir: Path, model_path: str, *, run_name: str, tags: Mapping[str, str]) -> str:
         """A finished run of ``experiment_id`` holding ``model_dir``'s files under ``model_path``: how a
         model validated elsewhere (a PR's artifact) enters this store before it is registered."""

@@ -214,6 +214,16 @@ def test_zero_server_mode_promotes_the_recorded_artifact_into_the_default_branch
 
     again = project.cli("promote", "--no-deploy", env={**main_store, **on_push(gh, tmp_path, merged)})
     assert again.returncode == 0 and "already champion" in again.stdout
+
+    # the champion's files are the verified bytes, until someone with write access to the experiment swaps them
+    verified = project.cli("verify", "models:/iris@champion", env=main_store)
+    assert verified.returncode == 0 and f"iris version 1: {record.digest} (as promote verified)" in verified.stdout, verified.stderr
+    source = Path(tracker.client.get_model_version_download_uri("iris", "1").removeprefix("file://"))
+    (source / "MLmodel").write_text((source / "MLmodel").read_text() + "# swapped after promotion\n")
+    swapped = project.cli("verify", "models:/iris/1", env=main_store)
+    assert swapped.returncode == 1 and f"promote verified {record.digest}: its files changed after promotion" in swapped.stderr
+    bad = project.cli("verify", "runs:/abc/model", env=main_store)
+    assert bad.returncode == 2 and "is not models:/<name>@<alias>" in bad.stderr
     assert len(tracker.client.search_model_versions("name = 'iris'")) == 1  # the import is found, not repeated
 
     # an artifact whose bytes differ from the record is refused, and an expired one is explained
