@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import re
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -74,15 +74,8 @@ def model_repository(root, engine: Engine, workflow: str):
     return git(root, "rev-parse", "HEAD")
 
 
-def pull_request_event(path, head: str, base: str, number: int = 2):
-    payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
-    pr = payload["pull_request"]
-    pr["number"], payload["number"] = number, number
-    pr["head"].update(sha=head, ref="main")
-    pr["base"].update(sha=base, ref="main")
-    for where in (payload["repository"], pr["head"]["repo"], pr["base"]["repo"]):
-        where["full_name"] = REPO
-    path.write_text(json.dumps(payload))
+def pull_request_event(path: Path, head: str, base: str, number: int = 2) -> Path:
+    path.write_text(json.dumps(pull_request_payload(head, base, number)))
     return path
 
 
