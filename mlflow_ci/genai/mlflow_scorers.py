@@ -18,7 +18,7 @@ from typing import Mapping, TextIO
 
 from mlflow_ci.errors import ServiceError, UsageError
 from mlflow_ci.genai.judge import Judge, aggregate
-from mlflow_ci.genai.proxy import PLACEHOLDER_KEY, JudgeProxy
+from mlflow_ci.genai.proxy import JudgeProxy
 from mlflow_ci.genai.runner import DataRow, Output
 from mlflow_ci.genai.scorers import Score, as_score
 
@@ -94,7 +94,7 @@ class MlflowScorers:
         # price a judge's tokens) read from the bundled copy unless the user points it somewhere.
         extra = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_MODEL_CATALOG_URI": env.get("MLFLOW_MODEL_CATALOG_URI", "")}
         if proxy is not None:
-            extra.update(OPENAI_API_BASE=proxy.url, OPENAI_API_KEY=PLACEHOLDER_KEY)
+            extra.update(OPENAI_API_BASE=proxy.url, OPENAI_API_KEY=proxy.token)
         return child_environment(env, extra)
 
     def _verdict(self, metric: str, repeats: list[dict]) -> Score:

@@ -65,12 +65,13 @@ def test_the_child_never_holds_the_judges_key(tmp_path):
     with FakeLLM() as llm:
         judge = Judge(JudgeSettings(model="judge-1", base_url=llm.url, api_key_env="JUDGE_KEY"), {"JUDGE_KEY": KEY})
         run = scorers(tmp_path, [spec("correctness", "Correctness", llm=True)], judge)
-        from mlflow_ci.genai.proxy import PLACEHOLDER_KEY, JudgeProxy
+        from mlflow_ci.genai.proxy import JudgeProxy
 
-        with JudgeProxy(judge) as proxy:
+        with JudgeProxy(judge) as proxy, JudgeProxy(judge) as other:
             env = run._environment(proxy)
+            assert proxy.token != other.token  # one per check
     assert "JUDGE_KEY" not in env and KEY not in env.values() and "sk-the-apps-own-key" not in env.values()
-    assert env["OPENAI_API_KEY"] == PLACEHOLDER_KEY and env["OPENAI_API_BASE"].startswith("http://127.0.0.1:")
+    assert env["OPENAI_API_KEY"] == proxy.token and env["OPENAI_API_BASE"].startswith("http://127.0.0.1:")
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["MLFLOW_MODEL_CATALOG_URI"] == ""  # nothing fetched from GitHub
 
 
@@ -98,3 +99,27 @@ def test_a_scorer_that_refuses_its_arguments_is_a_config_error(tmp_path):
     run = scorers(tmp_path, [spec("response_length", "ResponseLength")])  # neither min_length nor max_length
     with pytest.raises(UsageError, match=r"^mlflow-ci.yml: genai.scorers\[0\].mlflow: MLflow's ResponseLength refused its arguments"):
         run.score(ROWS, OUTPUTS, "candidate")
+
+
+def test_the_proxy_serves_only_callers_holding_its_token(tmp_path):
+    """A process the PR's app left running can find the proxy's port; without this check's token it gets a 401,
+    and the judge is never asked."""
+    import urllib.error
+    import urllib.request
+
+    from mlflow_ci.genai.proxy import JudgeProxy
+
+    with FakeLLM(answer=correctness_answer) as llm:
+        judge = Judge(JudgeSettings(model="judge-1", base_url=llm.url, api_key_env="JUDGE_KEY"), {"JUDGE_KEY": KEY})
+        body = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+        with JudgeProxy(judge) as proxy:
+            def ask(key: str | None) -> int:
+                headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+                try:
+                    with urllib.request.urlopen(urllib.request.Request(f"{proxy.url}/chat/completions", body, headers)) as r:
+                        return r.status
+                except urllib.error.HTTPError as exc:
+                    return exc.code
+            assert [ask(None), ask("mlflow-ci-judge-proxy"), ask(KEY)] == [401, 401, 401]
+            assert llm.requests == [] and judge.budget.calls == 0
+            assert ask(proxy.token) == 200 and len(llm.requests) == 1
