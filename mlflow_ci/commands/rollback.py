@@ -11,6 +11,7 @@ from typing import Callable
 
 from mlflow_ci.commands.promote import PromoteOptions, deploy_or_restore, restore_aliases, run_deploy, stamp, who
 from mlflow_ci.commands.prompts import PromptMove, restore_prompts, rollback_prompts
+from mlflow_ci.commands.verify import TAG_DIGEST, check_version
 from mlflow_ci.errors import UsageError
 from mlflow_ci.tracking import TAG_ROLLED_BACK
 
@@ -42,6 +43,8 @@ def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bo
         raise UsageError(f"rollback: {what} does not exist; pass --to VERSION")
     if target.version == current.version:
         raise UsageError(f"rollback: {cfg.model}@{alias} is already version {current.version}")
+    if target.tags.get(TAG_DIGEST):  # promote recorded the bytes it verified: roll back only to those bytes
+        check_version(tracker, target)
     earlier = tracker.alias_version(cfg.model, prev_alias)
     by, when = who(s.env), stamp(clock)
     tracker.set_alias(cfg.model, alias, target.version)

@@ -38,13 +38,20 @@ def verify_model(s, uri: str) -> Verified:
     info = registry.alias_version(model, match["alias"]) if match["alias"] else registry.version(model, match["version"])
     if info is None:
         raise UsageError(f"verify: {uri} does not exist in {s.tracking_uri}")
-    with tempfile.TemporaryDirectory(prefix="mlflow-ci-verify-") as tmp:
-        digest = model_digest(registry.download_version(model, info.version, Path(tmp)))
-    recorded = info.tags.get(TAG_DIGEST)
-    if not recorded:
+    digest, recorded = check_version(registry, info)
+    if recorded is None:
         raise NotValidatedError(f"{model} version {info.version} has digest {digest}, but promote recorded none for it "
                                 "(it was registered without a provenance record): nothing to verify against")
-    if recorded != digest:
-        raise NotValidatedError(f"{model} version {info.version} has digest {digest}, promote verified {recorded}: "
-                                "its files changed after promotion; do not load it")
     return Verified(model, info.version, digest)
+
+
+def check_version(registry, info) -> tuple[str, str | None]:
+    """(the digest of what the version resolves to now, the digest promote recorded or None); NotValidatedError
+    when both exist and differ."""
+    with tempfile.TemporaryDirectory(prefix="mlflow-ci-verify-") as tmp:
+        digest = model_digest(registry.download_version(info.model, info.version, Path(tmp)))
+    recorded = info.tags.get(TAG_DIGEST) or None
+    if recorded is not None and recorded != digest:
+        raise NotValidatedError(f"{info.model} version {info.version} has digest {digest}, promote verified {recorded}: "
+                                "its files changed after promotion; do not load it")
+    return digest, recorded

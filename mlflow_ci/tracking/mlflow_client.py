@@ -66,6 +66,14 @@ def _version_info(mv) -> VersionInfo:
 
 
 
+def _drop_download_meta(local: Path) -> None:
+    """MLflow's downloader writes ``registered_model_meta`` (the registered name and version) beside the files of
+    a ``models:/`` URI once the model is registered: it is not stored with the model and is rewritten on every
+    download, so it is not part of the bytes a digest covers."""
+    if local.is_dir():
+        (local / "registered_model_meta").unlink(missing_ok=True)
+
+
 class RegistryMixin:
     """Registry operations used by promote and rollback (aliases, not the deprecated stages)."""
     def alias_version(self, model: str, alias: str) -> VersionInfo | None:
@@ -122,7 +130,9 @@ class RegistryMixin:
             source, model_id = self._model_source(run_id, model_path)
             if model_id is None and not self.client.list_artifacts(run_id, model_path):
                 raise UsageError(f"run {run_id} has no model named {model_path!r} (promote.model_path)")
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri))
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri))
+        _drop_download_meta(local)
+        return local
 
     def download_version(self, model: str, version: str, dst: Path) -> Path:
         """The files ``models:/<model>/<version>`` resolves to now, downloaded into ``dst``."""
@@ -131,9 +141,7 @@ class RegistryMixin:
         with self._service(f"download {model} version {version}"):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model}/{version}", dst_path=str(dst),
                                                              tracking_uri=self.tracking_uri))
-        # MLflow's downloader writes the version's name and number beside the files (it is not stored with the
-        # model, and is rewritten on every download): the model's bytes are the rest
-        (local / "registered_model_meta").unlink(missing_ok=True)
+        _drop_download_meta(local)
         return local
 
     def import_model(self, experiment_id: str, model_dir: Path, model_path: str, *, run_name: str, tags: Mapping[str, str]) -> str:
