@@ -1,10 +1,11 @@
 """Running a user command (training, deploy hook): shell, live output tee'd to a log, timeout.
 
-The command runs in a process group of its own, killed whole on timeout. A process may still leave the
-group (``setsid``, a daemon) and keep the output pipe open: mlflow-ci does not wait for it. Every process
-the command starts inherits ``MLFLOW_CI_PROCESS_TAG``, a random value; once the command has exited (or
-was killed), the processes still carrying that tag are killed too, and the output is no longer read after
-a short grace. A process that removed the tag from its own environment is only no longer waited for.
+The command runs in a process group of its own, killed whole on timeout. A process may leave the group
+(``setsid``, a daemon) and keep the output pipe open, which would keep mlflow-ci reading. Every process
+the command starts inherits ``MLFLOW_CI_PROCESS_TAG``, a random value: on timeout, and when the output is
+still held a short grace after the command exited, the processes carrying that tag are killed, and the
+output is no longer read. A process that detached cleanly (its output elsewhere) is left running, as a
+deploy hook may mean it to; one that removed the tag from its environment is only no longer waited for.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def run_logged(
 ) -> tuple[int, bool]:
     """Run ``command`` in a shell, tee its output to ``stream`` and ``log_path``; enforce ``timeout``.
 
-    Returns (exit code, whether it timed out). On timeout the whole process group is killed; in every
-    case what the command left running with its tag is killed, and nothing it left holds mlflow-ci.
+    Returns (exit code, whether it timed out). On timeout the whole process group and whatever carries the
+    command's tag are killed; nothing the command left running holds mlflow-ci past its end.
     """
     if not workdir.is_dir():
         raise TrainingError(f"working directory {workdir} does not exist")
@@ -64,6 +65,7 @@ def run_logged(
             except subprocess.TimeoutExpired:
                 timed_out = True
                 _kill_group(proc)
+                kill_tagged(tag)
                 code = proc.wait()
             reader.join(OUTPUT_GRACE)
             if reader.is_alive():  # something the command started left its group and holds the output

@@ -70,3 +70,14 @@ def test_output_is_teed_to_the_stream_and_the_log_in_order(tmp_path):
     code, _, out = _run_guarded("for i in 1 2 3; do echo line $i; done; echo err >&2; exit 4", tmp_path)
     assert code == 4 and out == "line 1\nline 2\nline 3\nerr\n"
     assert (tmp_path / "train.log").read_text() == out
+
+
+def test_a_process_that_detached_cleanly_is_left_running(tmp_path):
+    """A deploy hook may start a server on purpose: with its output elsewhere it holds nothing, and lives on."""
+    command = f"setsid sh -c 'echo $$ > {tmp_path}/pid; exec sleep 300' > /dev/null 2>&1 & sleep 1; echo started"
+    code, timed_out, out = _run_guarded(command, tmp_path)
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        assert (code, timed_out) == (0, False) and "started" in out and _alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
