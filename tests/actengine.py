@@ -45,17 +45,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from stack import Process, base_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ACT = ROOT.parent / "shared" / "act"
@@ -143,9 +141,17 @@ def our_source(dest: Path, bare: Path) -> tuple[Path, str]:
     subprocess.run(["git", "-c", "user.name=mlflow-ci", "-c", "user.email=ci@mlflow-ci.test", "commit", "-q", "-m",
                     "mlflow-ci as tested"], **quiet)
     sha = subprocess.run(["git", "rev-parse", "HEAD"], text=True, **quiet).stdout.strip()
-    bare.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(dest), str(bare)], **quiet)
+    bare_clone(dest, bare)
     return dest, sha
+
+
+def bare_clone(repo: Path, bare: Path) -> Path:
+    """``repo`` as the bare repository ``bare`` (replaced), which actions/checkout clones through insteadOf."""
+    if bare.exists():
+        shutil.rmtree(bare)
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True, capture_output=True)
+    return bare
 
 
 @dataclass
@@ -215,13 +221,15 @@ class Engine:
             # act gives the jobs its own process's ACTIONS_RUNTIME_URL when set (--env does not override it)
             "ACTIONS_RUNTIME_URL": runtime_url,
         })
-        proc = subprocess.Popen(args, cwd=repo, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        log = self.work / f"act-{self.run_id}.log"  # kept for a failing test's reader
+        act = Process()
+        act.name = "act"
+        act.spawn(args, cwd=repo, env=environ, log=log, what=f"act, workflow run {self.run_id}")
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            code = act.proc.wait(timeout=timeout)
         finally:
-            _stop_group(proc)  # also what a step left running in act's process group
-        return subprocess.CompletedProcess(args, proc.returncode, out, "")
+            act.stop()  # also what a step left running in act's process group
+        return subprocess.CompletedProcess(args, code, log.read_text(encoding="utf-8", errors="replace"), "")
 
     def artifact_zip(self, run_id: int, name: str) -> Path:
         """The zip act's artifact server keeps for artifact ``name`` of run ``run_id`` (v4 artifacts are
@@ -240,12 +248,7 @@ class Engine:
 
     def publish(self, repo: Path, owner_repo: str) -> Path:
         """The model repository as the bare repository actions/checkout clones (``https://github.com/<owner/repo>``)."""
-        bare = self.work / "git" / f"{owner_repo}.git"
-        if bare.exists():
-            shutil.rmtree(bare)
-        bare.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
-        return bare
+        return bare_clone(repo, self.work / "git" / f"{owner_repo}.git")
 
 
 def refused_call(caller: str, called_name: str, called_text: str) -> list[str]:
@@ -271,52 +274,25 @@ def refused_call(caller: str, called_name: str, called_text: str) -> list[str]:
     return problems
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def artifact_server(engine: Engine):
     """A port for act's artifact server and ../shared/act/artifact_shim.py in front of it, which works around
     two act bugs with upload-artifact v7 (nektos/act#6022: act refuses CreateArtifact's ``mime_type``;
     nektos/act#6021: the client alters the signed URL's ``sig`` padding). Yields (act's port, the
-    ACTIONS_RUNTIME_URL the jobs use); the shim is stopped by its PID."""
+    ACTIONS_RUNTIME_URL the jobs use); the shim is stopped by its process group."""
     port = free_port()
     port_file = engine.work / f"shim-{engine.run_id}.json"
-    shim = subprocess.Popen([sys.executable, str(SHARED_ACT / "artifact_shim.py"), "--upstream", f"127.0.0.1:{port}",
-                             "--port-file", str(port_file), "--log", str(engine.work / f"shim-{engine.run_id}.log")],
-                            start_new_session=True)
+    shim = Process()
+    shim.name = "artifact shim"
+    shim.spawn([sys.executable, str(SHARED_ACT / "artifact_shim.py"), "--upstream", f"127.0.0.1:{port}",
+                "--port-file", str(port_file)], cwd=engine.work, env=base_env(),
+               log=engine.work / f"shim-{engine.run_id}.log", what=f"artifact shim, workflow run {engine.run_id}")
+
+    def shim_port() -> int:  # the port the shim listens on, once it has written it
+        return json.loads(port_file.read_text())["port"]
+
     try:
-        yield port, f"http://127.0.0.1:{_shim_port(shim, port_file)}/"
+        shim.wait_ready(shim_port, timeout=30)
+        yield port, f"http://127.0.0.1:{shim_port()}/"
     finally:
-        _stop_group(shim)
-
-
-def _shim_port(shim: subprocess.Popen, port_file: Path) -> int:
-    """The port the shim listens on, once it has written it."""
-    for _ in range(600):
-        try:
-            return json.loads(port_file.read_text())["port"]
-        except (OSError, ValueError, KeyError):
-            if shim.poll() is not None:
-                raise AssertionError(f"the artifact shim exited with {shim.returncode}") from None
-            time.sleep(0.05)
-    raise AssertionError("the artifact shim wrote no port in 30 s")
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """act and whatever its steps started: the whole process group, by its leader's PID."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        shim.stop()

@@ -9,6 +9,18 @@ from pathlib import Path
 from fakegithub import FakeGitHub
 
 
+# The iris model both engines train (tests/conftest.py's MODEL_SCRIPT reads params.json).
+IRIS_CONFIG = """\
+experiment: iris
+model: iris
+train:
+  command: python train.py
+  inputs: ["*.py", "params.json"]
+gate:
+  accuracy: {min: 0.8, max_drop: 0.05}
+"""
+
+
 def fraud_regresses(root: Path) -> None:
     """examples/monorepo: the fraud model's accuracy falls below its gate; churn and ranking are untouched."""
     (root / "models" / "fraud" / "params.json").write_text(json.dumps({"metrics": {"accuracy": 0.7}}))

@@ -16,20 +16,12 @@ import pytest
 from actions_harness import ActionsCache, run_job
 from conftest import MODEL_SCRIPT, ROOT, git, runner_env
 from fakegithub import EVENTS, TOKEN, FakeGitHub, zip_artifact
-from scenarios import MONOREPO_PR, fraud_regresses, monorepo_outcome
+from scenarios import IRIS_CONFIG, MONOREPO_PR, fraud_regresses, monorepo_outcome
 
 PR_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-pr.yml"
 DEPLOY_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-deploy.yml"
 REPOSITORY = "octo/models"
-CONFIG = """\
-experiment: iris
-model: iris
-train:
-  command: python train.py
-  inputs: ["*.py", "params.json"]
-gate:
-  accuracy: {min: 0.8, max_drop: 0.05}
-"""
+CONFIG = IRIS_CONFIG
 
 pytestmark = pytest.mark.slow
 

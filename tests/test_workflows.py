@@ -298,31 +298,27 @@ def test_the_pin_script_rewrites_every_first_party_reference(tmp_path, monkeypat
         pin_templates.pin("v1.0.0")
 
 
-def _store_key(workflow: str, folder: str, branch: str) -> str:
+def _store_key(workflow: str, folder: str, branch: str, scratch: Path) -> str:
     """The store cache key prefix the workflow's "Which store" step computes, run by bash."""
     doc = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())
     job = doc["jobs"]["check" if workflow == "mlflow-ci-pr.yml" else "promote"]
     step = next(s for s in job["steps"] if s.get("name") == "Which store")
     script = step["run"].replace('rm -rf "$GITHUB_WORKSPACE/.mlflow-ci-store"', "")
-    out = Path(subprocess.run(["mktemp"], capture_output=True, text=True, check=True).stdout.strip())
-    try:
-        subprocess.run(["bash", "-eo", "pipefail", "-c", script], check=True, env={
-            "PATH": "/usr/bin:/bin", "GITHUB_OUTPUT": str(out), "WORKING_DIRECTORY": folder, "BRANCH": branch,
-            "SECRET_TRACKING_URI": ""})
-        outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
-    finally:
-        out.unlink()
-    return outputs["key"]
+    out = scratch / f"output-{len(list(scratch.iterdir()))}"
+    subprocess.run(["bash", "-eo", "pipefail", "-c", script], check=True, env={
+        "PATH": "/usr/bin:/bin", "GITHUB_OUTPUT": str(out), "WORKING_DIRECTORY": folder, "BRANCH": branch,
+        "SECRET_TRACKING_URI": ""})
+    return dict(line.split("=", 1) for line in out.read_text().splitlines())["key"]
 
 
 @pytest.mark.parametrize("workflow", ["mlflow-ci-pr.yml", "mlflow-ci-deploy.yml"])
-def test_store_cache_keys_of_two_projects_never_collide_or_prefix_each_other(workflow):
+def test_store_cache_keys_of_two_projects_never_collide_or_prefix_each_other(workflow, tmp_path):
     """actions/cache restores by key prefix: folder/branch pairs whose readable names collide
     (models/churn, models_churn) or prefix one another (a on main, a-main on main) get unrelated keys."""
     pairs = [(("a", "main"), ("a-main", "main")), (("models/churn", "main"), ("models_churn", "main")),
              (("a", "main-x"), ("a-main", "x")), ((".", "main"), (".", "main-old"))]
     for one, other in pairs:
-        k1, k2 = _store_key(workflow, *one), _store_key(workflow, *other)
+        k1, k2 = _store_key(workflow, *one, tmp_path), _store_key(workflow, *other, tmp_path)
         assert not k1.startswith(k2) and not k2.startswith(k1), (one, other, k1, k2)
     # both workflows name the same store (the PR's base branch is the branch the deploy job saved)
-    assert _store_key(workflow, ".", "main") == _store_key("mlflow-ci-pr.yml", ".", "main")
+    assert _store_key(workflow, ".", "main", tmp_path) == _store_key("mlflow-ci-pr.yml", ".", "main", tmp_path)
