@@ -500,7 +500,10 @@ def demo(directory, genai):
 @click.option("--run", "run_id", help="Promote this run (it must have passed its gate).")
 @click.option("--no-deploy", is_flag=True, help="Move the alias but do not run deploy.command.")
 @click.option("--force", "force", metavar="REASON", help="Promote a run that was rolled back; the reason is recorded.")
-def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy, force):
+@click.option("--allow-unverified", is_flag=True,
+              help="Promote the recorded model of a PR that changed .github/workflows/ or .github/actions/ (its own workflow "
+                   "could have written the record); the version is tagged unverified.")
+def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy, force, allow_unverified):
     """On merge: register the run that passed the PR gate, move the champion alias, deploy.
 
     Idempotent: a re-run registers no second version and moves nothing. Exits 1 when no run passed
@@ -510,7 +513,8 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy, force):
     """
     from mlflow_ci.commands.promote import do_promote
 
-    result = do_promote(_session(config_path), Path(out_dir), commit=commit, pr_number=pr_number, run_id=run_id, deploy=not no_deploy, force=force)
+    result = do_promote(_session(config_path), Path(out_dir), commit=commit, pr_number=pr_number, run_id=run_id,
+                        deploy=not no_deploy, force=force, allow_unverified=allow_unverified)
     if result is None:
         echo("the push deleted its branch: nothing was merged, nothing to promote")
         return EXIT_OK

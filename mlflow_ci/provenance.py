@@ -41,6 +41,7 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 ARTIFACT = re.compile(r"(?P<run>[0-9]{1,20})/(?P<name>[A-Za-z0-9._-]{1,100})")
+WORKFLOW_RUN = re.compile(r"[0-9]{1,20}")
 MODEL_DIR = "model"  # where a model travels inside the result artifact
 CHUNK = 1 << 20
 
@@ -111,6 +112,7 @@ class Record:
     digest: str
     model_id: str | None = None
     artifact: str | None = None  # "<workflow run id>/<artifact name>" when the model travelled as an artifact
+    workflow: str | None = None  # the workflow run that gated it, when no artifact names it (a single-job check)
 
     def __post_init__(self) -> None:
         if not RUN_ID.fullmatch(self.run_id):
@@ -121,10 +123,15 @@ class Record:
             raise ProvenanceError(f"provenance: model id {self.model_id[:70]!r} is not an MLflow model id")
         if self.artifact is not None and not ARTIFACT.fullmatch(self.artifact):
             raise ProvenanceError(f"provenance: artifact {self.artifact[:120]!r} is not <workflow run id>/<name>")
+        if self.workflow is not None and not WORKFLOW_RUN.fullmatch(self.workflow):
+            raise ProvenanceError(f"provenance: workflow run {self.workflow[:30]!r} is not a workflow run id")
 
     @property
     def workflow_run(self) -> int | None:
-        return int(self.artifact.split("/", 1)[0]) if self.artifact else None
+        """The workflow run that gated the model: the artifact's, else the one recorded for a single-job check."""
+        if self.artifact:
+            return int(self.artifact.split("/", 1)[0])
+        return int(self.workflow) if self.workflow else None
 
     @property
     def artifact_name(self) -> str | None:
@@ -137,6 +144,8 @@ class Record:
             parts.append(f"model={self.model_id}")
         if self.artifact:
             parts.append(f"artifact={self.artifact}")
+        elif self.workflow:
+            parts.append(f"workflow={self.workflow}")
         return ";".join(parts)
 
     @classmethod
@@ -147,13 +156,13 @@ class Record:
         fields: dict[str, str] = {}
         for part in text.split(";")[1:]:
             key, sep, value = part.partition("=")
-            if not sep or key in fields or key not in ("run", "digest", "model", "artifact"):
+            if not sep or key in fields or key not in ("run", "digest", "model", "artifact", "workflow"):
                 return None
             fields[key] = value
         if "run" not in fields or "digest" not in fields:
             return None
         try:
-            return cls(fields["run"], fields["digest"], fields.get("model"), fields.get("artifact"))
+            return cls(fields["run"], fields["digest"], fields.get("model"), fields.get("artifact"), fields.get("workflow"))
         except ProvenanceError:
             return None
 
@@ -169,6 +178,8 @@ class Record:
             lines.append(f"- Logged model: `{self.model_id}`")
         if self.artifact:
             lines.append(f"- Model artifact: `{self.artifact_name}` of workflow run {self.workflow_run}")
+        elif self.workflow:
+            lines.append(f"- Gated in workflow run {self.workflow}")
         lines += ["", "_Promotion on merge registers this model only if its digest is unchanged._"]
         return "\n".join(lines) + "\n"
 

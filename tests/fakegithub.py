@@ -111,6 +111,8 @@ ROUTES = [
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs/(?P<run>\d+)/artifacts", "list_artifacts"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs", "list_workflow_runs"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs/(?P<run>\d+)/approvals", "run_approvals"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs/(?P<run>\d+)", "get_workflow_run"),
+    ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/pulls/(?P<number>\d+)/files", "pull_files"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/pulls/(?P<number>\d+)", "get_pull"),
     ("GET", r"/repos/(?P<repo>[^/]+/[^/]+)/actions/artifacts/(?P<id>\d+)/zip", "download_artifact"),
 ]
@@ -128,6 +130,7 @@ class FakeGitHub(LoopbackServer):
         self.pulls: list[dict] = []
         self.artifacts: list[dict] = []
         self.workflow_runs: list[dict] = []
+        self.pull_files: dict[int, list[dict]] = {}  # PR number -> the files it changes ({"filename", "status", …})
         self.approvals: dict[int, list[dict]] = {}  # workflow run id -> deployment reviews  # {"id", "head_sha", "event", "status", "head_repository": {...}}  # {"id", "name", "run", "expired", "data": zip bytes}
         self.blob_requests: list[dict] = []  # headers of requests to the artifact storage
         self.forbidden: set[str] = set()
@@ -186,6 +189,19 @@ class FakeGitHub(LoopbackServer):
         run = {"id": self.new_id(), "name": name, "head_sha": sha, "status": "completed", "conclusion": conclusion,
                "app": {"slug": app}, "html_url": "https://github.test/runs/planted", **fields}
         self.check_runs.append(run)
+        return run
+
+    def add_pr_run(self, run_id: int, head_sha: str, pr: int | None, *, path: str = ".github/workflows/mlflow-ci.yml",
+                   calls: str | None = None, conclusion: str = "success", event: str = "pull_request", **fields) -> dict:
+        """A workflow run as GitHub describes it: ``path`` the workflow file that ran, ``calls`` the reusable
+        workflow it called as written (``owner/repo/.github/workflows/x.yml@ref``), the PR it ran for."""
+        run = {"id": run_id, "head_sha": head_sha, "event": event, "status": "completed", "conclusion": conclusion,
+               "path": path, "referenced_workflows": [{"path": calls, "sha": calls.rsplit("@", 1)[1]}] if calls else [],
+               "pull_requests": [{"id": pr, "number": pr, "url": f"{self.url}/repos/o/r/pulls/{pr}",
+                                  "head": {"ref": "pr", "sha": head_sha, "repo": {"id": 1, "url": "https://github.test/o/r", "name": "r"}},
+                                  "base": {"ref": "main", "sha": head_sha, "repo": {"id": 1, "url": "https://github.test/o/r", "name": "r"}}}]
+               if pr else [], **fields}
+        self.workflow_runs = [r for r in self.workflow_runs if r.get("id") != run_id] + [run]
         return run
 
     def requests(self) -> list[str]:
@@ -356,6 +372,15 @@ class FakeGitHub(LoopbackServer):
                 if all(q.get(k) in (None, r.get(k)) for k in ("head_sha", "event", "status"))]
         status, page, headers = self._page(runs, q, f"/repos/{p['repo']}/actions/runs")
         return status, {"total_count": len(runs), "workflow_runs": page}, headers
+
+    def _get_workflow_run(self, p, q, body):
+        run = next((r for r in self.workflow_runs if r.get("id") == int(p["run"])), None)
+        return (200, run, {}) if run else (404, NOT_FOUND, {})
+
+    def _pull_files(self, p, q, body):
+        files = [{"sha": "0" * 40, "status": "modified", "additions": 1, "deletions": 1, "changes": 2, **f}
+                 for f in self.pull_files.get(int(p["number"]), [])]
+        return self._page(files, q, f"/repos/{p['repo']}/pulls/{p['number']}/files")
 
     def _run_approvals(self, p, q, body):
         return 200, self.approvals.get(int(p["run"]), []), {}

@@ -57,12 +57,13 @@ def record_from_dir(result: Result, model_dir: Path, artifact: str | None, log) 
         return None
 
 
-def record_from_store(registry, run_id: str, model_path: str, log) -> Record | None:
-    """The record for a run's model read from the store; None (said in the log) when there is none."""
+def record_from_store(registry, run_id: str, model_path: str, log, workflow_run: str | None = None) -> Record | None:
+    """The record for a run's model read from the store, gated in ``workflow_run`` (``GITHUB_RUN_ID``);
+    None (said in the log) when there is none."""
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-digest-") as tmp:
         try:
             local = registry.download_model(run_id, model_path, Path(tmp))
-            return Record(run_id, model_digest(local), logged_model_id(local))
+            return Record(run_id, model_digest(local), logged_model_id(local), workflow=workflow_run or None)
         except MlflowCiError as exc:
             log(f"warning: no provenance recorded for run {run_id}: {exc.message}")
             return None
@@ -80,6 +81,7 @@ class CheckRecord:
     verdict: str  # pass | warn
     check_url: str | None
     how: str  # e.g. "head of merged PR #7 (GitHub API)"
+    vouched_by: str | None = None  # the workflow run that made the record (:mod:`.vouch`)
 
 
 def find_record(client, heads: list[tuple[str, str]], check_name: str, app: str) -> CheckRecord | None:
@@ -118,24 +120,38 @@ def no_record(check_name: str, app: str, heads: list[tuple[str, str]], pr: int |
 
 def verified_run(s, experiment_id: str | None, found: CheckRecord, client, pr: int | None) -> tuple[RunSnapshot, str]:
     """The store's run whose model has the recorded digest: the recorded run itself, or the PR's
-    artifact imported as a new run (once: a re-run finds the import). Refuses a mismatch."""
+    artifact imported as a new run (once: a re-run finds the import). A recorded artifact is always
+    read, from the vouched workflow run only: its model must have the recorded digest and its result
+    must say the recorded run passed. Refuses any mismatch."""
     registry = s.registry()
     record = found.record
-    run = registry.get_run(record.run_id)
-    if run is None and experiment_id is not None:
-        run = _imported(registry, experiment_id, record)
-    if run is None:
-        if not record.artifact:
+    if record.artifact is None:
+        run = registry.get_run(record.run_id) or (_imported(registry, experiment_id, record) if experiment_id else None)
+        if run is None:
             raise NotValidatedError(
                 f"run {record.run_id}, recorded in the {found.check_url or 'check run'}, is not in this store, and no model artifact was recorded; refusing to promote"
             )
-        return _import_artifact(s, experiment_id, found, client, pr), "model imported from the PR's artifact, as recorded by the check run"
+        return _digest_checked(s, experiment_id, record, run), "run recorded by the check run"
+    assert record.workflow_run is not None and record.artifact_name
+    with tempfile.TemporaryDirectory(prefix="mlflow-ci-artifact-") as tmp:
+        unpacked = fetch_artifact(client, record.workflow_run, record.artifact_name, Path(tmp))
+        what = f"artifact {record.artifact_name!r} of workflow run {record.workflow_run}"
+        _same(record, model_digest(unpacked / MODEL_DIR), f"the model in {what}")
+        result = _passed(unpacked / "result.json", record, s.cfg.experiment, what)
+        run = registry.get_run(record.run_id) or (_imported(registry, experiment_id, record) if experiment_id else None)
+        if run is not None:
+            return _digest_checked(s, experiment_id, record, run), "run recorded by the check run"
+        imported = _import_artifact(s, experiment_id, found, unpacked, result, pr)
+    return imported, "model imported from the PR's artifact, as recorded by the check run"
+
+
+def _digest_checked(s, experiment_id: str | None, record: Record, run: RunSnapshot) -> RunSnapshot:
     if run.experiment_id != experiment_id:
         raise NotValidatedError(f"run {record.run_id} recorded by the check run belongs to another experiment; refusing to promote")
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-verify-") as tmp:
-        local = registry.download_model(run.run_id, s.cfg.promote.model_path, Path(tmp))
+        local = s.registry().download_model(run.run_id, s.cfg.promote.model_path, Path(tmp))
         _same(record, model_digest(local), f"the model of run {run.run_id} in the store")
-    return run, "run recorded by the check run"
+    return run
 
 
 def _same(record: Record, digest: str, what: str) -> None:
@@ -146,35 +162,45 @@ def _same(record: Record, digest: str, what: str) -> None:
         )
 
 
+def _passed(path: Path, record: Record, experiment: str, what: str) -> Result:
+    """The artifact's result (untrusted data), which the genuine publisher gated on: it must be for this
+    experiment and the recorded run, and pass. A check run concluding otherwise was not written from it."""
+    try:
+        result = load_untrusted(path)
+    except UsageError as exc:
+        raise NotValidatedError(f"the result in {what} cannot be read ({exc.message}); refusing to promote") from None
+    if result.experiment != experiment or result.candidate.run_id != record.run_id:
+        raise NotValidatedError(f"the result in {what} is not the recorded run {record.run_id} of {experiment!r}; refusing to promote")
+    if result.verdict not in VERDICT_OF.values():
+        raise NotValidatedError(f"the result in {what} says the gate's verdict was {result.verdict}, yet the check run passed: "
+                                "it was not written from that result; refusing to promote")
+    return result
+
+
 def _imported(registry, experiment_id: str, record: Record) -> RunSnapshot | None:
     found = registry.search_runs(experiment_id, tags={TAG_IMPORTED_FROM: record.run_id, TAG_DIGEST: record.digest})
     return found[0] if found else None
 
 
-def _import_artifact(s, experiment_id: str | None, found: CheckRecord, client, pr: int | None) -> RunSnapshot:
+def _import_artifact(s, experiment_id: str | None, found: CheckRecord, unpacked: Path, result: Result, pr: int | None) -> RunSnapshot:
     record = found.record
     registry = s.registry()
-    assert record.workflow_run is not None and record.artifact_name
-    with tempfile.TemporaryDirectory(prefix="mlflow-ci-artifact-") as tmp:
-        unpacked = fetch_artifact(client, record.workflow_run, record.artifact_name, Path(tmp))
-        model_dir = unpacked / MODEL_DIR
-        _same(record, model_digest(model_dir), f"the model in artifact {record.artifact_name!r} of workflow run {record.workflow_run}")
-        tags = {
-            TAG_IMPORTED_FROM: record.run_id,
-            TAG_DIGEST: record.digest,
-            TAG_HEAD_SHA: found.head_sha,
-            TAG_COMMIT: found.head_sha,
-            TAG_VERDICT: found.verdict,
-            **({TAG_PR: str(pr)} if pr else {}),
-        }
-        if experiment_id is None:  # a store that has never seen this experiment (a first deploy)
-            experiment_id = registry.experiment_id(s.cfg.experiment, create=True,
-                                                   artifact_location=artifact_location(s.cfg, registry.tracking_uri))
-        run_id = registry.import_model(experiment_id, model_dir, s.cfg.promote.model_path,
-                                       run_name=f"validated-{record.run_id[:8]}", tags=tags)
-        metrics = _artifact_metrics(unpacked / "result.json", s.cfg.experiment)
-        if metrics:
-            registry.log_metrics(run_id, metrics)
+    tags = {
+        TAG_IMPORTED_FROM: record.run_id,
+        TAG_DIGEST: record.digest,
+        TAG_HEAD_SHA: found.head_sha,
+        TAG_COMMIT: found.head_sha,
+        TAG_VERDICT: result.verdict,
+        **({TAG_PR: str(pr)} if pr else {}),
+    }
+    if experiment_id is None:  # a store that has never seen this experiment (a first deploy)
+        experiment_id = registry.experiment_id(s.cfg.experiment, create=True,
+                                               artifact_location=artifact_location(s.cfg, registry.tracking_uri))
+    run_id = registry.import_model(experiment_id, unpacked / MODEL_DIR, s.cfg.promote.model_path,
+                                   run_name=f"validated-{record.run_id[:8]}", tags=tags)
+    metrics = {k: float(v) for k, v in result.candidate.metrics.items() if isinstance(v, (int, float))}
+    if metrics:
+        registry.log_metrics(run_id, metrics)
     run = registry.get_run(run_id)
     assert run is not None
     return run
@@ -194,21 +220,9 @@ def fetch_artifact(client, workflow_run: int, name: str, work: Path) -> Path:
     return extract_zip(archive, work / "unpacked", max_bytes=ARTIFACT_LIMIT)
 
 
-def _artifact_metrics(path: Path, experiment: str) -> dict[str, float]:
-    """The candidate's metrics from the artifact's result.json (validated as data), for the imported run."""
-    if not path.is_file():
-        return {}
-    try:
-        result = load_untrusted(path)
-    except UsageError:
-        return {}
-    if result.experiment != experiment:
-        return {}
-    return {k: float(v) for k, v in result.candidate.metrics.items() if isinstance(v, (int, float))}
-
-
 def provenance_note(found: CheckRecord | None, reason: str | None) -> str:
-    if found is not None:
-        return f"verified: model digest {found.record.digest} matches the check run on {found.head_sha[:12]}"
+    if found is not None and reason is None:
+        by = f", written by {found.vouched_by}" if found.vouched_by else ""
+        return f"verified: model digest {found.record.digest} matches the check run on {found.head_sha[:12]}{by}"
     return f"unverified: {reason}"
 

@@ -181,4 +181,5 @@ def _record(s: Session, board: Leaderboard, head_sha: str | None):
         say(s.stream, f"warning: no provenance recorded: the best candidate was trained at "
                       f"{selected.run.tags.get(TAG_HEAD_SHA, 'an unknown commit')[:12]}, not at {head_sha[:12]}")
         return None
-    return record_from_store(s.registry(), selected.run.run_id, s.cfg.promote.model_path, lambda m: say(s.stream, m))
+    return record_from_store(s.registry(), selected.run.run_id, s.cfg.promote.model_path, lambda m: say(s.stream, m),
+                             s.env.get("GITHUB_RUN_ID"))

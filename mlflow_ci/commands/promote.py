@@ -50,6 +50,7 @@ class PromoteOptions:
     run_id: str | None = None
     deploy: bool = True
     force: str | None = None  # why a rolled-back run is promoted again
+    allow_unverified: bool = False  # promote the record of a PR that changed workflows (tagged unverified)
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,15 @@ def stamp(clock: Callable[[], float]) -> str:
 # Promote
 
 
-def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id=None, deploy=True, force=None) -> "PromoteResult | None":
+def do_promote(s: Session, out_dir: Path, *, commit=None, pr_number=None, run_id=None, deploy=True, force=None,
+               allow_unverified=False) -> "PromoteResult | None":
     """``promote`` with the GitHub API (when a token is there), job summary and step outputs; None for a
     push that deleted its ref (nothing was merged)."""
     if s.event.deleted and not (commit or run_id):
         return None
     client = github_client(s.env, s.event, s.stream) if s.event.repository else None
-    opts = PromoteOptions(out_dir=out_dir, commit=commit, pr_number=pr_number, run_id=run_id, deploy=deploy, force=force)
+    opts = PromoteOptions(out_dir=out_dir, commit=commit, pr_number=pr_number, run_id=run_id, deploy=deploy, force=force,
+                          allow_unverified=allow_unverified)
     result = promote(s, opts, client=client)
     io = ActionsIO(s.env, s.stream)
     io.add_summary(result.summary_path.read_text(encoding="utf-8"))

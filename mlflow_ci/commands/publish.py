@@ -107,7 +107,7 @@ def publish_check(s: Session, opts: Options, outcome: CheckResult, *, comment_mo
     )
     client = github_client(s.env, ev, s.stream)
     run_id = outcome.result.candidate.run_id
-    record = (record_from_store(s.registry(), run_id, s.cfg.promote.model_path, lambda m: say(s.stream, m))
+    record = (record_from_store(s.registry(), run_id, s.cfg.promote.model_path, lambda m: say(s.stream, m), s.env.get("GITHUB_RUN_ID"))
               if client is not None and run_id and target.head_sha and outcome.result.error is None else None)
     return publish_result(
         s.env, s.stream, ev, target, outcome.result, outcome.report_path.read_text(encoding="utf-8"),
@@ -199,7 +199,7 @@ def publish_projects(env: Mapping[str, str], stream: TextIO, projects, combined:
         if outcome.result.error is None and outcome.result.candidate.run_id and target.head_sha:
             cfg = load_config(project.config)
             registry = MlflowTracker(resolve_tracking_uri(cfg.tracking_uri, env, cfg.root))
-            record = record_from_store(registry, outcome.result.candidate.run_id, cfg.promote.model_path, log)
+            record = record_from_store(registry, outcome.result.candidate.run_id, cfg.promote.model_path, log, env.get("GITHUB_RUN_ID"))
         pub.Publisher(client, io, log, "never", project.check_name).publish(
             target, outcome.result, outcome.report_path.read_text(encoding="utf-8"), report_path=str(outcome.report_path),
             provenance=record)

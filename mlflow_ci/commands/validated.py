@@ -4,7 +4,8 @@ GitHub cannot vouch (no token, a push without a PR, ``promote.provenance: option
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from mlflow_ci import gitctx
 from mlflow_ci.commands.chain import (
@@ -14,6 +15,7 @@ from mlflow_ci.commands.chain import (
     provenance_note,
     verified_run,
 )
+from mlflow_ci.commands.vouch import changed_workflows, vouch, workflows_changed_refusal
 from mlflow_ci.compare import baseline_refusal
 from mlflow_ci.errors import NotValidatedError, UsageError
 from mlflow_ci.gate import infer_direction
@@ -107,8 +109,9 @@ def find_validated_run(s, tracker, experiment_id: str | None, opts, client) -> F
         check_name = cfg.publish.check_name or f"mlflow-ci / {cfg.experiment}"
         recorded = find_record(client, heads, check_name, cfg.publish.app)
         if recorded is not None:
+            recorded, doubt = _vouched(s, recorded, client, pr, opts)
             run, how = verified_run(s, experiment_id, recorded, client, pr)
-            return Found(run, f"{how} on {recorded.head_sha[:12]} ({recorded.how})", chain=recorded)
+            return Found(run, f"{how} on {recorded.head_sha[:12]} ({recorded.how})", chain=recorded, unverified=doubt)
         if cfg.promote.provenance == "required":
             raise no_record(check_name, cfg.publish.app, heads, pr)
         unverified = "the PR's check run recorded no model (promote.provenance: optional): the run was found by its store tags"
@@ -126,6 +129,24 @@ def find_validated_run(s, tracker, experiment_id: str | None, opts, client) -> F
             run = select_candidate(s.cfg, sorted(reused, key=lambda r: r.start_time or 0, reverse=True))
             return Found(run, f"run reused by the check of {sha[:12]} ({how})", unverified=unverified)
     return None
+
+
+def _vouched(s, recorded: CheckRecord, client, pr: int | None, opts) -> tuple[CheckRecord, str | None]:
+    """The record with the workflow run that made it (:mod:`.vouch`), or, for a PR that changed the
+    workflows and a maintainer's ``--allow-unverified``, with why it is not verified."""
+    if pr is None:
+        raise NotValidatedError(f"GitHub names no PR merged as this commit, so the check run on {recorded.head_sha[:12]} cannot be "
+                                "tied to a reviewed PR; refusing to promote",
+                                hint="grant the deploy job 'pull-requests: read', or pass --pr N")
+    touched = changed_workflows(client, pr)
+    if touched:
+        if not opts.allow_unverified:
+            raise workflows_changed_refusal(pr, touched)
+        return recorded, (f"the PR changed workflows ({', '.join(touched[:5])}); promoted with --allow-unverified by "
+                          f"{s.env.get('GITHUB_ACTOR') or 'whoever ran promote'}")
+    checkout = Path(gitctx.git(["rev-parse", "--show-toplevel"], s.cfg.root) or s.env.get("GITHUB_WORKSPACE") or s.cfg.root)
+    vouched = vouch(client, recorded.record, recorded.head_sha, pr, checkout)
+    return replace(recorded, vouched_by=vouched.describe()), None
 
 
 def select_candidate(cfg, runs: list[RunSnapshot]) -> RunSnapshot:

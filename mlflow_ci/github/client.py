@@ -229,7 +229,6 @@ class GitHubClient:
         """Open PRs whose head is ``owner:branch`` (how a fork PR is found from a workflow_run)."""
         return list(self.paginate(self._repo("/pulls"), what=f"find the PR for {head}", params={"state": "open", "head": head}))
 
-
     def get_pull(self, number: int) -> dict:
         return self.request("GET", self._repo(f"/pulls/{number}"), what=f"read PR #{number}").json()
 
@@ -238,6 +237,15 @@ class GitHubClient:
         runs = self.paginate(self._repo("/actions/runs"), what=f"list the workflow runs of {head_sha[:12]}",
                              params={"head_sha": head_sha, "event": event, "status": "completed"}, key="workflow_runs")
         return sorted(runs, key=lambda run: run.get("id") if isinstance(run.get("id"), int) else 0, reverse=True)
+
+    def workflow_run(self, run_id: int) -> dict:
+        """One workflow run: its event, head commit, workflow file (``path``), PRs and reused workflows."""
+        answer = self.request("GET", self._repo(f"/actions/runs/{run_id}"), what=f"read workflow run {run_id}").json()
+        return answer if isinstance(answer, dict) else {}
+
+    def pull_files(self, number: int) -> list[dict]:
+        """The files a PR changes (GitHub lists at most 3,000)."""
+        return list(self.paginate(self._repo(f"/pulls/{number}/files"), what=f"list the files PR #{number} changes"))
 
     def run_approvals(self, run_id: int) -> list[dict]:
         """The deployment reviews of a workflow run (who approved or rejected which environment)."""

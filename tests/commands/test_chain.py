@@ -19,6 +19,8 @@ from mlflow_ci.tracking import MlflowTracker
 
 REPO = "Codertocat/Hello-World"
 CHECK = "mlflow-ci / {name}"
+CALLER = ".github/workflows/mlflow-ci.yml"  # the repository's reviewed caller workflow
+PINNED = "mlflow-ci/mlflow-ci/.github/workflows/mlflow-ci-pr.yml@" + "a" * 40  # as the caller pins mlflow-ci
 
 
 @pytest.fixture
@@ -47,8 +49,18 @@ def pr_event(number: int, head: str, base: str) -> dict:
     return payload
 
 
+def reviewed_caller(project) -> None:
+    """The default branch's caller workflow, pinning mlflow-ci's PR workflow (what promote's checkout holds)."""
+    if not (project.root / CALLER).is_file():
+        git(project.root, "checkout", "-q", "main")
+        project.write(CALLER, f"on: pull_request\njobs:\n  mlflow-ci:\n    uses: {PINNED}\n")
+        project.commit("the caller workflow")
+
+
 def open_and_check(project, gh, tmp_path, number: int, params: dict, env: dict) -> tuple[str, dict]:
-    """A PR branch, its untrusted check (exports the model) and its trusted publish (records it)."""
+    """A PR branch, its untrusted check (exports the model) and its trusted publish (records it), in
+    workflow run 777 of the caller workflow, as GitHub describes that run."""
+    reviewed_caller(project)
     base = git(project.root, "rev-parse", "main")
     project.branch(f"pr-{number}")
     project.write("params.json", json.dumps(params))
@@ -62,6 +74,8 @@ def open_and_check(project, gh, tmp_path, number: int, params: dict, env: dict) 
         env={**env, **github_env(gh, tmp_path, "pull_request", pr_event(number, head, base))},
     )
     assert published.returncode == 0, published.stdout + published.stderr
+    gh.add_pr_run(777, head, number, path=CALLER, calls=PINNED)
+    gh.add_artifact(777, "mlflow-ci-result", zip_artifact(project.root / ".mlflow-ci", RESULT_ARTIFACT))
     return head, project.result()
 
 
@@ -98,6 +112,23 @@ def forge_run(uri: str, experiment: str, tags: dict, C: float) -> str:
     return run.info.run_id
 
 
+def rezip(data: bytes, member: str, change) -> bytes:
+    """The artifact with one member's bytes changed."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for info in source.infolist():
+            content = source.read(info)
+            zf.writestr(info.filename, change(content) if info.filename == member else content)
+    return buffer.getvalue()
+
+
+def digest_of(data: bytes, tmp_path: Path) -> str:
+    folder = tmp_path / f"unzipped-{len(list(tmp_path.glob('unzipped-*')))}"
+    zipfile.ZipFile(io.BytesIO(data)).extractall(folder)
+    return model_digest(folder / "model")
+
+
 def test_the_recorded_model_is_promoted_not_a_run_forged_with_the_prs_tags(served, gh, tmp_path):
     env = served.server_env
     head, result = open_and_check(served, gh, tmp_path, 2, {"C": 0.7}, env)
@@ -121,6 +152,7 @@ def test_the_recorded_model_is_promoted_not_a_run_forged_with_the_prs_tags(serve
     assert champion.run_id == record.run_id != forged, promoted.stdout + str(gh.requests())
     assert champion.tags["mlflow_ci.model_digest"] == record.digest
     assert champion.tags["mlflow_ci.provenance"].startswith("verified")
+    assert champion.tags["mlflow_ci.provenance"].endswith(f"written by pull_request workflow run 777 of {CALLER} → {PINNED}")
     summary = (served.root / ".mlflow-ci" / "promote.md").read_text()
     assert "🔒 Provenance verified" in summary
     assert "Approved: alice approved production: looks good." in summary and "mallory" not in summary
@@ -195,8 +227,7 @@ def test_zero_server_mode_promotes_the_recorded_artifact_into_the_default_branch
     main_store = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'main.db'}")
     head, result = open_and_check(project, gh, tmp_path, 5, {"C": 0.7}, pr_store)
     record = Record.parse(gh.check_runs[0]["external_id"])
-    data = zip_artifact(project.root / ".mlflow-ci", RESULT_ARTIFACT)
-    gh.add_artifact(777, "mlflow-ci-result", data)
+    data = gh.artifacts[0]["data"]
     merged = merge(project, gh, 5, head)
 
     promoted = project.cli("promote", "--no-deploy", env={**main_store, **on_push(gh, tmp_path, merged)})
@@ -228,13 +259,7 @@ def test_zero_server_mode_promotes_the_recorded_artifact_into_the_default_branch
 
     # an artifact whose bytes differ from the record is refused, and an expired one is explained
     gh.artifacts.clear()
-    tampered = zipfile.ZipFile(io.BytesIO(data))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for info in tampered.infolist():
-            content = tampered.read(info)
-            zf.writestr(info.filename, content + b"# swapped\n" if info.filename == "model/MLmodel" else content)
-    gh.add_artifact(777, "mlflow-ci-result", buffer.getvalue())
+    gh.add_artifact(777, "mlflow-ci-result", rezip(data, "model/MLmodel", lambda b: b + b"# swapped\n"))
     fresh = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'other.db'}")
     refused = project.cli("promote", "--no-deploy", env={**fresh, **on_push(gh, tmp_path, merged)})
     assert refused.returncode == 1 and "the model in artifact 'mlflow-ci-result' of workflow run 777 has digest" in refused.stderr
@@ -242,3 +267,50 @@ def test_zero_server_mode_promotes_the_recorded_artifact_into_the_default_branch
     gh.add_artifact(777, "mlflow-ci-result", data, expired=True)
     expired = project.cli("promote", "--no-deploy", env={**fresh, **on_push(gh, tmp_path, merged)})
     assert expired.returncode == 1 and "is expired" in expired.stderr
+
+
+def test_only_the_publish_job_of_the_reviewed_caller_vouches_for_a_model(served, gh, tmp_path):
+    """The attacks on the record itself: any workflow's GITHUB_TOKEN writes check runs as github-actions."""
+    env = served.server_env
+    head, result = open_and_check(served, gh, tmp_path, 6, {"C": 0.7}, env)
+    genuine = Record.parse(gh.check_runs[0]["external_id"])
+    merged = merge(served, gh, 6, head)
+    pushed = {**env, **on_push(gh, tmp_path, merged)}
+    check = CHECK.format(name=served.name)
+    tracker = MlflowTracker(env["MLFLOW_TRACKING_URI"])
+
+    # a workflow pushed to another branch (never in the reviewed diff) uploads its own model and posts a
+    # passing check run on the PR head, after the genuine one, recording that model
+    evil = rezip(gh.artifacts[0]["data"], "model/MLmodel", lambda b: b + b"# the attacker's model\n")
+    gh.add_pr_run(888, "f" * 40, None, event="push", path=".github/workflows/evil.yml")
+    gh.add_artifact(888, "mlflow-ci-result", evil)
+    forged = Record(genuine.run_id, digest_of(evil, tmp_path), artifact="888/mlflow-ci-result")
+    gh.add_check_run(head, check, external_id=forged.external_id())
+    refused = served.cli("promote", env=pushed)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "workflow run 888, named by the check run's record, ran on push, not on the PR's pull_request event" in refused.stderr
+    assert tracker.alias_version(served.name, "champion") is None
+
+    # a passing check run that names the genuine run while the gate failed it: the artifact's result decides
+    failed = rezip(gh.artifacts[0]["data"], "result.json",
+                   lambda b: json.dumps({**json.loads(b), "verdict": "fail"}).encode())
+    real = gh.artifacts[0]["data"]
+    gh.artifacts[0]["data"] = failed
+    gh.add_check_run(head, check, external_id=genuine.external_id())
+    refused = served.cli("promote", env=pushed)
+    assert refused.returncode == 1 and "says the gate's verdict was fail, yet the check run passed" in refused.stderr
+    gh.artifacts[0]["data"] = real
+
+    # a PR that changes the repository's workflows ran its own workflow: refused unless a maintainer allows it
+    gh.pull_files[6] = [{"filename": "params.json"}, {"filename": ".github/workflows/mlflow-ci.yml"}]
+    refused = served.cli("promote", env=pushed)
+    assert refused.returncode == 1
+    assert "provenance: unverified (the PR changed workflows: .github/workflows/mlflow-ci.yml)" in refused.stderr
+    assert "--allow-unverified" in refused.stderr and tracker.alias_version(served.name, "champion") is None
+    allowed = served.cli("promote", "--allow-unverified", env={**pushed, "GITHUB_ACTOR": "maintainer"})
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    champion = tracker.alias_version(served.name, "champion")
+    assert champion.run_id == genuine.run_id == result["candidate"]["run_id"]
+    assert champion.tags["mlflow_ci.provenance"] == (
+        "unverified: the PR changed workflows (.github/workflows/mlflow-ci.yml); promoted with --allow-unverified by maintainer")
+    assert "⚠️ Provenance unverified" in (served.root / ".mlflow-ci" / "promote.md").read_text()
