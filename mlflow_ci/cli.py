@@ -180,14 +180,18 @@ def _check_all(opts, publish, comment_mode) -> int:
     return max(errors) if errors else _verdict_exit(overall(projects))
 
 
-def _folder_list(text: str) -> list[str]:
+def _json_names(text: str, flag: str, what: str) -> list[str]:
     try:
         value = json.loads(text)
     except ValueError:
         value = None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise UsageError(f"--changed: expected a JSON list of folders, got {text[:80]!r}")
+        raise UsageError(f"{flag}: expected a JSON list of {what}, got {text[:80]!r}")
     return value
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(_json_names(text, "--expect", "candidate names"))
 
 
 @cli.command("projects", context_settings=CONTEXT)
@@ -279,7 +283,7 @@ def publish(config_path, out_dir, from_file, comment_mode, model_dir, model_arti
     if projects_dir is not None or changed_json is not None:
         from mlflow_ci.commands.publish import publish_gathered
 
-        changed = _folder_list(changed_json) if projects_dir and changed_json is not None else None
+        changed = _json_names(changed_json, "--changed", "folders") if projects_dir and changed_json is not None else None
         if changed is None or from_file or model_dir or pr_number is not None:
             raise UsageError("publish: --projects and --changed go together, without --from, --model-dir or --pr")
         publish_gathered(dict(os.environ), sys.stdout, Path(projects_dir), changed, Path(out_dir), comment_mode=comment_mode)
@@ -367,7 +371,13 @@ def gate(config_path, out_dir, baseline, base_branch, pr_number, run_id, from_fi
 @_stage_options
 @click.option("--publish/--no-publish", "publish", default=None,
               help="Publish to GitHub. Default: only inside GitHub Actions, and only for --pr leaderboards.")
-def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publish):
+@click.option("--candidates", "candidates", type=click.Path(path_type=Path),
+              help="With --pr: the candidates' uploaded results (a folder of mlflow-ci-candidate-<name>/ artifacts, read as "
+                   "untrusted data) instead of the store's runs tagged with the PR; only these are recorded for promote.")
+@click.option("--expect", "expected", metavar="JSON",
+              help="With --candidates: the candidate names the workflow fans out to, as a JSON list (its candidates: "
+                   "input); an upload named otherwise is left off.")
+def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publish, candidates, expected):
     """Render OUT/report.md and OUT/result.json for a run (exit 0 whatever the verdict).
 
     With --pr N and no --run: the fan-in leaderboard of every candidate of PR N (check --candidate),
@@ -380,7 +390,8 @@ def report(config_path, out_dir, baseline, base_branch, pr_number, run_id, publi
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number, run_id=run_id, train_base=False)
     if pr_number and not run_id:
         auto = os.environ.get("GITHUB_ACTIONS") == "true"
-        outcome, published = do_leaderboard(s, opts, pr_number, publish=publish if publish is not None else auto)
+        outcome, published = do_leaderboard(s, opts, pr_number, publish=publish if publish is not None else auto,
+                                            candidates=candidates, expected=_names(expected))
         entries = outcome.result.leaderboard or []
         echo(f"{len(entries)} candidates for PR #{pr_number}; verdict: {outcome.verdict.upper()}")
         for entry in entries:

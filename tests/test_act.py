@@ -20,6 +20,8 @@ from conftest import MODEL_SCRIPT, ROOT, git
 from fakegithub import EVENTS, FakeGitHub
 from scenarios import IRIS_CONFIG, MONOREPO_PR, fraud_regresses, monorepo_outcome
 
+from mlflow_ci.commands.projects import scope
+
 pytestmark = pytest.mark.slow
 
 TOKEN = "ghs_act_token_value"
@@ -221,6 +223,13 @@ class Models:
                               "merge_commit_sha": merged, "head": {"sha": head, "ref": branch}})
         return merged
 
+    def describe_run(self, run_id: int, head: str, number: int) -> None:
+        """Workflow run ``run_id`` as GitHub's Actions API describes it (act serves no such API): a
+        pull_request run of PR ``number`` at ``head``, of the caller workflow, calling mlflow-ci's PR workflow
+        at the commit the caller pins. Promote takes a record only from such a run."""
+        pinned = re.search(r"uses: (\S+/mlflow-ci-pr\.yml@[0-9a-f]{40})", (self.root / ".github/workflows/mlflow-ci-pr.yml").read_text())[1]
+        self.gh.add_pr_run(run_id, head, number, path=".github/workflows/mlflow-ci-pr.yml", calls=pinned)
+
     def share_artifact(self, run_id: int, name: str = "mlflow-ci-result") -> None:
         """Artifact ``name`` of run ``run_id`` as GitHub's REST API serves it. act's artifact server does not
         serve that API (/repos/{repo}/actions/runs/{id}/artifacts), which download-artifact with ``run-id`` and
@@ -327,6 +336,7 @@ def test_a_merge_promotes_the_published_model_and_the_next_pr_compares_with_it(e
         [check] = gh.check_runs
         record = Record.parse(check["external_id"])
         models.share_artifact(pr_run)
+        models.describe_run(pr_run, head, 7)
 
         models.merge("feature", 7)
         deploy = models.push_main()
@@ -358,10 +368,10 @@ def test_a_monorepo_pr_checks_each_changed_model_and_comments_once(engine, tmp_p
         run_id = engine.run_id
         assert "Job 'mlflow-ci check' failed" in proc.stdout, proc.stdout[-8000:]  # fraud fails its gate
         assert monorepo_outcome(gh, 9, head) == MONOREPO_PR  # as the harness (tests/test_workflow_jobs.py)
-        uploaded = engine.uploaded(run_id, "mlflow-ci-result-models_fraud", tmp_path / "fraud")
+        uploaded = engine.uploaded(run_id, f"mlflow-ci-result-{scope('models/fraud')}", tmp_path / "fraud")
         assert json.loads((uploaded / "result.json").read_text())["verdict"] == "fail"
         held = sorted(p.parent.name for p in (engine.artifacts / str(run_id)).glob("*/*.zip"))
-        assert held == ["mlflow-ci-projects", "mlflow-ci-result-models_fraud"]  # the matrix ran for the changed model only
+        assert held == ["mlflow-ci-projects", f"mlflow-ci-result-{scope('models/fraud')}"]  # the matrix ran for the changed model only
         changed = engine.uploaded(run_id, "mlflow-ci-projects", tmp_path / "projects") / "changed.json"
         assert json.loads(changed.read_text()) == ["models/fraud"]
 

@@ -18,6 +18,8 @@ from conftest import MODEL_SCRIPT, ROOT, git, runner_env
 from fakegithub import EVENTS, TOKEN, FakeGitHub, zip_artifact
 from scenarios import IRIS_CONFIG, MONOREPO_PR, fraud_regresses, monorepo_outcome
 
+from mlflow_ci.commands.projects import scope
+
 PR_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-pr.yml"
 DEPLOY_WORKFLOW = ROOT / ".github" / "workflows" / "mlflow-ci-deploy.yml"
 REPOSITORY = "octo/models"
@@ -294,7 +296,7 @@ def test_a_monorepo_pr_checks_the_changed_models_in_a_matrix_and_publishes_once(
                                     matrix={"candidate": "", "project": folder})
             assert check.outcome == "failure" and check.step("check").exit_code == 1, check.log  # fraud fails its gate
             assert json.loads((ws / folder / ".mlflow-ci" / "result.json").read_text())["verdict"] == "fail"
-        assert (actions.artifacts / "mlflow-ci-result-models_fraud" / "result.json").is_file()
+        assert (actions.artifacts / f"mlflow-ci-result-{scope('models/fraud')}" / "result.json").is_file()
         publish, _ = actions.run(PR_WORKFLOW, "publish", ref="pr/fraud", github=github, env=env, inputs=inputs, same_run=True,
                                  needs={"projects": {"outputs": listed.job_outputs, "result": "success"}})
         assert publish.outcome == "success", publish.log

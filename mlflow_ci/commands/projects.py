@@ -1,6 +1,6 @@
 """``mlflow-ci check --all``: a repository of several model projects, one ``mlflow-ci.yml`` per folder.
 
-Only the projects whose files changed since the PR's base are checked, each into ``OUT/<folder>/``
+Only the projects whose files changed since the PR's base are checked, each into ``OUT/<scope>/`` (see ``scope``)
 as a single check would; ``OUT/projects.json`` lists every project and ``OUT/report.md`` is the one
 PR comment, a section per model, failing first, the unchanged ones said to be unchanged. Publishing
 writes that comment once and a check run per project (an unchanged one succeeds), so branch
@@ -9,6 +9,7 @@ protection can require each model's check.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
@@ -45,7 +46,16 @@ class Project:
 
     @property
     def slug(self) -> str:
-        return "root" if self.folder == "." else re.sub(r"[^A-Za-z0-9_.-]", "_", self.folder)
+        return scope(self.folder)
+
+
+def scope(folder: str) -> str:
+    """A project's name in artifact names and output folders: its folder made safe ("root" for "."),
+    byte by byte, and the first 8 hex digits of the folder's SHA-256, so that folders the readable part
+    confuses (``models/churn``, ``models_churn``) never share an artifact. The PR workflow's "Which store"
+    step computes the same in shell (``tr -c 'A-Za-z0-9._-' '_'``, ``sha256sum``)."""
+    readable = re.sub(rb"[^A-Za-z0-9_.-]", b"_", ("root" if folder == "." else folder).encode()).decode()
+    return f"{readable}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}"
 
 
 def find_configs(root: Path) -> list[Path]:

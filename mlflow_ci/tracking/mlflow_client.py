@@ -409,9 +409,28 @@ class MlflowTracker(SearchMixin, RegistryMixin, GenaiMixin):
         return f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", None
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
-        with self._service(f"set alias {alias!r} on {model!r}"):
-            self.client.set_registered_model_alias(model, alias, version)
+        """Point ``alias`` at ``version``. MLflow's SQL store reads, then inserts: two deploy jobs setting
+        the same new alias at once make one of them fail on the alias table's key; setting it again then
+        updates the row the other inserted."""
+        for attempt in range(ALIAS_ATTEMPTS):
+            with self._service(f"set alias {alias!r} on {model!r}"):
+                try:
+                    self.client.set_registered_model_alias(model, alias, version)
+                    return
+                except Exception as exc:  # noqa: BLE001 - only the lost insert race is retried
+                    if attempt + 1 == ALIAS_ATTEMPTS or not _lost_insert_race(exc):
+                        raise
 
+
+
+ALIAS_ATTEMPTS = 3
+
+
+def _lost_insert_race(exc: BaseException) -> bool:
+    """A unique-key violation of a concurrent insert, as PostgreSQL, MySQL and SQLite word it (through the
+    server's BAD_REQUEST, or a direct database store's exception)."""
+    text = str(exc)
+    return any(marker in text for marker in ("UniqueViolation", "duplicate key value", "Duplicate entry", "UNIQUE constraint failed"))
 
 
 def _snapshot(run) -> RunSnapshot:

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from chainkit import CALLER, CALLER_YAML, PINNED, forge_run
 from conftest import MODEL_SCRIPT, clean_env, git
 from fakegithub import EVENTS, RESULT_ARTIFACT, TOKEN, FakeGitHub, zip_artifact
 
@@ -19,8 +20,6 @@ from mlflow_ci.tracking import MlflowTracker
 
 REPO = "Codertocat/Hello-World"
 CHECK = "mlflow-ci / {name}"
-CALLER = ".github/workflows/mlflow-ci.yml"  # the repository's reviewed caller workflow
-PINNED = "mlflow-ci/mlflow-ci/.github/workflows/mlflow-ci-pr.yml@" + "a" * 40  # as the caller pins mlflow-ci
 
 
 @pytest.fixture
@@ -53,7 +52,7 @@ def reviewed_caller(project) -> None:
     """The default branch's caller workflow, pinning mlflow-ci's PR workflow (what promote's checkout holds)."""
     if not (project.root / CALLER).is_file():
         git(project.root, "checkout", "-q", "main")
-        project.write(CALLER, f"on: pull_request\njobs:\n  mlflow-ci:\n    uses: {PINNED}\n")
+        project.write(CALLER, CALLER_YAML)
         project.commit("the caller workflow")
 
 
@@ -93,23 +92,6 @@ def on_push(gh, tmp_path: Path, merged: str) -> dict:
     payload = json.loads((EVENTS / "push.json").read_text())
     payload.update(after=merged, ref="refs/heads/main", deleted=False)
     return github_env(gh, tmp_path, "push", payload, GITHUB_SHA=merged)
-
-
-def forge_run(uri: str, experiment: str, tags: dict, C: float) -> str:
-    """What PR code holding the shared credentials can do: a run of its own, tagged as someone else's."""
-    import mlflow
-    import mlflow.sklearn
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
-    X, y = load_iris(return_X_y=True)
-    with mlflow.start_run() as run:
-        mlflow.sklearn.log_model(LogisticRegression(C=C, max_iter=300).fit(X, y), name="model", pip_requirements=["scikit-learn"])
-        mlflow.set_tags(tags)
-        mlflow.log_metric("accuracy", 0.99)
-    return run.info.run_id
 
 
 def rezip(data: bytes, member: str, change) -> bytes:

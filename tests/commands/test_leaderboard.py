@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from chainkit import CALLER, CALLER_YAML, forge_run, run_of_candidates, uploaded_candidates
 from conftest import git
 from fakegithub import EVENTS, TOKEN, FakeGitHub
 
@@ -28,11 +29,12 @@ with mlflow.start_run():
 """
 
 def check_candidates(root, env, names, *, pr: int, timeout: float = 600) -> dict[str, subprocess.CompletedProcess]:
-    """`check --candidate NAME` for every name at once, each its own process (a matrix job each)."""
+    """`check --candidate NAME --export-model` for every name at once, each its own process (a matrix job
+    each, uploading ``.mlflow-ci/NAME/``)."""
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", "mlflow_ci", "check", "--candidate", name, "--pr", str(pr), "--out",
-             f".mlflow-ci/{name}", "--base-branch", "main"],
+             f".mlflow-ci/{name}", "--base-branch", "main", "--export-model"],
             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name in names
     }
@@ -67,6 +69,7 @@ def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path
     served.write("params.json", json.dumps({"candidates": CANDIDATES}))
     config = (served.root / "mlflow-ci.yml").read_text() + "promote:\n  select: {metric: accuracy, direction: higher}\n"
     served.write("mlflow-ci.yml", config)
+    served.write(CALLER, CALLER_YAML)
     served.commit("fan-out project")
     served.branch("pr-7")
     head = served.commit("candidates")
@@ -76,6 +79,9 @@ def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path
     parallel_seconds = time.monotonic() - started
     assert {n: p.returncode for n, p in checked.items()} == {"weak": 1, "good": 0, "best": 0}, {
         n: p.stderr for n, p in checked.items()}
+    # another PR's code, holding the same tracking credentials, plants a better "candidate" of PR 7
+    planted = forge_run(served.server_env["MLFLOW_TRACKING_URI"], served.name,
+                        {"mlflow_ci.pr": "7", "mlflow_ci.head_sha": head, "mlflow_ci.candidate": "zzz"}, C=5.0, accuracy=0.999)
 
     payload = json.loads((EVENTS / "pull_request.opened.json").read_text())
     payload["pull_request"]["number"] = 7
@@ -83,30 +89,71 @@ def test_three_candidates_one_leaderboard_then_promote_the_best(served, tmp_path
     event = tmp_path / "event.json"
     event.write_text(json.dumps(payload))
     with FakeGitHub(TOKEN) as gh:
+        candidates = uploaded_candidates(served.root, CANDIDATES, tmp_path / "candidates")
+        run_of_candidates(gh, 777, head, 7, candidates)
         env = {**served.server_env, "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request",
                "GITHUB_EVENT_PATH": str(event), "GITHUB_REPOSITORY": "octo/models", "GITHUB_API_URL": gh.url,
-               "GITHUB_TOKEN": TOKEN}
+               "GITHUB_TOKEN": TOKEN, "GITHUB_RUN_ID": "777"}
         started = time.monotonic()
-        agg = served.cli("report", "--pr", "7", env=env)
+        agg = served.cli("report", "--pr", "7", "--candidates", str(candidates), env=env)
         aggregate_seconds = time.monotonic() - started
         assert agg.returncode == 0, agg.stderr
         assert "3 candidates for PR #7; verdict: PASS" in agg.stdout
         assert len(gh.comments[7]) == 1
         body = gh.comments[7][0]["body"]
-        assert "3 candidates for PR" in body and "🏆 | best | ✅" in body and "| weak | ❌" in body
+        assert "3 candidates for PR" in body and "🏆 | best | ✅" in body and "| weak | ❌" in body and "zzz" not in body
         assert gh.check_runs[0]["conclusion"] == "success"
         board = json.loads((served.root / ".mlflow-ci" / "leaderboard.json").read_text())
         assert [(e["candidate"], e["verdict"], e["selected"]) for e in board] == [
             ("best", "pass", True), ("good", "pass", False), ("weak", "fail", False)]
+        assert planted not in {e["run_id"] for e in board}
         best_run = next(e["run_id"] for e in board if e["candidate"] == "best")
-        assert Record.parse(gh.check_runs[0]["external_id"]).run_id == best_run  # the one promote will pick
+        record = Record.parse(gh.check_runs[0]["external_id"])
+        assert (record.run_id, record.artifact) == (best_run, "777/mlflow-ci-candidate-best")  # the one promote will pick
         print(f"\nfan-out: 3 candidates in parallel {parallel_seconds:.1f}s, aggregate report {aggregate_seconds:.1f}s")
 
         pushed = merge_and_push(served.root, gh, tmp_path, branch="pr-7", number=7, head=head)
         promoted = served.cli("promote", env={**env, **pushed})
         assert promoted.returncode == 0, promoted.stderr
         assert f"(run {best_run}, run recorded by the check run on {head[:12]}" in promoted.stdout
-    assert head  # the PR head the runs were tagged with
+
+
+def test_a_planted_candidate_is_never_selected(project, tmp_path):
+    """The store's tags select nothing in the PR workflow: a candidate that only exists as a run tagged with
+    the PR (another PR's code can write one) is not on the board; one whose upload claims another name,
+    another experiment or no run is left off, saying why."""
+    project.write("train.py", CANDIDATE_METRICS)
+    project.write("params.json", json.dumps({"metrics": {"accuracy": 0.5, "rmse": 5.0},
+                                             "candidates": {"a": {"accuracy": 0.9, "rmse": 4.0}, "b": {"accuracy": 0.85, "rmse": 4.0},
+                                                            "c": {"accuracy": 0.99, "rmse": 1.0}}}))
+    project.commit("project")
+    project.branch("pr-3")
+    project.commit("candidates")
+    for name in ("a", "b", "c"):  # c is checked (its run tagged with the PR) but not one of this run's uploads
+        done = project.cli("check", "--candidate", name, "--pr", "3", "--out", f".mlflow-ci/{name}", "--export-model")
+        assert done.returncode == 0, done.stdout + done.stderr
+    candidates = uploaded_candidates(project.root, ("a", "b"), tmp_path / "candidates")
+    local = project.cli("report", "--pr", "3")  # a local leaderboard reads the store's tags: c is there
+    assert "3 candidates for PR #3" in local.stdout, local.stdout + local.stderr
+    board = project.cli("report", "--pr", "3", "--candidates", str(candidates))
+    assert board.returncode == 0 and "2 candidates for PR #3" in board.stdout, board.stdout + board.stderr
+    assert {e["candidate"] for e in json.loads((project.root / ".mlflow-ci" / "leaderboard.json").read_text())} == {"a", "b"}
+
+    (candidates / "mlflow-ci-candidate-b").rename(candidates / "mlflow-ci-candidate-x")  # a name the workflow does not list
+    foreign = json.loads((candidates / "mlflow-ci-candidate-a" / "result.json").read_text())
+    foreign["experiment"] = "someone-else"
+    (candidates / "mlflow-ci-candidate-a" / "result.json").write_text(json.dumps(foreign))
+    (candidates / "mlflow-ci-candidate-y").mkdir()
+    (candidates / "mlflow-ci-candidate-y" / "result.json").write_text("{not json")
+    empty = project.cli("report", "--pr", "3", "--candidates", str(candidates), "--expect", '["a", "b", "y"]')
+    assert "0 candidates for PR #3; verdict: FAIL" in empty.stdout, empty.stdout + empty.stderr
+    assert "mlflow-ci-candidate-x: not a candidate the workflow lists (a, b, y): left off the leaderboard" in empty.stdout
+    assert "mlflow-ci-candidate-a: the result is for experiment 'someone-else': left off the leaderboard" in empty.stdout
+    assert "mlflow-ci-candidate-y: " in empty.stdout and "Traceback" not in empty.stderr
+    bad = project.cli("report", "--pr", "3", "--candidates", str(candidates), "--expect", "a,b")
+    assert bad.returncode == 2 and "--expect: expected a JSON list of candidate names" in bad.stderr, bad.stderr
+    missing = project.cli("report", "--pr", "3", "--candidates", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "no candidate results" in missing.stderr, missing.stdout + missing.stderr
 
 
 CANDIDATE_METRICS = """

@@ -11,6 +11,8 @@ from pathlib import Path
 from conftest import based_on, clean_env, git
 from fakegithub import EVENTS, FakeGitHub
 
+from mlflow_ci.commands.projects import scope
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "monorepo"
 TOKEN = "ghs_" + "m" * 36
@@ -59,7 +61,7 @@ def test_only_changed_models_are_checked_and_the_comment_has_a_section_each(tmp_
     assert out.returncode == 1, out.stdout + out.stderr
     projects = index(repo)
     assert {k: p["verdict"] for k, p in projects.items()} == {"churn": "unchanged", "fraud": "fail", "ranking": "unchanged"}
-    assert (repo / ".mlflow-ci" / "models_fraud" / "result.json").is_file()
+    assert (repo / ".mlflow-ci" / scope("models/fraud") / "result.json").is_file()
     report = (repo / ".mlflow-ci" / "report.md").read_text()
     assert sections(report) == [(" open", "fraud", "fail"), ("", "churn", "unchanged"), ("", "ranking", "unchanged")]  # failing first, open
     assert report.count("nothing to check; its check passes") == 2
@@ -155,3 +157,26 @@ def test_uncommitted_and_untracked_files_count_as_changes(tmp_path):
     (repo / "models" / "ranking" / "train.py").unlink()  # deleted
     assert changed_paths(repo, base) == {"models/churn/params.json", "models/fraud/notes.txt", "models/ranking/train.py"}
     assert changed_paths(repo, None) is None
+
+
+def test_artifact_names_of_folders_the_readable_part_confuses_differ_and_the_workflow_agrees(tmp_path):
+    """#26: models/churn and models_churn (and the root) get distinct artifact names, and the PR workflow's
+    "Which store" step, run by bash as the runner does, computes the name the publisher looks for."""
+    import subprocess
+
+    import yaml
+
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "mlflow-ci-pr.yml").read_text())
+    [step] = [s for s in workflow["jobs"]["check"]["steps"] if s.get("name") == "Which store"]
+    folders = [".", "models/churn", "models_churn", "models/churn-", "a b/ü"]
+    for folder in folders:
+        out = tmp_path / "output"
+        out.write_text("")
+        env = {"PATH": "/usr/bin:/bin", "WORKING_DIRECTORY": folder, "BRANCH": "main", "GITHUB_OUTPUT": str(out),
+               "GITHUB_WORKSPACE": str(tmp_path)}
+        subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True)
+        outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+        assert outputs["scope"] == scope(folder), folder
+    assert len({scope(f) for f in folders}) == len(folders)
+    assert scope(".").startswith("root-") and scope("models/churn").startswith("models_churn-")

@@ -4,6 +4,7 @@ against the fake GitHub's description of workflow runs and PR files (GitHub's Op
 from __future__ import annotations
 
 import pytest
+from chainkit import CALLER, CALLER_YAML, PINNED
 from fakegithub import TOKEN, FakeGitHub
 
 from mlflow_ci.commands.vouch import changed_workflows, vouch
@@ -12,8 +13,6 @@ from mlflow_ci.github.client import GitHubClient, RetryPolicy
 from mlflow_ci.provenance import Record
 
 HEAD = "c" * 40
-PINNED = "mlflow-ci/mlflow-ci/.github/workflows/mlflow-ci-pr.yml@" + "a" * 40
-CALLER = ".github/workflows/mlflow-ci.yml"
 TWO_JOB = Record("d" * 32, "sha256:" + "e" * 64, artifact="777/mlflow-ci-result")
 SINGLE_JOB = Record("d" * 32, "sha256:" + "e" * 64, workflow="777")
 
@@ -33,7 +32,7 @@ def client(gh):
 def checkout(tmp_path):
     """The default branch's checkout promote runs in: the reviewed caller pins mlflow-ci's PR workflow."""
     (tmp_path / ".github" / "workflows").mkdir(parents=True)
-    (tmp_path / CALLER).write_text(f"on: pull_request\njobs:\n  check:\n    uses: {PINNED} # v1.0.0\n")
+    (tmp_path / CALLER).write_text(CALLER_YAML)
     (tmp_path / ".github" / "workflows" / "lint.yml").write_text("on: push\njobs: {}\n")
     return tmp_path
 

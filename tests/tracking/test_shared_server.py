@@ -16,6 +16,7 @@ import uuid
 import pytest
 import requests
 import yaml
+from chainkit import CALLER, CALLER_YAML, run_of_candidates, uploaded_candidates
 from commands.test_leaderboard import FANOUT_SCRIPT, check_candidates, merge_and_push
 from conftest import ROOT, clean_env, server_config
 from fakegithub import EVENTS, TOKEN, FakeGitHub
@@ -85,6 +86,7 @@ def test_twenty_parallel_checks_one_leaderboard_one_version(shared, project, tmp
     project.write("train.py", FANOUT_SCRIPT)
     project.write("params.json", json.dumps({"candidates": fleet}))
     project.write("mlflow-ci.yml", server_config(name, "promote:\n  select: {metric: accuracy, direction: higher}\n"))
+    project.write(CALLER, CALLER_YAML)
     project.commit("a fleet of candidates")
     project.branch("pr-9")
     head = project.commit("twenty candidates")
@@ -115,10 +117,12 @@ def test_twenty_parallel_checks_one_leaderboard_one_version(shared, project, tmp
 
     event = pr_event(tmp_path, 9, head)
     with FakeGitHub(TOKEN) as gh:
+        uploads = uploaded_candidates(project.root, fleet, tmp_path / "candidates")
+        run_of_candidates(gh, 777, head, 9, uploads)
         gh_env = {**env, "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": event,
-                  "GITHUB_REPOSITORY": "octo/models", "GITHUB_API_URL": gh.url, "GITHUB_TOKEN": TOKEN}
+                  "GITHUB_REPOSITORY": "octo/models", "GITHUB_API_URL": gh.url, "GITHUB_TOKEN": TOKEN, "GITHUB_RUN_ID": "777"}
         for _ in range(2):  # a re-run edits the same comment
-            board = project.cli("report", "--pr", "9", env=gh_env)
+            board = project.cli("report", "--pr", "9", "--candidates", str(uploads), "--expect", json.dumps(list(fleet)), env=gh_env)
             assert board.returncode == 0, board.stderr
         assert "20 candidates for PR #9; verdict: PASS" in board.stdout
         assert len(gh.comments[9]) == 1

@@ -322,3 +322,36 @@ def test_check_on_a_local_store_never_imports_mlflow_once_the_experiment_exists(
     run = MlflowTracker(project.uri).client.get_run(project.result()["candidate"]["run_id"])
     assert run.data.metrics == {"accuracy": 0.91, "rmse": 4.0} and run.data.tags["mlflow_ci.verdict"] == "pass"
     assert run.info.status == "FINISHED"
+
+
+def test_an_alias_lost_to_a_concurrent_insert_is_set_again(store, monkeypatch):
+    """Two deploy jobs setting a new alias at once: MLflow's SQL store reads, then inserts, so one fails on
+    the alias table's key (as PostgreSQL words it through the server) and sets it again; any other
+    failure is not retried."""
+    from mlflow.exceptions import MlflowException
+
+    uri, _, exp = store
+    tracker = MlflowTracker(uri)
+    run_id = tracker.start_run(exp, run_name="m", tags={})
+    tracker.end_run(run_id, "FINISHED")
+    version = tracker.register(run_id, "model-r")
+    real, calls = tracker.client.set_registered_model_alias, []
+
+    def racing(name, alias, number, lost="(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint"):
+        calls.append(alias)
+        if len(calls) == 1:
+            raise MlflowException(f"BAD_REQUEST: {lost} \"registered_model_alias_pk\"")
+        return real(name, alias, number)
+
+    monkeypatch.setattr(tracker.client, "set_registered_model_alias", racing)
+    tracker.set_alias("model-r", "champion", version)
+    assert calls == ["champion", "champion"] and tracker.alias_version("model-r", "champion").version == version
+
+    def refused(name, alias, number):
+        calls.append(alias)
+        raise MlflowException("PERMISSION_DENIED: no")
+
+    monkeypatch.setattr(tracker.client, "set_registered_model_alias", refused)
+    with pytest.raises(MlflowException, match="PERMISSION_DENIED"):
+        tracker.set_alias("model-r", "previous", version)
+    assert calls[2:] == ["previous"]
