@@ -85,7 +85,8 @@ class ServiceError(MlflowCiError):
 
 
 class NotValidatedError(MlflowCiError):
-    """Promotion refused: no run passed the gate for the merged commit (exit 1, like a failed gate)."""
+    """Promotion refused: no run passed the gate for the merged commit, or what would be promoted, deployed
+    or compared with is not the model that was verified (exit 1, like a failed gate)."""
     exit_code = EXIT_GATE_FAILED
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 
 from mlflow_ci.errors import UsageError
 
+TAG_DIGEST = "mlflow_ci.model_digest"  # on a registered version: the digest of the bytes promote verified
+
 PREFIX = "mlflow-ci/1"
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from mlflow_ci.errors import MlflowCiError, NotValidatedError, UsageError, printable
 from mlflow_ci.provenance import (
     MODEL_DIR,
+    TAG_DIGEST,
     Record,
     extract_zip,
     logged_model_id,
@@ -35,7 +36,6 @@ from mlflow_ci.train import artifact_location
 
 VERDICT_OF = {"success": "pass", "neutral": "warn"}
 ARTIFACT_LIMIT = 4 << 30  # bytes of a model artifact promote downloads and unpacks
-TAG_DIGEST = "mlflow_ci.model_digest"
 TAG_IMPORTED_FROM = "mlflow_ci.imported_from_run"
 
 

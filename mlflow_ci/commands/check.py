@@ -23,6 +23,7 @@ from mlflow_ci.errors import (
     EXIT_SERVICE,
     ConfigError,
     MlflowCiError,
+    NotValidatedError,
     UsageError,
     first_line,
     printable,
@@ -64,12 +65,12 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
     comparison = do_compare(s, opts, tracker, trained.run)
     progress.stage = "evaluate"
     own = _own_run(trained, s.context(opts))
-    evaluated = evaluation.evaluate(s, tracker, comparison, keep=own) if s.cfg.evaluate is not None else None
+    evaluated = _evaluated(s, tracker, comparison, own) if s.cfg.evaluate is not None else None
     intervals, extra_rules, data_checks = {}, (), ()
     if evaluated is not None:
         comparison, intervals = evaluated.comparison, evaluated.intervals
         extra_rules, data_checks = evaluated.rules, evaluated.data_checks
-    genai = _genai(s, opts, comparison, intervals) if s.cfg.genai is not None else None
+    genai = _genai_or_refused(s, opts, comparison, intervals) if s.cfg.genai is not None else None
     if genai is not None:
         comparison, intervals = genai.comparison, genai.intervals
     progress.stage = "gate"
@@ -91,6 +92,27 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
         tracker.set_tags(trained.run.run_id, tags)
     return CheckResult(outcome.verdict, outcome.result, outcome.report_path, outcome.result_path, trained)
 
+
+
+def _refused(comparison, exc: NotValidatedError):
+    """The comparison without a baseline whose model is not the bytes promote verified: the check then fails
+    closed (``baseline_required``) saying why, as when no baseline may serve."""
+    why = f"the baseline was passed over: {exc.message}"
+    return replace(comparison, baseline=None, expected=(*comparison.expected, why), notes=(*comparison.notes, f"warning: {why}"))
+
+
+def _evaluated(s, tracker, comparison, own: bool):
+    try:
+        return evaluation.evaluate(s, tracker, comparison, keep=own)
+    except NotValidatedError as exc:
+        return evaluation.evaluate(s, tracker, _refused(comparison, exc), keep=own)
+
+
+def _genai_or_refused(s, opts, comparison, intervals):
+    try:
+        return _genai(s, opts, comparison, intervals)
+    except NotValidatedError as exc:
+        return _genai(s, opts, _refused(comparison, exc), intervals)
 
 def _own_run(trained: TrainResult, ctx) -> bool:
     """Whether this check may write to the candidate's run: it was trained for this check (now, or by an

@@ -197,7 +197,8 @@ def _champion_prompts(s: Session) -> tuple[dict, list[str]]:
 
 def _model_outputs(s: Session, opts: Options, run_id: str, rows):
     """The champion model (the app logged as an MLflow model) on the rows, called with each row's inputs."""
-    loaded = s.registry().load_for_scoring(run_id, s.cfg.promote.model_path, opts.out_dir / "genai-champion")
+    loaded = s.registry().load_for_scoring(run_id, s.cfg.promote.model_path, opts.out_dir / "genai-champion",
+                                           registered_as=s.cfg.model)
     return run_model(loaded.pyfunc().predict, rows)
 
 

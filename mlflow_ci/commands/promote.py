@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import getpass
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mlflow_ci.commands.chain import TAG_DIGEST
 from mlflow_ci.commands.check import do_check
 from mlflow_ci.commands.prompts import PromptMove, TAG_PROMPT, promote_prompts, restore_prompts, validated_templates
 from mlflow_ci.commands.publish import github_client
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.validated import Found, find_validated_run
+from mlflow_ci.commands.verify import as_promoted
 from mlflow_ci.errors import DeployError, NotValidatedError, UsageError
 from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.github.client import GitHubError
 from mlflow_ci.process import run_logged
+from mlflow_ci.provenance import TAG_DIGEST, model_digest
 from mlflow_ci.report import md, model_version_url, number
 from mlflow_ci.tracking import (
     TAG_CANDIDATE,
@@ -274,17 +276,41 @@ def restore_aliases(tracker, model: str, alias: str, prev_alias: str, current: V
         tracker.delete_alias(model, prev_alias)
 
 
+DEPLOY_COPY = "deploy-model"  # under the promote output folder: the deploy hook's local copy (MODEL_PATH)
+
+
 def deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *, restore, clock, prompts=()) -> None:
+    """The deploy hook for ``version``, given a local copy of it (``MODEL_PATH``) downloaded after the alias
+    moved and checked against the digest promote recorded: bytes swapped in the store since promote
+    verified them (also between verifying and registering) are never deployed: the aliases move back."""
     cfg = s.cfg
-    model = {"MODEL_NAME": cfg.model, "MODEL_VERSION": version.version, "MODEL_URI": f"models:/{cfg.model}@{cfg.champion_alias}"}
+    what = f"{cfg.model}@{cfg.champion_alias} was moved back"
 
     def failed() -> None:
         if restore is not None:
             restore()
         tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deploy_failed": stamp(clock)})
 
-    run_deploy(s, opts, model, prompts, on_failure=failed, what=f"{cfg.model}@{cfg.champion_alias} was moved back")
+    local = _deploy_copy(tracker, version, opts.out_dir / DEPLOY_COPY, on_failure=failed, what=what)
+    model = {"MODEL_NAME": cfg.model, "MODEL_VERSION": version.version, "MODEL_URI": f"models:/{cfg.model}@{cfg.champion_alias}",
+             "MODEL_PATH": str(local)}
+    run_deploy(s, opts, model, prompts, on_failure=failed, what=what)
     tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deployed": "true", "mlflow_ci.deployed_at": stamp(clock)})
+
+
+def _deploy_copy(tracker, version: VersionInfo, into: Path, *, on_failure: Callable[[], None], what: str) -> Path:
+    """``version`` downloaded into ``into`` (emptied first) and digested; NotValidatedError (after
+    ``on_failure``) when promote recorded other bytes."""
+    if into.exists():
+        shutil.rmtree(into)
+    into.mkdir(parents=True)
+    local = tracker.download_version(version.model, version.version, into)
+    try:
+        as_promoted(version, model_digest(local))
+    except NotValidatedError as exc:
+        on_failure()
+        raise NotValidatedError(f"{exc.message}; not deployed, {what}", hint=exc.hint) from None
+    return local
 
 
 def run_deploy(s, opts: PromoteOptions, model: dict, prompts, *, on_failure: Callable[[], None], what: str) -> None:

@@ -13,9 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow_ci.commands.chain import TAG_DIGEST
 from mlflow_ci.errors import NotValidatedError, UsageError
-from mlflow_ci.provenance import model_digest
+from mlflow_ci.provenance import TAG_DIGEST, model_digest
 
 URI = re.compile(r"models:/(?P<model>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[0-9]+))")
 
@@ -50,8 +49,14 @@ def check_version(registry, info) -> tuple[str, str | None]:
     when both exist and differ."""
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-verify-") as tmp:
         digest = model_digest(registry.download_version(info.model, info.version, Path(tmp)))
+    return digest, as_promoted(info, digest)
+
+
+def as_promoted(info, digest: str) -> str | None:
+    """The digest promote recorded on version ``info`` (None: none recorded); NotValidatedError when the
+    version's files now digest to something else."""
     recorded = info.tags.get(TAG_DIGEST) or None
     if recorded is not None and recorded != digest:
         raise NotValidatedError(f"{info.model} version {info.version} has digest {digest}, promote verified {recorded}: "
                                 "its files changed after promotion; do not load it")
-    return digest, recorded
+    return recorded

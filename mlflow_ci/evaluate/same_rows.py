@@ -211,7 +211,8 @@ class Scoring:
         if role not in self.loaded:
             registry = self.registry() if callable(self.registry) else self.registry
             try:
-                self.loaded[role] = registry.load_for_scoring(run_id, self.cfg.promote.model_path, self.work / role)
+                self.loaded[role] = registry.load_for_scoring(run_id, self.cfg.promote.model_path, self.work / role,
+                                                              registered_as=self.cfg.model if role == "baseline" else None)
             except UsageError as exc:
                 raise UsageError(f"evaluate: the {role} model: {exc.message}", hint=exc.hint) from None
         return self.loaded[role]

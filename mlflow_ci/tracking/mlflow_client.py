@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from mlflow_ci.errors import ServiceError, UsageError
+from mlflow_ci.errors import NotValidatedError, ServiceError, UsageError
+from mlflow_ci.provenance import TAG_DIGEST, model_digest
 from mlflow_ci.tracking.base import (
     SEARCH_WINDOW,
     PromptInfo,
@@ -157,11 +158,24 @@ class RegistryMixin:
             self.client.set_terminated(run.info.run_id, "FINISHED")
             return run.info.run_id
 
-    def load_for_scoring(self, run_id: str, model_path: str, dst: Path):
-        """The run's model, downloaded into ``dst`` and loaded for scoring (:mod:`.loading`)."""
+    def _still_verified(self, model: str, run_id: str, local: Path) -> None:
+        version = self.version_for_run(model, run_id)
+        recorded = version.tags.get(TAG_DIGEST) if version else None
+        if recorded and model_digest(local) != recorded:
+            raise NotValidatedError(
+                f"{model} version {version.version} (run {run_id}) has changed since promote verified it ({recorded}): "
+                "its files in the store were overwritten; it is not loaded",
+                hint=f"run mlflow-ci verify models:/{model}/{version.version}; roll back to a verified version or promote again")
+
+    def load_for_scoring(self, run_id: str, model_path: str, dst: Path, *, registered_as: str | None = None):
+        """The run's model, downloaded into ``dst`` and loaded for scoring (:mod:`.loading`). With
+        ``registered_as``, a run registered as a version of that model that promote recorded a digest for
+        must still have those bytes (NotValidatedError, before anything is loaded)."""
         from mlflow_ci.tracking.loading import load_for_scoring
 
         local = self.download_model(run_id, model_path, dst)
+        if registered_as:
+            self._still_verified(registered_as, run_id, local)
         with self._service(f"load the model of run {run_id}"):
             try:
                 return load_for_scoring(local)
