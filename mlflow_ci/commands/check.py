@@ -93,7 +93,6 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
     return CheckResult(outcome.verdict, outcome.result, outcome.report_path, outcome.result_path, trained)
 
 
-
 def _refused(comparison, exc: NotValidatedError):
     """The comparison without a baseline whose model is not the bytes promote verified: the check then fails
     closed (``baseline_required``) saying why, as when no baseline may serve."""
@@ -113,6 +112,7 @@ def _genai_or_refused(s, opts, comparison, intervals):
         return _genai(s, opts, comparison, intervals)
     except NotValidatedError as exc:
         return _genai(s, opts, _refused(comparison, exc), intervals)
+
 
 def _own_run(trained: TrainResult, ctx) -> bool:
     """Whether this check may write to the candidate's run: it was trained for this check (now, or by an

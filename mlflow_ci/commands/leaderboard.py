@@ -22,11 +22,11 @@ from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.commands.validated import select_candidate
 from mlflow_ci.compare import Baseline, resolve_baseline
+from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import GateResult, evaluate, infer_direction, no_baseline
 from mlflow_ci.github.publish import PublishResult, Target
-from mlflow_ci.report import VERDICT_ICON, code, md, number, sticky_marker
-from mlflow_ci.errors import UsageError
 from mlflow_ci.provenance import MODEL_DIR
+from mlflow_ci.report import VERDICT_ICON, code, md, number, sticky_marker
 from mlflow_ci.result import Result, load_untrusted
 from mlflow_ci.tracking import TAG_CANDIDATE, TAG_HEAD_SHA, TAG_PR, RunSnapshot
 

@@ -26,7 +26,7 @@ from mlflow_ci.commands.publish import github_client
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.validated import Found, find_validated_run
 from mlflow_ci.commands.verify import as_promoted
-from mlflow_ci.errors import DeployError, NotValidatedError, UsageError
+from mlflow_ci.errors import DeployError, MlflowCiError, NotValidatedError, UsageError
 from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.github.client import GitHubError
 from mlflow_ci.process import run_logged
@@ -300,16 +300,19 @@ def deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *,
 
 def _deploy_copy(tracker, version: VersionInfo, into: Path, *, on_failure: Callable[[], None], what: str) -> Path:
     """``version`` downloaded into ``into`` (emptied first) and digested; NotValidatedError (after
-    ``on_failure``) when promote recorded other bytes."""
+    ``on_failure``) when promote recorded other bytes. A failed download also puts things back first."""
     if into.exists():
         shutil.rmtree(into)
     into.mkdir(parents=True)
-    local = tracker.download_version(version.model, version.version, into)
     try:
+        local = tracker.download_version(version.model, version.version, into)
         as_promoted(version, model_digest(local))
-    except NotValidatedError as exc:
+    except (NotValidatedError, UsageError) as exc:  # other bytes, or a tree the digest refuses (a link, a FIFO)
         on_failure()
         raise NotValidatedError(f"{exc.message}; not deployed, {what}", hint=exc.hint) from None
+    except MlflowCiError:
+        on_failure()
+        raise
     return local
 
 
