@@ -118,9 +118,10 @@ def gathered(folder: Path, experiment: str, log, expected: tuple[str, ...] | Non
     artifact straight into its path, which then is the one ``expected`` candidate). The name is the
     artifact's; each result is validated as untrusted data. An upload for a candidate the caller does not
     list (``expected``), or whose result is not this experiment's or carries no run, is left off the board,
-    saying why."""
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no candidate results (the matrix jobs' {CANDIDATE_ARTIFACT}-<name> artifacts)")
+    saying why; so is a missing ``folder``."""
+    if not folder.is_dir():  # no matrix job uploaded anything: an empty board, published as a failure
+        log(f"warning: {folder}: no candidate results (the matrix jobs' {CANDIDATE_ARTIFACT}-<name> artifacts): see their jobs")
+        return {}
     prefix = CANDIDATE_ARTIFACT + "-"
     if (folder / "result.json").is_file():
         named = {(expected[0] if expected and len(expected) == 1 else ""): folder}
