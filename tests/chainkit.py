@@ -9,17 +9,18 @@ from pathlib import Path
 
 from fakegithub import RESULT_ARTIFACT, zip_artifact
 
+from mlflow_ci.commands.leaderboard import CANDIDATE_ARTIFACT
+
 CALLER = ".github/workflows/mlflow-ci.yml"  # the repository's reviewed caller workflow
 PINNED = "mlflow-ci/mlflow-ci/.github/workflows/mlflow-ci-pr.yml@" + "a" * 40  # as the caller pins mlflow-ci
 CALLER_YAML = f"on: pull_request\njobs:\n  mlflow-ci:\n    uses: {PINNED} # v1.0.0\n"
-CANDIDATE_ARTIFACT = "mlflow-ci-candidate-{name}"  # the PR workflow's upload of each fan-out candidate
 
 
 def uploaded_candidates(root: Path, names, dest: Path) -> Path:
     """What the leaderboard job downloads: each matrix job's upload of ``.mlflow-ci/<name>/`` (result,
     report, exported model) in a folder named after its artifact."""
     for name in names:
-        src, folder = root / ".mlflow-ci" / name, dest / CANDIDATE_ARTIFACT.format(name=name)
+        src, folder = root / ".mlflow-ci" / name, dest / f"{CANDIDATE_ARTIFACT}-{name}"
         folder.mkdir(parents=True)
         for rel in RESULT_ARTIFACT:
             if (src / rel).is_dir():

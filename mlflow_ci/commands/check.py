@@ -65,12 +65,14 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
     comparison = do_compare(s, opts, tracker, trained.run)
     progress.stage = "evaluate"
     own = _own_run(trained, s.context(opts))
-    evaluated = _evaluated(s, tracker, comparison, own) if s.cfg.evaluate is not None else None
+    evaluated = (_passing_over_unverified(lambda c: evaluation.evaluate(s, tracker, c, keep=own), comparison)
+                 if s.cfg.evaluate is not None else None)
     intervals, extra_rules, data_checks = {}, (), ()
     if evaluated is not None:
         comparison, intervals = evaluated.comparison, evaluated.intervals
         extra_rules, data_checks = evaluated.rules, evaluated.data_checks
-    genai = _genai_or_refused(s, opts, comparison, intervals) if s.cfg.genai is not None else None
+    genai = (_passing_over_unverified(lambda c: _genai(s, opts, c, intervals), comparison)
+             if s.cfg.genai is not None else None)
     if genai is not None:
         comparison, intervals = genai.comparison, genai.intervals
     progress.stage = "gate"
@@ -100,18 +102,13 @@ def _refused(comparison, exc: NotValidatedError):
     return replace(comparison, baseline=None, expected=(*comparison.expected, why), notes=(*comparison.notes, f"warning: {why}"))
 
 
-def _evaluated(s, tracker, comparison, own: bool):
+def _passing_over_unverified(step, comparison):
+    """``step(comparison)`` (a stage that loads the baseline's model); again without the baseline when its
+    model is not the bytes promote verified."""
     try:
-        return evaluation.evaluate(s, tracker, comparison, keep=own)
+        return step(comparison)
     except NotValidatedError as exc:
-        return evaluation.evaluate(s, tracker, _refused(comparison, exc), keep=own)
-
-
-def _genai_or_refused(s, opts, comparison, intervals):
-    try:
-        return _genai(s, opts, comparison, intervals)
-    except NotValidatedError as exc:
-        return _genai(s, opts, _refused(comparison, exc), intervals)
+        return step(_refused(comparison, exc))
 
 
 def _own_run(trained: TrainResult, ctx) -> bool:

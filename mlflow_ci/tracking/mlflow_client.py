@@ -75,6 +75,8 @@ def _drop_download_meta(local: Path) -> None:
         (local / "registered_model_meta").unlink(missing_ok=True)
 
 
+ALIAS_ATTEMPTS = 3  # set_alias: how often a lost insert race is tried again
+
 class RegistryMixin:
     """Registry operations used by promote and rollback (aliases, not the deprecated stages)."""
     def alias_version(self, model: str, alias: str) -> VersionInfo | None:
@@ -434,10 +436,6 @@ class MlflowTracker(SearchMixin, RegistryMixin, GenaiMixin):
                 except Exception as exc:  # noqa: BLE001 - only the lost insert race is retried
                     if attempt + 1 == ALIAS_ATTEMPTS or not _lost_insert_race(exc):
                         raise
-
-
-
-ALIAS_ATTEMPTS = 3
 
 
 def _lost_insert_race(exc: BaseException) -> bool:
