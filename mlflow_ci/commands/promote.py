@@ -3,44 +3,44 @@ that was gated on the pull request, not a retrain nobody checked.
 
 Promote, in an order a re-run can always finish:
 1. find the run that passed the gate for the merged PR's head commit (event, merge parents, API);
-2. register it as a version of the model, unless a version from that run exists (idempotency key);
-3. tag the version (PR, commit, verdict, metrics);
-4. keep the current champion under ``previous``, move ``champion`` to the version;
-5. run the deploy hook; on failure put both aliases back and exit 3;
-6. tag the version ``mlflow_ci.deployed`` so a re-run knows the hook already succeeded.
+2. unless a version stands for that run already (idempotency key): copy its model, digested as it is copied,
+   into the release experiment (which PR credentials cannot write) and register it from there, tagged
+   (PR, commit, verdict, metrics, digest, and the gated run it stands for);
+3. keep the current champion under ``previous``, move ``champion`` to the version;
+4. run the deploy hook (on a verified local copy); on failure put both aliases back and exit 3;
+5. tag the version ``mlflow_ci.deployed`` so a re-run knows the hook already succeeded.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from mlflow_ci.commands.check import do_check
+from mlflow_ci.commands.deploy import deploy_or_restore, restore_aliases, run_deploy, stamp, who
 from mlflow_ci.commands.prompts import PromptMove, TAG_PROMPT, promote_prompts, restore_prompts, validated_templates
 from mlflow_ci.commands.publish import github_client
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.validated import Found, find_validated_run
-from mlflow_ci.commands.verify import as_promoted
-from mlflow_ci.errors import DeployError, MlflowCiError, NotValidatedError, UsageError
+from mlflow_ci.errors import NotValidatedError, UsageError
 from mlflow_ci.github.actions import ActionsIO
 from mlflow_ci.github.client import GitHubError
-from mlflow_ci.process import run_logged
 from mlflow_ci.provenance import TAG_DIGEST, model_digest
 from mlflow_ci.report import md, model_version_url, number
+from mlflow_ci.train import artifact_location
 from mlflow_ci.tracking import (
     TAG_CANDIDATE,
     TAG_HEAD_SHA,
     TAG_PR,
+    TAG_RELEASE_OF,
     TAG_ROLLED_BACK,
     TAG_VERDICT,
     RunSnapshot,
     VersionInfo,
-    child_environment,
 )
 
 
@@ -77,19 +77,6 @@ class PromoteResult:
     def model_uri(self) -> str:
         """``models:/<model>@<alias>``; empty when only prompts were promoted (no model was logged)."""
         return f"models:/{self.model}@{self.alias}" if self.version else ""
-
-
-def who(env) -> str:
-    if env.get("GITHUB_ACTOR"):
-        return env["GITHUB_ACTOR"]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # pragma: no cover
-        return "unknown"
-
-
-def stamp(clock: Callable[[], float]) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,7 +140,7 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
             raise UsageError(f"run {run.run_id} logged no model named {cfg.promote.model_path!r} (promote.model_path): "
                              "nothing to register", hint="log the model in the training command, or set promote.model_path")
         return _promote_prompts_only(s, opts, tracker, found, templates, tags, client, clock)
-    version = tracker.register_once(run.run_id, cfg.model, artifact_path=cfg.promote.model_path, tags=tags)
+    version = tracker.version_for_run(cfg.model, run.run_id) or _release(s, tracker, found, tags)
     if forced:  # the version may exist already (the one rolled back): said on it, whoever registered it
         tracker.set_version_tags(cfg.model, version.version, forced)
         version = tracker.version(cfg.model, version.version) or version
@@ -178,7 +165,7 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
             restore_aliases(tracker, cfg.model, alias, prev_alias, current, earlier)
             restore_prompts(cfg, tracker, moves)
 
-        deploy_or_restore(s, tracker, version, opts, restore=restore if action == "promoted" else None, clock=clock,
+        deploy_or_restore(s, tracker, version, opts.out_dir, restore=restore if action == "promoted" else None, clock=clock,
                            prompts=moves)
         deployed = True
         if action == "unchanged":
@@ -189,6 +176,26 @@ def promote(s, opts: PromoteOptions, *, client=None, clock: Callable[[], float] 
                            model_version_url(cfg, s.tracking_uri, cfg.model, version.version), tuple(moves))
     write_summary(result, s.cfg.gate)
     return result
+
+
+def _release(s, tracker, found: Found, tags: dict[str, str]) -> VersionInfo:
+    """A new version for the gated run, registered from a release copy of its model: a run of the release
+    experiment holding the files exactly as they were digested here (equal to the recorded digest when a
+    check run vouched for them), so what was verified is what is registered, and PR credentials, which
+    may write the gated run's experiment, cannot change a champion's files afterwards."""
+    cfg, run = s.cfg, found.run
+    with tempfile.TemporaryDirectory(prefix="mlflow-ci-release-") as tmp:
+        local = tracker.download_model(run.run_id, cfg.promote.model_path, Path(tmp))
+        digest = model_digest(local)
+        if found.chain is not None and digest != found.chain.record.digest:
+            raise NotValidatedError(f"the model of run {run.run_id} now has digest {digest}, the check run recorded "
+                                    f"{found.chain.record.digest}: it changed after it was verified; refusing to promote")
+        experiment_id = tracker.experiment_id(cfg.release_experiment, create=True,
+                                              artifact_location=artifact_location(cfg, tracker.tracking_uri))
+        release = tracker.import_model(experiment_id, local, cfg.promote.model_path, run_name=f"release-{run.run_id[:8]}",
+                                       tags={TAG_RELEASE_OF: run.run_id, TAG_DIGEST: digest})
+    return tracker.register_once(run.run_id, cfg.model, artifact_path=cfg.promote.model_path,
+                                 tags={**tags, TAG_DIGEST: digest}, source_run=release)
 
 
 def _rolled_back(s, opts: PromoteOptions, tracker, found: Found, client) -> PromoteResult:
@@ -216,7 +223,7 @@ def _promote_prompts_only(s, opts: PromoteOptions, tracker, found: Found, templa
     action = "promoted" if any(m.action == "promoted" for m in moves) else "unchanged"
     deployed = False
     if cfg.deploy.command and opts.deploy and action == "promoted":
-        run_deploy(s, opts, {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
+        run_deploy(s, opts.out_dir, {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
                     on_failure=lambda: restore_prompts(cfg, tracker, moves), what="the prompts' aliases were moved back")
         deployed = True
     result = PromoteResult(action, cfg.model, cfg.champion_alias, "", found.run, None, None, deployed, found.how,
@@ -263,76 +270,6 @@ def version_tags(found: Found, env, clock) -> dict[str, str]:
     for name, value in sorted(run.metrics.items())[:50]:
         tags[f"mlflow_ci.metric.{name}"] = repr(value)
     return tags
-
-
-def restore_aliases(tracker, model: str, alias: str, prev_alias: str, current: VersionInfo | None, earlier: VersionInfo | None) -> None:
-    if current is not None:
-        tracker.set_alias(model, alias, current.version)
-    else:
-        tracker.delete_alias(model, alias)
-    if earlier is not None:
-        tracker.set_alias(model, prev_alias, earlier.version)
-    else:
-        tracker.delete_alias(model, prev_alias)
-
-
-DEPLOY_COPY = "deploy-model"  # under the promote output folder: the deploy hook's local copy (MODEL_PATH)
-
-
-def deploy_or_restore(s, tracker, version: VersionInfo, opts: PromoteOptions, *, restore, clock, prompts=()) -> None:
-    """The deploy hook for ``version``, given a local copy of it (``MODEL_PATH``) downloaded after the alias
-    moved and checked against the digest promote recorded: bytes swapped in the store since promote
-    verified them (also between verifying and registering) are never deployed: the aliases move back."""
-    cfg = s.cfg
-    what = f"{cfg.model}@{cfg.champion_alias} was moved back"
-
-    def failed() -> None:
-        if restore is not None:
-            restore()
-        tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deploy_failed": stamp(clock)})
-
-    local = _deploy_copy(tracker, version, opts.out_dir / DEPLOY_COPY, on_failure=failed, what=what)
-    model = {"MODEL_NAME": cfg.model, "MODEL_VERSION": version.version, "MODEL_URI": f"models:/{cfg.model}@{cfg.champion_alias}",
-             "MODEL_PATH": str(local)}
-    run_deploy(s, opts, model, prompts, on_failure=failed, what=what)
-    tracker.set_version_tags(cfg.model, version.version, {"mlflow_ci.deployed": "true", "mlflow_ci.deployed_at": stamp(clock)})
-
-
-def _deploy_copy(tracker, version: VersionInfo, into: Path, *, on_failure: Callable[[], None], what: str) -> Path:
-    """``version`` downloaded into ``into`` (emptied first) and digested; NotValidatedError (after
-    ``on_failure``) when promote recorded other bytes. A failed download also puts things back first."""
-    if into.exists():
-        shutil.rmtree(into)
-    into.mkdir(parents=True)
-    try:
-        local = tracker.download_version(version.model, version.version, into)
-        as_promoted(version, model_digest(local))
-    except (NotValidatedError, UsageError) as exc:  # other bytes, or a tree the digest refuses (a link, a FIFO)
-        on_failure()
-        raise NotValidatedError(f"{exc.message}; not deployed, {what}", hint=exc.hint) from None
-    except MlflowCiError:
-        on_failure()
-        raise
-    return local
-
-
-def run_deploy(s, opts: PromoteOptions, model: dict, prompts, *, on_failure: Callable[[], None], what: str) -> None:
-    """The deploy hook, trusted (merged code), with what it deploys in its environment; on failure
-    ``on_failure`` puts things back and DeployError (exit 3) says what was moved back."""
-    cfg = s.cfg
-    env = child_environment(s.env, trusted=True, extra={
-        **dict(cfg.deploy.env), **model,
-        "MLFLOW_CI_PROMPTS": json.dumps({m.name: m.version for m in prompts}),
-        "MLFLOW_TRACKING_URI": s.tracking_uri,
-    })
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    log = opts.out_dir / "deploy.log"
-    code, timed_out = run_logged(cfg.deploy.command, cfg.resolve(cfg.deploy.workdir), env, cfg.deploy.timeout, log, s.stream)
-    if code == 0 and not timed_out:
-        return
-    on_failure()
-    why = f"timed out after {cfg.deploy.timeout:g}s" if timed_out else f"exited with code {code}"
-    raise DeployError(f"deploy hook {why}; {what}", hint=f"the command was: {cfg.deploy.command}; output is in {log}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mlflow_ci.commands.promote import PromoteOptions, deploy_or_restore, restore_aliases, run_deploy, stamp, who
+from mlflow_ci.commands.deploy import deploy_or_restore, restore_aliases, run_deploy, stamp, who
 from mlflow_ci.commands.prompts import PromptMove, restore_prompts, rollback_prompts
 from mlflow_ci.commands.verify import TAG_DIGEST, check_version
 from mlflow_ci.errors import UsageError
@@ -67,7 +67,7 @@ def rollback(s, *, to: str | None, reason: str | None, out_dir: Path, deploy: bo
             restore_aliases(tracker, cfg.model, alias, prev_alias, current, earlier)
             restore_prompts(cfg, tracker, moves)
 
-        deploy_or_restore(s, tracker, target, PromoteOptions(out_dir=out_dir), restore=restore, clock=clock, prompts=moves)
+        deploy_or_restore(s, tracker, target, out_dir, restore=restore, clock=clock, prompts=moves)
         deployed = True
     return RollbackResult(cfg.model, alias, current.version, target.version, deployed, tuple(moves))
 
@@ -80,7 +80,7 @@ def _rollback_prompts_only(s, tracker, *, out_dir: Path, deploy: bool) -> Rollba
         raise UsageError(f"rollback: no prompt has a @{cfg.promote.previous_alias} version to go back to; nothing to roll back")
     deployed = False
     if cfg.deploy.command and deploy:
-        run_deploy(s, PromoteOptions(out_dir=out_dir), {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
+        run_deploy(s, out_dir, {"MODEL_NAME": "", "MODEL_VERSION": "", "MODEL_URI": ""}, moves,
                     on_failure=lambda: restore_prompts(cfg, tracker, moves), what="the prompts' aliases were moved back")
         deployed = True
     return RollbackResult(cfg.model, cfg.champion_alias, "", "", deployed, tuple(moves))

@@ -267,6 +267,9 @@ class PromoteConfig(Section):
     on_missing: Annotated[Literal["refuse", "retrain"], Says("'refuse' or 'retrain'")] = Field(
         "refuse", description="What promote does when no run passed the gate for the merged commit.")
     select: SelectConfig | None = Field(None, description="Fan-out: how promote picks among passing candidates.")
+    release_experiment: Text | None = Field(
+        None, description="Experiment promote copies the verified model into and registers it from (default: the experiment "
+                          "name + ' releases'); only the deploy credentials may write it, so a champion's files never change.")
     provenance: Annotated[Literal["required", "optional"], Says("'required' or 'optional'")] = Field(
         "required",
         description="For a merged PR (GitHub reachable): 'required' promotes only the model whose digest the PR's check "
@@ -743,6 +746,10 @@ class Config(Section):
     @property
     def champion_alias(self) -> str:
         return self.promote.alias or self.baseline.alias
+
+    @property
+    def release_experiment(self) -> str:
+        return self.promote.release_experiment or f"{self.experiment} releases"
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()

@@ -37,6 +37,9 @@ __all__ = [  # what the wing's package re-exports
     "TAG_GATE_RULES",
     "TAG_ROLLED_BACK",
     "TAG_DATA_FINGERPRINT",
+    "TAG_VALIDATED_RUN",
+    "TAG_RELEASE_OF",
+    "validated_run_of",
     "SEARCH_WINDOW",
     "RunSnapshot",
     "VersionInfo",
@@ -74,6 +77,16 @@ TAG_ROLE = "mlflow_ci.role"  # "base": trained in a PR's job as its baseline, no
 TAG_GATE_RULES = "mlflow_ci.gate_rules"  # how many rules decided the verdict: 0 is an exploratory run, never a baseline
 TAG_ROLLED_BACK = "mlflow_ci.rolled_back"  # when, by whom and why the run's model was rolled back ("" once restored)
 TAG_DATA_FINGERPRINT = "mlflow_ci.data_fingerprint"  # the data the training read (train.data): its own metrics' rows
+# A registered version holds a release copy of the model (a run of the release experiment, which PR credentials
+# cannot write); this version tag names the run that was gated, whose metrics, tags and history stand for it.
+TAG_VALIDATED_RUN = "mlflow_ci.run_id"
+TAG_RELEASE_OF = "mlflow_ci.release_of"  # on a release run: the gated run its model was copied from
+
+
+def validated_run_of(run_id: str | None, version_tags: Mapping[str, str]) -> str | None:
+    """The gated run a registered version stands for: the one promote named on it, else the run it was
+    registered from (versions registered by hand, or before release copies)."""
+    return version_tags.get(TAG_VALIDATED_RUN) or run_id or None
 
 # How many recent candidates a baseline query looks at: a bounded query, never "list all runs".
 SEARCH_WINDOW = 20

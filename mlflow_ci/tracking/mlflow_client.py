@@ -17,6 +17,7 @@ from mlflow_ci.errors import NotValidatedError, ServiceError, UsageError
 from mlflow_ci.provenance import TAG_DIGEST, model_digest
 from mlflow_ci.tracking.base import (
     SEARCH_WINDOW,
+    TAG_VALIDATED_RUN,
     PromptInfo,
     RunSnapshot,
     SearchMixin,
@@ -26,6 +27,7 @@ from mlflow_ci.tracking.base import (
     now_ms,
     quote_value,
     redact,
+    validated_run_of,
 )
 
 
@@ -63,7 +65,8 @@ def _is_service_failure(exc: BaseException, remote: bool) -> bool:
 
 
 def _version_info(mv) -> VersionInfo:
-    return VersionInfo(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
+    tags = dict(mv.tags or {})
+    return VersionInfo(mv.name, str(mv.version), validated_run_of(mv.run_id, tags), tags)
 
 
 
@@ -88,20 +91,26 @@ class RegistryMixin:
         return _version_info(found) if found else None
 
     def version_for_run(self, model: str, run_id: str) -> VersionInfo | None:
-        """The (first) version of ``model`` registered from ``run_id``: promote's idempotency key."""
+        """The (first) version of ``model`` that stands for the gated run ``run_id`` (a release copy of its
+        model, or the run's model itself): promote's idempotency key."""
+        name = quote_value(model)
         with self._service(f"search versions of {model}"):
-            found = self.client.search_model_versions(f"name = '{quote_value(model)}' and run_id = '{quote_value(run_id)}'")
-        versions = sorted((_version_info(mv) for mv in found), key=lambda v: int(v.version))
+            found = [*self.client.search_model_versions(f"name = '{name}' and tags.`{TAG_VALIDATED_RUN}` = '{quote_value(run_id)}'"),
+                     *self.client.search_model_versions(f"name = '{name}' and run_id = '{quote_value(run_id)}'")]
+        versions = sorted((v for v in map(_version_info, found) if v.run_id == run_id), key=lambda v: int(v.version))
         return versions[0] if versions else None
 
-    def register_once(self, run_id: str, model: str, *, artifact_path: str, tags: Mapping[str, str]) -> VersionInfo:
-        """The version of ``model`` registered from ``run_id``: the existing one, else a new one. Two jobs
-        promoting the same run at once can both register it; each then keeps the lowest-numbered version of
-        the run and deletes its own if that is not the one, so a single version remains."""
+    def register_once(self, run_id: str, model: str, *, artifact_path: str, tags: Mapping[str, str],
+                      source_run: str | None = None) -> VersionInfo:
+        """The version of ``model`` that stands for ``run_id``: the existing one, else a new one registered
+        from ``source_run``'s model (a release copy; default: the run's own). Two jobs promoting the same run at
+        once can both register it; each then keeps the lowest-numbered version of the run and deletes its own
+        if that is not the one, so a single version remains."""
         existing = self.version_for_run(model, run_id)
         if existing is not None:
             return existing
-        number = self.register(run_id, model, artifact_path=artifact_path, tags=tags)
+        number = self.register(source_run or run_id, model, artifact_path=artifact_path,
+                               tags={**tags, TAG_VALIDATED_RUN: run_id})
         first = self.version_for_run(model, run_id)
         if first is not None and first.version != number:
             with self._service(f"delete the duplicate version {number} of {model}"):
@@ -160,24 +169,26 @@ class RegistryMixin:
             self.client.set_terminated(run.info.run_id, "FINISHED")
             return run.info.run_id
 
-    def _still_verified(self, model: str, run_id: str, local: Path) -> None:
-        version = self.version_for_run(model, run_id)
-        recorded = version.tags.get(TAG_DIGEST) if version else None
+    def _still_verified(self, version: VersionInfo, local: Path) -> None:
+        recorded = version.tags.get(TAG_DIGEST)
         if recorded and model_digest(local) != recorded:
             raise NotValidatedError(
-                f"{model} version {version.version} (run {run_id}) has changed since promote verified it ({recorded}): "
-                "its files in the store were overwritten; it is not loaded",
-                hint=f"run mlflow-ci verify models:/{model}/{version.version}; roll back to a verified version or promote again")
+                f"{version.model} version {version.version} (run {version.run_id}) has changed since promote verified it "
+                f"({recorded}): its files in the store were overwritten; it is not loaded",
+                hint=f"run mlflow-ci verify models:/{version.model}/{version.version}; roll back to a verified version or promote again")
 
     def load_for_scoring(self, run_id: str, model_path: str, dst: Path, *, registered_as: str | None = None):
         """The run's model, downloaded into ``dst`` and loaded for scoring (:mod:`.loading`). With
-        ``registered_as``, a run registered as a version of that model that promote recorded a digest for
-        must still have those bytes (NotValidatedError, before anything is loaded)."""
+        ``registered_as``, a run a version of that model stands for is loaded from that version (its release
+        copy), which must still have the bytes promote recorded (NotValidatedError, before anything is loaded)."""
         from mlflow_ci.tracking.loading import load_for_scoring
 
-        local = self.download_model(run_id, model_path, dst)
-        if registered_as:
-            self._still_verified(registered_as, run_id, local)
+        version = self.version_for_run(registered_as, run_id) if registered_as else None
+        if version is not None:
+            local = self.download_version(version.model, version.version, dst)
+            self._still_verified(version, local)
+        else:
+            local = self.download_model(run_id, model_path, dst)
         with self._service(f"load the model of run {run_id}"):
             try:
                 return load_for_scoring(local)
@@ -376,15 +387,13 @@ class MlflowTracker(SearchMixin, RegistryMixin, GenaiMixin):
     # -- registry ----------------------------------------------------------------------------------
     def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
         """The run behind ``models:/model@alias`` and the version number, or None."""
-        version = self._or_none(f"read registered model {model!r}", lambda: self.client.get_model_version_by_alias(model, alias))
-        if version is None or not version.run_id:
-            return None
-        run = self.get_run(version.run_id)
-        return (run, str(version.version)) if run else None
+        version = self.alias_version(model, alias)
+        run = self.get_run(version.run_id) if version and version.run_id else None
+        return (run, version.version) if run else None
 
     def run_for_version(self, model: str, version: str) -> RunSnapshot | None:
-        mv = self._or_none(f"read model version {model}/{version}", lambda: self.client.get_model_version(model, version))
-        return self.get_run(mv.run_id) if mv and mv.run_id else None
+        found = self.version(model, version)
+        return self.get_run(found.run_id) if found and found.run_id else None
 
     def register(self, run_id: str, model: str, *, artifact_path: str = "model", tags: Mapping[str, str] | None = None) -> str:
         """Register the run's logged model as a new version of ``model``; returns the version."""

@@ -23,6 +23,7 @@ from mlflow_ci.tracking.base import (
     first_line,
     now_ms,
     redact,
+    validated_run_of,
 )
 
 
@@ -227,10 +228,17 @@ class RestTracker(SearchMixin):
     def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
         got = self._get_or_none("registered-models/alias", f"read {model}@{alias}", {"name": model, "alias": alias})
         mv = got["model_version"] if got else {}
-        run = self.get_run(mv["run_id"]) if mv.get("run_id") else None
+        run_id = _validated_run(mv)
+        run = self.get_run(run_id) if run_id else None
         return (run, str(mv["version"])) if run else None
 
     def run_for_version(self, model: str, version: str) -> RunSnapshot | None:
         got = self._get_or_none("model-versions/get", f"read {model}/{version}", {"name": model, "version": version})
-        mv = got["model_version"] if got else {}
-        return self.get_run(mv["run_id"]) if mv.get("run_id") else None
+        run_id = _validated_run(got["model_version"] if got else {})
+        return self.get_run(run_id) if run_id else None
+
+
+def _validated_run(mv: dict) -> str | None:
+    """The gated run a version (as the REST API gives it) stands for (:func:`validated_run_of`)."""
+    tags = {t.get("key"): t.get("value") for t in mv.get("tags") or [] if isinstance(t, dict)}
+    return validated_run_of(mv.get("run_id"), {k: v for k, v in tags.items() if isinstance(k, str) and isinstance(v, str)})

@@ -37,11 +37,13 @@ from mlflow_ci.tracking.base import (
     SEARCH_WINDOW,
     TAG_RUN_NAME,
     TAG_USER,
+    TAG_VALIDATED_RUN,
     RunSnapshot,
     SearchMixin,
     first_line,
     now_ms,
     sqlite_path,
+    validated_run_of,
 )
 from mlflow_ci.tracking.mlflow_client import MlflowTracker
 
@@ -329,10 +331,16 @@ class SqliteTracker(SearchMixin):
 
     # -- registry (reads) --------------------------------------------------------------------------
     def _version_run(self, model: str, version: int) -> str | None:
+        """The gated run the version stands for (:func:`validated_run_of`)."""
         row = self._db.execute(
             "SELECT run_id FROM model_versions WHERE workspace = ? AND name = ? AND version = ? AND current_stage != ?",
             (DEFAULT_WORKSPACE, model, version, DELETED_VERSION_STAGE)).fetchone()
-        return row[0] if row and row[0] else None
+        if row is None:
+            return None
+        tag = self._db.execute(
+            "SELECT value FROM model_version_tags WHERE workspace = ? AND name = ? AND version = ? AND key = ?",
+            (DEFAULT_WORKSPACE, model, version, TAG_VALIDATED_RUN)).fetchone()
+        return validated_run_of(row[0], {TAG_VALIDATED_RUN: tag[0]} if tag and tag[0] else {})
 
     def run_for_alias(self, model: str, alias: str) -> tuple[RunSnapshot, str] | None:
         with self._service(f"read {model}@{alias}"):

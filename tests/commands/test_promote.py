@@ -201,3 +201,91 @@ def test_a_pr_verdicted_by_a_reused_run_is_promoted_after_merge(project):
     assert f"champion already is run {run_id}: nothing new to promote" in merged.stdout
     assert f"run reused by the check of {head[:12]}" in merged.stdout
     assert len(tracker.client.search_model_versions("name = 'iris'")) == 1
+
+
+def _auth_server(root):
+    """A real ``mlflow server --app-name basic-auth`` on 127.0.0.1: users read everything by default and
+    write only what they were granted."""
+    from stack import MlflowServer
+
+    (root / "auth.ini").parent.mkdir(parents=True, exist_ok=True)
+    (root / "auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\nadmin_password = deploy-secret-1\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return MlflowServer(root, extra_args=["--app-name", "basic-auth"],
+                        extra_env={"MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
+                                   "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-test-only-csrf-key"}).start()
+
+
+@pytest.mark.slow
+def test_a_champion_registered_from_its_release_copy_cannot_be_changed_by_pr_credentials(project, tmp_path):
+    """Issue #26, attack 2: PR checks hold EDIT on the experiment (they log runs there). promote copies the verified
+    model into the release experiment, which those credentials can only read, and registers it from there: rewriting
+    the gated run's files afterwards changes nothing that is loaded, verified or deployed, and the copy is refused."""
+    import requests
+    from mlflow.tracking import MlflowClient
+
+    from conftest import MODEL_SCRIPT, clean_env, server_config
+
+    server = _auth_server(tmp_path / "auth-server")
+    try:
+        admin = ("admin", "deploy-secret-1")
+        requests.post(f"{server.uri}/api/2.0/mlflow/users/create", json={"username": "pr", "password": "pr-secret-12"},
+                      auth=admin, timeout=10).raise_for_status()
+        # the deploy credentials own the registered model (docs/security.md): created before the first PR, whose
+        # check reads iris@champion (a name that does not exist reads as 403 to a user under basic-auth)
+        requests.post(f"{server.uri}/api/2.0/mlflow/registered-models/create", json={"name": "iris"},
+                      auth=admin, timeout=10).raise_for_status()
+        project.write("train.py", MODEL_SCRIPT)
+        project.write("params.json", json.dumps({"C": 1.0}))
+        project.write("mlflow-ci.yml", server_config("iris"))
+        project.commit("model project")
+        base = clean_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+        pr_env = {**base, "MLFLOW_TRACKING_USERNAME": "pr", "MLFLOW_TRACKING_PASSWORD": "pr-secret-12"}
+        deploy_env = {**base, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "deploy-secret-1"}
+        pr_client = MlflowClient(server.uri)
+
+        # the PR's check (PR credentials: they create the experiment, and so may write all of it)
+        project.branch("pr-1")
+        project.write("params.json", json.dumps({"C": 0.5}))
+        project.commit("tune C")
+        check = project.cli("check", "--base-branch", "main", env=pr_env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        git(project.root, "checkout", "-q", "main")
+        git(project.root, "merge", "-q", "--no-ff", "pr-1", "-m", "Merge pr-1")
+        promoted = project.cli("promote", env=deploy_env)
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+
+        import os
+
+        os.environ.update(MLFLOW_TRACKING_USERNAME="pr", MLFLOW_TRACKING_PASSWORD="pr-secret-12")
+        try:
+            champion = pr_client.get_model_version_by_alias("iris", "champion")
+            gated = champion.tags["mlflow_ci.run_id"]
+            release = pr_client.get_run(champion.run_id)
+            assert release.data.tags["mlflow_ci.release_of"] == gated and release.info.run_id != gated
+            assert pr_client.get_experiment(release.info.experiment_id).name == "iris releases"
+            # what PR code holding those credentials tries next: rewrite the champion's files, both copies
+            evil = tmp_path / "evil"
+            evil.mkdir()
+            (evil / "MLmodel").write_text("flavors: {}\n# swapped\n")
+            pr_client.log_artifact(gated, str(evil / "MLmodel"), "model")  # the gated run: its experiment is writable
+            with pytest.raises(Exception, match="PERMISSION_DENIED|403|Permission denied"):
+                pr_client.log_artifact(champion.run_id, str(evil / "MLmodel"), "model")
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+            os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
+
+        # what is verified (and what serving, the deploy hook and the next gate load) is the release copy, unchanged
+        verified = project.cli("verify", "models:/iris@champion", env=pr_env)
+        assert verified.returncode == 0 and "as promote verified" in verified.stdout, verified.stdout + verified.stderr
+        # and the next PR's gate compares with the gated run's metrics, as before
+        project.branch("pr-2")
+        project.write("params.json", json.dumps({"C": 0.25}))
+        project.commit("tune C again")
+        second = project.cli("check", "--base-branch", "main", env=pr_env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert json.loads((project.root / ".mlflow-ci" / "result.json").read_text())["baseline"]["run_id"] == gated
+    finally:
+        server.stop()

@@ -140,7 +140,11 @@ def test_twenty_parallel_checks_one_leaderboard_one_version(shared, project, tmp
         assert [proc.returncode for proc in racing] == [0, 0], "\n".join(out + err[-3000:] for out, err in outs)
     tracker = MlflowTracker(server.uri)
     versions = tracker.client.search_model_versions(f"name = '{name}'")
-    assert [(v.version, v.run_id) for v in versions] == [("1", best_run)]
+    # one version, standing for the best candidate, registered from a release copy of its model
+    assert [(v.version, v.tags["mlflow_ci.run_id"]) for v in versions] == [("1", best_run)]
+    release = tracker.client.get_run(versions[0].run_id)
+    assert release.data.tags["mlflow_ci.release_of"] == best_run
+    assert tracker.client.get_experiment(release.info.experiment_id).name == f"{name} releases"
     assert tracker.alias_version(name, "champion").version == "1"
     print(f"\nshared server: 20 candidates checked in parallel in {seconds:.1f} s")
 

@@ -162,7 +162,7 @@ def test_register_once_leaves_one_version_when_two_jobs_race(store, monkeypatch)
     monkeypatch.setattr(tracker.client, "delete_model_version", lambda *a, real=tracker.client.delete_model_version: (
         deleted.append(a), real(*a)))
     kept = tracker.register_once(run_id, "model-r", artifact_path="model", tags={})
-    assert (kept.version, kept.run_id, kept.tags) == ("1", run_id, {"k": "v"})
+    assert (kept.version, kept.run_id, kept.tags) == ("1", run_id, {"k": "v", "mlflow_ci.run_id": run_id})
     versions = tracker.client.search_model_versions("name = 'model-r'")
     assert [str(v.version) for v in versions] == ["1"] and deleted == [("model-r", "2")]  # the job that made 2 deleted it
 
