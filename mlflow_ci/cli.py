@@ -112,8 +112,11 @@ def cli(debug: bool) -> None:
               help="Every mlflow-ci.yml of the repository: check the models whose files changed since the base, one comment, a check run each.")
 @click.option("--export-model", is_flag=True,
               help="Copy the candidate's model to OUT/model, for a trusted publisher to digest (publish --model-dir).")
+@click.option("--defer-judging", is_flag=True,
+              help="genai: score no judge here (no key is read); write OUT/genai-answers.json for the trusted "
+                   "publisher, which judges the answers (publish --from). Their rules are pending until then.")
 def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publish, comment_mode, candidate, train_base,
-          export_model, all_projects):
+          export_model, all_projects, defer_judging):
     """The PR check: train, compare with the baseline, gate, write the report, publish.
 
     Writes OUT/report.md and OUT/result.json; exits 1 when a blocking rule fails.
@@ -127,7 +130,10 @@ def check(config_path, out_dir, baseline, base_branch, pr_number, no_cache, publ
     )
 
     opts = _options(out_dir, baseline=baseline, base_branch=base_branch, pr_number=pr_number,
-                    use_cache=not no_cache, candidate=candidate, train_base=train_base)
+                    use_cache=not no_cache, candidate=candidate, train_base=train_base, defer_judging=defer_judging)
+    if defer_judging and (publish or all_projects):
+        raise UsageError("--defer-judging leaves the judge to a trusted publisher: run the check with --no-publish, "
+                         "then 'mlflow-ci publish --from OUT/result.json' where the judge's key is")
     if all_projects:
         return _check_all(opts, publish, comment_mode)
     clear_outputs(opts.out_dir)  # never a stale report, result or model from an earlier check

@@ -95,6 +95,12 @@ class GateResult:
                                    + ("; informs only (gate.train_metrics_on_data_change: inform)" if inform and check.blocking else ""))
         return GateResult(tuple(mark(c) for c in self.checks))
 
+    def pending(self, metrics: frozenset[str] | set[str], why: str) -> "GateResult":
+        """Rules on ``metrics`` left for another job to decide (``why``): not evaluated here (``passed`` null),
+        so they neither pass nor fail this result; the job that scores them decides them."""
+        return GateResult(tuple(replace(c, passed=None, value=None, bound=None, message=f"pending: {why}")
+                                if c.metric in metrics and c.rule != "baseline_required" else c for c in self.checks))
+
     @property
     def failed(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.passed is False)

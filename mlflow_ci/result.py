@@ -303,6 +303,10 @@ class GenaiInfo(Part):
     changed: Annotated[list[GenaiChangedRow], at_most(1000), Says("expected a list of at most 1000")] = []
     judge: GenaiJudge | None = None
     reused: Annotated[dict[Literal["candidate", "baseline"], RunId], Says("expected an object of run ids")] | None = None  # side -> the run whose answers were reused
+    # check --defer-judging: the judge's metrics, scored by the trusted publish job (empty once it has, or when not deferred)
+    pending: Annotated[list[Annotated[StrictStr, Field(pattern=r"^genai\.[A-Za-z0-9_.-]{1,60}$")]], at_most(50),
+                       Says("expected a list of genai.<scorer> names")] = []
+    judged_by: Literal["check", "publisher"] | None = None  # who ran the judge: this check's job, or the trusted publisher
 
 
 OPTIONAL = ("evaluation", "genai", "leaderboard", "trend", "error")

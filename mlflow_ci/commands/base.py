@@ -82,7 +82,7 @@ def _train_in(s: Session, opts: Options, ctx: GitContext, worktree: Path, seen: 
     s.stream.write(f"mlflow-ci: no baseline in the store; training base commit {sha[:12]} in this job\n")
     tracker = s.tracker()
     try:
-        trained = train(cfg, tracker, base_ctx, s.env, out_dir=opts.out_dir / "base", use_cache=opts.use_cache, stream=s.stream)
+        trained = train(cfg, tracker, base_ctx, s.code_env, out_dir=opts.out_dir / "base", use_cache=opts.use_cache, stream=s.stream)
     except TrainingError as exc:
         _unusable(seen, f"training base commit {sha[:12]} failed: {exc.message}")
         return None

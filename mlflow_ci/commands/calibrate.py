@@ -81,7 +81,7 @@ def do_calibrate(s: Session, opts: Options, *, runs: int, level: float, write: b
     trained = []
     for seed in range(1, runs + 1):
         s.stream.write(f"mlflow-ci: calibration training {seed}/{runs} ({SEED_VARIABLE}={seed})\n")
-        env = {**s.env, SEED_VARIABLE: str(seed)}
+        env = {**s.code_env, SEED_VARIABLE: str(seed)}
         result = train(cfg, tracker, ctx, env, out_dir=opts.out_dir / "calibration" / f"seed-{seed}", use_cache=False,
                        stream=s.stream)
         # a fingerprint of its own: a calibration run is never reused as the plain training

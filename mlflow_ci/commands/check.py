@@ -29,6 +29,7 @@ from mlflow_ci.errors import (
     printable,
 )
 from mlflow_ci.gate import GateResult
+from mlflow_ci.genai.answers import ANSWERS_FILE
 from mlflow_ci.provenance import MODEL_DIR, export_model
 from mlflow_ci.result import Result
 from mlflow_ci.tracking import (
@@ -78,6 +79,8 @@ def do_check(s: Session, opts: Options, progress: Progress | None = None, *, tra
     progress.stage = "gate"
     gate = do_gate(s, comparison, intervals or None, extra_rules)
     gate = GateResult(gate.checks + data_checks)
+    if genai is not None and genai.summary["pending"]:
+        gate = gate.pending(set(genai.summary["pending"]), PENDING_JUDGE)
     noise = calibrated_noise(tracker, trained.experiment_id)  # warnings about the noise, for the report
     comparison = replace(comparison, notes=(*comparison.notes, *trained.notes, *margin_notes(
         s.cfg, noise, dict(comparison.baseline.run.metrics) if comparison.baseline else None)))
@@ -131,7 +134,8 @@ def _genai(s: Session, opts: Options, comparison, intervals: dict):
     return run_genai(s, opts, comparison, intervals)
 
 
-OUTPUTS = ("report.md", "result.json", MODEL_DIR)
+PENDING_JUDGE = "the judge scores it in the trusted publish job (check --defer-judging)"
+OUTPUTS = ("report.md", "result.json", MODEL_DIR, ANSWERS_FILE)
 
 
 def clear_outputs(out_dir: Path) -> None:

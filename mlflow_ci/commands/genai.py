@@ -14,8 +14,9 @@ from mlflow_ci import compare as cmp
 from mlflow_ci.commands.prompts import digest, run_tags
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.config import MLFLOW_SCORER, USER_METRIC
-from mlflow_ci.config.models import JUDGE, asks_judge, mlflow_scorer_arguments, mlflow_scorer_class
+from mlflow_ci.config.models import GENAI_PREFIX, JUDGE, asks_judge, mlflow_scorer_arguments, mlflow_scorer_class
 from mlflow_ci.errors import UsageError
+from mlflow_ci.genai.answers import ANSWERS_FILE, Answers, write_answers
 from mlflow_ci.genai.cache import OutputsCache, side_key
 from mlflow_ci.genai.compare import (
     GenaiComparison,
@@ -44,22 +45,27 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
     assert g is not None
     rows, data_digest = _rows(s)
     prompt_tags = run_tags(s.cfg)  # read first: a missing template stops the check before any app runs
-    sides = Sides(s, opts, rows, data_digest, _scorers(s, opts), comparison.candidate,
-                  OutputsCache(s.tracker(), comparison.candidate.experiment_id, opts.out_dir), _key_settings(s))
+    pending = judged_metrics(s.cfg) if opts.defer_judging else ()
+    scorers = scorer_set(s.cfg, s.env, opts.out_dir, s.stream, judges=False if pending else None)
+    sides = Sides(s, opts, rows, data_digest, scorers, comparison.candidate,
+                  OutputsCache(s.tracker(), comparison.candidate.experiment_id, opts.out_dir), _key_settings(s),
+                  keep=not pending)
     ctx = s.context(opts)
     repo = ctx.repo_root.resolve() if ctx.repo_root else None
     folder = s.cfg.root.resolve().relative_to(repo) if repo else None
     own = [opts.out_dir, *([store] if (store := sqlite_path(s.tracking_uri)) else [])]  # written by mlflow-ci itself
     cand_out, cand_scores = sides.answer("candidate", tree_id(repo, folder, outputs=own) if repo else None, lambda: run_app(
-        g.predict_fn, rows, s.cfg.root, s.env, timeout=g.timeout, log_path=opts.out_dir / "genai-candidate.log", stream=s.stream))
+        g.predict_fn, rows, s.cfg.root, s.code_env, timeout=g.timeout, log_path=opts.out_dir / "genai-candidate.log", stream=s.stream))
     base_out, base_scores, where = _baseline(s, opts, sides, ctx, repo, folder)
+    if pending:  # the judge scores these answers in the trusted publish job, which holds its key
+        write_answers(opts.out_dir / ANSWERS_FILE, Answers(rows, cand_out, base_out, pending))
     scored = compare_apps(rows, cand_scores, cand_out, base_scores, base_out, resamples=g.resamples, seed=g.seed,
                           confidence=g.confidence, judge=sides.scorers.judge_summary())
     s.tracker().log_metrics(comparison.candidate.run_id, scored.candidate)
     if g.prompts:
         s.tracker().set_tags(comparison.candidate.run_id, prompt_tags)
     label = g.rows_label() if g.data is not None else f"{g.rows_label()} (digest {data_digest.rsplit(':', 1)[-1]})"
-    return _merge(s, comparison, intervals, scored, where, sides.reused, label)
+    return _merge(s, comparison, intervals, scored, where, sides.reused, label, pending)
 
 
 @dataclass
@@ -74,11 +80,12 @@ class Sides:
     run: object  # the candidate's RunSnapshot: where new entries are kept
     cache: OutputsCache
     settings: dict
+    keep: bool = True  # False: judging is deferred, so this check's verdicts are partial: never cached nor reused
     reused: dict = field(default_factory=dict)  # side -> the run whose entry was reused
 
     def answer(self, side: str, tree: str | None, produce: Callable[[], list | None]):
         key = side_key(tree, data=self.data_digest, settings=self.settings)
-        hit = self.cache.read(key, len(self.rows), self.scorers.order) if self.opts.use_cache else None
+        hit = self.cache.read(key, len(self.rows), self.scorers.order) if self.opts.use_cache and self.keep else None
         if hit is not None:
             self.reused[side] = hit.run_id
             return hit.outputs, hit.scores
@@ -86,7 +93,8 @@ class Sides:
         if outputs is None:
             return None
         scores = self.scorers.score(self.rows, outputs, side)
-        self.cache.write(self.run.run_id, key, outputs, scores)
+        if self.keep:
+            self.cache.write(self.run.run_id, key, outputs, scores)
         return outputs, scores
 
 
@@ -126,18 +134,30 @@ def _key_settings(s: Session) -> dict:
     return {"predict_fn": g.predict_fn, "scorers": [list(entry) for entry in g.scorers], "own_scorers": own, "judge": judge}
 
 
-def _scorers(s: Session, opts: Options) -> ScorerSet:
-    """Each scorer by its metric name; the judge scorers and MLflow's judges share one judge, hence one budget."""
-    g = s.cfg.genai
+def judged_metrics(cfg) -> tuple[str, ...]:
+    """The ``genai.<scorer>`` metrics whose scorer asks the LLM judge (ours, or one of MLflow's judges)."""
+    g = cfg.genai
+    if g is None or g.judge is None:
+        return ()
+    return tuple(GENAI_PREFIX + metric for (name, argument), metric in zip(g.scorers, g.metric_names()) if asks_judge(name, argument))
+
+
+def scorer_set(cfg, env, out_dir: Path, stream, *, judges: bool | None = None) -> ScorerSet:
+    """Each scorer by its metric name; the judge scorers and MLflow's judges share one judge, hence one budget.
+    ``judges``: None, every scorer; False, those that do not ask the judge (a check whose judging is deferred:
+    no key is read); True, only those that do (the trusted publish job judging a deferred check's answers)."""
+    g = cfg.genai
+    chosen = [(i, entry, metric) for i, (entry, metric) in enumerate(zip(g.scorers, g.metric_names()))
+              if judges is None or asks_judge(*entry) == judges]
     judge = None
-    if g.judge is not None and g.uses_llm():
+    if g.judge is not None and any(asks_judge(*entry) for _, entry, _ in chosen):
         j = g.judge
         model, base_url = j.endpoint()
         judge = Judge(JudgeSettings(model=model, base_url=base_url, api_key_env=j.key_env(), temperature=j.temperature,
                                     max_calls=j.max_calls, max_tokens=j.max_tokens, max_response_tokens=j.max_response_tokens,
-                                    repeats=j.repeats, aggregate=j.aggregate, retries=j.retries, timeout_s=j.timeout), s.env)
+                                    repeats=j.repeats, aggregate=j.aggregate, retries=j.retries, timeout_s=j.timeout), env)
     row_scorers, specs = {}, []
-    for i, ((name, argument), metric) in enumerate(zip(g.scorers, g.metric_names())):
+    for i, (name, argument), metric in chosen:
         if name == JUDGE:
             row_scorers[metric] = JudgeScorer(judge, argument["instructions"])
         elif name == MLFLOW_SCORER:
@@ -145,14 +165,14 @@ def _scorers(s: Session, opts: Options) -> ScorerSet:
             specs.append(MlflowScorerSpec(metric, cls, mlflow_scorer_arguments(argument), asks_judge(name, argument),
                                           f"genai.scorers[{i}].mlflow"))
         elif ":" in name:
-            row_scorers[metric] = user_scorer(name, s.cfg.root)
+            row_scorers[metric] = user_scorer(name, cfg.root)
         else:
             row_scorers[metric] = build(name, argument)
     mlflow = None
     if specs:
         budgeted = g.timeout + (g.judge.timeout * g.judge.max_calls if g.judge else 0)
-        mlflow = MlflowScorers(tuple(specs), judge, s.env, opts.out_dir, budgeted, s.stream, str(s.cfg.path))
-    return ScorerSet(row_scorers, g.metric_names(), mlflow, judge)
+        mlflow = MlflowScorers(tuple(specs), judge, env, out_dir, budgeted, stream, str(cfg.path))
+    return ScorerSet(row_scorers, tuple(metric for _, _, metric in chosen), mlflow, judge)
 
 
 def _baseline(s: Session, opts: Options, sides: "Sides", ctx, repo: Path | None, folder: Path | None):
@@ -213,12 +233,12 @@ def _base_outputs(s: Session, opts: Options, repo_root: Path, folder: Path, sha:
             target = worktree / folder / file
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(prompt.template, encoding="utf-8")
-        return run_app(g.predict_fn, rows, worktree / folder, s.env, timeout=g.timeout,
+        return run_app(g.predict_fn, rows, worktree / folder, s.code_env, timeout=g.timeout,
                        log_path=opts.out_dir / "genai-baseline.log", stream=s.stream)
 
 
 def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: GenaiComparison, where: str,
-           reused: dict, rows_label: str) -> GenaiOutcome:
+           reused: dict, rows_label: str, pending: tuple[str, ...] = ()) -> GenaiOutcome:
     cand = replace(comparison.candidate, metrics={**comparison.candidate.metrics, **scored.candidate})
     base = comparison.baseline
     if base is not None and scored.baseline is not None:
@@ -233,12 +253,14 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
         f"for the candidate and for {where}; {g.resamples:,} paired bootstrap resamples (seed {g.seed})"
         if scored.baseline is not None else f"for the candidate only ({where})") + "".join(
         f"; the {side}'s answers and verdicts reused from run {run_id} (same code, rows and scorers)"
-        for side, run_id in reused.items())
+        for side, run_id in reused.items()) + (
+        f"; {', '.join(pending)} pending: the judge scores these answers in the trusted publish job" if pending else "")
     summary = {"data": rows_label, "rows": scored.rows, "predict_fn": g.predict_fn, "baseline": where,
                "scorers": list(g.metric_names()), "errors": scored.errors,
                "regressed": scored.regressed, "fixed": scored.fixed,
                "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None,
-               "reused": dict(reused) or None}
+               "reused": dict(reused) or None, "pending": list(pending),
+               "judged_by": None if pending or not judged_metrics(s.cfg) else "check"}
     updated = replace(comparison, candidate=cand, baseline=base, metrics=rows, notes=(*comparison.notes, note))
     return GenaiOutcome(updated, merged_intervals, summary)
 

@@ -12,11 +12,12 @@ with the PR, and nothing is recorded for promote.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlflow_ci import report
 from mlflow_ci.commands.chain import record_from_dir
+from mlflow_ci.commands.judging import judge_deferred
 from mlflow_ci.commands.publish import publish_result, say
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
@@ -78,7 +79,8 @@ def build(s, pr: int, opts, candidates: Path | None = None, expected: tuple[str,
     experiment_id = tracker.experiment_id(cfg.experiment, create=False)
     uploads: dict[str, Uploaded] = {}
     if candidates is not None:
-        uploads = gathered(candidates, cfg.experiment, lambda m: say(s.stream, m), expected)
+        uploads = {name: replace(u, result=judge_deferred(cfg, s.env, s.stream, u.result, u.folder, opts.out_dir / "judge" / name))
+                   for name, u in gathered(candidates, cfg.experiment, lambda m: say(s.stream, m), expected).items()}
         latest = {name: _as_run(name, u.result) for name, u in uploads.items()}
     else:
         latest = _tagged(tracker, experiment_id, pr)

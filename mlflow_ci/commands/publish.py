@@ -10,6 +10,7 @@ from typing import Mapping, TextIO
 
 from mlflow_ci import report
 from mlflow_ci.commands.chain import record_from_dir, record_from_store
+from mlflow_ci.commands.judging import judge_deferred, not_judged
 from mlflow_ci.commands.projects import (
     MARKER,
     Project,
@@ -164,6 +165,10 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
         target = pub.Target(event.repository or "", event.pr_number or result.pr,
                             event.head_sha or result.head_sha or event.sha, event.run_url)
         check_name = cfg.publish.check_name if cfg else None
+    # check --defer-judging: the judge runs here, with the key, once the result is known to be this event's
+    if result.genai is not None and result.genai.pending:
+        result = (not_judged(result, "a fork's answers are never judged with the repository's key; a maintainer's reviewed run judges them")
+                  if fork else judge_deferred(cfg, env, stream, result, (from_file or out_dir / "result.json").parent, out_dir))
     record = None
     if model_dir is not None and not fork and result.error is None:
         artifact = f"{env.get('GITHUB_RUN_ID')}/{model_artifact}" if model_artifact and env.get("GITHUB_RUN_ID") else None
@@ -268,6 +273,7 @@ def _publish_one(env, stream, event, client, project: Project, results: Path, ou
         result = Result.build({"schema": 1, "verdict": "error", "experiment": cfg.experiment, "candidate": {}, "checks": [],
                                "error": {"stage": "report", "exit_code": 2, "reason": f"{project.folder}: {exc.message}"[:1000],
                                          "hint": "the check job's log says why it wrote no usable result"}})
+    result = judge_deferred(cfg, env, stream, result, folder, out_dir / project.slug)
     target = pub.event_target(event, result, client)
     record = None
     if result.error is None:

@@ -27,6 +27,7 @@ class Options:
     use_cache: bool = True
     candidate: str | None = None  # fan-out: one of several candidates trained for the same PR
     train_base: bool | None = None  # the base_trained baseline source: None decides by the runner
+    defer_judging: bool = False  # genai: leave the judge's scorers to the trusted publish job (check --defer-judging)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,15 @@ class Session:
     stream: TextIO
     tracking_uri: str
     clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    @functools.cached_property
+    def code_env(self) -> Mapping[str, str]:
+        """The environment for the project's own code (training, the GenAI app): without the variable that
+        holds the judge's key, which only mlflow-ci's judge reads (and hands to MLflow's scorers through its
+        loopback proxy); :func:`~mlflow_ci.tracking.child_environment` withholds the workflow's credentials."""
+        g = self.cfg.genai
+        key = g.judge.key_env() if g is not None and g.judge is not None else None
+        return {k: v for k, v in self.env.items() if k != key}
 
     @functools.cached_property
     def _tracker(self):

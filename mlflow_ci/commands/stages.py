@@ -34,7 +34,7 @@ def do_train(s: Session, opts: Options, *, require_gated: bool = False) -> Train
     tracker = s.tracker()
     ctx = s.context(opts)
     result = train(
-        s.cfg, tracker, ctx, s.env, out_dir=opts.out_dir, use_cache=opts.use_cache,
+        s.cfg, tracker, ctx, s.code_env, out_dir=opts.out_dir, use_cache=opts.use_cache,
         require_gated=require_gated, stream=s.stream, candidate=opts.candidate,
     )
     opts.out_dir.mkdir(parents=True, exist_ok=True)

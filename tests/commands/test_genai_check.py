@@ -211,3 +211,83 @@ def test_mlflows_scorers_on_an_mlflow_dataset_through_the_budget_and_nothing_lea
     pinned = project.cli("check", "--no-publish", "--base-branch", "main", env=env)
     assert pinned.returncode == 2 and "Traceback" not in pinned.stderr
     assert f"genai.dataset.digest: MLflow dataset faq-eval has digest {digest}, not 0123abcd" in pinned.stderr
+
+
+def test_deferred_judging_the_check_job_never_holds_the_key_and_the_publisher_judges(project, tmp_path):
+    """Issue #26, attack 4: in the two-job workflow the check job (the PR's code) gets no key. It answers the rows
+    with both apps and leaves the judge's rules pending; the trusted publisher judges those answers, with the base
+    commit's judge settings and the key, and publishes the completed verdict. Without answers, or with no judge
+    configured at the base, the pending rules fail: a check is never passed over a judge that did not run."""
+    from fakegithub import EVENTS, TOKEN, FakeGitHub
+    from fakellm import FakeLLM
+
+    from conftest import based_on
+
+    def answer(body):
+        text = body["messages"][1]["content"].split("Answer:\n", 1)[1].split("\n\nExpectations:")[0]
+        return '{"verdict": "%s", "rationale": "checked"}' % ("pass" if "days" in text or "9 to 5" in text else "fail")
+
+    faq_project(project)
+    with FakeLLM(answer=answer) as llm, FakeGitHub(TOKEN) as gh:
+        config = judged_config(llm.url, 96) + "  genai.says_when: {min: 0.3, max_drop: 0.05}\n"
+        project.write("mlflow-ci.yml", config)
+        project.write("env_app.py", "import os\n\ndef answer(topic, n):\n    return ' '.join(sorted(k for k in os.environ if 'KEY' in k))\n")
+        base = project.commit("a judge")
+        project.branch("pr/short")
+        project.write("faq_app.py", APP.replace('TEMPLATE = "{text}"', "TEMPLATE = '{text:.12}'"))
+        project.commit("short answers")
+        checked = project.cli("check", "--no-publish", "--base-branch", "main", "--defer-judging", env=project.env())
+        assert checked.returncode == 1, checked.stdout + checked.stderr  # contains regressed: no judge needed to see it
+        assert llm.requests == []  # no key was read, no judge asked
+        result = project.result()
+        assert result["genai"]["pending"] == ["genai.says_when"] and result["genai"]["judged_by"] is None
+        pending = [c for c in result["checks"] if c["metric"] == "genai.says_when"]
+        assert pending and all(c["passed"] is None and c["message"].startswith("pending: ") for c in pending)
+        assert (project.root / ".mlflow-ci" / "genai-answers.json").is_file()
+
+        # the trusted publisher: the base commit's configuration, the key, the event's PR
+        payload = based_on(json.loads((EVENTS / "pull_request.opened.json").read_text()), project.root, base)
+        payload["pull_request"]["head"]["sha"] = git(project.root, "rev-parse", "HEAD")
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(payload))
+        base_config = tmp_path / "base" / "mlflow-ci.yml"
+        base_config.parent.mkdir()
+        base_config.write_text(config)
+        publisher = project.env(GITHUB_ACTIONS="true", GITHUB_EVENT_NAME="pull_request", GITHUB_EVENT_PATH=str(event),
+                                GITHUB_REPOSITORY="Codertocat/Hello-World", GITHUB_API_URL=gh.url, GITHUB_TOKEN=TOKEN,
+                                GITHUB_RUN_ID="555", MLFLOW_CI_JUDGE_API_KEY="sk-judge-test")
+        artifact = tmp_path / "artifact"
+        artifact.mkdir()
+        for name in ("result.json", "genai-answers.json"):
+            (artifact / name).write_bytes((project.root / ".mlflow-ci" / name).read_bytes())
+        published = project.cli("publish", "--from", str(artifact / "result.json"), "--config", str(base_config),
+                                "--out", str(tmp_path / "published"), env=publisher)
+        assert published.returncode == 0, published.stdout + published.stderr
+        assert len(llm.requests) == 96 and {r["auth"] for r in llm.requests} == {"Bearer sk-judge-test"}
+        judged = json.loads((tmp_path / "published" / "result.json").read_text())
+        assert judged["genai"]["pending"] == [] and judged["genai"]["judged_by"] == "publisher"
+        says = next(m for m in judged["metrics"] if m["name"] == "genai.says_when")
+        assert (says["baseline"], says["candidate"]) == (0.75, 0.0) and says["ci_high"] < 0  # shipping names no days
+        failed = {(c["metric"], c["rule"]) for c in judged["checks"] if c["passed"] is False}
+        assert {("genai.says_when", "max_drop"), ("genai.says_when", "min"), ("genai.contains", "max_drop")} <= failed
+        assert judged["verdict"] == "fail" and gh.check_runs[-1]["conclusion"] == "failure"
+        assert "judged by the trusted publish job" in gh.check_runs[-1]["output"]["summary"] + gh.check_runs[-1]["output"].get("text", "")
+
+        # no answers beside the result: the judge's rules fail, saying why
+        (artifact / "genai-answers.json").unlink()
+        unjudged = project.cli("publish", "--from", str(artifact / "result.json"), "--config", str(base_config),
+                               "--out", str(tmp_path / "unjudged"), env=publisher)
+        assert unjudged.returncode == 0, unjudged.stdout + unjudged.stderr
+        failed = json.loads((tmp_path / "unjudged" / "result.json").read_text())["checks"]
+        assert any(c["metric"] == "genai.says_when" and c["passed"] is False and "not judged: " in c["message"]
+                   and "genai-answers.json" in c["message"] for c in failed)
+        assert len(llm.requests) == 96
+
+        # the app (the PR's code) never sees the key, whatever variable holds it, in a check that does judge
+        git(project.root, "checkout", "-q", "main")
+        project.write("mlflow-ci.yml", config.replace("predict_fn: faq_app:answer", "predict_fn: env_app:answer"))
+        project.commit("an app that lists the keys it can see")
+        seen = project.cli("check", "--no-publish", env=project.env(JUDGE_KEY="sk-judge-test", MLFLOW_CI_JUDGE_API_KEY="sk-2"))
+        assert seen.returncode in (0, 1), seen.stdout + seen.stderr
+        answers = json.loads((project.root / ".mlflow-ci" / "genai-candidate.outputs.json").read_text())
+        assert len(answers) == 48 and not any("JUDGE" in a["text"] for a in answers), answers[:2]  # not even the names
