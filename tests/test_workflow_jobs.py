@@ -348,10 +348,17 @@ def test_the_judge_key_secret_reaches_the_judge_and_never_the_prs_code(tmp_path,
         git(repo, "checkout", "-q", "main")
         actions = Actions(repo, tmp_path, called, runner_python, ActionsCache(tmp_path / "cache"))
         github, env = actions.pr_context("polite", gh)
+        secrets = {"judge-api-key": "sk-secret-judge"}
         check, ws = actions.run(PR_WORKFLOW, "check", ref="polite", matrix={"candidate": "", "project": "."}, github=github,
-                                env=env, secrets={"judge-api-key": "sk-secret-judge"})
-    assert check.outcome == "success", check.log
+                                env=env, secrets=secrets)
+        assert check.outcome == "success", check.log
+        assert llm.requests == []  # the check job holds no key: its apps answered, the judge's rules are pending
+        assert result_of(ws)["genai"]["pending"] == ["genai.polite"]
+        assert "sk-secret-judge" not in check.log
+        publish, _ = actions.run(PR_WORKFLOW, "publish", ref="polite", github=github, env=env, secrets=secrets, same_run=True)
+        assert publish.outcome == "success", publish.log
     assert len(llm.requests) == 8 and {r["auth"] for r in llm.requests} == {"Bearer sk-secret-judge"}  # 4 rows x 2 apps
     assert seen_by_app.read_text() == seen_by_training.read_text() == "None"  # the PR's code never had it
-    assert "sk-secret-judge" not in check.log
-    assert result_of(ws)["genai"]["judge"]["calls"] == 8
+    assert "sk-secret-judge" not in publish.log
+    run = gh.check_runs[-1]
+    assert run["conclusion"] == "success" and "recomputed by the trusted job" in run["output"]["summary"]

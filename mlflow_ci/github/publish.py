@@ -208,7 +208,7 @@ class Publisher:
         the top of the summary (what people read), never cut by the shortening of the report."""
         assert self.client is not None
         title = status_description(result)
-        head = provenance.markdown() + "\n" if provenance else ""
+        head = (provenance.markdown() + "\n" if provenance else "") + computed_where(result)
         summary = head + truncate_chars(markdown, CHECK_SUMMARY_LIMIT - len(head),
                                         note="\n\n_Shortened to fit the check run summary limit._\n")
         annotations = check_annotations(result)
@@ -323,3 +323,11 @@ def fork_target(event: EventContext, result: Result | dict, client: GitHubClient
                 break
     agrees(Result.coerce(result), event.head_sha, pr, "workflow_run")
     return Target(event.repository, pr, event.head_sha, event.run_url)
+
+
+def computed_where(result: Result) -> str:
+    """Who computed the verdict, said at the top of every check run: the job that ran the PR's code (so the
+    verdict is as trustworthy as the review of that code), with the parts a trusted job recomputed."""
+    judged = result.genai is not None and result.genai.judged_by == "publisher"
+    return ("_Verdict computed in the PR's job: as trustworthy as the PR's code review"
+            + ("; the GenAI judge's verdicts recomputed by the trusted job, from the PR's answers" if judged else "") + "._\n\n")
