@@ -14,7 +14,7 @@ from mlflow_ci import compare as cmp
 from mlflow_ci.commands.prompts import digest, run_tags
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.config import MLFLOW_SCORER, USER_METRIC
-from mlflow_ci.config.models import GENAI_PREFIX, JUDGE, asks_judge, mlflow_scorer_arguments, mlflow_scorer_class
+from mlflow_ci.config.models import JUDGE, asks_judge, mlflow_scorer_arguments, mlflow_scorer_class
 from mlflow_ci.errors import UsageError
 from mlflow_ci.genai.answers import ANSWERS_FILE, Answers, write_answers
 from mlflow_ci.genai.cache import OutputsCache, side_key
@@ -45,7 +45,7 @@ def run_genai(s: Session, opts: Options, comparison: cmp.Comparison, intervals: 
     assert g is not None
     rows, data_digest = _rows(s)
     prompt_tags = run_tags(s.cfg)  # read first: a missing template stops the check before any app runs
-    pending = judged_metrics(s.cfg) if opts.defer_judging else ()
+    pending = g.judged_metrics() if opts.defer_judging and g.judge is not None else ()
     scorers = scorer_set(s.cfg, s.env, opts.out_dir, s.stream, judges=False if pending else None)
     sides = Sides(s, opts, rows, data_digest, scorers, comparison.candidate,
                   OutputsCache(s.tracker(), comparison.candidate.experiment_id, opts.out_dir), _key_settings(s),
@@ -132,14 +132,6 @@ def _key_settings(s: Session) -> dict:
             found = module_file(s.cfg.root, name.partition(":")[0])
             own[name] = hashlib.sha256(found.read_bytes()).hexdigest() if found else None
     return {"predict_fn": g.predict_fn, "scorers": [list(entry) for entry in g.scorers], "own_scorers": own, "judge": judge}
-
-
-def judged_metrics(cfg) -> tuple[str, ...]:
-    """The ``genai.<scorer>`` metrics whose scorer asks the LLM judge (ours, or one of MLflow's judges)."""
-    g = cfg.genai
-    if g is None or g.judge is None:
-        return ()
-    return tuple(GENAI_PREFIX + metric for (name, argument), metric in zip(g.scorers, g.metric_names()) if asks_judge(name, argument))
 
 
 def scorer_set(cfg, env, out_dir: Path, stream, *, judges: bool | None = None) -> ScorerSet:
@@ -260,7 +252,7 @@ def _merge(s: Session, comparison: cmp.Comparison, intervals: dict, scored: Gena
                "regressed": scored.regressed, "fixed": scored.fixed,
                "changed": [vars(c) for c in scored.changed], "judge": scored.judge or None,
                "reused": dict(reused) or None, "pending": list(pending),
-               "judged_by": None if pending or not judged_metrics(s.cfg) else "check"}
+               "judged_by": None if pending or not g.judged_metrics() else "check"}
     updated = replace(comparison, candidate=cand, baseline=base, metrics=rows, notes=(*comparison.notes, note))
     return GenaiOutcome(updated, merged_intervals, summary)
 

@@ -24,22 +24,25 @@ from mlflow_ci.result import Result
 
 def judge_deferred(cfg: Config | None, env: Mapping[str, str], stream: TextIO, result: Result, folder: Path,
                    work: Path) -> Result:
-    """``result`` with its pending judge metrics scored from ``folder``'s answers, or failed saying why not."""
-    pending = list(result.genai.pending) if result.genai is not None else []
-    if not pending or result.error is not None:
+    """An untrusted ``result`` whose judge metrics — those the base commit's configuration (``cfg``) judges, and
+    any the check left pending — are scored here from ``folder``'s answers; or whose rules on them fail, saying
+    why not. A verdict the check's job reports for a judge is never taken: the judge runs here or fails."""
+    judged = set(cfg.genai.judged_metrics()) if cfg is not None and cfg.genai is not None and cfg.genai.judge else set()
+    pending = set(result.genai.pending) if result.genai is not None else set()
+    if result.error is not None or not (judged or pending):
         return result
-    if cfg is None or cfg.genai is None or cfg.genai.judge is None:
+    if not judged:
         return not_judged(result, "the base commit's configuration has no genai.judge, so nothing trusted says how to "
                                   "judge (the PR's own judge settings are never used with the key)")
     try:
         answers = read_answers(folder / ANSWERS_FILE)
         return _judged(cfg, env, stream, result, answers, work)
     except MlflowCiError as exc:
-        return not_judged(result, exc.message)
+        return not_judged(result, exc.message, cfg)
 
 
 def _judged(cfg: Config, env, stream, result: Result, answers, work: Path) -> Result:
-    from mlflow_ci.commands.genai import judged_metrics, scorer_set
+    from mlflow_ci.commands.genai import scorer_set
     from mlflow_ci.genai.compare import compare_apps
 
     g = cfg.genai
@@ -48,7 +51,7 @@ def _judged(cfg: Config, env, stream, result: Result, answers, work: Path) -> Re
     baseline = scorers.score(answers.rows, answers.baseline, "baseline") if answers.baseline is not None else None
     scored = compare_apps(answers.rows, candidate, answers.candidate, baseline, answers.baseline, resamples=g.resamples,
                           seed=g.seed, confidence=g.confidence, judge=scorers.judge_summary())
-    judged = set(judged_metrics(cfg))
+    judged = set(g.judged_metrics())
     had_baseline = result.baseline is not None
     base_metrics = scored.baseline if had_baseline else None
     rules = tuple(rule for rule in cfg.gate if rule.metric in judged)
@@ -72,16 +75,24 @@ def _judged(cfg: Config, env, stream, result: Result, answers, work: Path) -> Re
     return Result.build(data)
 
 
-def not_judged(result: Result, why: str) -> Result:
-    """``result`` whose pending judge rules fail (blocking: the check fails closed), each saying why."""
+def not_judged(result: Result, why: str, cfg: Config | None = None) -> Result:
+    """``result`` whose judge rules fail (blocking: the check fails closed), each saying why: its pending
+    rows, and the base commit's rules (``cfg``) on judged metrics the check did not leave pending (a PR whose
+    own configuration dropped the judge)."""
     pending = set(result.genai.pending) if result.genai is not None else set()
-    if not pending:
+    judged = set(cfg.genai.judged_metrics()) if cfg is not None and cfg.genai is not None else set()
+    if not (pending or judged):
         return result
     data = result.as_json()
     reason = f"not judged: {printable(why)[:400]}"
-    data["checks"] = [{**c, "passed": False, "message": reason} if _is_pending(c, pending) else c for c in data["checks"]]
+    data["checks"] = [{**c, "passed": False, "message": reason} if _is_pending(c, pending) else c
+                      for c in _kept_checks(data["checks"], judged)]
+    missing = judged - {c["metric"] for c in data["checks"]}
+    base_rules = tuple(rule for rule in cfg.gate if rule.metric in missing) if cfg is not None else ()
+    data["checks"] += [{**c.as_dict(), "passed": False, "message": reason, "line": cfg.rule_line(c.metric)}
+                       for c in evaluate(base_rules, {}, None).checks]
     data["verdict"] = _verdict(data["checks"])
-    data["notes"].append(f"warning: GenAI: {', '.join(sorted(pending))} {reason}")
+    data["notes"].append(f"warning: GenAI: {', '.join(sorted(pending | judged))} {reason}")
     return Result.build(data)
 
 

@@ -165,10 +165,12 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
         target = pub.Target(event.repository or "", event.pr_number or result.pr,
                             event.head_sha or result.head_sha or event.sha, event.run_url)
         check_name = cfg.publish.check_name if cfg else None
-    # check --defer-judging: the judge runs here, with the key, once the result is known to be this event's
-    if result.genai is not None and result.genai.pending:
-        result = (not_judged(result, "a fork's answers are never judged with the repository's key; a maintainer's reviewed run judges them")
-                  if fork else judge_deferred(cfg, env, stream, result, (from_file or out_dir / "result.json").parent, out_dir))
+    # the judge runs here (check --defer-judging), with the key, once the result is known to be this event's; an
+    # untrusted result's judge verdicts are never taken as they come
+    if fork:
+        result = not_judged(result, "a fork's answers are never judged with the repository's key; a maintainer's reviewed run judges them")
+    elif untrusted or (result.genai is not None and result.genai.pending):
+        result = judge_deferred(cfg, env, stream, result, (from_file or out_dir / "result.json").parent, out_dir)
     record = None
     if model_dir is not None and not fork and result.error is None:
         artifact = f"{env.get('GITHUB_RUN_ID')}/{model_artifact}" if model_artifact and env.get("GITHUB_RUN_ID") else None

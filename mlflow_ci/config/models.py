@@ -569,6 +569,11 @@ class GenaiConfig(Section):
     def uses_llm(self) -> bool:
         return any(asks_judge(name, argument) for name, argument in self.scorers)
 
+    def judged_metrics(self) -> tuple[str, ...]:
+        """The ``genai.<scorer>`` metrics whose scorer asks the LLM judge (ours, or one of MLflow's judges)."""
+        return tuple(GENAI_PREFIX + metric for (name, argument), metric in zip(self.scorers, self.metric_names())
+                     if asks_judge(name, argument))
+
 
 def asks_judge(name: str, argument: Any) -> bool:
     """Whether a scorer entry asks the LLM judge: ``{judge: ...}``, or one of MLflow's judging scorers."""

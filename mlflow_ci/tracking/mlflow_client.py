@@ -63,11 +63,9 @@ def _is_service_failure(exc: BaseException, remote: bool) -> bool:
     return code == "INTERNAL_ERROR"
 
 
-
 def _version_info(mv) -> VersionInfo:
     tags = dict(mv.tags or {})
     return VersionInfo(mv.name, str(mv.version), validated_run_of(mv.run_id, tags), tags)
-
 
 
 def _drop_download_meta(local: Path) -> None:
@@ -79,6 +77,7 @@ def _drop_download_meta(local: Path) -> None:
 
 
 ALIAS_ATTEMPTS = 3  # set_alias: how often a lost insert race is tried again
+
 
 class RegistryMixin:
     """Registry operations used by promote and rollback (aliases, not the deprecated stages)."""

@@ -291,3 +291,25 @@ def test_deferred_judging_the_check_job_never_holds_the_key_and_the_publisher_ju
         assert seen.returncode in (0, 1), seen.stdout + seen.stderr
         answers = json.loads((project.root / ".mlflow-ci" / "genai-candidate.outputs.json").read_text())
         assert len(answers) == 48 and not any("JUDGE" in a["text"] for a in answers), answers[:2]  # not even the names
+
+
+def test_the_publisher_judges_with_the_base_commits_judge_even_when_the_pr_dropped_it(project, tmp_path):
+    """A PR whose own configuration removes the judge scorer (or claims its judge passed) leaves nothing pending:
+    the publisher still judges what the base commit judges, and without answers those rules fail."""
+    from mlflow_ci.commands.judging import judge_deferred
+    from mlflow_ci.config.loader import load_config
+    from mlflow_ci.result import load_untrusted
+
+    faq_project(project)
+    base_config = tmp_path / "base" / "mlflow-ci.yml"
+    base_config.parent.mkdir()
+    base_config.write_text(judged_config("http://127.0.0.1:9/v1", 96) + "  genai.says_when: {min: 0.3}\n")
+    checked = project.cli("check", "--no-publish", "--defer-judging")  # the PR's config has no judge at all
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    result = load_untrusted(project.root / ".mlflow-ci" / "result.json")
+    assert result.genai.pending == [] and result.verdict == "pass"
+    judged = judge_deferred(load_config(base_config), {"JUDGE_KEY": "k"}, open("/dev/null", "w"), result,
+                            project.root / ".mlflow-ci", tmp_path / "work")
+    says = [c for c in judged.checks if c.metric == "genai.says_when"]
+    assert judged.verdict == "fail" and says and all(c.passed is False and c.message.startswith("not judged: ") for c in says)
+    assert "genai-answers.json" in says[0].message  # the check wrote no answers: nothing to judge
