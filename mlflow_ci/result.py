@@ -304,9 +304,16 @@ class GenaiInfo(Part):
     judge: GenaiJudge | None = None
     reused: Annotated[dict[Literal["candidate", "baseline"], RunId], Says("expected an object of run ids")] | None = None  # side -> the run whose answers were reused
     # check --defer-judging: the judge's metrics, scored by the trusted publish job (empty once it has, or when not deferred)
-    pending: Annotated[list[Annotated[StrictStr, Field(pattern=r"^genai\.[A-Za-z0-9_.-]{1,60}$")]], at_most(50),
+    pending: Annotated[list[Annotated[StrictStr, Field(pattern=r"^genai\.[A-Za-z0-9_.-]{1,60}$"), Says("expected a genai.<scorer> name")]], at_most(50),
                        Says("expected a list of genai.<scorer> names")] = []
     judged_by: Literal["check", "publisher"] | None = None  # who ran the judge: this check's job, or the trusted publisher
+
+    @model_validator(mode="after")
+    def _only_we_say_we_judged(self, info: ValidationInfo) -> "GenaiInfo":
+        """An artifact cannot say the trusted publisher judged it: only the publisher that did sets that."""
+        if _untrusted(info) and self.judged_by == "publisher":
+            return self.model_copy(update={"judged_by": None})
+        return self
 
 
 OPTIONAL = ("evaluation", "genai", "leaderboard", "trend", "error")
@@ -334,6 +341,8 @@ class Result(Part):
     leaderboard: list[LeaderboardEntry] | None = None  # fan-in: every candidate of the PR
     trend: Annotated[TrendInfo | None, Says("expected an object or null")] = None  # the base branch's recent runs
     error: Annotated[ErrorInfo | None, Says("expected an object or null")] = None  # only with verdict "error"
+    # the metrics the trusted publisher recomputed itself (code-free model formats); never taken from an artifact
+    recomputed: Annotated[list[Annotated[Text, cut(250)]], at_most(1000), Says("expected a list of metric names")] = []
 
     @model_validator(mode="after")
     def _error_goes_with_its_verdict(self) -> "Result":
@@ -345,8 +354,8 @@ class Result(Part):
     def _only_ours_evaluate(self, info: ValidationInfo) -> "Result":
         """An artifact's evaluation details, leaderboard and run link are dropped: only our own are shown
         (a link from an artifact would be a live link in the comment, pointing wherever the PR chose)."""
-        if _untrusted(info) and (self.evaluation is not None or self.leaderboard is not None or self.ci_run_url):
-            return self.model_copy(update={"evaluation": None, "leaderboard": None, "ci_run_url": None})
+        if _untrusted(info) and (self.evaluation is not None or self.leaderboard is not None or self.ci_run_url or self.recomputed):
+            return self.model_copy(update={"evaluation": None, "leaderboard": None, "ci_run_url": None, "recomputed": []})
         return self
 
     @classmethod

@@ -41,7 +41,7 @@ def test_our_result_round_trips_through_the_file(tmp_path):
     data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
     assert data["candidate"]["metrics"]["loss"] == "nan" and data["evaluation"]["psi"] == "inf"
     assert list(data) == ["schema", "verdict", "experiment", "model", "pr", "candidate", "baseline", "checks", "metrics",
-                          "params_diff", "notes", "config_path", "head_sha", "ci_run_url", "tool", "evaluation"]
+                          "params_diff", "notes", "config_path", "head_sha", "ci_run_url", "tool", "evaluation", "recomputed"]
     again = load_untrusted(path)
     assert math.isnan(again.candidate.metrics["loss"])
     assert again.checks == result.checks and again.baseline == result.baseline
@@ -111,3 +111,21 @@ def test_genai_details_from_an_artifact_are_kept_as_bounded_data():
     assert "Judges: 10 of 20 requests and 900 tokens spent; polite: 2 rows where repeats disagreed." in markdown
     with pytest.raises(UsageError, match=r"genai.changed\[0\].change: expected regressed or fixed"):
         validate_untrusted(ours(genai={**genai, "changed": [{**genai["changed"][0], "change": "worse"}]}))
+
+
+def test_an_artifact_cannot_claim_what_only_the_trusted_publisher_did():
+    """``recomputed`` and ``genai.judged_by: publisher`` say the trusted job computed part of the verdict: an
+    artifact (the PR's job) saying so is read as if it had not; our own result keeps them."""
+    genai = {"data": "faq.jsonl", "rows": 4, "predict_fn": "app:answer", "baseline": "base", "scorers": ["polite"],
+             "pending": [], "judged_by": "publisher"}
+    claimed = validate_untrusted(ours(recomputed=["eval.acc"], genai=genai))
+    assert claimed.recomputed == [] and claimed.genai.judged_by is None
+    assert validate_untrusted(ours(genai={**genai, "judged_by": "check"})).genai.judged_by == "check"
+    kept = Result.build(ours(recomputed=["eval.acc"], genai=genai))
+    assert kept.recomputed == ["eval.acc"] and kept.genai.judged_by == "publisher"
+    from mlflow_ci.github.publish import computed_where
+
+    assert computed_where(claimed) == "_Verdict computed in the PR's job: as trustworthy as the PR's code review._\n\n"
+    assert computed_where(kept).startswith("_Verdict recomputed by the trusted job where it is safe: eval.acc recomputed")
+    with pytest.raises(UsageError, match=r"genai.pending\[0\]: expected a genai.<scorer> name"):
+        validate_untrusted(ours(genai={**genai, "pending": ["not a metric"]}))

@@ -57,10 +57,10 @@ def _judged(cfg: Config, env, stream, result: Result, answers, work: Path) -> Re
     rules = tuple(rule for rule in cfg.gate if rule.metric in judged)
     gate = evaluate(rules, scored.candidate, base_metrics, scored.intervals)
     data = result.as_json()
-    data["checks"] = [*_kept_checks(data["checks"], judged),
+    data["checks"] = [*kept_checks(data["checks"], judged),
                       *({**c.as_dict(), "line": cfg.rule_line(c.metric)} for c in gate.checks)]
     data["metrics"] = [*(m for m in data["metrics"] if m["name"] not in judged),
-                       *(_metric_row(m) for m in cmp.diff_with_intervals(cfg, scored.candidate, base_metrics, scored.intervals))]
+                       *(metric_row(m) for m in cmp.diff_with_intervals(cfg, scored.candidate, base_metrics, scored.intervals))]
     data["candidate"]["metrics"].update(scored.candidate)
     if had_baseline and base_metrics:
         data["baseline"]["metrics"].update(base_metrics)
@@ -70,7 +70,7 @@ def _judged(cfg: Config, env, stream, result: Result, answers, work: Path) -> Re
                 changed=[*info["changed"], *({**vars(c)} for c in scored.changed)])
     data["notes"].append(f"GenAI: {', '.join(sorted(judged))} judged by the trusted publish job on the answers the "
                          "check's job gave, with the base commit's judge settings; the key never reached the PR's code")
-    data["verdict"] = _verdict(data["checks"])
+    data["verdict"] = verdict_of(data["checks"])
     stream.write(f"mlflow-ci: judged {len(answers.rows):,} rows for {', '.join(sorted(judged))}: verdict {data['verdict']}\n")
     return Result.build(data)
 
@@ -86,12 +86,12 @@ def not_judged(result: Result, why: str, cfg: Config | None = None) -> Result:
     data = result.as_json()
     reason = f"not judged: {printable(why)[:400]}"
     data["checks"] = [{**c, "passed": False, "message": reason} if _is_pending(c, pending) else c
-                      for c in _kept_checks(data["checks"], judged)]
+                      for c in kept_checks(data["checks"], judged)]
     missing = judged - {c["metric"] for c in data["checks"]}
     base_rules = tuple(rule for rule in cfg.gate if rule.metric in missing) if cfg is not None else ()
     data["checks"] += [{**c.as_dict(), "passed": False, "message": reason, "line": cfg.rule_line(c.metric)}
                        for c in evaluate(base_rules, {}, None).checks]
-    data["verdict"] = _verdict(data["checks"])
+    data["verdict"] = verdict_of(data["checks"])
     data["notes"].append(f"warning: GenAI: {', '.join(sorted(pending | judged))} {reason}")
     return Result.build(data)
 
@@ -100,17 +100,17 @@ def _is_pending(check: dict, metrics: set[str]) -> bool:
     return check["metric"] in metrics and check["passed"] is None and str(check.get("message", "")).startswith("pending: ")
 
 
-def _kept_checks(checks: list[dict], judged: set[str]) -> list[dict]:
+def kept_checks(checks: list[dict], judged: set[str]) -> list[dict]:
     """The check job's rows, without its pending ones (and any other row about a judged metric: the judge decides those)."""
     return [c for c in checks if c["metric"] not in judged or c["rule"] == "baseline_required"]
 
 
-def _metric_row(m: cmp.MetricDiff) -> dict:
+def metric_row(m: cmp.MetricDiff) -> dict:
     return {"name": m.name, "baseline": m.baseline, "candidate": m.candidate, "delta": m.delta, "delta_pct": m.delta_pct,
             "direction": m.direction, "status": m.status, "ci_low": m.ci_low, "ci_high": m.ci_high}
 
 
-def _verdict(checks: list[dict]) -> str:
+def verdict_of(checks: list[dict]) -> str:
     """fail when a blocking rule failed, warn when only warn-mode ones did, else pass (as the gate decides)."""
     failed = [c for c in checks if c["passed"] is False]
     return "fail" if any(c.get("blocking", True) for c in failed) else "warn" if failed else "pass"

@@ -11,6 +11,7 @@ from typing import Mapping, TextIO
 from mlflow_ci import report
 from mlflow_ci.commands.chain import record_from_dir, record_from_store
 from mlflow_ci.commands.judging import judge_deferred, not_judged
+from mlflow_ci.commands.recompute import recompute
 from mlflow_ci.commands.projects import (
     MARKER,
     Project,
@@ -171,6 +172,8 @@ def publish_saved(env: Mapping[str, str], stream: TextIO, out_dir: Path, config_
         result = not_judged(result, "a fork's answers are never judged with the repository's key; a maintainer's reviewed run judges them")
     elif untrusted or (result.genai is not None and result.genai.pending):
         result = judge_deferred(cfg, env, stream, result, (from_file or out_dir / "result.json").parent, out_dir)
+    if untrusted and not fork:  # eval.* of a model whose format runs no code: recomputed here, from its exported files
+        result = recompute(cfg, env, stream, result, model_dir)
     record = None
     if model_dir is not None and not fork and result.error is None:
         artifact = f"{env.get('GITHUB_RUN_ID')}/{model_artifact}" if model_artifact and env.get("GITHUB_RUN_ID") else None

@@ -61,7 +61,7 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
         cards = {"candidate": scoring.card("candidate", cand.run_id),
                  "baseline": scoring.card("baseline", base.run.run_id) if base else None}
     try:
-        cand_eval, base_eval, intervals = _scores(ecfg, y, cand_out, base_out, classes)
+        cand_eval, base_eval, intervals = scores(ecfg, y, cand_out, base_out, classes)
     except ValueError as exc:
         raise UsageError(f"evaluate: {exc}") from None
     short = ev.metric_label  # module:function -> function
@@ -307,7 +307,7 @@ def frame_digest(X, y) -> str | None:
     return "frame:" + digest.hexdigest()
 
 
-def _scores(ecfg: EvaluateConfig, y, cand_out, base_out, classes) -> tuple[dict, dict, dict]:
+def scores(ecfg: EvaluateConfig, y, cand_out, base_out, classes) -> tuple[dict, dict, dict]:
     """Candidate metrics, baseline metrics and paired intervals (the last two empty without a baseline)."""
     if base_out is None:
         return {k: float(ev.build_metric(k, ecfg.task, y, cand_out, classes).value(None)) for k in ecfg.metrics}, {}, {}
@@ -349,7 +349,7 @@ def _slices(ecfg: EvaluateConfig, X, y, column: str, cand_out, base_out, classes
             continue
         mask = values == labels[i]
         try:
-            out[str(labels[i])] = _scores(ecfg, y[mask], cand_out[mask],
+            out[str(labels[i])] = scores(ecfg, y[mask], cand_out[mask],
                                           base_out[mask] if base_out is not None else None, classes)
         except ValueError:
             continue  # e.g. ROC AUC on a slice with one class only

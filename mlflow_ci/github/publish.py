@@ -329,5 +329,8 @@ def computed_where(result: Result) -> str:
     """Who computed the verdict, said at the top of every check run: the job that ran the PR's code (so the
     verdict is as trustworthy as the review of that code), with the parts a trusted job recomputed."""
     judged = result.genai is not None and result.genai.judged_by == "publisher"
-    return ("_Verdict computed in the PR's job: as trustworthy as the PR's code review"
-            + ("; the GenAI judge's verdicts recomputed by the trusted job, from the PR's answers" if judged else "") + "._\n\n")
+    parts = [f"{', '.join(result.recomputed[:6])} recomputed by the trusted job from the model's files"] if result.recomputed else []
+    parts += ["the GenAI judge's verdicts recomputed by the trusted job, from the PR's answers"] if judged else []
+    if not parts:
+        return "_Verdict computed in the PR's job: as trustworthy as the PR's code review._\n\n"
+    return f"_Verdict recomputed by the trusted job where it is safe: {'; '.join(parts)}; the rest computed in the PR's job._\n\n"
