@@ -19,6 +19,7 @@ from mlflow_ci import report
 from mlflow_ci.commands.chain import record_from_dir
 from mlflow_ci.commands.judging import judge_deferred
 from mlflow_ci.commands.publish import publish_result, say
+from mlflow_ci.commands.recompute import recompute
 from mlflow_ci.commands.session import Options, Session
 from mlflow_ci.commands.stages import CheckResult
 from mlflow_ci.commands.validated import select_candidate
@@ -79,7 +80,7 @@ def build(s, pr: int, opts, candidates: Path | None = None, expected: tuple[str,
     experiment_id = tracker.experiment_id(cfg.experiment, create=False)
     uploads: dict[str, Uploaded] = {}
     if candidates is not None:
-        uploads = {name: replace(u, result=judge_deferred(cfg, s.env, s.stream, u.result, u.folder, opts.out_dir / "judge" / name))
+        uploads = {name: replace(u, result=_trusted(s, u, opts.out_dir / "judge" / name))
                    for name, u in gathered(candidates, cfg.experiment, lambda m: say(s.stream, m), expected).items()}
         latest = {name: _as_run(name, u.result) for name, u in uploads.items()}
     else:
@@ -100,6 +101,13 @@ def build(s, pr: int, opts, candidates: Path | None = None, expected: tuple[str,
     entries = [Entry(name, run, gated[name], run.run_id == chosen, uploads.get(name)) for name, run in latest.items()]
     entries.sort(key=lambda e: _rank_key(e, metric, direction))
     return Leaderboard(cfg.experiment, pr, tuple(entries), baseline, metric, direction)
+
+
+def _trusted(s, upload: Uploaded, work: Path) -> Result:
+    """A candidate's result with what this trusted job computes itself: the judge's verdicts on its answers, and
+    eval.* of a model in a code-free format (each said in its notes when it cannot be done)."""
+    judged = judge_deferred(s.cfg, s.env, s.stream, upload.result, upload.folder, work)
+    return recompute(s.cfg, s.env, s.stream, judged, upload.folder / MODEL_DIR)
 
 
 def _tagged(tracker, experiment_id: str | None, pr: int) -> dict[str, RunSnapshot]:

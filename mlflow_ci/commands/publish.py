@@ -278,7 +278,7 @@ def _publish_one(env, stream, event, client, project: Project, results: Path, ou
         result = Result.build({"schema": 1, "verdict": "error", "experiment": cfg.experiment, "candidate": {}, "checks": [],
                                "error": {"stage": "report", "exit_code": 2, "reason": f"{project.folder}: {exc.message}"[:1000],
                                          "hint": "the check job's log says why it wrote no usable result"}})
-    result = judge_deferred(cfg, env, stream, result, folder, out_dir / project.slug)
+    result = recompute(cfg, env, stream, judge_deferred(cfg, env, stream, result, folder, out_dir / project.slug), folder / "model")
     target = pub.event_target(event, result, client)
     record = None
     if result.error is None:

@@ -25,7 +25,9 @@ from typing import Mapping, TextIO
 
 from mlflow_ci import report
 from mlflow_ci.commands.chain import fetch_artifact, record_from_dir
+from mlflow_ci.commands.judging import judge_deferred
 from mlflow_ci.commands.publish import say, github_client, publish_result
+from mlflow_ci.commands.recompute import recompute
 from mlflow_ci.config.loader import load_config
 from mlflow_ci.errors import NotValidatedError, UsageError
 from mlflow_ci.github import event as ghevent
@@ -79,6 +81,8 @@ def publish_reviewed(env: Mapping[str, str], stream: TextIO, out_dir: Path, conf
             raise UsageError(f"the PR run's result is for experiment {result.experiment!r}, the configuration's is {cfg.experiment!r}")
         target = pub.Target(event.repository or "", pr, head_sha, event.run_url)
         pub.agrees(result, head_sha, pr, "reviewed")
+        # the fork's run judged nothing (no key there) and its verdict is its own: judged and recomputed here
+        result = recompute(cfg, env, stream, judge_deferred(cfg, env, stream, result, unpacked, out_dir), unpacked / MODEL_DIR)
         record = (record_from_dir(result, unpacked / MODEL_DIR, f"{run_id}/{ARTIFACT}", lambda m: say(stream, m))
                   if result.error is None else None)
     actor = env.get("GITHUB_ACTOR") or "a maintainer"

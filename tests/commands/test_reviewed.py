@@ -112,3 +112,22 @@ def test_only_a_successful_run_of_the_repositorys_own_caller_workflow_is_accepte
     assert none.returncode == 2 and "pass --pr-workflow" in none.stderr
     explicit = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head, "--pr-workflow", ".github/workflows/forged.yml")
     assert explicit.returncode == 0 and Record.parse(gh.check_runs[-1]["external_id"]).artifact == "950/mlflow-ci-result"
+
+
+def test_a_reviewed_fork_is_judged_by_the_maintainers_run_or_fails_closed(project, tmp_path, fork_pr):
+    """The fork's own run never holds the judge's key, so the judge's rules of the maintainer's configuration are
+    decided in the reviewed run — and with no answers to judge (nor a key), they fail: never passed over."""
+    gh, head, _ = fork_pr
+    project.write("faq.jsonl", json.dumps({"inputs": {"q": "hours?"}}) + "\n")
+    project.write("mlflow-ci.yml", CONFIG.replace("gate:\n", (
+        "genai:\n  data: faq.jsonl\n  predict_fn: app:answer\n"
+        "  scorers: [{judge: {name: polite, instructions: 'Is it polite?'}}]\n"
+        "  judge: {model: judge-1, base_url: 'http://127.0.0.1:9/v1', max_calls: 4}\n"
+        "gate:\n  genai.polite: {min: 0.9}\n")))
+    done = dispatch(project, gh, tmp_path, "--pr", "9", "--head-sha", head)
+    assert done.returncode == 0, done.stdout + done.stderr  # published: the verdict is the check run's
+    [check_run] = gh.check_runs
+    assert check_run["conclusion"] == "failure"
+    result = json.loads((tmp_path / "reviewed" / "result.json").read_text())
+    [polite] = [c for c in result["checks"] if c["metric"] == "genai.polite"]
+    assert polite["passed"] is False and polite["message"].startswith("not judged: ") and "genai-answers.json" in polite["message"]
