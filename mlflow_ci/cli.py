@@ -474,11 +474,12 @@ def store_save(config_path, dest, keep):
 @store.command("restore", context_settings=CONTEXT)
 @_config_option
 @click.option("--from", "src", required=True, type=click.Path(file_okay=False), help="Folder a 'store save' wrote.")
-def store_restore(config_path, src):
+@click.option("--via", help="How that folder got here, as the reports say it (default: a saved folder).")
+def store_restore(config_path, src, via):
     """Put a saved store in place of the project's, if it is sound (else warn; the check trains the base commit)."""
     from mlflow_ci.commands.store import restore_store
 
-    echo(restore_store(_session(config_path), Path(src)).message)
+    echo(restore_store(_session(config_path), Path(src), via).message)
     return EXIT_OK
 
 
@@ -542,12 +543,14 @@ def promote(config_path, out_dir, commit, pr_number, run_id, no_deploy, force, a
     verb = {"promoted": "promoted", "unchanged": "already champion", "redeployed": "already champion, redeployed"}[result.action]
     if result.version:
         echo(f"{result.model} version {result.version} @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
-    else:  # a GenAI app without a model: its prompts are what is promoted
-        echo(f"prompts @{result.alias}: {verb} (run {result.run.run_id}, {result.found_by})")
+    else:  # a GenAI app without a model: its prompts are what is promoted (a champion text may come from an older run)
+        echo(f"prompts @{result.alias}: {'promoted' if result.action == 'promoted' else 'already champion: the same texts'} "
+             f"(validated by run {result.run.run_id}, {result.found_by})")
     for move in result.prompts:
         echo(f"prompt {move.name} version {move.version} @{result.alias}" + ("" if move.action == "promoted" else ", unchanged"))
     if result.action != "promoted":
-        echo(f"{result.alias} already is run {result.run.run_id}: nothing new to promote")
+        echo(f"{result.alias} already is run {result.run.run_id}: nothing new to promote" if result.version
+             else f"the validated prompts already are @{result.alias}: nothing new to promote")
     if result.previous:
         echo(f"previous champion: version {result.previous.version}")
     echo(f"summary: {result.summary_path}")

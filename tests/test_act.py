@@ -332,7 +332,7 @@ def test_a_merge_promotes_the_published_model_and_the_next_pr_compares_with_it(e
         pr = models.pull_request("feature", 7)
         pr_run = engine.run_id
         assert pr.returncode == 0, pr.stdout[-8000:]
-        assert "restored the store of main @ " in pr.stdout, pr.stdout[-6000:]
+        assert "restored the store of main@" in pr.stdout, pr.stdout[-6000:]
         [check] = gh.check_runs
         record = Record.parse(check["external_id"])
         models.share_artifact(pr_run)
@@ -353,7 +353,7 @@ def test_a_merge_promotes_the_published_model_and_the_next_pr_compares_with_it(e
     # compared with the champion the deploy job registered from the PR's artifact, found in the restored store
     champion = re.search(r"iris version 2 @champion: promoted \(run ([0-9a-f]{32})", deploy.stdout)[1]
     assert (result["baseline"]["source"], result["baseline"]["run_id"]) == ("alias:champion", champion), result["baseline"]
-    assert result["baseline"]["origin"].startswith("the restored store of main @ "), result["baseline"]
+    assert result["baseline"]["origin"].startswith("the restored store of main@"), result["baseline"]
     assert f"as recorded by the check run on {head[:12]}" in deploy.stdout and record.artifact == f"{pr_run}/mlflow-ci-result"
 
 

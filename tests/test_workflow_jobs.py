@@ -150,8 +150,8 @@ def test_the_store_lives_in_the_cache_across_runs(models, tmp_path, called, runn
         assert "mlflow-ci · iris" in gh.comments[7][0]["body"]
     result = result_of(ws)
     assert result["baseline"]["source"] == "alias:champion"
-    assert result["baseline"]["origin"].startswith("the restored store of main @ ")
-    assert "restored the store of main @ " in pr.log
+    assert result["baseline"]["origin"].startswith("the restored store of main@")
+    assert "restored the store of main@" in pr.log
     assert len(cache.entries) == 1  # the pull request saved nothing
 
     # the cache is evicted (7 days unused): the next PR trains its base commit in the job

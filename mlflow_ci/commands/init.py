@@ -23,7 +23,7 @@ WORKFLOW_TARGETS = {
     "mlflow-ci-comment.yml": ".github/workflows/mlflow-ci-comment.yml",
     "mlflow-ci-deploy.yml": ".github/workflows/mlflow-ci-deploy.yml",
 }
-IGNORED = (".mlflow-ci/", "mlflow.db", "mlruns/", "mlartifacts/", "mlflow-ci-store.json")  # the local store and its provenance
+IGNORED = (".mlflow-ci/", "mlflow.db", "mlruns/", "mlartifacts/", "mlflow-ci-store.json", "__pycache__/")  # the local store, its provenance, bytecode
 TRAIN_SCRIPTS = ("train.py", "src/train.py", "scripts/train.py", "training/train.py")
 
 

@@ -84,7 +84,7 @@ def do_compare(s: Session, opts: Options, tracker: MlflowTracker | None = None, 
 
 def baseline_origin(s: Session, found: cmp.Baseline) -> str:
     """Where the baseline was found, for the report's first lines and the terminal: "the tracking server
-    at …", "the restored store of main @ abc saved 2 days ago (GitHub's Actions cache)", "trained in this job"."""
+    at …", "the restored store of main@abc saved 2 days ago (GitHub's Actions cache)", "trained in this job"."""
     if found.source.startswith("explicit:"):
         return "chosen with --baseline"
     if found.source.startswith("base_trained:"):
@@ -96,8 +96,7 @@ def baseline_origin(s: Session, found: cmp.Baseline) -> str:
     meta = local_store.read_meta(database.parent)
     if meta is None:
         return f"the local store {database}"
-    how = "GitHub's Actions cache" if s.env.get("GITHUB_ACTIONS") == "true" else "a saved folder"
-    return f"the restored {meta.describe(s.clock())} ({how})"
+    return f"the restored {meta.describe(s.clock())} ({meta.via or 'a saved folder'})"
 
 
 def redacted(uri: str) -> str:

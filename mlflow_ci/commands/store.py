@@ -46,17 +46,17 @@ def save_store(s: Session, dest: Path, *, keep: int = DEFAULT_KEEP) -> StoreOutc
     )
     local_store.save(database, dest, meta)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    return StoreOutcome("saved", f"saved the {meta.describe(s.clock())} to {dest}: {meta.runs} runs, "
+    return StoreOutcome("saved", f"saved the {meta.name()} to {dest}: {meta.runs} runs, "
                                  f"{size / 1e6:.1f} MB (pruned {pruned}; mlflow-ci {__version__})", pruned)
 
 
-def restore_store(s: Session, src: Path) -> StoreOutcome:
+def restore_store(s: Session, src: Path, via: str | None = None) -> StoreOutcome:
     """Put a saved store in place; a store that is not sound is refused with a warning (exit 0): the check
     then trains the base commit instead."""
     database = _database(s)
     if database is None:
         return StoreOutcome("remote", f"the store is {s.tracking_uri}, not a local SQLite file: nothing to restore")
-    restored = local_store.restore(src, database)
+    restored = local_store.restore(src, database, via)
     if restored.status == "restored" and restored.meta is not None:
         return StoreOutcome("restored", f"restored the {restored.meta.describe(s.clock())} ({restored.meta.runs} runs) to {database}")
     if restored.status == "rejected":

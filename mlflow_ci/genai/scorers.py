@@ -59,7 +59,7 @@ def exact_match(row: Row) -> Score | None:
 def contains(row: Row) -> Score | None:
     """Every one of ``expectations.expected_facts`` (a string or a list) appears in the output, ignoring case."""
     facts = _expected(row, "expected_facts")
-    if facts is None:
+    if facts is None or facts in ("", []):  # nothing expected: the row is not scored (never a free pass)
         return None
     facts = [facts] if isinstance(facts, str) else [_text(f) for f in facts]
     missing = [fact for fact in facts if fact.casefold() not in row.output.casefold()]

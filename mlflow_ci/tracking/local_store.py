@@ -19,7 +19,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -47,10 +47,14 @@ class StoreMeta:
     revision: str | None
     runs: int
     workflow_run: str | None = None
+    via: str | None = None  # how the folder reached this machine, as ``store restore --via`` said (the Actions cache)
+
+    def name(self) -> str:
+        """``store of main@8ad3e1f2a9b0``."""
+        return f"store of {self.branch or 'an unknown branch'}" + (f"@{self.commit[:12]}" if self.commit else "")
 
     def describe(self, now: float) -> str:
-        where = f"store of {self.branch or 'an unknown branch'}" + (f" @ {self.commit[:12]}" if self.commit else "")
-        return f"{where} saved {age(now - self.saved_at)}"
+        return f"{self.name()} saved {age(now - self.saved_at)}"
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,9 @@ def save(database: Path, dest: Path, meta: StoreMeta) -> None:
     (dest / META).write_text(json.dumps(asdict(meta), indent=2) + "\n", encoding="utf-8")
 
 
-def restore(src: Path, database: Path) -> Restored:
-    """Put a saved store in place of the project's (absent) one; refuse a store that is not sound."""
+def restore(src: Path, database: Path, via: str | None = None) -> Restored:
+    """Put a saved store in place of the project's (absent) one; refuse a store that is not sound. ``via``: how
+    the folder got here, kept with the store for the reports (None: a saved folder)."""
     if not (src / DATABASE).exists():
         return Restored("nothing", "no saved store was restored")
     meta = read_meta(src)
@@ -125,6 +130,7 @@ def restore(src: Path, database: Path) -> Restored:
     if (src / ARTIFACTS).is_dir():
         shutil.copytree(src / ARTIFACTS, database.parent / ARTIFACTS, symlinks=True, dirs_exist_ok=True)
     relocate(database, meta.artifact_root, (database.parent / ARTIFACTS).resolve().as_uri())
+    meta = replace(meta, via=via)
     (database.parent / META).write_text(json.dumps(asdict(meta), indent=2) + "\n", encoding="utf-8")
     return Restored("restored", "", meta)
 

@@ -184,6 +184,9 @@ def test_an_app_without_a_model_promotes_and_rolls_back_its_prompts(project):
     assert tracker.client.search_registered_models() == []
     summary = json.loads((project.root / ".mlflow-ci" / "promote.json").read_text())
     assert (summary["version"], summary["model_uri"]) == ("", "")
+    again = project.cli("promote")  # the deploy job run again: the same texts, said as such (no run is "champion")
+    assert again.returncode == 0 and "prompts @champion: already champion: the same texts (validated by run" in again.stdout
+    assert "the validated prompts already are @champion: nothing new to promote" in again.stdout and "already is run" not in again.stdout
     merged_pr(project, "pr/hello", "Hello! {text}")
     assert project.cli("promote").returncode == 0
     back = project.cli("rollback")

@@ -32,7 +32,7 @@ def test_init_infers_and_writes_a_valid_setup(repo):
     assert "branches: [trunk]" in pr and "$default-branch" not in pr
     assert (repo / ".github/workflows/mlflow-ci-deploy.yml").is_file()
     assert (repo / ".github/workflows/mlflow-ci-comment.yml").is_file()
-    assert ".mlflow-ci/" in (repo / ".gitignore").read_text()
+    assert {".mlflow-ci/", "__pycache__/"} <= set((repo / ".gitignore").read_text().splitlines())
 
 
 def test_init_takes_the_mlproject_main_entry_point(repo):

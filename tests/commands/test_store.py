@@ -39,13 +39,13 @@ def test_a_saved_store_comes_back_elsewhere_with_its_artifacts(project, tmp_path
     main = check(project)
     saved = tmp_path / "cache" / "store"
     out = save_store(session(project, clock=lambda: 1_000_000.0), saved, keep=5)
-    assert out.action == "saved" and "store of main @ " in out.message
+    assert out.action == "saved" and out.message.startswith("saved the store of main@") and " saved " not in out.message[6:]
     meta = json.loads((saved / local_store.META).read_text())
     assert meta["branch"] == "main" and meta["runs"] == 1 and meta["revision"]
 
     runner = moved(project, tmp_path, "runner2")
-    restored = restore_store(session(runner, clock=lambda: 1_000_000.0 + 2 * 86400), saved)
-    assert restored.action == "restored" and restored.message.startswith("restored the store of main @ ")
+    restored = restore_store(session(runner, clock=lambda: 1_000_000.0 + 2 * 86400), saved, "GitHub's Actions cache")
+    assert restored.action == "restored" and restored.message.startswith("restored the store of main@")
     assert "saved 2 days ago (1 runs)" in restored.message
     run = MlflowTracker(runner.uri).get_run(main.result["candidate"]["run_id"])
     assert run is not None
@@ -60,7 +60,7 @@ def test_a_saved_store_comes_back_elsewhere_with_its_artifacts(project, tmp_path
     pr = check(runner, GITHUB_ACTIONS="true")
     assert pr.result["baseline"]["run_id"] == run.run_id
     origin = pr.result["baseline"]["origin"]
-    assert origin.startswith("the restored store of main @ ") and origin.endswith("(GitHub's Actions cache)")
+    assert origin.startswith("the restored store of main@") and origin.endswith("(GitHub's Actions cache)")
     assert pr.result["baseline"]["age_days"] < 1
 
 

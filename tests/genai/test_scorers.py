@@ -20,6 +20,7 @@ def test_exact_match_and_contains_use_the_rows_expectations():
     got = contains(row("Refunds take 14 days by card.", expected_facts=["14 days", "bank transfer", "CARD"]))
     assert not got.passed and got.rationale == "missing 1 of 3 expected facts: bank transfer"
     assert contains(row("Open 9 to 5", expected_facts="9 TO 5")).passed
+    assert contains(row("anything", expected_facts=[])) is None and contains(row("anything", expected_facts="")) is None  # not a pass
 
 
 def test_regex_json_and_budgets():
