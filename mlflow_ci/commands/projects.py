@@ -95,10 +95,14 @@ def touched(cfg, root: Path, changed: set[str] | None) -> bool:
 SAFE_FOLDER = re.compile(r"^(\.|[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*)$")
 
 
+DEFAULT_BASE_BRANCH = "main"
+
+
 def list_projects(root: Path, env: Mapping[str, str], base_branch: str | None) -> tuple[list[Project], str | None]:
-    """Every project of the repository at ``root`` and whether it changed since the merge-base with
-    ``base_branch`` (every one, when the base is unknown); and that merge-base."""
-    ctx = gitctx.detect(root, env, default_base_branch=base_branch)
+    """Every project of the repository at ``root`` and whether it changed since the merge-base with the base
+    branch — ``GITHUB_BASE_REF``, else ``base_branch``, else ``main``, as ``check`` defaults it — (every one,
+    when that base is unknown); and that merge-base."""
+    ctx = gitctx.detect(root, env, default_base_branch=base_branch or DEFAULT_BASE_BRANCH)
     top = ctx.repo_root or root
     base = gitctx.merge_base(ctx, top)
     return projects_at(top, changed_paths(top, base)), base

@@ -67,6 +67,11 @@ def test_only_changed_models_are_checked_and_the_comment_has_a_section_each(tmp_
     assert report.count("nothing to check; its check passes") == 2
     assert report.count("<!-- mlflow-ci:report:") == 1  # one marker: one comment
 
+    # without --base-branch (and outside a pull_request event) the base is main, as for a single check
+    plain = run(repo)
+    assert plain.returncode == 1, plain.stdout + plain.stderr
+    assert {k: p["verdict"] for k, p in index(repo).items()} == {"churn": "unchanged", "fraud": "fail", "ranking": "unchanged"}
+
     git(repo, "checkout", "-q", "-b", "pr/shared", "main")
     (repo / "shared" / "features.py").write_text('"""Shared."""\n\nSCALE = 1.01\n')
     git(repo, "commit", "-q", "-am", "shared features")
