@@ -1,7 +1,9 @@
 """The run-cache fingerprint: a hash of everything that can change the trained model.
 
-Always included: the experiment, the whole ``train`` section (command, working directory,
-environment, metrics file, the input settings themselves). Then every input file: its path and its
+Always included: the experiment and the ``train`` section (command, working directory, environment
+variables and their values, metrics file, the input settings themselves; not its timeout). The rest of
+``mlflow-ci.yml`` — gate thresholds, evaluation, report and publish settings — trains nothing, so the
+configuration file itself is not an input: editing only ``gate:`` reuses the run. Then every input file: its path and its
 content id (:mod:`mlflow_ci.fileids`: git's blob id, read from the index for unmodified tracked files,
 so a check costs O(files), not O(bytes)). A run is reused only when all of it is identical.
 
@@ -24,7 +26,7 @@ from mlflow_ci.config.models import Config
 from mlflow_ci.fileids import FileIds
 from mlflow_ci.gitctx import git_names
 
-FINGERPRINT_VERSION = "3"  # 3: files are identified by their git blob id (mlflow_ci.fileids)
+FINGERPRINT_VERSION = "4"  # 3: files by their git blob id (mlflow_ci.fileids); 4: the config file by its train section
 _ALWAYS_SKIPPED = {".git", ".mlflow-ci", "__pycache__", "mlruns", "mlartifacts", ".venv"}
 
 
@@ -106,13 +108,14 @@ def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | N
         "experiment": cfg.experiment,
         "command": train.command,
         "workdir": train.workdir,
-        "env": sorted(train.env),
+        "env": sorted(train.env),  # (name, value) pairs
         "metrics_file": train.metrics_file,
         "inputs": "auto" if train.auto_inputs else list(train.inputs),
         **({"ignore": list(train.ignore), "data": list(train.data)} if train.auto_inputs else {}),
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    _add_files(digest, cfg.root, [rel.as_posix() for rel in input_files(cfg, exclude=exclude)]).save()
+    files = input_files(cfg, exclude=[*exclude, cfg.path])  # the configuration counts by its train section, above
+    _add_files(digest, cfg.root, [rel.as_posix() for rel in files]).save()
     return "sha256:" + digest.hexdigest()
 
 

@@ -81,3 +81,24 @@ def test_auto_inputs_outside_git_walk_the_folder(tmp_path: Path):
         (tmp_path / name).write_text(name)
     cfg = parse_config("experiment: e\ntrain: {command: x}\n", tmp_path / "mlflow-ci.yml")
     assert [p.as_posix() for p in input_files(cfg)] == ["data.csv", "train.py"]
+
+
+def test_the_configuration_counts_by_what_trains_not_by_the_gate(tmp_path: Path):
+    """Issue #27, item 6: editing gate thresholds, evaluation, report or publish settings reuses the run; the
+    training's command, environment values, data and code still retrain."""
+    root = _repo(tmp_path)
+
+    def at(text: str) -> str:
+        (root / "mlflow-ci.yml").write_text(text)
+        return fingerprint(parse_config(text, root / "mlflow-ci.yml"))
+
+    base = "experiment: e\ntrain: {command: python train.py, env: {LR: '0.1'}, timeout: 60}\ngate:\n  accuracy: {min: 0.8}\n"
+    first = at(base)
+    assert at(base.replace("min: 0.8", "min: 0.9, max_drop: 0.01")) == first  # a stricter gate
+    assert at(base + "report: {precision: 6, title: Churn}\npublish: {comment: on-failure}\n") == first
+    assert at(base.replace("timeout: 60", "timeout: 600")) == first  # how long it may take trains nothing
+    assert at(base.replace("'0.1'", "'0.2'")) != first  # an environment value the training reads
+    assert at(base.replace("python train.py", "python train.py --epochs 3")) != first
+    at(base)
+    (root / "src" / "model.py").write_text("changed")
+    assert at(base) != first
