@@ -640,14 +640,20 @@ def calibrate(config_path, out_dir, runs, level, write):
     s = _session(config_path)
     result = do_calibrate(s, _options(out_dir), runs=runs, level=level, write=write)
     echo("")
-    echo(f"calibrated on {len(result.runs)} trainings (level {level:g}):")
+    echo(f"calibrated on {len(result.runs)} trainings of the same code, MLFLOW_CI_SEED=1..{len(result.runs)} "
+         f"(level {level:g}): what differs between them is noise, which a margin must allow")
     for n in result.noise:
         spread = f"{min(n.values):.6g} .. {max(n.values):.6g}" if n.values else "n/a"
+        what = "change against seed 1 (Δ)" if n.method == "bootstrap bound" else "value per seed"
         current = "not set" if n.current is None else f"{n.current:g}"
-        echo(f"  {n.metric} ({n.direction} is better, {n.method}): values {spread}; "
-             f"{n.rule_key} now {current}, proposed {n.proposed:g}")
+        echo(f"  {n.metric} ({n.direction} is better): {what} {spread}; {n.rule_key} now {current}, proposed {n.proposed:g}")
+        echo(f"    {n.explained(level)}")
+        if n.saturated:
+            echo(f"    saturated: every seed scored {n.values[0]:g}, the best {n.metric} can be: these rows cannot tell "
+                 "models apart (evaluate on harder or more rows); this says nothing about the seed")
     if result.deterministic:
-        echo("every seed gave the same values: the training is deterministic, or it does not read MLFLOW_CI_SEED")
+        echo("every seed gave the same values: the training is deterministic, or it does not read MLFLOW_CI_SEED "
+             "(seed your libraries from it to measure the noise)")
     echo(f"{'written to' if result.written else 'not written to'} {s.cfg.path.name}"
          + ("" if result.written else " (pass --write)") + f"; summary run {result.summary_run}")
     return EXIT_OK

@@ -50,6 +50,21 @@ class Noise:
     proposed: float  # the value for rule_key
     current: float | None
 
+    @property
+    def saturated(self) -> bool:
+        """Every seed scored the metric's best possible value (1 where higher is better, 0 where lower is): the
+        rows cannot tell models apart, which says nothing about whether the training reads the seed."""
+        best = 1.0 if self.direction == "higher" else 0.0
+        return self.method == "seed pairs" and bool(self.values) and set(self.values) == {best}
+
+    def explained(self, level: float) -> str:
+        """What the proposed margin is, in one sentence."""
+        if self.method == "bootstrap bound":
+            return (f"proposed: how far below 0 the one-sided bound of a seed's change against seed 1 reached at "
+                    f"significance {level:g}, so unchanged code does not fail the significance rule")
+        return (f"proposed: the drop that two seeds of unchanged code exceed in fewer than {level:.0%} of pairs "
+                f"(never lower than the rule's current {self.rule_key})")
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -62,7 +77,9 @@ class Calibration:
 
 
 def deterministic(noise) -> bool:
-    return all(n.margin == 0 and len(set(n.values)) <= 1 for n in noise)
+    """Every seed gave the same values for every metric that is not saturated (and at least one is not)."""
+    open_ended = [n for n in noise if not n.saturated]
+    return bool(open_ended) and all(n.margin == 0 and len(set(n.values)) <= 1 for n in open_ended)
 
 
 def calibrated_rules(cfg):

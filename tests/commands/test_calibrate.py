@@ -24,7 +24,7 @@ def test_calibrate_measures_the_seed_noise_and_writes_margins(project):
     project.commit("seeded training")
     proc = project.cli("calibrate", "--runs", "6", "--write")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "calibrated on 6 trainings (level 0.05)" in proc.stdout
+    assert "calibrated on 6 trainings of the same code, MLFLOW_CI_SEED=1..6 (level 0.05)" in proc.stdout
     config = (project.root / "mlflow-ci.yml").read_text()
     accuracy = float(config.split("max_drop: ")[1].split("}")[0])
     assert 0.001 < accuracy < 0.03 and "{min: 0.8, max_drop: " in config and "# keep" in config
@@ -68,5 +68,22 @@ def test_a_deterministic_training_is_said_and_no_margin_is_lowered(project):
     proc = project.cli("calibrate", "--runs", "3", "--write")
     assert proc.returncode == 0, proc.stderr
     assert "every seed gave the same values: the training is deterministic, or it does not read MLFLOW_CI_SEED" in proc.stdout
-    assert "accuracy (higher is better, seed pairs): values 0.9 .. 0.9; max_drop now 0.02, proposed 0.02" in proc.stdout
+    assert "accuracy (higher is better): value per seed 0.9 .. 0.9; max_drop now 0.02, proposed 0.02" in proc.stdout
+    assert "proposed: the drop that two seeds of unchanged code exceed in fewer than 5% of pairs" in proc.stdout
+    assert "saturated" not in proc.stdout
     assert (project.root / "mlflow-ci.yml").read_text() == before  # max_drop: 0.02 stays
+
+
+def test_a_saturated_metric_is_told_apart_from_a_training_that_ignores_the_seed(project):
+    """Issue #27, item 8: accuracy 1.0 for every seed says the rows cannot tell models apart, not that the
+    training ignores MLFLOW_CI_SEED (its other metric does move with the seed)."""
+    project.write("train.py", "import json, os\nseed = int(os.environ['MLFLOW_CI_SEED'])\n"
+                              "json.dump({'accuracy': 1.0, 'rmse': 5.0 + seed / 10}, open('metrics.json', 'w'))\n")
+    project.write("mlflow-ci.yml", (project.root / "mlflow-ci.yml").read_text().replace("max: 10, direction: lower",
+                                                                                         "max: 10, max_drop: 0.01, direction: lower"))
+    project.commit("a saturated accuracy")
+    proc = project.cli("calibrate", "--runs", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "saturated: every seed scored 1, the best accuracy can be: these rows cannot tell models apart" in proc.stdout
+    assert "every seed gave the same values" not in proc.stdout  # rmse moved: the seed is read
+    assert "rmse (lower is better): value per seed 5.1 .. 5.3" in proc.stdout
