@@ -48,7 +48,9 @@ def render(result: Result, *, color: bool = False) -> list[str]:
     lines.append(f"candidate: run {cand.run_id}" + (" (reused, not retrained)" if cand.cached else ""))
     checks = sorted(result.checks, key=lambda c: {False: 0, None: 2}.get(c.passed, 1))  # failing first
     if not checks:
-        return lines
+        names = sorted(cand.metrics)
+        return [*lines, "gate: no rules: nothing is gated — add rules under gate:"
+                + (f" (this run's metrics: {plain(', '.join(names[:8]))}{', …' if len(names) > 8 else ''})" if names else "")]
     width_metric = min(max(len(plain(c.metric)) for c in checks), 40)
     width_rule = max(len(c.rule) for c in checks)
     for check in checks:

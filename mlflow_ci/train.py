@@ -165,7 +165,7 @@ def unseeded(tracker, experiment_id: str, run: t.RunSnapshot, fp: str) -> tuple[
                         if not k.startswith("eval.") and run.metrics[k] != other.metrics[k])
         if differ:
             name = differ[0]
-            return (f"two trainings of the same inputs disagree ({name} {run.metrics[name]:.6g} vs {other.metrics[name]:.6g} "
+            return (f"warning: two trainings of the same inputs disagree ({name} {run.metrics[name]:.6g} vs {other.metrics[name]:.6g} "
                     f"in run {other.run_id[:12]}): seed the training (e.g. from MLFLOW_CI_SEED) and calibrate the margins "
                     f"(mlflow-ci calibrate)",)
         return ()

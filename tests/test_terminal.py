@@ -42,3 +42,22 @@ def test_colours_only_on_a_terminal_that_wants_them():
     assert not color_wanted({"NO_COLOR": "1"}, Tty()) and not color_wanted({"TERM": "dumb"}, Tty())
     coloured = render(result(), color=True)
     assert coloured[0] == "verdict: \x1b[31mFAIL\x1b[0m (churn)" and "\x1b[32m[pass]\x1b[0m" in coloured[5]
+
+
+def test_the_first_screen_says_what_is_gated_and_what_to_worry_about():
+    """Issue #27, item 7: with gate: {} the terminal and the report name the metrics nothing gates; a warning
+    (an unseeded training, an old baseline) is on the first screen, not only in a collapsed list."""
+    from pathlib import Path
+
+    from mlflow_ci.config.models import ReportConfig
+    from mlflow_ci.report import render_markdown
+
+    ungated = result(verdict="pass", checks=[], candidate={"run_id": "a" * 32, "metrics": {"rmse": 4.0, "accuracy": 0.9}},
+                     notes=["warning: two trainings of the same inputs disagree (accuracy 0.9 vs 0.91 in run abc): seed the training"])
+    lines = render(ungated)
+    assert lines[-1] == "gate: no rules: nothing is gated — add rules under gate: (this run's metrics: accuracy, rmse)"
+    assert "warning: two trainings of the same inputs disagree (accuracy 0.9 vs 0.91 in run abc): seed the training" in lines
+    markdown = render_markdown(ungated, ReportConfig(), Path("."))
+    head = markdown.split("<details", 1)[0]
+    assert "**PASS**: no rules: nothing is gated — add rules under `gate:` (this run's metrics: accuracy, rmse)." in head
+    assert "⚠️ two trainings of the same inputs disagree" in head

@@ -48,7 +48,7 @@ def test_a_training_that_is_not_seeded_is_noticed(project):
     project.commit("unseeded")
     assert project.cli("check").returncode == 0
     project.cli("check", "--no-cache")
-    assert any(n.startswith("two trainings of the same inputs disagree (accuracy ") for n in project.result()["notes"])
+    assert any(n.startswith("warning: two trainings of the same inputs disagree (accuracy ") for n in project.result()["notes"])
 
 
 def test_margins_are_written_in_flow_and_block_style(tmp_path):
