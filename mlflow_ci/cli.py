@@ -483,6 +483,34 @@ def store_restore(config_path, src, via):
     return EXIT_OK
 
 
+@store.command("reset", context_settings=CONTEXT)
+@_config_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed where nobody can answer).")
+def store_reset(config_path, yes):
+    """Start over after exploring: every run of the experiment stops being a baseline and a cached run.
+
+    Runs are tagged mlflow_ci.forgotten (who and when), not deleted; the runs the champion and previous
+    aliases stand for are kept. The next check compares with the champion, or trains the base commit.
+    """
+    from mlflow_ci.commands.deploy import who
+    from mlflow_ci.commands.store import forgettable, reset_store
+
+    s = _session(config_path)
+    runs = forgettable(s)
+    if not runs:
+        echo(f"nothing to forget: {s.cfg.experiment} has no run that could be a baseline or a cached run")
+        return EXIT_OK
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"store reset would forget {len(runs)} runs of {s.cfg.experiment}: pass --yes to do it here")
+        if not click.confirm(f"forget {len(runs)} runs of {s.cfg.experiment} (no longer baselines, nor reused; "
+                             "nothing is deleted)?", default=False):
+            echo("nothing forgotten")
+            return EXIT_OK
+    echo(reset_store(s, runs, who=who(s.env)).message)
+    return EXIT_OK
+
+
 @cli.command(context_settings=CONTEXT)
 def schema():
     """Print the JSON Schema of mlflow-ci.yml (draft 2020-12).

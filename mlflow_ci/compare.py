@@ -17,7 +17,15 @@ from mlflow_ci.config.models import Config
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gate import rule_direction
 from mlflow_ci.gitctx import GitContext
-from mlflow_ci.tracking import TAG_BRANCH, TAG_COMMIT, TAG_GATE_RULES, TAG_ROLLED_BACK, TAG_VERDICT, RunSnapshot
+from mlflow_ci.tracking import (
+    TAG_BRANCH,
+    TAG_COMMIT,
+    TAG_FORGOTTEN,
+    TAG_GATE_RULES,
+    TAG_ROLLED_BACK,
+    TAG_VERDICT,
+    RunSnapshot,
+)
 
 
 class Tracker(Protocol):
@@ -204,6 +212,7 @@ def _same(run: RunSnapshot, candidate_run_id: str) -> str:
 
 PASSED_OVER = {None: "no verdict", "fail": "gate failed", "error": "check failed"}
 EXPLORATORY = "gated with no rule (an exploratory run: gate: {})"
+FORGOTTEN = "forgotten by mlflow-ci store reset"
 
 
 def baseline_refusal(run: RunSnapshot, *, rolled_back: bool = True) -> str | None:
@@ -222,6 +231,8 @@ def baseline_refusal(run: RunSnapshot, *, rolled_back: bool = True) -> str | Non
         return EXPLORATORY
     if rolled_back and run.tags.get(TAG_ROLLED_BACK):
         return f"rolled back ({run.tags[TAG_ROLLED_BACK]})"
+    if run.tags.get(TAG_FORGOTTEN):
+        return f"{FORGOTTEN} ({run.tags[TAG_FORGOTTEN]})"
     return None
 
 
@@ -244,7 +255,8 @@ def gated_run(runs, candidate_run_id: str, seen: Search, where: str) -> RunSnaps
         if run.run_id == candidate_run_id:
             continue
         skipped.append((run.run_id, refused))
-        gated = run.tags.get(TAG_VERDICT) in ("pass", "warn", "fail") and refused != EXPLORATORY
+        gated = (run.tags.get(TAG_VERDICT) in ("pass", "warn", "fail") and refused != EXPLORATORY
+                 and not run.tags.get(TAG_FORGOTTEN))  # a forgotten run is no evidence that a baseline should exist
         if gated and not any(where in e for e in seen.expected):
             seen.expected.append(f"runs {where} went through the gate but none may be a baseline")
     seen.notes.append(_passed_over(where, skipped) if skipped else f"no finished run {where}")

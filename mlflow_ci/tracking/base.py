@@ -39,6 +39,7 @@ __all__ = [  # what the wing's package re-exports
     "TAG_DATA_FINGERPRINT",
     "TAG_VALIDATED_RUN",
     "TAG_RELEASE_OF",
+    "TAG_FORGOTTEN",
     "validated_run_of",
     "SEARCH_WINDOW",
     "RunSnapshot",
@@ -81,6 +82,7 @@ TAG_DATA_FINGERPRINT = "mlflow_ci.data_fingerprint"  # the data the training rea
 # cannot write); this version tag names the run that was gated, whose metrics, tags and history stand for it.
 TAG_VALIDATED_RUN = "mlflow_ci.run_id"
 TAG_RELEASE_OF = "mlflow_ci.release_of"  # on a release run: the gated run its model was copied from
+TAG_FORGOTTEN = "mlflow_ci.forgotten"  # when and by whom ``store reset`` took the run out of baselines and the run cache
 
 
 def validated_run_of(run_id: str | None, version_tags: Mapping[str, str]) -> str | None:

@@ -119,3 +119,26 @@ def test_pruning_keeps_the_registered_runs_and_the_newest_per_branch(project, tm
     kept_dirs = {p.name for p in (tmp_path / "store" / "mlartifacts").iterdir() if p.is_dir()}
     assert len(kept_dirs) == 4 and first in kept_dirs
     shutil.rmtree(tmp_path / "store")
+
+
+def test_store_reset_forgets_exploration_without_deleting_anything(project):
+    """Issue #27, item 10: after exploratory runs a user starts over: no run of the experiment is a baseline or
+    a cached run any more; the runs stay in the store; nothing happens without a confirmation."""
+    explored = check(project)
+    project.branch("try-things")
+    project.set_metrics(accuracy=0.99, rmse=1.0)
+    project.commit("an experiment")
+    assert check(project).result["baseline"]["run_id"] == explored.result["candidate"]["run_id"]
+
+    refused = project.cli("store", "reset")  # no terminal to answer: refused, nothing forgotten
+    assert refused.returncode == 2 and "would forget 2 runs of churn: pass --yes" in refused.stderr
+    done = project.cli("store", "reset", "--yes")
+    assert done.returncode == 0 and "forgot 2 runs of churn" in done.stdout, done.stdout + done.stderr
+    run = MlflowTracker(project.uri).get_run(explored.result["candidate"]["run_id"])
+    assert run is not None and " by " in run.tags["mlflow_ci.forgotten"] and run.tags["mlflow_ci.fingerprint"] == "forgotten"
+
+    again = check(project)  # the same commit: not reused from the cache, and no forgotten run is its baseline
+    assert not again.result["candidate"]["cached"]
+    assert again.result["baseline"] is None and again.verdict == "pass"
+    assert any("forgotten by mlflow-ci store reset" in note for note in again.result["notes"])
+    assert project.cli("store", "reset", "--yes").stdout.startswith("forgot 1 runs")  # only the new one is left
