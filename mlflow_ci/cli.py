@@ -428,6 +428,7 @@ def validate(config_path):
         from mlflow_ci.errors import ConfigError
 
         raise ConfigError(missing_paths(cfg), path=str(config_path))
+    command = cfg.training_command()  # an MLproject entry point must resolve (its file, its parameters)
 
     if cfg.evaluate is not None:  # what can be told without loading a model
         from mlflow_ci.errors import ConfigError
@@ -446,6 +447,8 @@ def validate(config_path):
 
     rules = sum(1 for r in cfg.gate for k in LIMIT_RULES if getattr(r, k) is not None)
     echo(f"{config_path}: valid (experiment {cfg.experiment!r}, {len(cfg.gate)} gated metrics, {rules} rules)")
+    if cfg.train.entry_point:
+        echo(f"training: MLproject entry point {cfg.train.entry_point!r}: {command}")
     return EXIT_OK
 
 
@@ -632,8 +635,9 @@ def verify(config_path, model_uri):
 def init(directory, command, experiment, force):
     """Write mlflow-ci.yml and the GitHub workflows (PR check, fork-safe comment, deploy).
 
-    Infers the experiment name, default branch and training command (an MLproject's main entry point
-    first); the run cache's inputs are 'auto'. Never overwrites an existing file without --force.
+    Infers the experiment name, default branch and how the model trains (an MLproject's main entry point
+    first, as train.entry_point, else a training script); the run cache's inputs are 'auto'. Never
+    overwrites an existing file without --force.
     """
     from mlflow_ci.commands.init import init as run_init
 
@@ -641,7 +645,7 @@ def init(directory, command, experiment, force):
     root = Path(directory).resolve()
     for path in result.written:
         echo(f"wrote {path.relative_to(root)}")
-    echo(f"experiment {result.experiment!r}, training command {result.command!r}, default branch {result.default_branch!r}")
+    echo(f"experiment {result.experiment!r}, default branch {result.default_branch!r}; training: {result.training}")
     echo("next: add gate rules to mlflow-ci.yml, run 'mlflow-ci check', commit, and require the")
     echo(f"check 'mlflow-ci / {result.experiment}' in branch protection (README, \"GitHub setup\")")
     return EXIT_OK

@@ -106,7 +106,7 @@ def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | N
         "candidate": candidate,
         "v": FINGERPRINT_VERSION,
         "experiment": cfg.experiment,
-        "command": train.command,
+        "command": cfg.training_command(),  # an entry point's command as MLproject says it now, parameters filled in
         "workdir": train.workdir,
         "env": sorted(train.env),  # (name, value) pairs
         "metrics_file": train.metrics_file,

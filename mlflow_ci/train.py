@@ -49,7 +49,7 @@ class TrainResult:
 
 def run_tags(cfg: Config, ctx: GitContext, fp: str | None, env: Mapping[str, str]) -> dict[str, str]:
     tags = {
-        t.TAG_SOURCE_NAME: cfg.train.command,
+        t.TAG_SOURCE_NAME: cfg.train.command or f"MLproject entry point {cfg.train.entry_point}",
         t.TAG_SOURCE_TYPE: "JOB" if env.get("GITHUB_ACTIONS") == "true" else "LOCAL",
         t.TAG_VERSION: __version__,
     }
@@ -109,6 +109,7 @@ def train(
         if reused is not None:
             return TrainResult(reused, True, fp, time.monotonic() - started, experiment_id)
 
+    command = cfg.training_command()  # an MLproject entry point is read now, before a run exists
     tags = run_tags(cfg, ctx, fp, env)
     data = data_fingerprint(cfg, exclude=_store_files(tracker.tracking_uri))
     if data:
@@ -129,7 +130,7 @@ def train(
         },
     )
     try:
-        code, timed_out = run_logged(cfg.train.command, workdir, child_env, cfg.train.timeout, log_path, stream)
+        code, timed_out = run_logged(command, workdir, child_env, cfg.train.timeout, log_path, stream)
         if timed_out:
             raise TrainingError(
                 f"training command timed out after {cfg.train.timeout:g}s (train.timeout); run {run_id} marked FAILED",
@@ -138,7 +139,7 @@ def train(
         if code != 0:
             raise TrainingError(
                 f"training command exited with code {code}; run {run_id} marked FAILED",
-                hint=f"the command was: {cfg.train.command} (in {workdir}); output is in {log_path}",
+                hint=f"the command was: {command} (in {workdir}); output is in {log_path}",
             )
         if cfg.train.metrics_file:
             tracker.log_metrics(run_id, read_metrics_file(workdir / cfg.train.metrics_file, cfg.train.metrics_file))

@@ -1,7 +1,7 @@
 """`mlflow-ci init`: write mlflow-ci.yml and the workflows into a model repository.
 
-Infers what it can (experiment name, default branch, training command — an MLproject's main entry
-point first) and asks nothing; the run cache's inputs are ``auto``. Never overwrites an existing file
+Infers what it can (experiment name, default branch, how the model trains — an MLproject's main entry
+point first, kept as ``train.entry_point`` so MLproject stays the one place it is said) and asks nothing; the run cache's inputs are ``auto``. Never overwrites an existing file
 without ``--force``.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlflow_ci.config import SCHEMA_URL
 from mlflow_ci.config.loader import parse_config
+from mlflow_ci.config.mlproject import entry_point_command, entry_points, mlproject_file
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gitctx import git
 
@@ -32,7 +33,7 @@ class InitResult:
     written: tuple[Path, ...]
     experiment: str
     default_branch: str
-    command: str
+    training: str  # what trains the model, as init detected it (or was told)
 
 
 def slug(name: str) -> str:
@@ -56,52 +57,33 @@ def infer_default_branch(root: Path) -> str:
     return current or "main"
 
 
-def infer_command(root: Path) -> str | None:
-    """The MLproject's ``main`` entry point when there is one (its parameters' defaults filled in),
-    else the first training script found."""
-    from_project = mlproject_command(root)
-    if from_project:
-        return from_project
+def infer_training(root: Path) -> tuple[str, str] | None:
+    """How the project trains, and what was detected: ``("entry_point", "main")`` when an MLproject file has a
+    ``main`` entry point (run as ``mlflow run`` runs it, read at every check), else ``("command", "python …")``
+    for the first training script found; None when neither is there."""
+    path = mlproject_file(root)
+    if path is not None and "main" in entry_points(path):
+        entry_point_command(root, "main", {}, where="init: train")  # every parameter has a value, or say which not
+        return "entry_point", "main"
     for script in TRAIN_SCRIPTS:
         if (root / script).is_file():
-            return f"python {script}"
+            return "command", f"python {script}"
     return None
 
 
-def mlproject_command(root: Path) -> str | None:
-    """``entry_points.main.command`` of an MLproject file, with ``{param}`` replaced by each parameter's
-    default; refuses (exit 2) a parameter without one, saying which."""
-    import yaml
-
-    path = next((root / n for n in ("MLproject", "MLproject.yaml", "MLproject.yml") if (root / n).is_file()), None)
-    if path is None:
-        return None
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"init: {path.name} is not readable YAML ({type(exc).__name__})") from None
-    main = ((data or {}).get("entry_points") or {}).get("main") if isinstance(data, dict) else None
-    if not isinstance(main, dict) or not isinstance(main.get("command"), str):
-        return None
-    command, params = main["command"], main.get("parameters") or {}
-    for name in re.findall(r"\{(\w+)\}", command):
-        spec = params.get(name)
-        default = spec.get("default") if isinstance(spec, dict) else spec
-        if default is None:
-            raise UsageError(f"init: {path.name}: entry_points.main parameter {name!r} has no default",
-                             hint="pass the training command yourself: mlflow-ci init --command '...'")
-        command = command.replace("{" + name + "}", str(default))
-    return " ".join(command.split())
-
-
-def render_config(experiment: str, command: str) -> str:
+def render_config(experiment: str, training: tuple[str, str]) -> str:
+    how, value = training
+    if how == "entry_point":
+        train = (f"  # MLproject's entry point, run as 'mlflow run' does, read at every check; parameters take their\n"
+                 f"  # defaults there unless given here, e.g. parameters: {{alpha: 0.5}}\n  entry_point: {value}\n")
+    else:
+        train = f"  command: {value}\n"
     return f"""# yaml-language-server: $schema={SCHEMA_URL}
 # mlflow-ci configuration: https://github.com/mlflow-ci/mlflow-ci/blob/main/docs/config.md
 experiment: {experiment}
 model: {experiment}
 train:
-  command: {command}
-  # The run cache: a run is reused when no file git knows in this folder (nor this section) changed,
+{train}  # The run cache: a run is reused when no file git knows in this folder (nor this section) changed,
   # documentation aside (train.ignore). Data kept out of git: list it under train.data, e.g. [data/**].
   inputs: auto
   timeout: 1h
@@ -122,15 +104,15 @@ def init(root: Path, *, command: str | None = None, experiment: str | None = Non
     root = root.resolve()
     if not root.is_dir():
         raise UsageError(f"init: {root} is not a folder")
-    command = command or infer_command(root)
-    if not command:
+    training = ("command", command) if command else infer_training(root)
+    if not training:
         raise UsageError(
-            f"init: no training script found in {root} (looked for {', '.join(TRAIN_SCRIPTS)})",
+            f"init: no MLproject and no training script found in {root} (looked for {', '.join(TRAIN_SCRIPTS)})",
             hint="pass the command that trains your model, e.g. mlflow-ci init --command 'python -m mypkg.train'",
         )
     experiment = slug(experiment) if experiment else infer_experiment(root)
     branch = infer_default_branch(root)
-    files = {root / "mlflow-ci.yml": render_config(experiment, command)}
+    files = {root / "mlflow-ci.yml": render_config(experiment, training)}
     for template, target in WORKFLOW_TARGETS.items():
         text = (WORKFLOWS / template).read_text(encoding="utf-8").replace("$default-branch", branch)
         files[root / target] = text
@@ -143,7 +125,9 @@ def init(root: Path, *, command: str | None = None, experiment: str | None = Non
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     _ignore(root)
-    return InitResult(tuple(files), experiment, branch, command)
+    detected = (f"the MLproject entry point {training[1]!r} ({entry_point_command(root, training[1], {})})"
+                if training[0] == "entry_point" else f"the command {training[1]!r}")
+    return InitResult(tuple(files), experiment, branch, detected)
 
 
 def _ignore(root: Path) -> None:

@@ -132,7 +132,12 @@ class Section(BaseModel):
 
 
 class TrainConfig(Section):
-    command: Text = Field(description="Training command, run inside the MLflow run mlflow-ci creates.")
+    command: Text | None = Field(None, description="Training command, run inside the MLflow run mlflow-ci creates "
+                                                   "(or entry_point).")
+    entry_point: Text | None = Field(None, description="Instead of command: an entry point of the project's MLproject "
+                                                       "file, run as 'mlflow run' runs it, read at every check.")
+    parameters: Annotated[dict[EnvName, EnvValue], Says("a mapping of parameter names to values")] = Field(
+        {}, description="With entry_point: values for the MLproject's parameters (the rest take their defaults there).")
     workdir: Text = Field(".", description="Working directory of the command, relative to the config file.")
     env: EnvVars = Field({}, validate_default=True, description="Extra environment variables for the command.")
     timeout: Duration = Field(DEFAULT_TIMEOUT, description="Seconds, or '90s', '30m', '2h'; the command is killed after it.")
@@ -145,6 +150,16 @@ class TrainConfig(Section):
                                                       "'*.md' matches at any depth, 'docs/**' a folder).")
     data: Texts = Field((), description="With inputs: auto, globs of data the training reads that git does not track "
                                         "(e.g. data/** kept out of git): their files count too.")
+
+    @model_validator(mode="after")
+    def _one_way_to_train(self) -> "TrainConfig":
+        if (self.command is None) == (self.entry_point is None):
+            raise problem("expected either command (a shell command) or entry_point (an entry point of the MLproject "
+                          "file), not both" if self.command else "expected command (a shell command) or entry_point "
+                          "(an entry point of the MLproject file)", key=True)
+        if self.parameters and self.entry_point is None:
+            raise problem("parameters go with entry_point (a command takes its arguments itself)", at=("parameters",), key=True)
+        return self
 
     @property
     def auto_inputs(self) -> bool:
@@ -674,7 +689,7 @@ class Config(Section):
     model: Text | None = Field(None, description="Registered model name, the promotion target (default: the experiment).")
     tracking_uri: Text | None = Field(None, description="Tracking URI when MLFLOW_TRACKING_URI is not set (default: a local SQLite store).")
     artifact_location: Text | None = Field(None, description="Artifact location of a newly created experiment.")
-    train: Annotated[TrainConfig, Says("a mapping with 'command'")] = Field(description="How to train the candidate.")
+    train: Annotated[TrainConfig, Says("a mapping with 'command' or 'entry_point'")] = Field(description="How to train the candidate.")
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Where the baseline comes from.")
     gate: Annotated[Rules, Field(json_schema_extra={"properties": {DATA_CHANGE: {
         "enum": list(DATA_CHANGE_MODES), "description": "When the training's data changed between baseline and candidate, "
@@ -751,6 +766,14 @@ class Config(Section):
     @property
     def champion_alias(self) -> str:
         return self.promote.alias or self.baseline.alias
+
+    def training_command(self) -> str:
+        """``train.command``, or the command of ``train.entry_point`` in the project's MLproject, read now."""
+        if self.train.command is not None:
+            return self.train.command
+        from mlflow_ci.config.mlproject import entry_point_command
+
+        return entry_point_command(self.root, self.train.entry_point, dict(self.train.parameters))
 
     @property
     def release_experiment(self) -> str:

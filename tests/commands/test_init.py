@@ -25,7 +25,7 @@ def test_init_infers_and_writes_a_valid_setup(repo):
     result = init(repo)
     assert result.experiment == "churn-model"
     assert result.default_branch == "trunk"
-    assert result.command == "python train.py"
+    assert result.training == "the command 'python train.py'"
     cfg = load_config(repo / "mlflow-ci.yml")
     assert cfg.train.auto_inputs and "inputs: auto" in (repo / "mlflow-ci.yml").read_text()
     pr = (repo / ".github/workflows/mlflow-ci.yml").read_text()
@@ -39,11 +39,85 @@ def test_init_takes_the_mlproject_main_entry_point(repo):
     (repo / "MLproject").write_text(
         "name: churn\nentry_points:\n  main:\n    parameters:\n      alpha: {type: float, default: 0.5}\n"
         "      l1_ratio: 0.1\n    command: 'python train.py --alpha {alpha}\n      --l1-ratio {l1_ratio}'\n")
-    assert init(repo).command == "python train.py --alpha 0.5 --l1-ratio 0.1"
+    result = init(repo)
+    assert result.training == "the MLproject entry point 'main' (python train.py --alpha 0.5 --l1-ratio 0.1)"
+    cfg = load_config(repo / "mlflow-ci.yml")
+    assert (cfg.train.entry_point, cfg.train.command) == ("main", None)  # MLproject stays where it is said
     (repo / "MLproject").write_text("entry_points:\n  main:\n    parameters:\n      alpha: {type: float}\n"
                                     "    command: python train.py --alpha {alpha}\n")
-    with pytest.raises(UsageError, match="MLproject: entry_points.main parameter 'alpha' has no default"):
+    with pytest.raises(UsageError, match=r"MLproject: entry_points.main: no value for parameter alpha \(no default there\)"):
         init(repo, force=True)
+
+
+TRAIN_ARGS = """
+import argparse, json
+parser = argparse.ArgumentParser()
+parser.add_argument("--learning-rate", type=float)
+parser.add_argument("--epochs", type=int)
+parser.add_argument("--tag")
+args = parser.parse_args()
+json.dump({"accuracy": 0.9, "lr": args.learning_rate, "epochs": args.epochs}, open("metrics.json", "w"))
+print("tag", args.tag)
+"""
+MLPROJECT = """name: torchscript
+entry_points:
+  main:
+    parameters:
+      learning_rate: {type: float, default: 0.1}
+      epochs: {type: int, default: 50}
+      tag: {type: string, default: "a b"}
+    command: |
+      python train.py \\
+        --learning-rate {learning_rate} \\
+        --epochs {epochs} \\
+        --tag {tag}
+"""
+
+
+def test_an_mlproject_entry_point_runs_as_mlflow_run_does_and_is_read_at_every_check(repo):
+    """Issue #27, items 1 and 2: MLflow's multi-line commands (``command: |`` with ``\\`` continuations) keep their
+    meaning; a PR changing a default in MLproject trains with it; train.parameters overrides; validate resolves it."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    (repo / "train.py").write_text(TRAIN_ARGS)
+    (repo / "MLproject").write_text(MLPROJECT)
+    init(repo)
+    config = (repo / "mlflow-ci.yml").read_text().replace("  timeout: 1h\n", "  timeout: 1h\n  metrics_file: metrics.json\n")
+    (repo / "mlflow-ci.yml").write_text(config)
+    (repo / ".gitignore").write_text((repo / ".gitignore").read_text() + "metrics.json\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "mlflow-ci")
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{repo.parent / 'store.db'}")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mlflow_ci", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    valid = cli("validate")
+    assert valid.returncode == 0 and "training: MLproject entry point 'main': python train.py" in valid.stdout, valid.stderr
+    first = cli("check", "--no-publish")
+    assert first.returncode == 0, first.stdout + first.stderr
+    metrics = json.loads((repo / ".mlflow-ci" / "result.json").read_text())["candidate"]["metrics"]
+    assert (metrics["lr"], metrics["epochs"]) == (0.1, 50) and "tag a b" in (repo / ".mlflow-ci" / "train.log").read_text()
+
+    (repo / "MLproject").write_text(MLPROJECT.replace("default: 50", "default: 5"))  # a PR edits MLproject only
+    git(repo, "commit", "-q", "-am", "fewer epochs")
+    second = cli("check", "--no-publish")
+    result = json.loads((repo / ".mlflow-ci" / "result.json").read_text())
+    assert second.returncode == 0 and not result["candidate"]["cached"] and result["candidate"]["metrics"]["epochs"] == 5
+
+    (repo / "mlflow-ci.yml").write_text(config.replace("  entry_point: main\n", "  entry_point: main\n  parameters: {learning_rate: 0.01}\n"))
+    assert cli("check", "--no-publish").returncode == 0
+    assert json.loads((repo / ".mlflow-ci" / "result.json").read_text())["candidate"]["metrics"]["lr"] == 0.01
+
+    (repo / "mlflow-ci.yml").write_text(config.replace("  entry_point: main\n", "  entry_point: train\n"))
+    wrong = cli("validate")
+    assert wrong.returncode == 2 and "MLproject: entry_points.train: expected an entry point with a command (this file has: main)" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
 
 
 def test_init_uses_the_remote_name_and_never_overwrites(repo):

@@ -118,10 +118,13 @@ report:
 def test_missing_required_keys():
     assert problems("model: m\n") == [
         "mlflow-ci.yml:1: experiment: required key is missing (expected a non-empty string)",
-        "mlflow-ci.yml:1: train: required key is missing (expected a mapping with 'command')",
+        "mlflow-ci.yml:1: train: required key is missing (expected a mapping with 'command' or 'entry_point')",
     ]
     assert problems("experiment: e\ntrain:\n  workdir: src\n") == [
-        "mlflow-ci.yml:2: train.command: required key is missing (expected a non-empty string)",
+        "mlflow-ci.yml:2: train: expected command (a shell command) or entry_point (an entry point of the MLproject file)",
+    ]
+    assert problems("experiment: e\ntrain:\n  command: x\n  parameters: {alpha: 1}\n") == [
+        "mlflow-ci.yml:4: train.parameters: parameters go with entry_point (a command takes its arguments itself)",
     ]
 
 

@@ -92,7 +92,8 @@ def test_documented_configs_are_valid(validator):
 
 
 def test_init_config_points_editors_at_the_schema(validator):
-    text = render_config("churn", "python train.py")
+    text = render_config("churn", ("command", "python train.py"))
+    assert list(validator.iter_errors(yaml.safe_load(render_config("churn", ("entry_point", "main"))))) == []
     assert text.splitlines()[0] == f"# yaml-language-server: $schema={SCHEMA_URL}"
     assert list(validator.iter_errors(yaml.safe_load(text))) == []
 
