@@ -632,7 +632,9 @@ def verify(config_path, model_uri):
 @click.option("--command", "command", help="Training command (default: python train.py, when it exists).")
 @click.option("--experiment", help="Experiment and registered model name (default: the repository name).")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
-def init(directory, command, experiment, force):
+@click.option("--workflows-only", is_flag=True, help="Write the workflows alone (mlflow-ci.yml exists already).")
+@click.option("--genai", is_flag=True, help="A GenAI app with nothing to train: a genai: configuration (docs/genai.md).")
+def init(directory, command, experiment, force, workflows_only, genai):
     """Write mlflow-ci.yml and the GitHub workflows (PR check, fork-safe comment, deploy).
 
     Infers the experiment name, default branch and how the model trains (an MLproject's main entry point
@@ -641,12 +643,17 @@ def init(directory, command, experiment, force):
     """
     from mlflow_ci.commands.init import init as run_init
 
-    result = run_init(Path(directory), command=command, experiment=experiment, force=force)
+    if workflows_only and (genai or command):
+        raise UsageError("init: --workflows-only writes no mlflow-ci.yml, so --genai and --command do not apply")
+    result = run_init(Path(directory), command=command, experiment=experiment, force=force,
+                      workflows_only=workflows_only, genai=genai)
     root = Path(directory).resolve()
     for path in result.written:
         echo(f"wrote {path.relative_to(root)}")
     echo(f"experiment {result.experiment!r}, default branch {result.default_branch!r}; training: {result.training}")
-    echo("next: add gate rules to mlflow-ci.yml, run 'mlflow-ci check', commit, and require the")
+    echo("next: write a few rows of your own to eval.jsonl, run 'mlflow-ci check', commit, and require the" if genai
+         else "next: commit, and require the" if workflows_only
+         else "next: add gate rules to mlflow-ci.yml, run 'mlflow-ci check', commit, and require the")
     echo(f"check 'mlflow-ci / {result.experiment}' in branch protection (README, \"GitHub setup\")")
     return EXIT_OK
 

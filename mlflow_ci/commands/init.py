@@ -100,19 +100,65 @@ publish:
 """
 
 
-def init(root: Path, *, command: str | None = None, experiment: str | None = None, force: bool = False) -> InitResult:
+def render_genai_config(experiment: str, app: str) -> str:
+    """A GenAI app with nothing to train: the run only carries the app's scores (``train.command: "true"``)."""
+    return f"""# yaml-language-server: $schema={SCHEMA_URL}
+# mlflow-ci configuration for a GenAI app: https://github.com/mlflow-ci/mlflow-ci/blob/main/docs/genai.md
+experiment: {experiment}
+model: {experiment}
+train:
+  command: "true"  # nothing to train: the app is the code; the run carries its scores
+genai:
+  data: eval.jsonl  # one {{"inputs": {{...}}, "expectations": {{...}}}} per line: write a few rows of your own
+  predict_fn: {app}  # module:function called with each row's inputs as keyword arguments
+  scorers: [contains, {{max_length: 800}}]
+  # An LLM judge (its key comes from the environment, never from this file):
+  # judge: {{model: "openai:/gpt-4.1-mini", max_calls: 200}}
+gate:
+  genai.contains: {{min: 0.8, max_drop: 0.05}}
+publish:
+  comment: always
+"""
+
+
+def infer_app(root: Path) -> str:
+    """``module:function`` of the app: the first of app.py, main.py, bot.py defining answer/predict/chat."""
+    for module in ("app", "main", "bot"):
+        path = root / f"{module}.py"
+        if path.is_file():
+            found = re.search(r"^def (answer|predict|chat|respond)\(", path.read_text(encoding="utf-8", errors="replace"), re.M)
+            if found:
+                return f"{module}:{found.group(1)}"
+    return "app:answer"
+
+
+def init(root: Path, *, command: str | None = None, experiment: str | None = None, force: bool = False,
+         workflows_only: bool = False, genai: bool = False) -> InitResult:
+    """mlflow-ci.yml (for a model, or with ``genai`` for a GenAI app) and the workflows; ``workflows_only``
+    writes the workflows alone (a project that has its configuration already)."""
     root = root.resolve()
     if not root.is_dir():
         raise UsageError(f"init: {root} is not a folder")
-    training = ("command", command) if command else infer_training(root)
-    if not training:
-        raise UsageError(
-            f"init: no MLproject and no training script found in {root} (looked for {', '.join(TRAIN_SCRIPTS)})",
-            hint="pass the command that trains your model, e.g. mlflow-ci init --command 'python -m mypkg.train'",
-        )
-    experiment = slug(experiment) if experiment else infer_experiment(root)
+    configured = _configured_experiment(root / "mlflow-ci.yml") if workflows_only and not experiment else None
+    experiment = configured or (slug(experiment) if experiment else infer_experiment(root))
     branch = infer_default_branch(root)
-    files = {root / "mlflow-ci.yml": render_config(experiment, training)}
+    files: dict[Path, str] = {}
+    detected = "as mlflow-ci.yml says (--workflows-only)"
+    if genai:
+        app = infer_app(root)
+        files[root / "mlflow-ci.yml"] = render_genai_config(experiment, app)
+        detected = f"a GenAI app, {app} (nothing to train: train.command is \"true\")"
+    elif not workflows_only:
+        training = ("command", command) if command else infer_training(root)
+        if not training:
+            raise UsageError(
+                f"init: no MLproject and no training script found in {root} (looked for {', '.join(TRAIN_SCRIPTS)})",
+                hint="pass the command that trains your model (mlflow-ci init --command 'python -m mypkg.train'), "
+                     "--genai for a GenAI app, or --workflows-only when mlflow-ci.yml exists",
+            )
+        files[root / "mlflow-ci.yml"] = render_config(experiment, training)
+        detected = (f"the MLproject entry point {training[1]!r} ({entry_point_command(root, training[1], {})})"
+                    if training[0] == "entry_point" else f"the command {training[1]!r}")
     for template, target in WORKFLOW_TARGETS.items():
         text = (WORKFLOWS / template).read_text(encoding="utf-8").replace("$default-branch", branch)
         files[root / target] = text
@@ -120,14 +166,23 @@ def init(root: Path, *, command: str | None = None, experiment: str | None = Non
     if existing and not force:
         names = ", ".join(str(p.relative_to(root)) for p in existing)
         raise UsageError(f"init: {names} already exist; nothing was written", hint="pass --force to overwrite them")
-    parse_config(files[root / "mlflow-ci.yml"], root / "mlflow-ci.yml")  # never write a config we reject
+    if root / "mlflow-ci.yml" in files:
+        parse_config(files[root / "mlflow-ci.yml"], root / "mlflow-ci.yml")  # never write a config we reject
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     _ignore(root)
-    detected = (f"the MLproject entry point {training[1]!r} ({entry_point_command(root, training[1], {})})"
-                if training[0] == "entry_point" else f"the command {training[1]!r}")
     return InitResult(tuple(files), experiment, branch, detected)
+
+
+def _configured_experiment(path: Path) -> str | None:
+    """The experiment an existing mlflow-ci.yml names (None when it cannot be read: its check name is then guessed)."""
+    from mlflow_ci.errors import MlflowCiError
+
+    try:
+        return parse_config(path.read_text(encoding="utf-8"), path).experiment if path.is_file() else None
+    except (OSError, UnicodeDecodeError, MlflowCiError):
+        return None
 
 
 def _ignore(root: Path) -> None:

@@ -149,3 +149,36 @@ def test_init_cli(project):
     again = project.cli("init")
     assert again.returncode == 2 and "pass --force to overwrite them" in again.stderr
     assert project.cli("validate").returncode == 0
+
+
+def test_a_genai_app_and_a_configured_project_get_only_what_they_lack(repo):
+    """Issue #27, item 4: a GenAI app (nothing to train) gets a genai: configuration whose first check runs; a
+    project with its own mlflow-ci.yml gets the workflows alone, named after its experiment."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    (repo / "train.py").unlink()
+    (repo / "app.py").write_text("FAQ = {'hours': 'We are open 9 to 5.'}\n\ndef answer(topic):\n    return FAQ[topic]\n")
+    result = init(repo, genai=True)
+    assert result.training == 'a GenAI app, app:answer (nothing to train: train.command is "true")'
+    cfg = load_config(repo / "mlflow-ci.yml")
+    assert cfg.genai.predict_fn == "app:answer" and cfg.train.command == "true"
+    (repo / "eval.jsonl").write_text(json.dumps({"inputs": {"topic": "hours"}, "expectations": {"expected_facts": ["9 to 5"]}}) + "\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a FAQ bot under mlflow-ci")
+    checked = subprocess.run([sys.executable, "-m", "mlflow_ci", "check", "--no-publish"], cwd=repo, capture_output=True, text=True,
+                             env=clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{repo.parent / 'store.db'}"), timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads((repo / ".mlflow-ci" / "result.json").read_text())["candidate"]["metrics"]["genai.contains"] == 1.0
+
+    (repo / "mlflow-ci.yml").write_text((repo / "mlflow-ci.yml").read_text().replace("experiment: churn-model", "experiment: faq"))
+    mine = (repo / "mlflow-ci.yml").read_text()
+    for workflow in (repo / ".github" / "workflows").iterdir():
+        workflow.unlink()
+    only = init(repo, workflows_only=True)
+    assert (repo / "mlflow-ci.yml").read_text() == mine and only.experiment == "faq"
+    assert sorted(p.name for p in only.written) == ["mlflow-ci-comment.yml", "mlflow-ci-deploy.yml", "mlflow-ci.yml"]
+    assert all(p.parent.name == "workflows" for p in only.written)
