@@ -1,7 +1,8 @@
 """`mlflow-ci init`: write mlflow-ci.yml and the workflows into a model repository.
 
 Infers what it can (experiment name, default branch, how the model trains — an MLproject's main entry
-point first, kept as ``train.entry_point`` so MLproject stays the one place it is said) and asks nothing; the run cache's inputs are ``auto``. Never overwrites an existing file
+point first, kept as ``train.entry_point`` so MLproject stays the one place it is said) and asks
+nothing; the run cache's inputs are ``auto``. Never overwrites an existing file
 without ``--force``.
 """
 
