@@ -89,3 +89,19 @@ def test_the_bare_install_publishes_and_lists_projects(bare, tmp_path):
         assert "mlflow-ci · bare-repo" in gh.comments[payload["number"]][0]["body"]
     listed = run(bare, project, "projects")
     assert listed.returncode == 0 and '"folder": "."' in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_an_installed_mlflow_ci_pins_the_workflows_it_writes_to_its_own_commit(bare, tmp_path):
+    """Issue #27, item 3: the wheel records the commit it was built from (hatch_build.py), and init pins the
+    reusable workflows there — what CI runs is the mlflow-ci the user ran, its calls declared by those very
+    workflows — labelled with the tag, or as an untagged commit (never a tag that does not exist)."""
+    head = git(ROOT, "rev-parse", "HEAD")
+    site = next((bare / "lib").glob("python*/site-packages/mlflow_ci"))
+    assert (site / "BUILD_COMMIT").is_file() and head in (site / "BUILD_COMMIT").read_text()
+    repo = metrics_project(tmp_path / "model")
+    done = run(bare, repo, "init", "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = [line.strip() for path in sorted((repo / ".github" / "workflows").iterdir())
+             for line in path.read_text().splitlines() if "uses: mlflow-ci/mlflow-ci/" in line]
+    tag = subprocess.run(["git", "describe", "--tags", "--exact-match", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert len(calls) == 3 and all(f"@{head} # {tag or 'mlflow-ci '}" in line for line in calls), calls

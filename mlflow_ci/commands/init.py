@@ -12,11 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_ci import __version__
 from mlflow_ci.config import SCHEMA_URL
 from mlflow_ci.config.loader import parse_config
 from mlflow_ci.config.mlproject import entry_point_command, entry_points, mlproject_file
 from mlflow_ci.errors import UsageError
 from mlflow_ci.gitctx import git
+from mlflow_ci.source import Source, built_from
 
 WORKFLOWS = Path(__file__).parent.parent / "templates" / "workflows"
 # template file -> where init writes it
@@ -160,9 +162,10 @@ def init(root: Path, *, command: str | None = None, experiment: str | None = Non
         files[root / "mlflow-ci.yml"] = render_config(experiment, training)
         detected = (f"the MLproject entry point {training[1]!r} ({entry_point_command(root, training[1], {})})"
                     if training[0] == "entry_point" else f"the command {training[1]!r}")
+    source = built_from()
     for template, target in WORKFLOW_TARGETS.items():
         text = (WORKFLOWS / template).read_text(encoding="utf-8").replace("$default-branch", branch)
-        files[root / target] = text
+        files[root / target] = pinned(text, source)
     existing = [p for p in files if p.exists()]
     if existing and not force:
         names = ", ".join(str(p.relative_to(root)) for p in existing)
@@ -174,6 +177,18 @@ def init(root: Path, *, command: str | None = None, experiment: str | None = Non
         path.write_text(text, encoding="utf-8")
     _ignore(root)
     return InitResult(tuple(files), experiment, branch, detected)
+
+
+CALLS = re.compile(r"(uses: mlflow-ci/mlflow-ci/\.github/workflows/[\w.-]+\.yml)@\S+(?: #.*)?$", re.MULTILINE)
+
+
+def pinned(workflow: str, source: Source | None) -> str:
+    """``workflow`` calling mlflow-ci's reusable workflows at ``source``'s commit — the mlflow-ci running init, so
+    that CI runs what the user ran — with its tag (or version) beside it; unchanged without one (the commit the
+    packaged templates pin, which hold the same calls)."""
+    if source is None:
+        return workflow
+    return CALLS.sub(lambda m: f"{m.group(1)}@{source.commit} # {source.label(__version__)}", workflow)
 
 
 def _configured_experiment(path: Path) -> str | None:
