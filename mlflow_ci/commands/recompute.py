@@ -31,10 +31,15 @@ def recompute(cfg: Config | None, env: Mapping[str, str], stream: TextIO, result
     with a note saying why not."""
     if cfg is None or cfg.evaluate is None or result.error is not None or model_dir is None:
         return result
-    try:
+    try:  # a model or data this job cannot score, or a library it lacks: said in the notes, never fatal
         why_not, recomputed = _recomputed(cfg, env, result, model_dir)
-    except (MlflowCiError, ValueError, OSError, ImportError) as exc:  # a model or data it cannot score (or a library it lacks): said
-        why_not, recomputed = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}", None
+    except MlflowCiError as exc:
+        why_not, recomputed = exc.message, None
+    except ImportError as exc:
+        why_not, recomputed = (f"this job lacks {exc.name or 'a library'} to open the model (the base commit's "
+                               "requirements are installed as wheels only)"), None
+    except (ValueError, OSError) as exc:
+        why_not, recomputed = str(exc), None
     if recomputed is None:
         data = result.as_json()
         data["notes"].append(f"eval.* computed in the PR's job, not recomputed by the trusted job: {printable(str(why_not))[:400]}")
