@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 
 from mlflow_ci.errors import ServiceError
 from mlflow_ci.result import age
-from mlflow_ci.tracking.base import TAG_BRANCH
+from mlflow_ci.tracking.base import TAG_BRANCH, validated_run_of
 from mlflow_ci.tracking.sqlite import KNOWN_REVISIONS, local_dir, read_only_uri, schema_revision
 
 DATABASE = "mlflow.db"
@@ -158,7 +158,9 @@ def prune(tracking_uri: str, keep: int, env: Mapping[str, str], *, run: Callable
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    pinned = {mv.run_id for mv in client.search_model_versions(max_results=10_000) if mv.run_id}
+    # a version's run (its release copy) and the gated run it stands for (mlflow_ci.run_id: its baseline metrics)
+    pinned = {run_id for mv in client.search_model_versions(max_results=10_000)
+              for run_id in (mv.run_id, validated_run_of(mv.run_id, dict(mv.tags or {}))) if run_id}
     doomed: list[str] = []
     folders: list[Path | None] = []
     for experiment in client.search_experiments():

@@ -99,9 +99,17 @@ def test_nothing_to_restore_and_nothing_to_save(project, tmp_path):
 
 
 def test_pruning_keeps_the_registered_runs_and_the_newest_per_branch(project, tmp_path):
+    tracker = MlflowTracker(project.uri)
     first = check(project).result["candidate"]["run_id"]
-    MlflowTracker(project.uri).register(first, "churn-model", artifact_path="model")
-    for i in range(1, 5):
+    tracker.register(first, "churn-model", artifact_path="model")  # a version registered from the run itself
+    project.set_metrics(accuracy=0.905, rmse=5.0)
+    project.commit("main 1")
+    second = check(project).result["candidate"]["run_id"]
+    # a version registered from a release copy (as promote does): the gated run it stands for stays too
+    release = tracker.start_run(tracker.experiment_id("churn", create=False), run_name="release", tags={})
+    tracker.end_run(release, "FINISHED")
+    tracker.register_once(second, "churn-model", artifact_path="model", tags={}, source_run=release)
+    for i in range(2, 5):
         project.set_metrics(accuracy=0.9 + i / 100, rmse=5.0)
         project.commit(f"main {i}")
         check(project)
@@ -110,14 +118,12 @@ def test_pruning_keeps_the_registered_runs_and_the_newest_per_branch(project, tm
     project.commit("feature")
     check(project)
     out = save_store(session(project), tmp_path / "store", keep=2)
-    assert out.pruned == 2  # main: 5 runs, 2 newest and the registered one stay
-    left = sqlite3.connect(tmp_path / "store" / "mlflow.db").execute(
-        "SELECT count(*) FROM runs").fetchone()[0]
-    assert left == 4 and json.loads((tmp_path / "store" / local_store.META).read_text())["runs"] == 4
-    assert sqlite3.connect(tmp_path / "store" / "mlflow.db").execute(
-        "SELECT count(*) FROM runs WHERE run_uuid = ?", (first,)).fetchone()[0] == 1
+    assert out.pruned == 1  # main: 5 runs; the 2 newest, the registered one and the one a release copy stands for stay
+    left = {row[0] for row in sqlite3.connect(tmp_path / "store" / "mlflow.db").execute("SELECT run_uuid FROM runs")}
+    assert len(left) == 6 and {first, second, release} <= left
+    assert json.loads((tmp_path / "store" / local_store.META).read_text())["runs"] == 6
     kept_dirs = {p.name for p in (tmp_path / "store" / "mlartifacts").iterdir() if p.is_dir()}
-    assert len(kept_dirs) == 4 and first in kept_dirs
+    assert {first, second} <= kept_dirs
     shutil.rmtree(tmp_path / "store")
 
 
