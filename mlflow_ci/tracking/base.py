@@ -169,10 +169,6 @@ class PromptInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
-def _version_info(mv) -> VersionInfo:
-    return VersionInfo(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
-
-
 class SearchMixin:
     """What every client derives from its primitives: ``search`` on top of its bounded ``search_runs``,
     ``read_artifact_text`` on top of its ``read_artifact``."""
