@@ -46,7 +46,7 @@ def test_validate_lists_every_problem_with_exit_2(project):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         "error: mlflow-ci.yml:2: trian: unknown key; did you mean 'train'? (expected one of: experiment, model, tracking_uri, artifact_location, train, baseline, gate, report, publish, promote, deploy, evaluate, genai)",
-        "error: mlflow-ci.yml:1: train: required key is missing (expected a mapping with 'command')",
+        "error: mlflow-ci.yml:1: train: required key is missing (expected a mapping with 'command' or 'entry_point')",
         "error: mlflow-ci.yml:4: gate.acc.min: expected a finite number, got 'high'",
         "mlflow-ci.yml: 3 configuration problems; nothing was run",
     ]
