@@ -429,6 +429,14 @@ def validate(config_path):
 
         raise ConfigError(missing_paths(cfg), path=str(config_path))
     command = cfg.training_command()  # an MLproject entry point must resolve (its file, its parameters)
+    if cfg.train.engine == "ray":  # the job must reach the store this check would use
+        from mlflow_ci.engines.ray_jobs import store_problem
+        from mlflow_ci.errors import ConfigError
+        from mlflow_ci.tracking.base import resolve_tracking_uri
+
+        found = store_problem(resolve_tracking_uri(cfg.tracking_uri, os.environ, cfg.root))
+        if found:
+            raise ConfigError([cfg.located(found)], path=str(config_path))
 
     if cfg.evaluate is not None:  # what can be told without loading a model
         from mlflow_ci.errors import ConfigError

@@ -112,6 +112,8 @@ def fingerprint(cfg: Config, *, exclude: Iterable[Path] = (), candidate: str | N
         "metrics_file": train.metrics_file,
         "inputs": "auto" if train.auto_inputs else list(train.inputs),
         **({"ignore": list(train.ignore), "data": list(train.data)} if train.auto_inputs else {}),
+        # where it ran, when not here: a job's resources (its GPUs, its packages) may change the model
+        **({"engine": train.engine, "ray": train.ray.model_dump(mode="json")} if train.engine != "local" else {}),
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     files = input_files(cfg, exclude=[*exclude, cfg.path])  # the configuration counts by its train section, above

@@ -10,13 +10,14 @@ deploy hook may mean it to; one that removed the tag from its environment is onl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import IO, Mapping, TextIO
+from typing import IO, Iterator, Mapping, TextIO
 
 from mlflow_ci.errors import TrainingError
 
@@ -120,3 +121,32 @@ def _kill_group(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+class Cancelled(BaseException):
+    """SIGTERM or SIGINT arrived while mlflow-ci waited for work it started elsewhere (a BaseException,
+    like KeyboardInterrupt, so nothing on the way swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal_name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def cancellable() -> Iterator[None]:
+    """Within: SIGTERM and SIGINT raise :class:`Cancelled` in the main thread, so what was started can be
+    stopped before mlflow-ci exits (Actions sends them when a newer push cancels the run). Outside the
+    main thread (where handlers cannot be set), nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cancel(signum, _frame):
+        raise Cancelled(signum)
+
+    before = {sig: signal.signal(sig, cancel) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

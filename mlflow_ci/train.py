@@ -21,10 +21,10 @@ from typing import Mapping, TextIO
 from mlflow_ci import __version__
 from mlflow_ci import tracking as t
 from mlflow_ci.config.models import Config
-from mlflow_ci.errors import TrainingError
+from mlflow_ci.errors import TrainingError, UsageError
 from mlflow_ci.fingerprint import data_fingerprint, fingerprint
 from mlflow_ci.gitctx import GitContext
-from mlflow_ci.process import run_logged
+from mlflow_ci.process import Cancelled, cancellable, run_logged
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,12 @@ def train(
             return TrainResult(reused, True, fp, time.monotonic() - started, experiment_id)
 
     command = cfg.training_command()  # an MLproject entry point is read now, before a run exists
+    if cfg.train.engine == "ray":
+        from mlflow_ci.engines.ray_jobs import store_problem
+
+        problem = store_problem(tracker.tracking_uri)
+        if problem:
+            raise UsageError(cfg.located(problem))
     tags = run_tags(cfg, ctx, fp, env)
     data = data_fingerprint(cfg, exclude=_store_files(tracker.tracking_uri))
     if data:
@@ -121,25 +127,24 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "train.log"
     workdir = cfg.resolve(cfg.train.workdir)
-    child_env = t.child_environment(
-        env,
-        {
-            **dict(cfg.train.env),
-            **({"MLFLOW_CI_CANDIDATE": candidate} if candidate else {}),
-            **t.mlflow_env_for_run(tracker.tracking_uri, cfg.experiment, experiment_id, run_id),
-        },
-    )
+    job_env = {
+        **dict(cfg.train.env),
+        **({"MLFLOW_CI_CANDIDATE": candidate} if candidate else {}),
+        **t.mlflow_env_for_run(tracker.tracking_uri, cfg.experiment, experiment_id, run_id),
+    }
     try:
-        code, timed_out = run_logged(command, workdir, child_env, cfg.train.timeout, log_path, stream)
+        code, timed_out, how = _run(cfg, command, workdir, env, job_env, log_path, stream, run_id)
         if timed_out:
             raise TrainingError(
-                f"training command timed out after {cfg.train.timeout:g}s (train.timeout); run {run_id} marked FAILED",
+                f"training {_what(cfg)} timed out after {cfg.train.timeout:g}s (train.timeout); run {run_id} marked FAILED",
                 hint=f"raise train.timeout in {cfg.path.name} or make training faster; output is in {log_path}",
             )
         if code != 0:
+            last = ray_jobs_tail(log_path) if cfg.train.engine == "ray" else ""
             raise TrainingError(
-                f"training command exited with code {code}; run {run_id} marked FAILED",
-                hint=f"the command was: {command} (in {workdir}); output is in {log_path}",
+                f"training {_what(cfg)} {how or f'exited with code {code}'}; run {run_id} marked FAILED",
+                hint=(f"the command was: {command} (in {workdir}); output is in {log_path}"
+                      + (f"; its last lines:\n{last}" if last else "")),
             )
         if cfg.train.metrics_file:
             tracker.log_metrics(run_id, read_metrics_file(workdir / cfg.train.metrics_file, cfg.train.metrics_file))
@@ -154,6 +159,33 @@ def train(
     assert run is not None
     notes = unseeded(tracker, experiment_id, run, fp) if fp else ()
     return TrainResult(run, False, fp, time.monotonic() - started, experiment_id, notes)
+
+
+def _run(cfg: Config, command: str, workdir: Path, env: Mapping[str, str], job_env: dict[str, str], log_path: Path,
+         stream: TextIO, run_id: str) -> tuple[int, bool, str | None]:
+    """Run the training where train.engine says: (exit code, timed out, how it ended when not by a code)."""
+    if cfg.train.engine == "ray":
+        from mlflow_ci.engines import ray_jobs
+
+        code, timed_out, how = ray_jobs.run_job(command, workdir, ray_jobs.job_environment(env, job_env), cfg.train.ray,
+                                                cfg.train.timeout, log_path, stream, env, run_id=run_id)
+        return code, timed_out, f"ended {how} on Ray" if code else None
+    try:
+        with cancellable():
+            code, timed_out = run_logged(command, workdir, t.child_environment(env, job_env), cfg.train.timeout, log_path, stream)
+    except Cancelled as cancelled:  # the command's processes were killed on the way out
+        raise TrainingError(f"the check was cancelled ({cancelled.signal_name}); the training command was stopped") from None
+    return code, timed_out, None
+
+
+def _what(cfg: Config) -> str:
+    return "job" if cfg.train.engine == "ray" else "command"
+
+
+def ray_jobs_tail(log_path: Path) -> str:
+    from mlflow_ci.engines.ray_jobs import tail
+
+    return tail(log_path)
 
 
 def unseeded(tracker, experiment_id: str, run: t.RunSnapshot, fp: str) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ LAYERS = [
     ("mlflow_ci", "mlflow_ci.errors", "mlflow_ci.gitctx", "mlflow_ci.yamlnodes", "mlflow_ci.process", "mlflow_ci.loopback", "mlflow_ci.declared",
      "mlflow_ci.provenance", "mlflow_ci.charts", "mlflow_ci.fileids"),
     ("mlflow_ci.config", "mlflow_ci.result"),
-    ("mlflow_ci.tracking",),
+    ("mlflow_ci.tracking", "mlflow_ci.engines"),
     ("mlflow_ci.gate", "mlflow_ci.compare", "mlflow_ci.fingerprint", "mlflow_ci.train"),
     ("mlflow_ci.report", "mlflow_ci.terminal", "mlflow_ci.evaluate", "mlflow_ci.genai", "mlflow_ci.github"),
     ("mlflow_ci.commands",),

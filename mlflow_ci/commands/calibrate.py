@@ -124,7 +124,7 @@ def _evaluated_against_first(s: Session, runs) -> dict[str, list]:
     first, out = runs[0], {}
     for run in runs[1:]:
         comparison = cmp.Comparison(run, cmp.Baseline(first, "calibration", "seed 1"), (), (), ())
-        evaluated = evaluate_same_rows(s.cfg, s.tracker(), s.registry, comparison)
+        evaluated = evaluate_same_rows(s.cfg, s.tracker(), s.registry, comparison, env=s.env)
         for name, interval in evaluated.intervals.items():
             out.setdefault(name, []).append(interval)
         s.stream.write(f"mlflow-ci: scored seed run {run.run_id[:12]} against seed 1 on the evaluation rows\n")

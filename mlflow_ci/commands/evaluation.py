@@ -23,7 +23,7 @@ def evaluate(s, tracker, comparison: cmp.Comparison, *, keep: bool = True):
     except ModuleNotFoundError as exc:
         raise UsageError(f"evaluate: needs {exc.name}, which is not installed: pip install 'mlflow-ci[evaluate]' "
                          "(or add numpy and pandas to the project's requirements)") from None
-    return evaluate_same_rows(s.cfg, tracker, s.registry, comparison, keep=keep)
+    return evaluate_same_rows(s.cfg, tracker, s.registry, comparison, keep=keep, env=s.env)
 
 
 def evaluate_alone(s, tracker, run):

@@ -54,12 +54,15 @@ def _recomputed(cfg: Config, env, result: Result, model_dir: Path) -> tuple[str 
 
     from mlflow_ci.evaluate import metrics as ev
     from mlflow_ci.evaluate.code_free import open_code_free
+    from mlflow_ci.evaluate.dataset import is_partitioned
     from mlflow_ci.evaluate.same_rows import scores
 
     ecfg = cfg.evaluate
     builtin = tuple(m for m in ecfg.metrics if ":" not in m)
     if ":" in ecfg.data and not cfg.resolve(ecfg.data).exists():
         return "evaluate.data is a module:function (code), which the trusted job does not run", None
+    if ecfg.engine != "local" or is_partitioned(ecfg.data):
+        return f"the rows were scored partition by partition (evaluate.engine: {ecfg.engine}); this job does not score them again", None
     if not builtin:
         return "every evaluate.metrics entry is a module:function (code)", None
     candidate, what = open_code_free(model_dir)

@@ -131,6 +131,24 @@ class Section(BaseModel):
 # -- sections --------------------------------------------------------------------------------------
 
 
+class RayJobConfig(Section):
+    """Resources of the training job's entrypoint on a Ray cluster (Ray's Jobs API); the cluster's address
+    and credentials come from the environment (RAY_ADDRESS, MLFLOW_CI_RAY_HEADERS), never from here."""
+    entrypoint_num_cpus: NonNegative | None = Field(None, description="CPUs reserved for the training command.")
+    entrypoint_num_gpus: NonNegative | None = Field(None, description="GPUs reserved for the training command.")
+    entrypoint_memory: Annotated[StrictInt, Field(ge=0), Says("a whole number of bytes >= 0")] | None = Field(
+        None, description="Memory reserved for the training command, in bytes.")
+    entrypoint_resources: Annotated[dict[Annotated[StrictStr, StringConstraints(pattern=r"\S")], NonNegative],
+                                    Says("a mapping of resource names to numbers")] = Field(
+        {}, description="Custom resources reserved for the training command (e.g. {accelerator_type:A100: 1}).")
+    pip: Texts = Field((), description="Packages the job's runtime environment installs before the command runs.")
+    excludes: Texts = Field((), description="Files of the project not uploaded as the job's working directory (globs, "
+                                            "as Ray reads them; .git is never uploaded).")
+
+
+TRAIN_ENGINES = ("local", "ray")
+
+
 class TrainConfig(Section):
     command: Text | None = Field(None, description="Training command, run inside the MLflow run mlflow-ci creates "
                                                    "(or entry_point).")
@@ -150,6 +168,10 @@ class TrainConfig(Section):
                                                       "'*.md' matches at any depth, 'docs/**' a folder).")
     data: Texts = Field((), description="With inputs: auto, globs of data the training reads that git does not track "
                                         "(e.g. data/** kept out of git): their files count too.")
+    engine: Annotated[Literal[TRAIN_ENGINES], Says("'local' or 'ray'")] = Field(
+        "local", description="Where the command runs: 'local' (a process on this machine) or 'ray' (a job on the Ray "
+                             "cluster at RAY_ADDRESS, with the project's files as its working directory).")
+    ray: RayJobConfig = Field(default_factory=RayJobConfig, description="With engine: ray, the job's resources.")
 
     @model_validator(mode="after")
     def _one_way_to_train(self) -> "TrainConfig":
@@ -325,8 +347,13 @@ class PerfConfig(Section):
         100, description="Single-row predictions timed per model (latency p50 and p95).")
 
 
+EVALUATE_ENGINES = ("local", "spark", "ray")
+PARQUET_SPEC = re.compile(r"\.(parquet|pq)$|[*?\[]")
+
+
 class EvaluateConfig(Section):
-    data: Text = Field(description="Evaluation data: a CSV/Parquet file, or module:function returning a frame.")
+    data: Text = Field(description="Evaluation data: a CSV/Parquet file, a folder (ending in /) or glob of Parquet files, "
+                                   "or module:function returning a frame.")
     target: Text = Field(description="The label column.")
     task: Annotated[Literal["classification", "regression"], Says("'classification' or 'regression'")]
     metrics: Annotated[tuple[Text, ...], BeforeValidator(_as_list), Says("a list of strings")] = Field(
@@ -348,6 +375,26 @@ class EvaluateConfig(Section):
                             "(warn), or fails the gate (required).")
     perf: PerfConfig | None = Field(None, description="Measure prediction time, latency, size and memory of both models "
                                                       "(perf.* metrics; on by default when a gate rule names one).")
+    engine: Annotated[Literal[EVALUATE_ENGINES], Says("'local', 'spark' or 'ray'")] = Field(
+        "local", description="Where both models score the rows: 'local' (this machine, in memory), 'spark' or 'ray' "
+                             "(where the data lives; data: Parquet, a file, a folder or a glob). docs/engines.md.")
+
+    @model_validator(mode="after")
+    def _engine_needs(self) -> "EvaluateConfig":
+        if self.engine == "local":
+            return self
+        if not PARQUET_SPEC.search(self.data) and not self.data.endswith("/"):
+            raise problem(f"with engine: {self.engine}, expected Parquet data: a .parquet file, a folder of them "
+                          "(ending in /) or a glob (*.parquet)", at=("data",))
+        user = [m for m in self.metrics if USER_METRIC.fullmatch(m)]
+        if user:
+            raise problem(f"{user[0]}: module:function metrics run on engine: local only (each resample copies rows); "
+                          "the built-in metrics reduce partition by partition", at=("metrics",))
+        if self.perf is not None:
+            raise problem(f"perf: timings are taken on this machine: not with engine: {self.engine}", at=("perf",), key=True)
+        if self.deterministic == "required":
+            raise problem(f"deterministic: required needs engine: local (the engines score each row once)", at=("deterministic",))
+        return self
 
     @field_validator("metrics")
     @classmethod
@@ -721,6 +768,9 @@ class Config(Section):
         perf = [rule.metric for rule in self.gate if rule.metric.startswith(PERF_PREFIX)]
         if perf and self.evaluate is None:
             raise problem(f"{perf[0]} is measured by evaluate: (add an evaluate section with the data to time the models on)",
+                          at=("gate", perf[0]), key=True)
+        if perf and self.evaluate.engine != "local":
+            raise problem(f"{perf[0]} is timed on this machine: not with evaluate.engine: {self.evaluate.engine}",
                           at=("gate", perf[0]), key=True)
         for rule in self.gate:
             if rule.metric.startswith(EVAL_PREFIX):

@@ -1,48 +1,25 @@
 """Evaluate champion and candidate on the same rows, with paired bootstrap confidence intervals.
 
-Every built-in metric is a function of weighted sums of per-row statistics, so a resample is a row
-weight vector and the sums are a matrix product, never a re-run of scikit-learn. Resamples are drawn
-in batches: a batch of Poisson(1) row weights (the Poisson bootstrap, the standard for large data; the
-weights come from a 65,536-entry inverse-CDF table over random 16-bit numbers, so P(k) is exact to
-1/65,536 and a weight is at most 7), one float32 product for every distinct sum-based statistic of both
-models, and ROC AUC as the Mann-Whitney count from the negatives' cumulative weights (rows arranged once
-as negatives then positives in the candidate's score order). Batches have their own random streams and
-run side by side on the machine's cores. Both models are scored on the same resampled rows (paired), so
-the interval is on the *difference*, which is what the gate needs.
-
-Point estimates equal scikit-learn's (tests compare them to 1e-9).
+The arithmetic is in :mod:`.partial`: each metric is reduced from sums of per-row statistics (and ROC AUC
+from score histograms), a resample is a vector of Poisson(1) row weights drawn from each row's stable id,
+so the same rows give the same intervals whether they are scored here in one piece or on Spark or Ray in
+many. Both models are scored on the same resampled rows (paired), so the interval is on the
+*difference*, which is what the gate needs. Point estimates equal scikit-learn's (tests compare them to
+1e-9; ROC AUC within the binning bound :mod:`.partial` reports, 0 unless scores differ by less than
+0.1 % on a logit scale).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from mlflow_ci.evaluate import partial as pt
+
 LOWER_IS_BETTER = {"log_loss", "brier", "mae", "mse", "rmse", "mape"}
-BATCH_CELLS = 4_000_000  # row weights drawn at once (resamples × rows): bounds the memory of a batch
-BOOTSTRAP_THREADS = min(4, os.cpu_count() or 1)  # batches scored at once
-# Poisson(1) by inverse CDF over 16-bit uniforms: entry u is the smallest k with P(X <= k) > u / 65536.
-_POISSON_CDF = np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, k + 1, dtype=np.float64)) for k in range(8)])
-POISSON_TABLE = np.minimum(np.searchsorted(_POISSON_CDF * 65536, np.arange(65536), side="right"), 7).astype(np.uint8)
-# The same draw a byte at a time: the first byte of the uniform decides the weight, except for the 5 of
-# 256 values that a CDF boundary splits (marked 255), which a second byte settles.
-_BY_BYTES = POISSON_TABLE.reshape(256, 256)
-FIRST_BYTE = np.where(_BY_BYTES.min(axis=1) == _BY_BYTES.max(axis=1), _BY_BYTES[:, 0], 255).astype(np.uint8)
-
-
-def poisson_weights(rng: np.random.Generator, resamples: int, rows: int) -> np.ndarray:
-    """A batch of Poisson(1) row weights (resamples × rows, uint8), distributed exactly as
-    ``POISSON_TABLE`` over 16-bit uniforms, with one random byte per weight for 98% of them."""
-    first = np.frombuffer(rng.bytes(resamples * rows), dtype=np.uint8)
-    weights = np.take(FIRST_BYTE, first)
-    unsettled = np.flatnonzero(weights == 255)
-    weights[unsettled] = _BY_BYTES[first[unsettled], np.frombuffer(rng.bytes(len(unsettled)), dtype=np.uint8)]
-    return weights.reshape(resamples, rows)
+BATCH_CELLS = pt.BATCH_CELLS
 
 
 @dataclass(frozen=True)
@@ -73,188 +50,45 @@ class PairedResult:
     intervals: dict[str, Interval]
     resamples: int
     seed: int
+    auc_error: dict[str, float] = field(default_factory=dict)  # ROC AUC: the bound of the binning's error, per side
 
 
-class _Metric:
-    """values = finalize(weighted sums of the stat columns, total weights): ``sums`` has one row per
-    stat column and one column per resample, ``totals`` one entry per resample."""
-    def __init__(self, stats: np.ndarray, finalize: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
-        self.stats = np.ascontiguousarray(stats, dtype=np.float64)
-        self.finalize = finalize
+@dataclass(frozen=True)
+class Metric:
+    """One metric of one model on some rows: how it is reduced, and the model's per-row statistics."""
+    spec: pt.Spec
+    side: pt.Side
 
-    def value(self, weights: np.ndarray | None) -> float:
-        return float(self.values(None if weights is None else weights[None, :])[0])
-
-    def values(self, weights: np.ndarray | None) -> np.ndarray:
-        """One value per row of ``weights`` (resamples × rows); None: all rows once."""
+    def value(self, weights: np.ndarray | None = None) -> float:
+        """The value on all rows, or with these integer row weights (one resample)."""
         if weights is None:
-            return np.asarray(self.finalize(self.stats.sum(axis=0)[:, None], np.array([float(self.stats.shape[0])])), dtype=np.float64)
-        return np.asarray(self.finalize((weights @ self.stats).T, weights.sum(axis=1, dtype=np.float64)), dtype=np.float64)
+            total = pt.partial({"m": self.side}, np.arange(len(_rows(self.side))), resamples=0, seed=0)
+            return pt.values(self.spec, "m", total).point
+        weights = np.asarray(weights, dtype=np.int64)
+        rows = np.repeat(np.arange(len(weights)), weights)
+        picked = pt.Side({k: v[rows] for k, v in self.side.columns.items()},
+                         None if self.side.auc is None else (self.side.auc[0][rows], self.side.auc[1][rows]))
+        return Metric(self.spec, picked).value(None)
 
 
-class _Auc:
-    """Binary ROC AUC with integer row weights. Per resample batch: the negatives' weights summed
-    cumulatively in score order, then each positive row takes the negative weight below its score (tied
-    negatives count half) — one cumulative sum over the negatives, one gather and one product over the
-    positives. When the rows come as [negatives | positives], each block in this score's order (what
-    ``paired_bootstrap`` arranges for the candidate), nothing else is reordered."""
-    def __init__(self, y: np.ndarray, score: np.ndarray) -> None:
-        self.rows = len(y)
-        neg, pos = np.flatnonzero(y != 1), np.flatnonzero(y == 1)
-        self.neg, self.pos = _block(neg), _block(pos)
-        order = np.argsort(score[neg], kind="mergesort")
-        self.neg_order = None if np.array_equal(order, np.arange(len(order))) else order
-        sorted_neg, pos_scores = score[neg][order], score[pos]
-        self.below = np.searchsorted(sorted_neg, pos_scores, side="left")  # negatives scored lower
-        upto = np.searchsorted(sorted_neg, pos_scores, side="right")  # ... or the same
-        tied = np.flatnonzero(upto != self.below)
-        self.tied, self.tied_upto = (tied, upto[tied]) if len(tied) else (None, None)
-
-    def value(self, weights: np.ndarray | None) -> float:
-        return float(self.values(None if weights is None else weights[None, :].astype(np.int32))[0])
-
-    def values(self, weights: np.ndarray | None) -> np.ndarray:
-        if weights is None:
-            weights = np.ones((1, self.rows), dtype=np.uint8)
-        neg = weights[:, self.neg]
-        if self.neg_order is not None:
-            neg = np.take(neg, self.neg_order, axis=1)
-        most = 255 if weights.dtype == np.uint8 else int(weights.max(initial=0))
-        wide = np.int32 if most * weights.shape[1] < 2**31 else np.int64
-        below = _cumsum(neg, wide)  # below[:, k]: the weight of the k lowest-scored negatives
-        pos = weights[:, self.pos]
-        numerator = np.einsum("ij,ij->i", pos, np.take(below, self.below, axis=1), dtype=np.float64, casting="unsafe")
-        if self.tied is not None:
-            ties = np.take(below, self.tied_upto, axis=1) - np.take(below, self.below[self.tied], axis=1)
-            numerator += 0.5 * np.einsum("ij,ij->i", pos[:, self.tied], ties, dtype=np.float64, casting="unsafe")
-        total_n = below[:, -1].astype(np.float64)
-        total_p = pos.sum(axis=1, dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where((total_p > 0) & (total_n > 0), numerator / (total_p * total_n), np.nan)
+def _rows(side: pt.Side) -> np.ndarray:
+    if side.auc is not None:
+        return side.auc[0]
+    return next(iter(side.columns.values())) if side.columns else np.zeros(0)
 
 
-def _block(index: np.ndarray) -> slice | np.ndarray:
-    """A slice when the indices are consecutive (a view instead of a gather), else the indices."""
-    if len(index) and index[-1] - index[0] == len(index) - 1:
-        return slice(int(index[0]), int(index[-1]) + 1)
-    return index if len(index) else slice(0, 0)
-
-
-def _cumsum(a: np.ndarray, dtype) -> np.ndarray:
-    """Cumulative sums along rows with a leading 0 column: out[:, i + 1] is the sum through column i."""
-    out = np.empty((a.shape[0], a.shape[1] + 1), dtype=dtype)
-    out[:, 0] = 0
-    np.cumsum(a, axis=1, dtype=dtype, out=out[:, 1:])
-    return out
-
-
-def _safe_div(a, b):
-    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape, dtype=np.float64), where=b != 0)
-
-
-def _mean(s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return s[0] / w
-
-
-def classification_metric(name: str, y: np.ndarray, proba: np.ndarray, classes: np.ndarray):
-    """``y``: labels; ``proba``: (n, k) probabilities in the order of ``classes``."""
-    idx = np.searchsorted(classes, y)
-    if np.any(classes[np.clip(idx, 0, len(classes) - 1)] != y):
-        raise ValueError("the evaluation data has labels the model was not trained on")
-    pred = proba.argmax(axis=1)
-    k = len(classes)
-    onehot_y = np.eye(k)[idx]
-    onehot_p = np.eye(k)[pred]
-    if name == "accuracy":
-        return _Metric((pred == idx)[:, None], _mean)
-    if name == "log_loss":
-        eps = np.finfo(proba.dtype).eps
-        p = np.clip(proba / proba.sum(axis=1, keepdims=True), eps, 1 - eps)
-        return _Metric(-np.log(p[np.arange(len(y)), idx])[:, None], _mean)
-    if name == "brier":
-        _binary(k, name)
-        return _Metric(((proba[:, 1] - idx) ** 2)[:, None], _mean)
-    if name == "roc_auc":
-        _binary(k, name)
-        return _Auc(idx, proba[:, 1])
-    stats = np.hstack([onehot_y * onehot_p, onehot_p, onehot_y])  # tp, predicted, actual per class
-
-    def per_class(s):
-        tp, predicted, actual = s[:k], s[k:2 * k], s[2 * k:]
-        return tp, predicted, actual
-
-    if name == "balanced_accuracy":
-        def fin(s, w):
-            tp, _, actual = per_class(s)
-            present = actual > 0
-            return _safe_div(tp, actual).sum(axis=0) / present.sum(axis=0)
-        return _Metric(stats, fin)
-    kind, _, average = name.partition("_")
-    if not average:
-        _binary(k, name)
-        average = "binary"
-
-    def fin(s, w, kind=kind, average=average):
-        tp, predicted, actual = per_class(s)
-        if kind == "precision":
-            scores = _safe_div(tp, predicted)
-        elif kind == "recall":
-            scores = _safe_div(tp, actual)
-        else:
-            scores = _safe_div(2 * tp, predicted + actual)
-        if average == "binary":
-            return scores[1]
-        if average == "macro":
-            return scores.mean(axis=0)
-        return (scores * actual).sum(axis=0) / actual.sum(axis=0)
-
-    return _Metric(stats, fin)
-
-
-def _binary(k: int, name: str) -> None:
-    if k != 2:
-        raise ValueError(f"metric {name} needs a binary target (use f1_macro, precision_macro, ... for {k} classes)")
-
-
-def regression_metric(name: str, y: np.ndarray, pred: np.ndarray):
-    e = pred - y
-    if name == "mae":
-        return _Metric(np.abs(e)[:, None], _mean)
-    if name == "mse":
-        return _Metric((e ** 2)[:, None], _mean)
-    if name == "rmse":
-        return _Metric((e ** 2)[:, None], lambda s, w: np.sqrt(s[0] / w))
-    if name == "mape":
-        eps = np.finfo(np.float64).eps
-        return _Metric((np.abs(e) / np.maximum(np.abs(y), eps))[:, None], _mean)
-    if name == "r2":
-        stats = np.column_stack([e ** 2, y, y ** 2])
-
-        def fin(s, w):
-            sst = s[2] - s[1] ** 2 / w
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return np.where(sst > 0, 1 - s[0] / np.where(sst > 0, sst, 1), np.nan)
-        return _Metric(stats, fin)
-    raise ValueError(f"unknown regression metric {name!r}")
-
-
-class _Callable:
-    """A user metric ``module:function(y_true, output) -> float``; resamples are materialised rows
-    (slower than the built-in metrics, which never copy rows)."""
+class UserMetric:
+    """A user metric ``module:function(y_true, output) -> float``: not a sum of per-row statistics, so a
+    resample materialises its rows (slower, and only on the local engine)."""
 
     def __init__(self, func, y: np.ndarray, output: np.ndarray) -> None:
         self.func, self.y, self.output = func, y, output
 
-    def value(self, weights: np.ndarray | None) -> float:
+    def value(self, weights: np.ndarray | None = None) -> float:
         if weights is None:
             return float(self.func(self.y, self.output))
-        rows = np.repeat(np.arange(len(self.y)), weights.astype(np.int64))
+        rows = np.repeat(np.arange(len(self.y)), np.asarray(weights, dtype=np.int64))
         return float(self.func(self.y[rows], self.output[rows]))
-
-    def values(self, weights: np.ndarray | None) -> np.ndarray:
-        if weights is None:
-            return np.array([self.value(None)])
-        return np.array([self.value(row) for row in weights])
 
 
 def metric_label(spec: str) -> str:
@@ -285,34 +119,26 @@ def register_user_metrics(specs: Sequence[str], root) -> None:
             sys.path.remove(str(root))
 
 
+def spec_of(name: str, task: str, classes: np.ndarray | None) -> pt.Spec:
+    if task == "classification":
+        return pt.classification_spec(name, len(classes) if classes is not None else 0)
+    return pt.regression_spec(name)
+
+
+def side_of(specs: list[pt.Spec], task: str, y: np.ndarray, output: np.ndarray, classes: np.ndarray | None) -> pt.Side:
+    """A model's per-row statistics for these metrics."""
+    if task == "classification":
+        return pt.classification_side(specs, np.asarray(y), np.asarray(output, dtype=np.float64), np.asarray(classes))
+    return pt.regression_side(specs, y, output)
+
+
 def build_metric(name: str, task: str, y: np.ndarray, output: np.ndarray, classes: np.ndarray | None):
     if ":" in name:
         if name not in _USER_FUNCTIONS:
             raise ValueError(f"metric {name} was not registered (register_user_metrics)")
-        return _Callable(_USER_FUNCTIONS[name], y, output)
-    if task == "classification":
-        return classification_metric(name, y, output, classes)
-    return regression_metric(name, y, output)
-
-
-def _stack(metrics: list[_Metric], n: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Every distinct statistic column of these metrics once (precision, recall and F1 share theirs),
-    as float32 (sums over a million rows keep ~7 significant digits, far inside the Monte-Carlo error),
-    and where each metric's columns are."""
-    columns: list[np.ndarray] = []
-    seen: dict[bytes, int] = {}
-    slots = {}
-    for metric in metrics:
-        where = []
-        for col in metric.stats.T:
-            key = hashlib.blake2b(np.ascontiguousarray(col).tobytes(), digest_size=16).digest()
-            if key not in seen:
-                seen[key] = len(columns)
-                columns.append(col)
-            where.append(seen[key])
-        slots[id(metric)] = np.array(where)
-    stacked = np.column_stack(columns).astype(np.float32) if columns else np.zeros((n, 0), dtype=np.float32)
-    return stacked, slots
+        return UserMetric(_USER_FUNCTIONS[name], np.asarray(y), np.asarray(output))
+    spec = spec_of(name, task, classes)
+    return Metric(spec, side_of([spec], task, y, output, classes))
 
 
 def paired_bootstrap(
@@ -326,79 +152,68 @@ def paired_bootstrap(
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    ids: np.ndarray | None = None,
 ) -> PairedResult:
-    """Point estimates for both models and the bootstrap interval of each difference."""
+    """Point estimates for both models and the bootstrap interval of each difference; ``ids``: the rows'
+    stable ids (default: their positions), which decide each row's resample weights."""
     y = np.asarray(y)
-    n = len(y)
-    if ("roc_auc" in names and task == "classification" and classes is not None and len(classes) == 2
-            and np.ndim(candidate_output) == 2 and candidate_output.shape[1] == 2):
-        # negatives then positives, each in the candidate's score order: the candidate's AUC reorders
-        # nothing, the baseline's only its negatives (row order is free in a bootstrap)
-        order = np.lexsort((candidate_output[:, 1], y == classes[1]))
-        y, candidate_output, baseline_output = y[order], candidate_output[order], baseline_output[order]
-    cand = {name: build_metric(name, task, y, candidate_output, classes) for name in names}
-    base = {name: build_metric(name, task, y, baseline_output, classes) for name in names}
-    return paired_metrics(cand, base, n, resamples=resamples, seed=seed, confidence=confidence)
+    ids = np.arange(len(y)) if ids is None else np.asarray(ids)
+    builtin = [name for name in names if ":" not in name]
+    specs = {name: spec_of(name, task, classes) for name in builtin}
+    sides = {"candidate": side_of(list(specs.values()), task, y, candidate_output, classes),
+             "baseline": side_of(list(specs.values()), task, y, baseline_output, classes)}
+    total = pt.partial(sides, ids, resamples=resamples, seed=seed)
+    users = {name: (build_metric(name, task, y, candidate_output, classes), build_metric(name, task, y, baseline_output, classes))
+             for name in names if ":" in name}
+    return summarize(specs, total, resamples=resamples, seed=seed, confidence=confidence, users=users, ids=ids)
 
 
-def mean_of_scored(values: np.ndarray) -> _Metric:
-    """The mean of per-row values over the rows that have one (NaN: the row was not scored), e.g. a
-    scorer's pass rate: a resample's value is the weighted sum of the scored rows' values over their weight."""
-    values = np.asarray(values, dtype=np.float64)
-    scored = ~np.isnan(values)
-    return _Metric(np.column_stack([np.where(scored, values, 0.0), scored.astype(np.float64)]), _scored_mean)
-
-
-def _scored_mean(s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(s[1] > 0, s[0] / np.where(s[1] > 0, s[1], 1), np.nan)
-
-
-def paired_metrics(cand: dict, base: dict, n: int, *, resamples: int = 1000, seed: int = 0,
-                   confidence: float = 0.95) -> PairedResult:
-    """Point estimates of each named metric for both sides, and the paired bootstrap interval of each
-    difference: every resample weighs the same rows for both."""
-    names = list(cand)
-    point_c = {name: float(m.value(None)) for name, m in cand.items()}
-    point_b = {name: float(m.value(None)) for name, m in base.items()}
-    # One matrix of every sum-based statistic of both models: one product per batch of resamples.
-    stacked, slots = _stack([m for m in (*cand.values(), *base.values()) if isinstance(m, _Metric)], n)
-    deltas = {name: np.empty(resamples) for name in names}
-    batch = max(1, min(resamples, BATCH_CELLS // max(n, 1)))
-    firsts = range(0, resamples, batch)
-
-    def one_batch(first: int, seeds: np.random.SeedSequence) -> None:
-        """Resamples first … first + batch, from the batch's own random stream (so the intervals do not
-        depend on how many threads there are), into their own slice of ``deltas``."""
-        count = min(batch, resamples - first)
-        weights = poisson_weights(np.random.default_rng(seeds), count, n)
-        totals = weights.sum(axis=1, dtype=np.float64)
-        products = (weights.astype(np.float32) @ stacked).T.astype(np.float64)
-
-        def values(metric):
-            if id(metric) in slots:
-                return np.asarray(metric.finalize(products[slots[id(metric)]], totals), dtype=np.float64)
-            return metric.values(weights)
-
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for name in names:
-                deltas[name][first:first + count] = values(cand[name]) - values(base[name])
-
-    streams = np.random.SeedSequence(seed).spawn(len(firsts))
-    workers = min(len(firsts), BOOTSTRAP_THREADS)
-    if workers > 1:  # NumPy lets go of the GIL in the heavy loops: batches run side by side on the cores
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one_batch, firsts, streams))
-    else:
-        for first, seeds in zip(firsts, streams):
-            one_batch(first, seeds)
+def summarize(specs: Mapping[str, pt.Spec], total: pt.Partial, *, resamples: int, seed: int, confidence: float,
+              users: Mapping[str, tuple] | None = None, ids: np.ndarray | None = None) -> PairedResult:
+    """Point estimates and paired intervals from the summed partials of both sides (and, on the local
+    engine, user metrics resampled on the same row weights)."""
+    point_c, point_b, deltas, errors = {}, {}, {}, {}
+    for name, spec in specs.items():
+        cand, base = pt.values(spec, "candidate", total), pt.values(spec, "baseline", total)
+        point_c[name], point_b[name] = cand.point, base.point
+        with np.errstate(invalid="ignore"):
+            deltas[name] = cand.resampled - base.resampled
+        if cand.error is not None:
+            errors[name] = max(cand.error, base.error or 0.0)
+    for name, (cand, base) in (users or {}).items():
+        point_c[name], point_b[name] = cand.value(None), base.value(None)
+        keys = pt.row_keys(ids, seed)
+        weights = [column for first in range(0, resamples, 64) for column in pt.poisson_weights(keys, first, min(64, resamples - first)).T]
+        deltas[name] = np.array([cand.value(w) - base.value(w) for w in weights])
     tail = (1 - confidence) / 2
     intervals = {}
-    for name in names:
+    for name in [*specs, *(users or {})]:
         samples = np.sort(deltas[name][np.isfinite(deltas[name])])
         low, high = (np.quantile(samples, [tail, 1 - tail]) if len(samples) else (np.nan, np.nan))
         intervals[name] = Interval(point_c[name] - point_b[name], float(low), float(high), confidence, samples)
-    return PairedResult(n, point_c, point_b, intervals, resamples, seed)
+    return PairedResult(total.rows, point_c, point_b, intervals, resamples, seed, errors)
+
+
+def mean_of_scored(values: np.ndarray) -> np.ndarray:
+    """Per-row values of a scorer (NaN: the row was not scored): its pass rate is their mean over the
+    scored rows, a resample's the weighted mean (:func:`paired_metrics`)."""
+    return np.asarray(values, dtype=np.float64)
+
+
+def scored_value(values: np.ndarray) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    scored = ~np.isnan(v)
+    return float(v[scored].mean()) if scored.any() else float("nan")
+
+
+def paired_metrics(cand: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], n: int, *, resamples: int = 1000,
+                   seed: int = 0, confidence: float = 0.95) -> PairedResult:
+    """The mean over scored rows of each named per-row value (:func:`mean_of_scored`) for both sides,
+    and the paired bootstrap interval of each difference: every resample weighs the same rows for both."""
+    specs = {name: pt.scored_mean_spec(name) for name in cand}
+    sides = {"candidate": pt.scored_side(cand), "baseline": pt.scored_side(base)}
+    total = pt.partial(sides, np.arange(n), resamples=resamples, seed=seed)
+    return summarize(specs, total, resamples=resamples, seed=seed, confidence=confidence)
 
 
 # --------------------------------------------------------------------------------------------------

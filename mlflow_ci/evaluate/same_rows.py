@@ -8,16 +8,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mlflow_ci import compare as cmp
 from mlflow_ci.config.models import Config, EvaluateConfig
 from mlflow_ci.errors import UsageError
 from mlflow_ci.evaluate import datachecks, kept, perf, predict
+from mlflow_ci.evaluate.dataset import is_partitioned
 from mlflow_ci.evaluate.kept import Evaluated
 from mlflow_ci.evaluate import metrics as ev
 from mlflow_ci.provenance import file_sha256
@@ -34,19 +36,26 @@ def slice_metric(metric: str, column: str, value: str) -> str:
     return f"eval.{metric}/{clean(column)}:{clean(value)}"
 
 
-def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison, *, keep: bool = True) -> Evaluated:
+def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison, *, keep: bool = True,
+                       env: Mapping[str, str] | None = None) -> Evaluated:
     """Score candidate and baseline models on the same rows; paired bootstrap intervals.
 
     ``tracker`` logs the candidate's ``eval.<metric>`` values to its run and keeps both models' outputs
     with it (:class:`Scoring`); nothing is ever written to the baseline's run (a PR's check does not
     rewrite the champion's history). ``keep=False`` writes nothing at all: the candidate is a run trained
     for another commit (a reused champion). ``registry`` (MLflow's client, or a callable that builds it)
-    loads the models, only when their outputs on this data are not kept yet.
+    loads the models, only when their outputs on this data are not kept yet. With an engine, or Parquet
+    data given as a folder or glob, the rows are scored partition by partition (:mod:`.on_engine`; ``env``
+    says how to reach the engine).
     """
     import numpy as np
 
     ecfg = cfg.evaluate
     assert ecfg is not None
+    if ecfg.engine != "local" or is_partitioned(ecfg.data):
+        from mlflow_ci.evaluate.on_engine import evaluate_on_engine
+
+        return evaluate_on_engine(cfg, tracker, registry, comparison, keep=keep, env=env if env is not None else os.environ)
     X, y = ev.load_dataset(ecfg.data, ecfg.target, cfg.root, where=cfg.at("evaluate.data"))
     y = np.asarray(y)
     ev.register_user_metrics(ecfg.metrics, cfg.root)
@@ -64,13 +73,52 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
         cand_eval, base_eval, intervals = scores(ecfg, y, cand_out, base_out, classes)
     except ValueError as exc:
         raise UsageError(f"evaluate: {exc}") from None
-    short = ev.metric_label  # module:function -> function
-    intervals = {f"eval.{short(k)}": v for k, v in intervals.items()}
-    cand_metrics = {f"eval.{short(k)}": v for k, v in cand_eval.items()}
-    base_metrics = {f"eval.{short(k)}": v for k, v in base_eval.items()}
-    slice_rules = _add_slices(ecfg, X, y, cand_out, base_out, classes, cand_metrics, base_metrics, intervals)
+    scored = Scored.named(int(len(y)), cand_eval, base_eval, intervals, cards)
+    per_column = {column: _slices(ecfg, X, y, column, cand_out, base_out, classes) for column in ecfg.slices}
+    scored.slice_rules = add_slices(ecfg, per_column, scored.candidate, scored.baseline, scored.intervals)
+    before = base_profile(tracker, base)
+    scored.profile, scored.data_report = datachecks.profile_and_compare(before, X)
+    scored.confusion = _confusion(ecfg.task, y, cand_out, base_out, classes)
+    scored.timed, scored.data_digest = timed, data_digest
+    paired = base_out is not None
+    scored.repeat = {role: diff for role, diff in scoring.repeat_diff.items() if role == "candidate" or paired}
+    return assemble(cfg, tracker, comparison, scored, keep=keep, paired=paired)
+
+
+@dataclass
+class Scored:
+    """What scoring both models gave, however it ran: ``eval.*`` values (slices included) and intervals,
+    the data profile and its report, confusion counts, and what only the local engine measures."""
+    rows: int
+    candidate: dict
+    baseline: dict
+    intervals: dict
+    cards: dict
+    slice_rules: list = field(default_factory=list)
+    profile: dict | None = None
+    data_report: Any = None
+    confusion: dict | None = None
+    timed: dict | None = None
+    data_digest: str | None = None
+    repeat: dict | None = None  # role -> largest difference of two predictions (None: not measured)
+    where: str = ""  # ", on Spark": where the rows were scored, when not here
+    notes: tuple = ()
+
+    @classmethod
+    def named(cls, rows: int, cand_eval: dict, base_eval: dict, intervals: dict, cards: dict) -> "Scored":
+        short = ev.metric_label  # module:function -> function
+        return cls(rows, {f"eval.{short(k)}": v for k, v in cand_eval.items()}, {f"eval.{short(k)}": v for k, v in base_eval.items()},
+                   {f"eval.{short(k)}": v for k, v in intervals.items()}, cards)
+
+
+def assemble(cfg: Config, tracker, comparison: cmp.Comparison, scored: Scored, *, keep: bool, paired: bool) -> Evaluated:
+    """The check's view of the scores: metrics merged into both runs, the diff, notes, summary, data checks."""
+    ecfg = cfg.evaluate
+    cand, base = comparison.candidate, comparison.baseline
+    cand_metrics, base_metrics, intervals, timed = scored.candidate, scored.baseline, scored.intervals, scored.timed
     if keep:
         tracker.log_metrics(cand.run_id, {**cand_metrics, **(timed["candidate"] if timed else {})})
+        _keep_profile(tracker, cand.run_id, scored.profile)
     if timed:  # this machine's figures, now: logged with the candidate only, compared within this check
         cand_metrics.update(timed["candidate"])
         base_metrics = {**base_metrics, **timed.get("baseline", {})} if base is not None else base_metrics
@@ -79,35 +127,36 @@ def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Compariso
         base = replace(base, run=replace(base.run, metrics={**base.run.metrics, **base_metrics}))
     rows = cmp.diff_with_intervals(cfg, dict(cand.metrics), dict(base.run.metrics) if base else None, intervals)
     decided = {rule.metric: rule.significance for rule in cfg.gate if rule.significance}
-    data_report = _data_checks(tracker, X, cand, base, keep)
-    paired = base_out is not None
-    note = (f"evaluated {'both models' if paired else 'the candidate'} on the same {len(y):,} rows of "
-            f"{ecfg.data}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
-                              f"{ecfg.confidence:.0%} intervals" if paired else ""))
+    note = (f"evaluated {'both models' if paired else 'the candidate'} on the same {scored.rows:,} rows of "
+            f"{ecfg.data}{scored.where}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
+                                             f"{ecfg.confidence:.0%} intervals" if paired else ""))
     level_notes = tuple(f"{name}: the {(1 - 2 * a) * 100:g} % interval shown ends at the one-sided {(1 - a) * 100:g} % bounds the gate uses"
-                        for name, a in sorted(decided.items()) if paired and name in intervals)
-    summary = {"data": ecfg.data, "rows": int(len(y)), "task": ecfg.task, "metrics": list(ecfg.metrics),
+                        for name, a in sorted(decided.items()) if paired and name in intervals) + tuple(scored.notes)
+    data_report = scored.data_report
+    summary = {"data": ecfg.data, "rows": scored.rows, "task": ecfg.task, "metrics": list(ecfg.metrics),
                "resamples": ecfg.resamples if paired else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,
                "decision_confidence": {name: 1 - 2 * a for name, a in decided.items() if name in intervals},
-               "perf": perf.summary(timed, ecfg.perf, len(y)) if timed else None,
-               "models": cards, "data_digest": data_digest,
-               "data_checks": data_report.as_dict(psi_shown=min(ecfg.data_checks.max_psi or datachecks.SHOWN_PSI, datachecks.SHOWN_PSI)), "confusion": _confusion(ecfg.task, y, cand_out, base_out, classes)}
+               "perf": perf.summary(timed, ecfg.perf, scored.rows) if timed else None,
+               "models": scored.cards, "data_digest": scored.data_digest, "engine": ecfg.engine,
+               "data_checks": data_report.as_dict(psi_shown=min(ecfg.data_checks.max_psi or datachecks.SHOWN_PSI, datachecks.SHOWN_PSI)),
+               "confusion": scored.confusion}
     checks = ecfg.data_checks
     data_gate = datachecks.checks(data_report, max_psi=checks.max_psi, max_missing=checks.max_missing,
                                   fail_on_removed_columns=checks.fail_on_removed_columns)
-    repeat = {role: diff for role, diff in scoring.repeat_diff.items() if role == "candidate" or paired}
-    summary["determinism"] = {"rows": min(DETERMINISM_ROWS, len(y)), "max_abs_diff": repeat}
-    unstable = {role: diff for role, diff in repeat.items() if diff is not None and diff > REPEAT_TOLERANCE}
-    level_notes += tuple(f"warning: the {role} model's predictions differ between two calls on the same "
-                         f"{summary['determinism']['rows']} rows (largest difference {diff:.3g}): dropout or sampling left on "
-                         "at inference? Its scores change from check to check" for role, diff in sorted(unstable.items()))
-    if ecfg.deterministic == "required":
-        data_gate = [*data_gate, _determinism_check("candidate", repeat.get("candidate"))]  # the model this PR ships
+    if scored.repeat is not None:
+        repeat = scored.repeat
+        summary["determinism"] = {"rows": min(DETERMINISM_ROWS, scored.rows), "max_abs_diff": repeat}
+        unstable = {role: diff for role, diff in repeat.items() if diff is not None and diff > REPEAT_TOLERANCE}
+        level_notes += tuple(f"warning: the {role} model's predictions differ between two calls on the same "
+                             f"{summary['determinism']['rows']} rows (largest difference {diff:.3g}): dropout or sampling left on "
+                             "at inference? Its scores change from check to check" for role, diff in sorted(unstable.items()))
+        if ecfg.deterministic == "required":
+            data_gate = [*data_gate, _determinism_check("candidate", repeat.get("candidate"))]  # the model this PR ships
     updated = replace(comparison, candidate=cand, baseline=base, metrics=rows,
                       notes=(*comparison.notes, note, *level_notes))
-    result = Evaluated(updated, intervals, summary, tuple(slice_rules), tuple(data_gate))
+    result = Evaluated(updated, intervals, summary, tuple(scored.slice_rules), tuple(data_gate))
     if keep:
-        kept.keep(cfg, tracker, result, data_digest=data_digest, candidate=cand_metrics, baseline=base_metrics if base is not None else None,
+        kept.keep(cfg, tracker, result, data_digest=scored.data_digest, candidate=cand_metrics, baseline=base_metrics if base is not None else None,
                   notes=(note, *level_notes))
     return result
 
@@ -307,21 +356,23 @@ def frame_digest(X, y) -> str | None:
     return "frame:" + digest.hexdigest()
 
 
-def scores(ecfg: EvaluateConfig, y, cand_out, base_out, classes) -> tuple[dict, dict, dict]:
-    """Candidate metrics, baseline metrics and paired intervals (the last two empty without a baseline)."""
+def scores(ecfg: EvaluateConfig, y, cand_out, base_out, classes, ids=None) -> tuple[dict, dict, dict]:
+    """Candidate metrics, baseline metrics and paired intervals (the last two empty without a baseline);
+    ``ids``: the rows' stable ids (default: their positions)."""
     if base_out is None:
         return {k: float(ev.build_metric(k, ecfg.task, y, cand_out, classes).value(None)) for k in ecfg.metrics}, {}, {}
     paired = ev.paired_bootstrap(ecfg.metrics, ecfg.task, y, cand_out, base_out, classes=classes,
-                                 resamples=ecfg.resamples, seed=ecfg.seed, confidence=ecfg.confidence)
+                                 resamples=ecfg.resamples, seed=ecfg.seed, confidence=ecfg.confidence, ids=ids)
     return paired.candidate, paired.baseline, paired.intervals
 
 
-def _add_slices(ecfg: EvaluateConfig, X, y, cand_out, base_out, classes, cand_metrics, base_metrics, intervals) -> list:
-    """Per-slice metrics merged into the three dicts; returns the slice_gate rules, one per slice."""
+def add_slices(ecfg: EvaluateConfig, per_column: dict, cand_metrics, base_metrics, intervals) -> list:
+    """Per-slice metrics (column -> value -> (candidate, baseline, intervals)) merged into the three dicts;
+    returns the slice_gate rules, one per slice."""
     short = ev.metric_label
     rules = []
     for column in ecfg.slices:
-        for label, (c_vals, b_vals, ivs) in _slices(ecfg, X, y, column, cand_out, base_out, classes).items():
+        for label, (c_vals, b_vals, ivs) in per_column[column].items():
             for metric, value in c_vals.items():
                 name = slice_metric(short(metric), column, label)
                 cand_metrics[name] = value
@@ -342,33 +393,45 @@ def _slices(ecfg: EvaluateConfig, X, y, column: str, cand_out, base_out, classes
         raise UsageError(f"evaluate.slices: column {column!r} is not in the evaluation data")
     values = X[column].astype(str).to_numpy()
     labels, counts = np.unique(values, return_counts=True)
-    order = np.argsort(-counts, kind="stable")[:SLICE_LIMIT]
     out = {}
-    for i in order:
-        if counts[i] < SLICE_MIN_ROWS:
-            continue
-        mask = values == labels[i]
+    for label in shown_slices(dict(zip(labels.tolist(), counts.tolist()))):
+        mask = values == label
         try:
-            out[str(labels[i])] = scores(ecfg, y[mask], cand_out[mask],
-                                          base_out[mask] if base_out is not None else None, classes)
+            out[label] = scores(ecfg, y[mask], cand_out[mask], base_out[mask] if base_out is not None else None, classes,
+                                ids=np.flatnonzero(mask))
         except ValueError:
             continue  # e.g. ROC AUC on a slice with one class only
     return out
 
 
-def _data_checks(tracker, X, cand, base, keep: bool) -> datachecks.DataReport:
-    """Profile the evaluation data, keep it with the candidate run, compare with the baseline's."""
-    current = datachecks.profile(X, None)
-    before = None
+def shown_slices(counts: dict[str, int]) -> list[str]:
+    """The values of a slice column that get metrics: the SLICE_LIMIT most frequent (ties by value), of
+    at least SLICE_MIN_ROWS rows."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:SLICE_LIMIT]
+    return [str(label) for label, count in ranked if count >= SLICE_MIN_ROWS]
+
+
+def base_profile(tracker, base) -> dict | None:
+    """The profile of the data the baseline was checked on (kept with its run), if any."""
+    if base is None:
+        return None
     with tempfile.TemporaryDirectory(prefix="mlflow-ci-profile-") as tmp:
-        if base is not None:
-            text = tracker.read_artifact_text(base.run.run_id, datachecks.PROFILE_ARTIFACT, Path(tmp))
-            before = json.loads(text) if text else None
+        text = tracker.read_artifact_text(base.run.run_id, datachecks.PROFILE_ARTIFACT, Path(tmp))
+    try:
+        before = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return before if isinstance(before, dict) else None
+
+
+def _keep_profile(tracker, run_id: str, current: dict | None) -> None:
+    """Keep this check's data profile with the candidate's run: the next PR compares its data with it."""
+    if current is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="mlflow-ci-profile-") as tmp:
         path = Path(tmp) / "data_profile.json"
         path.write_text(json.dumps(current), encoding="utf-8")
-        if keep:
-            tracker.log_artifact(cand.run_id, path, "mlflow_ci")
-    return datachecks.compare_profiles(before, current, X)
+        tracker.log_artifact(run_id, path, "mlflow_ci")
 
 
 def _confusion(task: str, y, cand_out, base_out, classes) -> dict | None:

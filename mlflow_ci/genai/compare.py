@@ -84,7 +84,7 @@ def compare_apps(rows: list[DataRow], candidate: dict[str, list[Score | None]], 
                  resamples: int = 1000, seed: int = 0, confidence: float = 0.95, judge: dict | None = None) -> GenaiComparison:
     import numpy as np
 
-    from mlflow_ci.evaluate.metrics import mean_of_scored, paired_metrics
+    from mlflow_ci.evaluate.metrics import mean_of_scored, paired_metrics, scored_value
 
     def rates(scored: dict[str, list[Score | None]]) -> dict:
         return {GENAI_PREFIX + name: mean_of_scored(np.array([np.nan if s is None else s.points for s in verdicts]))
@@ -93,7 +93,7 @@ def compare_apps(rows: list[DataRow], candidate: dict[str, list[Score | None]], 
     cand_metrics = rates(candidate)
     errors = {"candidate": sum(o.error is not None for o in cand_outputs)}
     if baseline is None or base_outputs is None:
-        points = {name: float(metric.value(None)) for name, metric in cand_metrics.items()}
+        points = {name: scored_value(values) for name, values in cand_metrics.items()}
         return GenaiComparison(len(rows), points, None, {}, (), {}, {}, errors, judge or {})
     errors["baseline"] = sum(o.error is not None for o in base_outputs)
     paired = paired_metrics(cand_metrics, rates(baseline), len(rows), resamples=resamples, seed=seed,

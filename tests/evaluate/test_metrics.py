@@ -36,12 +36,23 @@ def point(name, task, y, out, classes=None):
     ("f1", lambda: sk.f1_score(Y_BIN, PROBA_BIN.argmax(1))),
     ("f1_macro", lambda: sk.f1_score(Y_BIN, PROBA_BIN.argmax(1), average="macro")),
     ("f1_weighted", lambda: sk.f1_score(Y_BIN, PROBA_BIN.argmax(1), average="weighted")),
-    ("roc_auc", lambda: sk.roc_auc_score(Y_BIN, P_BIN)),
     ("log_loss", lambda: sk.log_loss(Y_BIN, PROBA_BIN)),
     ("brier", lambda: sk.brier_score_loss(Y_BIN, P_BIN)),
 ])
 def test_binary_metrics_equal_sklearn(name, reference):
     assert point(name, "classification", Y_BIN, PROBA_BIN, np.array([0, 1])) == pytest.approx(reference(), abs=1e-9)
+
+
+def test_roc_auc_equals_sklearn_within_the_bound_it_reports():
+    """ROC AUC comes from 65,536 logit-scale bins: a positive and a negative in one bin count as a tie.
+    The bound reported is what those shared bins may change; scores apart by more than a bin: exact."""
+    result = paired_bootstrap(["roc_auc"], "classification", Y_BIN, PROBA_BIN, PROBA_BIN, classes=np.array([0, 1]), resamples=0)
+    exact = sk.roc_auc_score(Y_BIN, P_BIN)
+    assert 0 < abs(result.candidate["roc_auc"] - exact) <= result.auc_error["roc_auc"] < 1e-3  # the 50 real ties count too
+    apart = np.round(P_BIN, 2)  # 101 distinct scores, far apart on the logit scale: ties are real ties
+    tied = paired_bootstrap(["roc_auc"], "classification", Y_BIN, np.column_stack([1 - apart, apart]), PROBA_BIN,
+                            classes=np.array([0, 1]), resamples=0)
+    assert tied.candidate["roc_auc"] == pytest.approx(sk.roc_auc_score(Y_BIN, apart), abs=1e-12)
 
 
 @pytest.mark.parametrize("name, reference", [
