@@ -235,3 +235,67 @@ class MlflowServer(Process):
     def _healthy(self) -> bool:
         with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
             return answer.status == 200
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RayHead(Process):
+    """A Ray head on 127.0.0.1 only (`ray start --head --block`, its GCS, dashboard and Jobs API on
+    loopback, as RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 and --node-ip-address make it). Every process it
+    starts — workers, job supervisors, a job's own processes, which Ray puts in sessions of their own —
+    inherits a random tag in its environment; stopping kills the group, then whatever carries the tag."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+    cpus: int = 2
+    name = "ray head"
+    tag: str = field(default_factory=lambda: os.urandom(8).hex())
+
+    @property
+    def jobs_address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """What a client on this machine needs to reach the head on loopback only."""
+        return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", **extra}
+
+    def start(self, timeout: float = 120) -> "RayHead":
+        from mlflow_ci.process import PROCESS_TAG
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix="mcr-", dir="/tmp"))  # Ray's socket paths must stay short
+        self.temp = temp
+        env = base_env(**self.env(), **{PROCESS_TAG: self.tag})
+        self.spawn([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+                    "--port", str(self.port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
+                    "--include-dashboard", "true", "--num-cpus", str(self.cpus), "--object-store-memory", str(400 * 2**20),
+                    "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+                    "--temp-dir", str(temp), "--disable-usage-stats"],
+                   cwd=self.root, env=env, log=self.root / "ray.log", what=f"ray head on 127.0.0.1:{self.port}")
+        self.wait_ready(self._ready, timeout)
+        return self
+
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.jobs_address}/api/jobs/", timeout=2) as answer:
+            return answer.status == 200
+
+    def jobs(self) -> list[dict]:
+        """Every job the cluster knows, as its Jobs API lists them."""
+        import json
+
+        with urllib.request.urlopen(f"{self.jobs_address}/api/jobs/", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def stop(self, first=signal.SIGTERM, grace: float = 30) -> None:
+        from mlflow_ci.process import kill_tagged
+
+        super().stop(first, grace)
+        kill_tagged(self.tag)
+        shutil.rmtree(getattr(self, "temp", ""), ignore_errors=True)

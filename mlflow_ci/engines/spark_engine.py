@@ -40,6 +40,8 @@ class SparkEngine:
         except ImportError:
             raise UsageError("evaluate.engine: spark needs PySpark: pip install 'mlflow-ci[spark]'") from None
         master = env.get(MASTER_VARIABLE) or "local[*]"
+        if env.get("SPARK_LOCAL_IP"):  # the driver's JVM starts from this process's environment
+            os.environ["SPARK_LOCAL_IP"] = env["SPARK_LOCAL_IP"]
         owned = SparkSession.getActiveSession() is None
         builder = (SparkSession.builder.master(master).appName("mlflow-ci evaluate")
                    .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")

@@ -21,7 +21,7 @@ import numpy as np
 
 from mlflow_ci import compare as cmp
 from mlflow_ci.config.models import Config
-from mlflow_ci.errors import ServiceError, UsageError
+from mlflow_ci.errors import MlflowCiError, ServiceError, UsageError
 from mlflow_ci.evaluate import datachecks, dataset, partitioned
 from mlflow_ci.evaluate import metrics as ev
 from mlflow_ci.evaluate import partial as pt
@@ -79,7 +79,7 @@ def evaluate_on_engine(cfg: Config, tracker, registry, comparison: cmp.Compariso
 def _run(engine, job) -> partitioned.PartitionResult | None:
     try:
         return partitioned.total(partitioned.unpack(packed) for packed in engine.run(job))
-    except (UsageError, ServiceError):
+    except MlflowCiError:  # a worker's own verdict on the input or the model (exit 2 or 3)
         raise
     except Exception as exc:  # noqa: BLE001 - Spark's and Ray's own errors: the engine failed, not the input
         raise ServiceError(f"evaluate.engine {engine.name}: the evaluation failed on the engine ({_cause(exc)})") from None

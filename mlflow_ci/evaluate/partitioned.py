@@ -89,6 +89,8 @@ def load_models(work: Work, paths: Mapping[str, str | Path]) -> dict[str, Any] |
         run_id, flavor = work.roles[role]
         try:
             models[role] = load_for_scoring(Path(path))
+            if models[role].native is None:
+                models[role].pyfunc()  # a pyfunc-only model loads here, once, not at its first rows
         except ImportError as exc:
             missing = exc.name or first_line(str(exc))
             return Failure("usage", f"evaluate.engine {work.engine}: the {role} model (run {run_id[:12]}, {flavor}) needs "
