@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from processes import leftovers, start_registry
-from stack import MlflowServer
+from enginekit import need
+from stack import MlflowServer, RayHead
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -233,3 +234,33 @@ def runner_env(venv: Path, **extra: str) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(venv / "bin"), uv_dir, "/usr/bin", "/bin"])
     env["VIRTUAL_ENV"] = str(venv)
     return env
+
+
+# --------------------------------------------------------------------------------------------------
+# Real engines (tests/engines): a Ray head on 127.0.0.1 and PySpark in local[2] mode. Where one is missing
+# the tests skip, except in CI, where MLFLOW_CI_TEST_REQUIRE=ray,spark makes them fail instead.
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    need("ray")
+    head = RayHead(tmp_path_factory.mktemp("ray-head")).start()
+    yield head
+    head.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_env():
+    """The environment the Spark engine reads: local[2] on loopback."""
+    need("spark")
+    return {"MLFLOW_CI_SPARK_MASTER": "local[2]", "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+@pytest.fixture
+def loopback_ray(ray_head, monkeypatch):
+    """This process as a Ray driver of the suite's head, on loopback (Ray reads the variable at import)."""
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray._private.ray_constants as constants
+
+    monkeypatch.setattr(constants, "ENABLE_RAY_CLUSTER", False)
+    return {"RAY_ADDRESS": ray_head.address, **ray_head.env()}

@@ -62,7 +62,11 @@ def client_for(env: Mapping[str, str]):
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise UsageError(f"{HEADERS_VARIABLE}: expected a JSON object of header names to strings")
     try:
+        import logging
+
         from ray.job_submission import JobSubmissionClient
+
+        logging.getLogger("ray").setLevel(logging.ERROR)  # the client's upload chatter is not the training's output
     except ImportError:
         raise UsageError("train.engine: ray needs Ray's job client: pip install 'mlflow-ci[ray]'") from None
     try:
@@ -116,7 +120,9 @@ def run_job(command: str, workdir: Path, job_env: Mapping[str, str], rcfg, timeo
     if status == "SUCCEEDED":
         return 0, False, status
     info = _safe(lambda: client.get_job_info(job_id))
-    return 1, False, f"{status}: {info.message}" if info is not None and getattr(info, "message", None) else status
+    message = getattr(info, "message", None) or ""
+    reason = message.split(", last available logs", 1)[0].splitlines()[0][:200] if message.strip() else ""
+    return 1, False, f"{status} ({reason})" if reason else status
 
 
 def _show_new(client, job_id: str, shown: int, stream: TextIO, log: TextIO) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import binary_rows, need, saved_models
+from enginekit import binary_rows, saved_models
 from mlflow_ci.engines import Job, open_engine
 from mlflow_ci.errors import UsageError
 from mlflow_ci.evaluate import dataset, on_engine, partitioned

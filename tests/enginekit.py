@@ -1,6 +1,4 @@
-"""Real engines for the engine tests: a Ray head on 127.0.0.1 (started and stopped by the suite) and
-PySpark in local[2] mode on the machine's Java. Where one is missing the tests skip, except in CI,
-where MLFLOW_CI_TEST_REQUIRE=ray,spark makes them fail instead."""
+"""Helpers of the engine tests (tests/engines): whether an engine can run here, generated rows, saved models."""
 
 from __future__ import annotations
 
@@ -13,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from stack import RayHead
 
 REQUIRED = os.environ.get("MLFLOW_CI_TEST_REQUIRE", "").split(",")
 
@@ -30,31 +26,6 @@ def need(engine: str) -> None:
         if engine in REQUIRED:
             pytest.fail(f"MLFLOW_CI_TEST_REQUIRE={engine}: {missing}")
         pytest.skip(missing)
-
-
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    need("ray")
-    head = RayHead(tmp_path_factory.mktemp("ray-head")).start()
-    yield head
-    head.stop()
-
-
-@pytest.fixture(scope="session")
-def spark_env():
-    """The environment the Spark engine reads: local[2] on loopback."""
-    need("spark")
-    return {"MLFLOW_CI_SPARK_MASTER": "local[2]", "SPARK_LOCAL_IP": "127.0.0.1"}
-
-
-@pytest.fixture
-def loopback_ray(ray_head, monkeypatch):
-    """This process as a Ray driver of the suite's head, on loopback (Ray reads the variable at import)."""
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray._private.ray_constants as constants
-
-    monkeypatch.setattr(constants, "ENABLE_RAY_CLUSTER", False)
-    return {"RAY_ADDRESS": ray_head.address, **ray_head.env()}
 
 
 def binary_rows(n: int, seed: int = 0) -> pd.DataFrame:
