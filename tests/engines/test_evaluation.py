@@ -161,3 +161,66 @@ def test_a_model_whose_flavor_needs_a_package_the_workers_lack_says_so(tmp_path,
     for name, env in (("spark", spark_env), ("ray", loopback_ray)):
         with pytest.raises(UsageError, match=rf"evaluate.engine {name}: the candidate model .* needs the package onlyhere_pkg"):
             on(name, env, tmp_path, "rows/", odd, resamples=100)
+
+
+@pytest.mark.slow
+def test_a_check_evaluates_on_spark_with_the_verdict_and_intervals_of_the_local_engine(project, spark_env):
+    """The same PR checked twice against the same champion: rows scored on Spark (a folder of Parquet
+    files) and here (the same rows as one CSV file): same metrics, intervals, slices, data checks, verdict."""
+    from evaluate.test_same_rows import SCRIPT, make_data
+    from mlflow_ci.tracking import MlflowTracker
+
+    make_data(3000, 0).to_csv(project.root / "train.csv", index=False)
+    rows = make_data(1500, 1)
+    rows.to_csv(project.root / "eval.csv", index=False)
+    write_parts(rows, project.root / "eval", parts=2, row_group=400)
+    project.write("train.py", SCRIPT)
+    project.write("params.json", '{"corrupt_region": null}')
+    config = textwrap.dedent("""\
+        experiment: regions
+        train:
+          command: python train.py
+          inputs: ["*.py", "params.json", "train.csv"]
+        evaluate:
+          data: {data}
+          engine: {engine}
+          target: label
+          task: classification
+          metrics: [accuracy, roc_auc, log_loss]
+          resamples: 300
+          slices: [region]
+          slice_gate:
+            accuracy: {{max_drop: 0.02, significance: 0.05}}
+          data_checks: {{max_psi: 0.25}}
+        gate:
+          eval.accuracy: {{max_drop: 0.02, significance: 0.05}}
+        """)
+    project.write("mlflow-ci.yml", config.format(data="eval/", engine="spark"))
+    project.commit("regions model")
+    env = project.env(**spark_env)
+    first = project.cli("check", env=env, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    tracker = MlflowTracker(project.uri)
+    tracker.set_alias("regions", "champion", tracker.register(project.result()["candidate"]["run_id"], "regions"))
+    project.branch("bug")
+    project.write("params.json", '{"corrupt_region": "south"}')
+    project.commit("corrupt one region")
+    results = {}
+    for data, engine in (("eval/", "spark"), ("eval.csv", "local")):
+        project.write("mlflow-ci.yml", config.format(data=data, engine=engine))
+        proc = project.cli("check", env=env, timeout=600)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        results[engine] = project.result()
+        results[engine]["report"] = (project.root / ".mlflow-ci" / "report.md").read_text()
+    spark, local = results["spark"], results["local"]
+    assert spark["evaluation"]["engine"] == "spark" and "scored on Spark" in spark["report"]
+    assert spark["verdict"] == local["verdict"] == "fail"
+    by_name = {engine: {m["name"]: m for m in r["metrics"] if m["name"].startswith("eval.")} for engine, r in results.items()}
+    assert set(by_name["spark"]) == set(by_name["local"]) and "eval.accuracy/region:south" in by_name["spark"]
+    for name, got in by_name["spark"].items():
+        want = by_name["local"][name]
+        for key in ("candidate", "baseline", "delta", "ci_low", "ci_high"):
+            assert got.get(key) == pytest.approx(want.get(key), abs=1e-6), (name, key)
+    checks = {engine: {(c["metric"], c["rule"]): c["passed"] for c in r["checks"]} for engine, r in results.items()}
+    assert checks["spark"] == checks["local"]
+    assert spark["evaluation"]["data_checks"]["features"] == local["evaluation"]["data_checks"]["features"]
