@@ -15,7 +15,7 @@ def test_help_does_not_import_mlflow():
         "import sys\n"
         "from mlflow_ci.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-        "bad = [m for m in ('mlflow', 'sklearn', 'jinja2', 'requests', 'pydantic') if m in sys.modules]\n"
+        "bad = [m for m in ('mlflow', 'sklearn', 'jinja2', 'requests', 'pydantic', 'ray', 'pyspark') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env())
@@ -33,6 +33,19 @@ def test_validate_does_not_import_mlflow(project):
     proc = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True, text=True, env=clean_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "mlflow-ci.yml: valid (experiment 'churn', 2 gated metrics, 3 rules)\n"
+
+
+def test_a_local_check_imports_neither_engine(project):
+    """Ray and PySpark are imported only where a configuration names them (mlflow-ci[ray], [spark])."""
+    code = (
+        "import sys\n"
+        "from mlflow_ci.cli import main\n"
+        "try:\n    main(['check', '--no-publish'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "bad = [m for m in ('ray', 'pyspark') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True, text=True, env=project.env())
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_python_dash_m_and_version(project):

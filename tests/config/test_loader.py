@@ -342,3 +342,19 @@ def test_baseline_required_and_max_age():
     assert cfg.baseline.required is False and cfg.baseline.max_age == 7 * 86400
     assert parse(MINIMAL + "baseline:\n  max_age: false\n").baseline.max_age is False
     assert parse(MINIMAL).baseline.max_age == 30 * 86400 and parse(MINIMAL).baseline.required is True
+
+
+def test_the_engines_say_what_they_need():
+    evaluate = "evaluate:\n  data: {data}\n  target: y\n  task: classification\n  engine: {engine}\n{extra}"
+    assert parse(MINIMAL + evaluate.format(data="rows/", engine="spark", extra="")).evaluate.engine == "spark"
+    assert parse(MINIMAL + evaluate.format(data="s3://bucket/rows/*.parquet", engine="ray", extra="")).evaluate.engine == "ray"
+    [csv] = problems(MINIMAL + evaluate.format(data="eval.csv", engine="spark", extra=""))
+    assert "evaluate.data" in csv and "with engine: spark, expected Parquet data" in csv
+    [user] = problems(MINIMAL + evaluate.format(data="rows/", engine="ray", extra="  metrics: [accuracy, costs:fnr]\n"))
+    assert "costs:fnr: module:function metrics run on engine: local only" in user
+    [timed] = problems(MINIMAL + evaluate.format(data="rows/", engine="spark", extra="") + "gate:\n  perf.latency_p95_ms: {max: 5}\n")
+    assert "perf.latency_p95_ms is timed on this machine: not with evaluate.engine: spark" in timed
+    [engine] = problems(MINIMAL.replace("train.py\n", "train.py\n  engine: kubernetes\n"))
+    assert "train.engine" in engine and "'local' or 'ray'" in engine
+    cfg = parse(MINIMAL.replace("train.py\n", "train.py\n  engine: ray\n  ray: {entrypoint_num_gpus: 1, pip: [torch]}\n"))
+    assert cfg.train.ray.entrypoint_num_gpus == 1 and cfg.train.ray.pip == ("torch",)
