@@ -530,6 +530,63 @@ def bench_bootstrap(rows: int, resamples: int) -> list[dict]:
                 ours, reference, "ratio", ours / reference, 0.1, "")]
 
 
+def engine_rows(folder: Path, rows: int, chunk: int = 1_000_000) -> None:
+    """``rows`` generated binary-classification rows (5 features, the label) as Parquet files of ``chunk``
+    rows, written a chunk at a time."""
+    import numpy as np
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(rows)
+    for index, first in enumerate(range(0, rows, chunk)):
+        count = min(chunk, rows - first)
+        frame = pd.DataFrame(rng.normal(size=(count, 5)), columns=[f"f{i}" for i in range(5)])
+        frame["label"] = (frame.f0 + 0.5 * frame.f1 + rng.normal(size=count) > 0).astype(int)
+        frame.to_parquet(folder / f"part-{index:04d}.parquet", row_group_size=250_000, index=False)
+
+
+def bench_engines(work: Path, small: int, large: int, resamples: int) -> list[dict]:
+    """Evaluation of generated Parquet rows on Spark local[2] and on a Ray head (127.0.0.1), against the
+    local engine with every row in memory: wall time, and the runner process's peak memory from ``small``
+    to ``large`` rows (each run in a process of its own, benchmarks/engines.py)."""
+    from enginekit import saved_models
+    from stack import RayHead
+
+    models = saved_models(str(work / "engine-models"))
+    for rows in (small, large):
+        engine_rows(work / f"rows-{rows}", rows)
+    head = RayHead(work / "ray-head").start()
+    try:
+        environ = env(**head.env(), RAY_ADDRESS=head.address, MLFLOW_CI_SPARK_MASTER="local[2]", SPARK_LOCAL_IP="127.0.0.1")
+        got = {}
+        for engine in ("memory", "spark", "ray"):
+            for rows in (small, large):
+                proc = subprocess.run([PY, str(ROOT / "benchmarks" / "engines.py"), engine, str(work / f"rows-{rows}"),
+                                       str(models["candidate"].parent), str(resamples)], env=environ, capture_output=True,
+                                      text=True, check=True)
+                got[engine, rows] = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        head.stop()
+    out, scale = [], f"{large // 1_000_000} M"
+    for engine, label in (("spark", "Spark local[2]"), ("ray", "Ray (2 CPUs)")):
+        ours, ref = got[engine, large]["seconds"], got["memory", large]["seconds"]
+        out.append(row(f"evaluate {scale} rows on {label} vs the local engine (in memory): wall time", ours, ref, "ratio",
+                       ours / ref, None, ""))
+    for engine, label, target in (("spark", "Spark", 1.25), ("ray", "Ray", 1.25), ("memory", "the local engine", None)):
+        big, few = got[engine, large]["peak_mb"], got[engine, small]["peak_mb"]
+        out.append(row(f"runner peak memory, {scale} vs {small // 1_000_000} M rows, {label} (MB)", big, few, "ratio",
+                       big / few, target, "MB"))
+    for engine, label in (("spark", "Spark"), ("ray", "Ray"), ("memory", "the local engine")):
+        big, few = got[engine, large]["seconds"], got[engine, small]["seconds"]
+        out.append(row(f"wall time, {scale} vs {small // 1_000_000} M rows, {label}", big, few, "ratio", big / few,
+                       1.25 * large / small, ""))
+    per_row = (got["memory", large]["peak_mb"] - got["memory", small]["peak_mb"]) / (large - small)
+    fits = (8192 - got["memory", small]["peak_mb"]) / per_row + small
+    print(f"engines: the local engine grows {per_row * 1e6:.0f} MB per million rows: about {fits / 1e6:.0f} M rows "
+          f"of 5 features before 8 GB", file=sys.stderr)
+    return out
+
+
 def bench_install(work: Path) -> list[dict]:
     """Cold installs (fresh virtualenv, empty uv cache, packages from PyPI): mlflow-ci for the PR check
     against a tracking server (no extras), for a local store (`[local]`), and full MLflow alone."""
@@ -565,12 +622,11 @@ def table(rows: list[dict]) -> str:
         figure = f"{r['value']:+.2f} s" if r["kind"] == "difference" else f"{r['value']:.3f}×"
         target = "" if r["target"] is None else (f"< {r['target']} s" if r["kind"] == "difference" else f"< {r['target']}×")
         met = {True: "yes", False: "NO", None: ""}[r["ok"]]
-        lines.append(f"| {r['benchmark']} | {r['ours_s']:.3g} | {r['reference_s']:.3g} | {figure} | {target} | {met} |")
+        # memory rows carry megabytes in the two measurement cells, and say so
+        ours, ref = ((f"{r['ours_s']:.0f} MB", f"{r['reference_s']:.0f} MB") if r["unit"] == "MB"
+                     else (f"{r['ours_s']:.3g}", f"{r['reference_s']:.3g}"))
+        lines.append(f"| {r['benchmark']} | {ours} | {ref} | {figure} | {target} | {met} |")
     return "\n".join(lines)
-
-
-README = ROOT / "README.md"
-README_START, README_END = "<!-- benchmark-table -->", "<!-- /benchmark-table -->"
 
 
 def write_readme(rows: list[dict], command: str) -> None:
@@ -593,8 +649,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--readme", action="store_true", help="replace the README's benchmark table with this run's")
     parser.add_argument("--fingerprint-gb", type=float, default=2.0, help="data size of the fingerprint row")
-    parser.add_argument("--only", default="overhead,cache,evalcache,genaicache,perfnoise,fingerprint,bootstrap,install,scale,shared,startup,setup,store",
-                        help="comma-separated subset of: overhead, cache, evalcache, genaicache, perfnoise, fingerprint, bootstrap, install, scale, shared, startup, setup, store")
+    parser.add_argument("--only", default="overhead,cache,evalcache,genaicache,perfnoise,fingerprint,bootstrap,engines,install,scale,shared,startup,setup,store",
+                        help="comma-separated subset of: overhead, cache, evalcache, genaicache, perfnoise, fingerprint, bootstrap, engines, install, scale, shared, startup, setup, store")
     args = parser.parse_args()
     only = set(args.only.split(","))
     repeat = 3 if args.quick else 5
@@ -615,6 +671,8 @@ def main() -> int:
             rows += bench_fingerprint(work, 0.25 if args.quick else args.fingerprint_gb)
         if "bootstrap" in only:
             rows += bench_bootstrap(100_000, 200 if args.quick else 1000)
+        if "engines" in only:
+            rows += bench_engines(work, 1_000_000, 2_000_000 if args.quick else 10_000_000, 200)
         if "install" in only and not args.quick:
             rows += bench_install(work)
         if "scale" in only:
