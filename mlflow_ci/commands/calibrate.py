@@ -119,12 +119,12 @@ def do_calibrate(s: Session, opts: Options, *, runs: int, level: float, write: b
 
 def _evaluated_against_first(s: Session, runs) -> dict[str, list]:
     """Per eval metric, each later seed's paired bootstrap interval against seed 1's model."""
-    from mlflow_ci.evaluate.same_rows import evaluate_same_rows
+    from mlflow_ci.evaluate.rows import evaluate_rows
 
     first, out = runs[0], {}
     for run in runs[1:]:
         comparison = cmp.Comparison(run, cmp.Baseline(first, "calibration", "seed 1"), (), (), ())
-        evaluated = evaluate_same_rows(s.cfg, s.tracker(), s.registry, comparison, env=s.env)
+        evaluated = evaluate_rows(s.cfg, s.tracker(), s.registry, comparison, env=s.env)
         for name, interval in evaluated.intervals.items():
             out.setdefault(name, []).append(interval)
         s.stream.write(f"mlflow-ci: scored seed run {run.run_id[:12]} against seed 1 on the evaluation rows\n")

@@ -11,7 +11,7 @@ from mlflow_ci.errors import UsageError
 
 
 def evaluate(s, tracker, comparison: cmp.Comparison, *, keep: bool = True):
-    """:func:`mlflow_ci.evaluate.same_rows.evaluate_same_rows` on the session's config and store, unless the
+    """:func:`mlflow_ci.evaluate.rows.evaluate_rows` on the session's config and store, unless the
     candidate's run keeps the result for this baseline and these rows (:mod:`mlflow_ci.evaluate.kept`)."""
     from mlflow_ci.evaluate import kept
 
@@ -19,11 +19,11 @@ def evaluate(s, tracker, comparison: cmp.Comparison, *, keep: bool = True):
     if found is not None:
         return found
     try:
-        from mlflow_ci.evaluate.same_rows import evaluate_same_rows
+        from mlflow_ci.evaluate.rows import evaluate_rows
     except ModuleNotFoundError as exc:
         raise UsageError(f"evaluate: needs {exc.name}, which is not installed: pip install 'mlflow-ci[evaluate]' "
                          "(or add numpy and pandas to the project's requirements)") from None
-    return evaluate_same_rows(s.cfg, tracker, s.registry, comparison, keep=keep, env=s.env)
+    return evaluate_rows(s.cfg, tracker, s.registry, comparison, keep=keep, env=s.env)
 
 
 def evaluate_alone(s, tracker, run):

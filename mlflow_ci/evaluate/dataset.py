@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob as globbing
 from dataclasses import dataclass
 from pathlib import Path
-from mlflow_ci.engines.base import path_key
 from mlflow_ci.errors import UsageError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -36,9 +35,6 @@ class Dataset:
     rows: int
     columns: tuple[str, ...]
     units: tuple[Unit, ...]
-
-    def offset_by_key(self) -> dict[str, int]:
-        return {path_key(f): o for f, o in zip(self.files, self.offsets)}
 
 
 def is_partitioned(spec: str) -> bool:

@@ -19,7 +19,6 @@ import numpy as np
 from mlflow_ci.evaluate import partial as pt
 
 LOWER_IS_BETTER = {"log_loss", "brier", "mae", "mse", "rmse", "mape"}
-BATCH_CELLS = pt.BATCH_CELLS
 
 
 @dataclass(frozen=True)
@@ -194,12 +193,6 @@ def summarize(specs: Mapping[str, pt.Spec], total: pt.Partial, *, resamples: int
     return PairedResult(total.rows, point_c, point_b, intervals, resamples, seed, errors)
 
 
-def mean_of_scored(values: np.ndarray) -> np.ndarray:
-    """Per-row values of a scorer (NaN: the row was not scored): its pass rate is their mean over the
-    scored rows, a resample's the weighted mean (:func:`paired_metrics`)."""
-    return np.asarray(values, dtype=np.float64)
-
-
 def scored_value(values: np.ndarray) -> float:
     v = np.asarray(values, dtype=np.float64)
     scored = ~np.isnan(v)
@@ -208,7 +201,8 @@ def scored_value(values: np.ndarray) -> float:
 
 def paired_metrics(cand: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray], n: int, *, resamples: int = 1000,
                    seed: int = 0, confidence: float = 0.95) -> PairedResult:
-    """The mean over scored rows of each named per-row value (:func:`mean_of_scored`) for both sides,
+    """The mean over scored rows of each named per-row value (NaN: the row was not scored; e.g. a scorer's
+    pass rate) for both sides,
     and the paired bootstrap interval of each difference: every resample weighs the same rows for both."""
     specs = {name: pt.scored_mean_spec(name) for name in cand}
     sides = {"candidate": pt.scored_side(cand), "baseline": pt.scored_side(base)}

@@ -34,7 +34,7 @@ _LOADED: dict[tuple, object] = {}  # on a worker: the models of a job, loaded on
 
 def reduce_with_models(work: partitioned.Work, frame, ids, paths: Mapping[str, str]):
     """What each partition runs: load the models once per worker process, then reduce the rows."""
-    key = (work.roles and tuple(sorted(work.roles.items())), tuple(sorted(paths.items())))
+    key = (tuple(sorted(work.roles.items())), tuple(sorted(paths.items())))
     if key not in _LOADED:
         _LOADED.clear()  # one job's models at a time
         _LOADED[key] = partitioned.load_models(work, paths)

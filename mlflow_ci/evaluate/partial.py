@@ -7,16 +7,17 @@ weight in resample ``b`` is a pure function of ``(seed, row id, b)`` — a count
 (splitmix64's mixer over the row's stable id and the resample index, four 16-bit uniforms per 64-bit
 draw, each turned into a Poisson(1) weight by a 65,536-entry inverse-CDF table: P(k) exact to
 1/65,536, a weight at most 7). So the rows can arrive in any order and in any partitions: each partition returns
-its :class:`Partial` (sums per resample, histograms), partials add up, and :func:`finish` turns the
-total into point estimates and paired intervals. The local engine, Spark and Ray all run this module on
+its :class:`Partial` (sums per resample, histograms), partials add up, and :func:`values` turns the
+total into each metric's point estimate and resampled values (:func:`mlflow_ci.evaluate.metrics.summarize`:
+the paired intervals). The local engine, Spark and Ray all run this module on
 their partitions; their intervals are the same up to floating-point summation order.
 
 ROC AUC is the Mann-Whitney statistic from histograms of the positive class's score on a logit scale:
 a point estimate from 65,536 bins (:data:`FINE_BINS`), the resamples from 512 (:data:`COARSE_BINS`),
 each resample shifted by the difference the coarse bins make on all rows. Two rows in the same bin
 count as tied (half a pair), so the point estimate is exact unless a positive and a negative share a
-fine bin without sharing their score; :func:`finish` reports the bound of that error, computed from
-the histograms (``auc_error``), and it is 0 for scores that differ by more than 0.1 % on a logit scale.
+fine bin without sharing their score; :func:`values` reports the bound of that error, computed from
+the histograms, and it is 0 for scores that differ by more than a bin (0.00085 on the logit scale).
 """
 
 from __future__ import annotations
@@ -255,10 +256,6 @@ class Partial:
                        self.sums + other.sums, {k: v + other.fine[k] for k, v in self.fine.items()},
                        {k: np.add(v, other.coarse[k], dtype=np.int64) for k, v in self.coarse.items()})
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.sums.nbytes + sum(v.nbytes for v in (*self.fine.values(), *self.coarse.values())))
-
 
 def layout_of(sides: Mapping[str, Side]) -> tuple[str, ...]:
     return tuple(f"{role}/{column}" for role in sorted(sides) for column in sorted(sides[role].columns))
@@ -314,13 +311,6 @@ def _grouping(pos: np.ndarray, coarse: np.ndarray):
     ordered = cell[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.zeros(0, dtype=np.int64)
     return order, starts, ordered[starts]
-
-
-def empty(sides_layout: tuple[str, ...], auc_roles: tuple[str, ...], resamples: int) -> Partial:
-    """The sum of no partitions (what a partition with no rows contributes)."""
-    return Partial(0, sides_layout, np.zeros(len(sides_layout)), np.zeros(resamples), np.zeros((resamples, len(sides_layout))),
-                   {r: np.zeros((2, FINE_BINS), dtype=np.int64) for r in auc_roles},
-                   {r: np.zeros((resamples, 2, COARSE_BINS), dtype=np.int64) for r in auc_roles})
 
 
 def auc_from_histograms(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

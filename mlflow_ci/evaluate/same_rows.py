@@ -8,18 +8,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mlflow_ci import compare as cmp
 from mlflow_ci.config.models import Config, EvaluateConfig
 from mlflow_ci.errors import UsageError
 from mlflow_ci.evaluate import datachecks, kept, perf, predict
-from mlflow_ci.evaluate.dataset import is_partitioned
 from mlflow_ci.evaluate.kept import Evaluated
 from mlflow_ci.evaluate import metrics as ev
 from mlflow_ci.provenance import file_sha256
@@ -36,26 +34,19 @@ def slice_metric(metric: str, column: str, value: str) -> str:
     return f"eval.{metric}/{clean(column)}:{clean(value)}"
 
 
-def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison, *, keep: bool = True,
-                       env: Mapping[str, str] | None = None) -> Evaluated:
+def evaluate_same_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison, *, keep: bool = True) -> Evaluated:
     """Score candidate and baseline models on the same rows; paired bootstrap intervals.
 
     ``tracker`` logs the candidate's ``eval.<metric>`` values to its run and keeps both models' outputs
     with it (:class:`Scoring`); nothing is ever written to the baseline's run (a PR's check does not
     rewrite the champion's history). ``keep=False`` writes nothing at all: the candidate is a run trained
     for another commit (a reused champion). ``registry`` (MLflow's client, or a callable that builds it)
-    loads the models, only when their outputs on this data are not kept yet. With an engine, or Parquet
-    data given as a folder or glob, the rows are scored partition by partition (:mod:`.on_engine`; ``env``
-    says how to reach the engine).
+    loads the models, only when their outputs on this data are not kept yet.
     """
     import numpy as np
 
     ecfg = cfg.evaluate
     assert ecfg is not None
-    if ecfg.engine != "local" or is_partitioned(ecfg.data):
-        from mlflow_ci.evaluate.on_engine import evaluate_on_engine
-
-        return evaluate_on_engine(cfg, tracker, registry, comparison, keep=keep, env=env if env is not None else os.environ)
     X, y = ev.load_dataset(ecfg.data, ecfg.target, cfg.root, where=cfg.at("evaluate.data"))
     y = np.asarray(y)
     ev.register_user_metrics(ecfg.metrics, cfg.root)
@@ -101,8 +92,7 @@ class Scored:
     timed: dict | None = None
     data_digest: str | None = None
     repeat: dict | None = None  # role -> largest difference of two predictions (None: not measured)
-    where: str = ""  # ", on Spark": where the rows were scored, when not here
-    notes: tuple = ()
+    where: str = ""  # ", scored on Spark": where the rows were scored, when not here
 
     @classmethod
     def named(cls, rows: int, cand_eval: dict, base_eval: dict, intervals: dict, cards: dict) -> "Scored":
@@ -131,7 +121,7 @@ def assemble(cfg: Config, tracker, comparison: cmp.Comparison, scored: Scored, *
             f"{ecfg.data}{scored.where}" + (f"; {ecfg.resamples:,} paired bootstrap resamples (seed {ecfg.seed}), "
                                              f"{ecfg.confidence:.0%} intervals" if paired else ""))
     level_notes = tuple(f"{name}: the {(1 - 2 * a) * 100:g} % interval shown ends at the one-sided {(1 - a) * 100:g} % bounds the gate uses"
-                        for name, a in sorted(decided.items()) if paired and name in intervals) + tuple(scored.notes)
+                        for name, a in sorted(decided.items()) if paired and name in intervals)
     data_report = scored.data_report
     summary = {"data": ecfg.data, "rows": scored.rows, "task": ecfg.task, "metrics": list(ecfg.metrics),
                "resamples": ecfg.resamples if paired else 0, "seed": ecfg.seed, "confidence": ecfg.confidence,

@@ -84,10 +84,10 @@ def compare_apps(rows: list[DataRow], candidate: dict[str, list[Score | None]], 
                  resamples: int = 1000, seed: int = 0, confidence: float = 0.95, judge: dict | None = None) -> GenaiComparison:
     import numpy as np
 
-    from mlflow_ci.evaluate.metrics import mean_of_scored, paired_metrics, scored_value
+    from mlflow_ci.evaluate.metrics import paired_metrics, scored_value
 
     def rates(scored: dict[str, list[Score | None]]) -> dict:
-        return {GENAI_PREFIX + name: mean_of_scored(np.array([np.nan if s is None else s.points for s in verdicts]))
+        return {GENAI_PREFIX + name: np.array([np.nan if s is None else s.points for s in verdicts], dtype=np.float64)
                 for name, verdicts in scored.items()}
 
     cand_metrics = rates(candidate)
