@@ -221,9 +221,20 @@ def static_problems(ecfg, root) -> list[str]:
 
     import pandas as pd
 
+    from mlflow_ci.evaluate import dataset
+    from mlflow_ci.errors import UsageError
+
     path = Path(root) / ecfg.data
+    if "://" in ecfg.data:
+        return []  # a remote store: read (with the engine's credentials) when a check runs
     if ":" in ecfg.data and not path.exists():
         return []  # module:function: imported only when a check runs
+    if dataset.is_partitioned(ecfg.data):  # a folder or glob of Parquet files: their footers say the columns
+        try:
+            columns = list(dataset.plan(ecfg.data, Path(root)).columns)
+        except UsageError as exc:
+            return [exc.message]
+        return _missing_columns(ecfg, columns, ecfg.data)
     if not path.is_file():
         return [f"evaluate.data: file not found: {path}"]
     try:
@@ -235,8 +246,12 @@ def static_problems(ecfg, root) -> list[str]:
             columns = list(pd.read_csv(path, nrows=0).columns)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem to the user
         return [f"evaluate.data: {path.name} cannot be read ({type(exc).__name__})"]
+    return _missing_columns(ecfg, columns, path.name)
+
+
+def _missing_columns(ecfg, columns: list, shown: str) -> list[str]:
     wanted = [("evaluate.target", ecfg.target)] + [("evaluate.slices", c) for c in ecfg.slices]
-    return [f"{where}: column {name!r} is not in {path.name} (columns: {', '.join(map(str, columns[:20]))})"
+    return [f"{where}: column {name!r} is not in {shown} (columns: {', '.join(map(str, columns[:20]))})"
             for where, name in wanted if name not in columns]
 
 

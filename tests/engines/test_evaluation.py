@@ -224,3 +224,18 @@ def test_a_check_evaluates_on_spark_with_the_verdict_and_intervals_of_the_local_
     checks = {engine: {(c["metric"], c["rule"]): c["passed"] for c in r["checks"]} for engine, r in results.items()}
     assert checks["spark"] == checks["local"]
     assert spark["evaluation"]["data_checks"]["features"] == local["evaluation"]["data_checks"]["features"]
+
+
+def test_validate_reads_a_parquet_folder_by_its_footers(tmp_path):
+    from mlflow_ci.config.loader import parse_config
+    from mlflow_ci.evaluate.metrics import static_problems
+
+    write_parts(binary_rows(100), tmp_path / "rows", parts=2, row_group=30)
+    text = "experiment: e\ntrain:\n  command: 'true'\nevaluate:\n  data: {data}\n  target: {target}\n  task: classification\n  engine: spark\n"
+    ok = parse_config(text.format(data="rows/", target="label"), tmp_path / "mlflow-ci.yml", shown="mlflow-ci.yml")
+    assert static_problems(ok.evaluate, tmp_path) == []
+    wrong = parse_config(text.format(data="rows/*.parquet", target="churned"), tmp_path / "mlflow-ci.yml", shown="mlflow-ci.yml")
+    assert static_problems(wrong.evaluate, tmp_path) == [
+        "evaluate.target: column 'churned' is not in rows/*.parquet (columns: f0, f1, f2, f3, f4, region, label)"]
+    empty = parse_config(text.format(data="nothing/", target="label"), tmp_path / "mlflow-ci.yml", shown="mlflow-ci.yml")
+    assert static_problems(empty.evaluate, tmp_path) == ["evaluate.data: no Parquet files in 'nothing/'"]
