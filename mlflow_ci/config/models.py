@@ -181,6 +181,9 @@ class TrainConfig(Section):
                           "(an entry point of the MLproject file)", key=True)
         if self.parameters and self.entry_point is None:
             raise problem("parameters go with entry_point (a command takes its arguments itself)", at=("parameters",), key=True)
+        if self.engine == "ray" and self.metrics_file:
+            raise problem("with engine: ray the job writes its files on the cluster: log the metrics with MLflow from "
+                          "the job (it runs inside the run mlflow-ci created)", at=("metrics_file",), key=True)
         return self
 
     @property

@@ -356,5 +356,7 @@ def test_the_engines_say_what_they_need():
     assert "perf.latency_p95_ms is timed on this machine: not with evaluate.engine: spark" in timed
     [engine] = problems(MINIMAL.replace("train.py\n", "train.py\n  engine: kubernetes\n"))
     assert "train.engine" in engine and "'local' or 'ray'" in engine
+    [metrics] = problems(MINIMAL.replace("train.py\n", "train.py\n  engine: ray\n  metrics_file: m.json\n"))
+    assert "train.metrics_file" in metrics and "log the metrics with MLflow from the job" in metrics
     cfg = parse(MINIMAL.replace("train.py\n", "train.py\n  engine: ray\n  ray: {entrypoint_num_gpus: 1, pip: [torch]}\n"))
     assert cfg.train.ray.entrypoint_num_gpus == 1 and cfg.train.ray.pip == ("torch",)
