@@ -19,7 +19,7 @@ RAY_CONFIG = """\
 experiment: {name}
 model: {name}
 train:
-  command: python train.py
+  command: python {script}
   inputs: ["*.py", "params.json"]
   engine: ray
   timeout: {timeout}
@@ -36,13 +36,13 @@ SLOW_SCRIPT = textwrap.dedent("""
     """)
 
 
-def ray_project(tmp_path, name: str, script: str, timeout: str = "5m") -> Project:
+def ray_project(tmp_path, name: str, script: str, timeout: str = "5m", file: str = "train.py") -> Project:
     root = tmp_path / "repo"
     root.mkdir()
     proj = Project(root=root, store=tmp_path / "unused.db")
-    proj.write("train.py", script)
+    proj.write(file, script)
     proj.write("params.json", json.dumps({"C": 1.0}))
-    proj.write("mlflow-ci.yml", RAY_CONFIG.format(name=name, timeout=timeout))
+    proj.write("mlflow-ci.yml", RAY_CONFIG.format(name=name, timeout=timeout, script=file))
     proj.write(".gitignore", ".mlflow-ci/\n")
     git(root, "init", "-q", "-b", "main")
     proj.commit("initial")
@@ -57,10 +57,14 @@ def active(head) -> list[dict]:
     return [job for job in head.jobs() if job["status"] in ("PENDING", "RUNNING")]
 
 
-def sleeper_running() -> bool:
+def sleeper(test: str) -> str:
+    return f"ray_sleeper_{test}.py"  # a name no other test's training has (tests run side by side)
+
+
+def sleeper_running(name: str) -> bool:
     """Whether the slow training's process is still alive anywhere on this machine."""
-    proc = subprocess.run(["pgrep", "-f", "python train.py"], capture_output=True, text=True)
-    return any(pid for pid in proc.stdout.split() if int(pid) != 0)
+    proc = subprocess.run(["pgrep", "-f", f"python {name}"], capture_output=True, text=True)
+    return bool(proc.stdout.split())
 
 
 @pytest.mark.slow
@@ -87,13 +91,13 @@ def test_a_check_trains_as_a_ray_job_logs_to_the_server_and_gates(tmp_path, ray_
 
 @pytest.mark.slow
 def test_a_timeout_stops_the_job_and_a_failed_job_shows_its_last_lines(tmp_path, ray_head, mlflow_server):
-    proj = ray_project(tmp_path, "ray-timeout", SLOW_SCRIPT, timeout="8s")
+    proj = ray_project(tmp_path, "ray-timeout", SLOW_SCRIPT, timeout="8s", file=sleeper("timeout"))
     proc = proj.cli("check", "--no-publish", env=env_for(ray_head, mlflow_server))
     assert proc.returncode == 3, proc.stderr
     assert "training job timed out after 8s (train.timeout)" in proc.stderr
-    assert not active(ray_head) and not sleeper_running()
+    assert not active(ray_head) and not sleeper_running(sleeper("timeout"))
     assert proj.result()["verdict"] == "error"
-    proj.write("train.py", "print('about to fail: mlflow-ci-broken-line')\nraise SystemExit(5)\n")
+    proj.write(sleeper("timeout"), "print('about to fail: mlflow-ci-broken-line')\nraise SystemExit(5)\n")
     proj.commit("fails")
     failed = proj.cli("check", "--no-publish", env=env_for(ray_head, mlflow_server))
     assert failed.returncode == 3
@@ -103,13 +107,13 @@ def test_a_timeout_stops_the_job_and_a_failed_job_shows_its_last_lines(tmp_path,
 
 @pytest.mark.slow
 def test_a_cancelled_check_stops_its_job_before_it_exits(tmp_path, ray_head, mlflow_server):
-    proj = ray_project(tmp_path, "ray-cancel", SLOW_SCRIPT)
+    proj = ray_project(tmp_path, "ray-cancel", SLOW_SCRIPT, file=sleeper("cancel"))
     check = subprocess.Popen([sys.executable, "-m", "mlflow_ci", "check", "--no-publish"], cwd=proj.root,
                              env=env_for(ray_head, mlflow_server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not (active(ray_head) and sleeper_running()) and time.monotonic() < deadline:
+        while not (active(ray_head) and sleeper_running(sleeper("cancel"))) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert active(ray_head), "the job never started"
         check.send_signal(signal.SIGTERM)  # what Actions sends when a newer push cancels the run
@@ -120,7 +124,7 @@ def test_a_cancelled_check_stops_its_job_before_it_exits(tmp_path, ray_head, mlf
             check.wait()
     assert check.returncode == 3, err
     assert "the check was cancelled (SIGTERM); Ray job mlflow-ci-" in err and "stopped" in err
-    assert not active(ray_head) and not sleeper_running()  # asked of the cluster, and of the machine
+    assert not active(ray_head) and not sleeper_running(sleeper("cancel"))  # asked of the cluster, and of the machine
 
 
 def test_validate_refuses_a_store_the_cluster_cannot_reach(tmp_path):
