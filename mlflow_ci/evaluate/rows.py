@@ -10,6 +10,7 @@ from mlflow_ci import compare as cmp
 from mlflow_ci.config.models import Config
 from mlflow_ci.evaluate.dataset import is_partitioned
 from mlflow_ci.evaluate.kept import Evaluated
+from mlflow_ci.evaluate.same_rows import evaluate_same_rows  # NumPy and pandas: a missing extra shows on import
 
 
 def evaluate_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison, *, keep: bool = True,
@@ -20,6 +21,4 @@ def evaluate_rows(cfg: Config, tracker, registry, comparison: cmp.Comparison, *,
         from mlflow_ci.evaluate.on_engine import evaluate_on_engine
 
         return evaluate_on_engine(cfg, tracker, registry, comparison, keep=keep, env=env if env is not None else os.environ)
-    from mlflow_ci.evaluate.same_rows import evaluate_same_rows
-
     return evaluate_same_rows(cfg, tracker, registry, comparison, keep=keep)
