@@ -61,19 +61,11 @@ class Metric:
     def value(self, weights: np.ndarray | None = None) -> float:
         """The value on all rows, or with these integer row weights (one resample)."""
         if weights is None:
-            total = pt.partial({"m": self.side}, np.arange(len(_rows(self.side))), resamples=0, seed=0)
+            total = pt.partial({"m": self.side}, np.arange(len(self.side)), resamples=0, seed=0)
             return pt.values(self.spec, "m", total).point
         weights = np.asarray(weights, dtype=np.int64)
         rows = np.repeat(np.arange(len(weights)), weights)
-        picked = pt.Side({k: v[rows] for k, v in self.side.columns.items()},
-                         None if self.side.auc is None else (self.side.auc[0][rows], self.side.auc[1][rows]))
-        return Metric(self.spec, picked).value(None)
-
-
-def _rows(side: pt.Side) -> np.ndarray:
-    if side.auc is not None:
-        return side.auc[0]
-    return next(iter(side.columns.values())) if side.columns else np.zeros(0)
+        return Metric(self.spec, self.side.select(rows)).value(None)
 
 
 class UserMetric:

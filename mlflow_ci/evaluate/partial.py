@@ -179,6 +179,16 @@ class Side:
     columns: dict[str, np.ndarray]
     auc: tuple[np.ndarray, np.ndarray] | None = None
 
+    def __len__(self) -> int:
+        if self.auc is not None:
+            return len(self.auc[0])
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def select(self, rows: np.ndarray) -> "Side":
+        """These rows' statistics (a boolean mask, or row indices: a row may come more than once)."""
+        return Side({k: v[rows] for k, v in self.columns.items()},
+                    None if self.auc is None else (self.auc[0][rows], self.auc[1][rows]))
+
 
 def logit_bins(score: np.ndarray) -> np.ndarray:
     """The fine ROC AUC bin of each score (a probability of the positive class), monotone in the score."""

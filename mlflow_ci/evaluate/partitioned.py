@@ -138,7 +138,7 @@ def reduce_rows(work: Work, frame, ids: np.ndarray, models: Mapping[str, Any]) -
                                     "in one partition: slice by a column of categories")
         for label in labels:
             mask = values == label
-            picked = {role: _masked(side, mask) for role, side in sides.items()}
+            picked = {role: side.select(mask) for role, side in sides.items()}
             result.slices[(column, str(label))] = pt.partial(picked, ids[mask], resamples=work.resamples, seed=work.seed)
     if work.task == "classification" and classes is not None and len(classes) <= CONFUSION_CLASSES:
         result.confusion = {role: confusion(y, out, classes) for role, out in outputs.items()}
@@ -149,11 +149,6 @@ def _side(work: Work, specs, y, out) -> pt.Side:
     from mlflow_ci.evaluate.metrics import side_of
 
     return side_of(specs, work.task, y, out, work.class_array())
-
-
-def _masked(side: pt.Side, mask: np.ndarray) -> pt.Side:
-    return pt.Side({k: v[mask] for k, v in side.columns.items()},
-                   None if side.auc is None else (side.auc[0][mask], side.auc[1][mask]))
 
 
 def confusion(y: np.ndarray, out: np.ndarray, classes: np.ndarray) -> np.ndarray:
