@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 from urllib.parse import unquote, urlparse
 
 
@@ -23,6 +23,20 @@ class Job:
     files: Sequence[str]
     offsets: Sequence[int]
     models: Mapping[str, Path]
+
+
+def add_up(results: Iterable[Any]) -> Any | None:
+    """The sum of a partition's results as they come (None for none), holding one result at a time."""
+    summed = None
+    for result in results:
+        summed = result if summed is None else summed + result
+    return summed
+
+
+def reduce_units(reduce: Callable[[Any, Any, Mapping[str, str]], Any], read_unit: Callable[[Any], tuple[Any, Any]],
+                 units: Iterable[Any], paths: Mapping[str, str]) -> Any | None:
+    """Read the units one after another and add up what ``reduce`` makes of each."""
+    return add_up(reduce(*read_unit(unit), paths) for unit in units)
 
 
 class Engine(Protocol):

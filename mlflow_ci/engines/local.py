@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from mlflow_ci.engines.base import Job
+from mlflow_ci.engines.base import Job, reduce_units
 
 
 class LocalEngine:
@@ -13,11 +13,7 @@ class LocalEngine:
 
     def run(self, job: Job) -> Iterator[bytes]:
         paths = {role: str(path) for role, path in job.models.items()}
-        summed = None
-        for unit in job.units:
-            frame, ids = job.read_unit(unit)
-            result = job.reduce(frame, ids, paths)
-            summed = result if summed is None else summed + result
+        summed = reduce_units(job.reduce, job.read_unit, job.units, paths)
         if summed is not None:
             yield job.pack(summed)
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from mlflow_ci.engines.base import Job
+from mlflow_ci.engines.base import Job, reduce_units
 from mlflow_ci.errors import ServiceError, UsageError
 
 ADDRESS_VARIABLE = "RAY_ADDRESS"
@@ -47,14 +47,7 @@ class _Scorer:
     def __call__(self, batch):
         import numpy as np
 
-        out = []
-        for units in batch["units"]:
-            summed = None
-            for unit in units:
-                frame, ids = self.read_unit(unit)
-                result = self.reduce(frame, ids, self.paths)
-                summed = result if summed is None else summed + result
-            out.append(self.pack(summed))
+        out = [self.pack(reduce_units(self.reduce, self.read_unit, units, self.paths)) for units in batch["units"]]
         return {"result": np.array(out, dtype=object)}
 
 

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from mlflow_ci.engines.base import Job, path_key
+from mlflow_ci.engines.base import Job, add_up, path_key
 from mlflow_ci.errors import ServiceError, UsageError
 
 MASTER_VARIABLE = "MLFLOW_CI_SPARK_MASTER"
@@ -75,12 +75,13 @@ class SparkEngine:
             from pyspark import SparkFiles
 
             paths = {role: SparkFiles.get(name) for role, name in shipped.items()}
-            summed = None
-            for batch in batches:
+
+            def reduced(batch):
                 starts = batch[FILE_COLUMN].map(lambda f: offsets[path_key(f)]).to_numpy(dtype="int64")
                 ids = starts + batch[INDEX_COLUMN].to_numpy(dtype="int64")
-                result = reduce(batch.drop(columns=[FILE_COLUMN, INDEX_COLUMN]), ids, paths)
-                summed = result if summed is None else summed + result
+                return reduce(batch.drop(columns=[FILE_COLUMN, INDEX_COLUMN]), ids, paths)
+
+            summed = add_up(reduced(batch) for batch in batches)
             if summed is not None:
                 yield pd.DataFrame({"result": [pack(summed)]})
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from mlflow_ci.engines.base import add_up
 from mlflow_ci.errors import TrainingError, UsageError, first_line
 from mlflow_ci.evaluate import datachecks
 from mlflow_ci.evaluate import partial as pt
@@ -166,13 +167,12 @@ def unpack(data: bytes) -> PartitionResult | Failure:
     return pickle.loads(data)  # noqa: S301 - produced by this module on the team's own cluster
 
 
-def total(results: Iterable[PartitionResult | Failure], on_result: Callable[[int], None] | None = None) -> PartitionResult | None:
+def total(results: Iterable[PartitionResult | Failure]) -> PartitionResult | None:
     """The sum of the partitions' results as they arrive (a failure stops the sum: it is raised)."""
-    summed = None
-    for result in results:
-        if isinstance(result, Failure):
-            result.raise_it()
-        summed = result if summed is None else summed + result
-        if on_result is not None:
-            on_result(summed.metrics.rows)
-    return summed
+    def checked():
+        for result in results:
+            if isinstance(result, Failure):
+                result.raise_it()
+            yield result
+
+    return add_up(checked())
