@@ -90,39 +90,47 @@ def run_job(command: str, workdir: Path, job_env: Mapping[str, str], rcfg, timeo
     if rcfg.entrypoint_resources:
         resources["entrypoint_resources"] = dict(rcfg.entrypoint_resources)
     with log_path.open("w", encoding="utf-8", errors="replace") as log, cancellable():
-        try:
-            client.submit_job(entrypoint=command, submission_id=job_id, runtime_env=runtime_env,
-                              metadata={"mlflow_ci.run_id": run_id}, **resources)
-        except Cancelled:
-            _stop(client, job_id, clock, sleep)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the cluster refused the job: its reason, one line
-            raise ServiceError(f"Ray cluster: the training job was not accepted ({type(exc).__name__}: {_line(exc)})") from None
-        _say(stream, log, f"[mlflow-ci] training on Ray: job {job_id}\n")
-        deadline = clock() + timeout
-        shown = 0
-        try:
-            while True:
-                status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
-                shown = _show_new(client, job_id, shown, stream, log)
-                if status in TERMINAL:
-                    break
-                if clock() >= deadline:
-                    _say(stream, log, f"[mlflow-ci] train.timeout ({timeout:g}s): stopping job {job_id}\n")
-                    _stop(client, job_id, clock, sleep)
-                    _show_new(client, job_id, shown, stream, log)
-                    return 1, True, "STOPPED"
-                sleep(POLL_SECONDS)
+        try:  # a signal during the submission too: the job may exist already, so it is stopped
+            _submit(client, command, job_id, runtime_env, run_id, resources)
+            _say(stream, log, f"[mlflow-ci] training on Ray: job {job_id}\n")
+            status = _wait(client, job_id, timeout, stream, log, clock, sleep)
         except Cancelled as cancelled:
             _say(stream, log, f"[mlflow-ci] {cancelled.signal_name}: stopping job {job_id}\n")
             ended = _stop(client, job_id, clock, sleep)
             raise TrainingError(f"the check was cancelled ({cancelled.signal_name}); Ray job {job_id} {ended.lower()}") from None
+    if status is None:
+        return 1, True, "STOPPED"
     if status == "SUCCEEDED":
         return 0, False, status
     info = _safe(lambda: client.get_job_info(job_id))
     message = getattr(info, "message", None) or ""
     reason = message.split(", last available logs", 1)[0].splitlines()[0][:200] if message.strip() else ""
     return 1, False, f"{status} ({reason})" if reason else status
+
+
+def _submit(client, command: str, job_id: str, runtime_env: dict, run_id: str, resources: dict) -> None:
+    try:
+        client.submit_job(entrypoint=command, submission_id=job_id, runtime_env=runtime_env,
+                          metadata={"mlflow_ci.run_id": run_id}, **resources)
+    except Exception as exc:  # noqa: BLE001 - the cluster refused the job: its reason, one line
+        raise ServiceError(f"Ray cluster: the training job was not accepted ({type(exc).__name__}: {_line(exc)})") from None
+
+
+def _wait(client, job_id: str, timeout: float, stream: TextIO, log: TextIO, clock, sleep) -> str | None:
+    """Stream the job's logs until it ends; its final status, or None when train.timeout stopped it."""
+    deadline = clock() + timeout
+    shown = 0
+    while True:
+        status = str(client.get_job_status(job_id)).rsplit(".", 1)[-1]
+        shown = _show_new(client, job_id, shown, stream, log)
+        if status in TERMINAL:
+            return status
+        if clock() >= deadline:
+            _say(stream, log, f"[mlflow-ci] train.timeout ({timeout:g}s): stopping job {job_id}\n")
+            _stop(client, job_id, clock, sleep)
+            _show_new(client, job_id, shown, stream, log)
+            return None
+        sleep(POLL_SECONDS)
 
 
 def _show_new(client, job_id: str, shown: int, stream: TextIO, log: TextIO) -> int:

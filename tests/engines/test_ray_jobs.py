@@ -133,3 +133,33 @@ def test_validate_refuses_a_store_the_cluster_cannot_reach(tmp_path):
     assert proc.returncode == 2
     assert "train.engine: the Ray job cannot reach this machine's store (sqlite:///" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_signal_during_the_submission_stops_the_job_and_says_so(tmp_path, monkeypatch):
+    """SIGTERM may arrive while the job is being submitted (the upload of a large project takes time):
+    the job may exist already, so it is stopped, and the check ends with the usual one-line error."""
+    import io
+
+    from mlflow_ci.config.models import RayJobConfig
+    from mlflow_ci.engines import ray_jobs
+    from mlflow_ci.errors import TrainingError
+    from mlflow_ci.process import Cancelled
+
+    calls = []
+
+    class Client:
+        def submit_job(self, **kwargs):
+            calls.append(("submit", kwargs["submission_id"]))
+            raise Cancelled(signal.SIGTERM)
+
+        def stop_job(self, job_id):
+            calls.append(("stop", job_id))
+
+        def get_job_status(self, job_id):
+            return "JobStatus.STOPPED"
+
+    monkeypatch.setattr(ray_jobs, "client_for", lambda env: Client())
+    with pytest.raises(TrainingError, match=r"the check was cancelled \(SIGTERM\); Ray job mlflow-ci-abc-\w+ stopped"):
+        ray_jobs.run_job("python train.py", tmp_path, {}, RayJobConfig(), 60, tmp_path / "train.log", io.StringIO(), {},
+                         run_id="abc", sleep=lambda s: None)
+    assert [kind for kind, _ in calls] == ["submit", "stop"] and calls[0][1] == calls[1][1]
