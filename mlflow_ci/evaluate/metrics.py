@@ -171,10 +171,11 @@ def summarize(specs: Mapping[str, pt.Spec], total: pt.Partial, *, resamples: int
             deltas[name] = cand.resampled - base.resampled
         if cand.error is not None:
             errors[name] = max(cand.error, base.error or 0.0)
-    for name, (cand, base) in (users or {}).items():
-        point_c[name], point_b[name] = cand.value(None), base.value(None)
+    if users:  # the same row weights as the sums above, drawn once for every user metric
         keys = pt.row_keys(ids, seed)
         weights = [column for first in range(0, resamples, 64) for column in pt.poisson_weights(keys, first, min(64, resamples - first)).T]
+    for name, (cand, base) in (users or {}).items():
+        point_c[name], point_b[name] = cand.value(None), base.value(None)
         deltas[name] = np.array([cand.value(w) - base.value(w) for w in weights])
     tail = (1 - confidence) / 2
     intervals = {}
